@@ -1,0 +1,291 @@
+"""Profiles: YAML files in `params/`, validated completely before anything trains.
+
+A profile is checked against `SCHEMA`: every key must be known (an unknown key is reported with the
+closest valid one), every value must have the right type and lie in its allowed range, and
+defaults fill what the file leaves out. The result is a plain nested dict, so it can be hashed,
+stored in result files and passed to papermill notebooks unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
+
+
+class ProfileError(ValueError):
+    """A profile is invalid; the message says what is wrong and what would be right."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One profile value: its type, default and allowed range or choices."""
+
+    kind: type | tuple[type, ...]
+    default: Any = None
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple | None = None
+    nullable: bool = False
+    items: type | None = None  # element type for lists
+
+    def describe(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = getattr(self.kind, "__name__", str(self.kind))
+        if self.items is not None:
+            name = f"a list of {self.items.__name__}"
+        rng = []
+        if self.lo is not None:
+            rng.append(f">= {self.lo:g}")
+        if self.hi is not None:
+            rng.append(f"<= {self.hi:g}")
+        text = name + (" " + " and ".join(rng) if rng else "")
+        if self.items is not None and rng:
+            text = f"a list of {self.items.__name__} each " + " and ".join(rng)
+        return text + (" or null" if self.nullable else "")
+
+
+def _num(lo=None, hi=None, default=None, nullable=False) -> Field:
+    return Field(float, default, lo, hi, nullable=nullable)
+
+
+def _int(lo=None, hi=None, default=None, nullable=False) -> Field:
+    return Field(int, default, lo, hi, nullable=nullable)
+
+
+def _choice(*choices, default=None) -> Field:
+    return Field(str, default if default is not None else choices[0], choices=choices)
+
+
+ARMS = (
+    "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
+    "sgd+isotropic", "sghmc+isotropic",
+)
+PRIOR_NAMES = ("ssl", "supervised")
+
+SCHEMA: dict[str, Any] = {
+    "name": Field(str, None),
+    "description": Field(str, ""),
+    "device": _choice("auto", "cpu", "cuda", "mps"),
+    "seeds": _int(1, 100, 5),
+    "workers": _int(1, 64, 1),
+    "model": _choice("small_resnet", "resnet50"),
+    "data": {
+        "dataset": _choice("fashion_mnist", "flowers102"),
+        "root": Field(str, None, nullable=True),
+        "download": Field(bool, False),
+        "subset_protocol": _choice("balanced", "reproduction"),
+        "test_size": _int(0, None, 0),
+        "num_workers": _int(0, 64, 0),
+    },
+    "priors": {
+        "source": _choice("learn", "files"),
+        "files": {"ssl": Field(str, None, nullable=True),
+                  "supervised": Field(str, None, nullable=True)},
+        "rescaling_rule": _choice("same", "authors"),
+        "eps": _num(0, None, 0.0),
+        "learning": {
+            "source_train_size": _int(0, None, 0),
+            "pretrain_steps": _int(0, None, 600),
+            "pretrain_lr": _num(1e-8, 10, 0.05),
+            "swag_steps": _int(2, None, 300),
+            "swag_lr": _num(1e-8, 10, 0.02),
+            "swag_schedule": _choice("constant", "cyclical"),
+            "swag_cycles": _int(1, None, 1),
+            "collect_every": _int(1, None, 30),
+            "max_rank": _int(0, 100, 10),
+            "batch_size": _int(2, None, 128),
+            "momentum": _num(0, 0.999, 0.9),
+            "weight_decay": _num(0, 1, 5e-4),
+            "simclr_temperature": _num(1e-3, 10, 0.5),
+            "bn_refresh_batches": _int(1, None, 20),
+        },
+    },
+    "train": {
+        "steps": _int(1, None, 300),
+        "batch_size": _int(1, None, 16),
+        "lr": _num(1e-8, 10, 0.01),
+        "weight_decay": _num(0, 1, 1e-4),
+        "momentum": _num(0, 0.999, 0.9),
+        "nesterov": Field(bool, True),
+        "temperature": _num(0, 1e6, 1.0),
+        "cycles": _int(1, None, 4),
+        "explore_fraction": _num(0, 0.99, 0.5),
+        "samples_per_cycle": _int(1, None, 1),
+        "grad_clip": _num(1e-8, None, None, nullable=True),
+        "bn_refresh_batches": _int(1, None, 8),
+        "eval_batch_size": _int(1, None, 500),
+    },
+    "experiments": {
+        "rank": {
+            "enabled": Field(bool, True),
+            "prior": _choice(*PRIOR_NAMES),
+            "method": _choice("sghmc", "sgld", "sgd_prior"),
+            "scale": _num(1e-12, 1e30, 1e3),
+            "ranks": Field(list, [0, 1, 2, 5, 10], items=int, lo=0),
+            "n_train": _int(0, None, 50),
+        },
+        "scale": {
+            "enabled": Field(bool, True),
+            "priors": Field(list, ["supervised", "ssl"], items=str),
+            "method": _choice("sghmc", "sgld", "sgd_prior"),
+            "scales": Field(list, [10.0**e for e in range(10)], items=float, lo=1e-12),
+            "rank": _int(0, 100, 10),
+            "n_train": _int(0, None, 50),
+        },
+        "inference": {
+            "enabled": Field(bool, True),
+            "prior": _choice(*PRIOR_NAMES),
+            "bayes_method": _choice("sghmc", "sgld"),
+            "arms": Field(list, list(ARMS[:3]) + list(ARMS[4:]), items=str),
+            "scale": _num(1e-12, 1e30, 1e3),
+            "rank": _int(0, 100, 10),
+            "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0),
+            "nonlearned_variance": _num(1e-12, 1e12, 1e-2),
+        },
+    },
+}
+_LIST_CHOICES = {
+    ("experiments", "scale", "priors"): PRIOR_NAMES,
+    ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+}
+
+
+def _suggest(key: str, valid) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(path: str, value: Any, spec: Field) -> Any:
+    """Check one value against its field, converting YAML's '1e9' strings to floats."""
+    if value is None:
+        if spec.nullable or spec.default is None and spec.kind is str:
+            return None
+        raise ProfileError(f"{path}: value is missing (null); expected {spec.describe()}")
+    if spec.kind is list:
+        if not isinstance(value, list) or not value:
+            raise ProfileError(f"{path}: expected a non-empty {spec.describe()}, got {value!r}")
+        item_spec = Field(spec.items, lo=spec.lo, hi=spec.hi)
+        return [_coerce(f"{path}[{i}]", v, item_spec) for i, v in enumerate(value)]
+    if spec.kind is float and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) != (spec.kind is bool) or not isinstance(value, spec.kind):
+        raise ProfileError(f"{path}: expected {spec.describe()}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ProfileError(f"{path}: {value!r} is not allowed; expected {spec.describe()}")
+    if spec.kind in (int, float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ProfileError(f"{path}: {value!r} is not finite; expected {spec.describe()}")
+        if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+            raise ProfileError(f"{path}: {value!r} is out of range; expected {spec.describe()}")
+    return value
+
+
+def _validate(section: dict, schema: dict, path: str) -> dict:
+    if not isinstance(section, dict):
+        raise ProfileError(f"{path or 'profile'}: expected a mapping of keys, got {section!r}")
+    for key in section:
+        if key not in schema:
+            where = f"{path}." if path else ""
+            raise ProfileError(f"unknown key {where}{key}{_suggest(str(key), schema)}")
+    out = {}
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(spec, dict):
+            out[key] = _validate(section.get(key) or {}, spec, sub)
+        else:
+            value = section.get(key, spec.default)
+            out[key] = _coerce(sub, value, spec)
+    return out
+
+
+def _check_list_choices(profile: dict) -> None:
+    for keys, allowed in _LIST_CHOICES.items():
+        values = profile
+        for k in keys:
+            values = values[k]
+        for v in values:
+            if v not in allowed:
+                raise ProfileError(
+                    f"{'.'.join(keys)}: {v!r} is not allowed{_suggest(v, allowed)} "
+                    f"(allowed: {', '.join(allowed)})"
+                )
+
+
+def _check_consistency(p: dict) -> None:
+    learning, exps = p["priors"]["learning"], p["experiments"]
+    if p["priors"]["source"] == "learn":
+        max_rank = learning["max_rank"]
+        snapshots = learning["swag_steps"] // learning["collect_every"]
+        if snapshots < 2:
+            raise ProfileError(
+                f"priors.learning: swag_steps={learning['swag_steps']} with collect_every="
+                f"{learning['collect_every']} gives {snapshots} snapshot(s); SWAG needs >= 2"
+            )
+        for where, rank in [("experiments.rank.ranks", max(exps["rank"]["ranks"])),
+                            ("experiments.scale.rank", exps["scale"]["rank"]),
+                            ("experiments.inference.rank", exps["inference"]["rank"])]:
+            if rank > max_rank:
+                raise ProfileError(
+                    f"{where}: rank {rank} is larger than the {max_rank} low-rank rows the prior "
+                    f"stores (priors.learning.max_rank); use a rank <= {max_rank}"
+                )
+    if p["data"]["dataset"] == "fashion_mnist" and p["model"] != "small_resnet":
+        raise ProfileError("model: fashion_mnist (28x28 grayscale) needs model 'small_resnet'")
+    if p["data"]["dataset"] == "flowers102" and p["priors"]["source"] == "learn":
+        raise ProfileError(
+            "priors.source: 'learn' is only implemented for fashion_mnist; flowers102 needs "
+            "priors.source 'files' with priors.files.ssl / priors.files.supervised"
+        )
+
+
+def validate_profile(raw: dict) -> dict:
+    """Validate a raw profile mapping; return it complete with defaults, or raise ProfileError."""
+    profile = _validate(raw, SCHEMA, "")
+    if not profile["name"]:
+        raise ProfileError("name: every profile needs a name (used for outputs/<name>/)")
+    _check_list_choices(profile)
+    _check_consistency(profile)
+    return profile
+
+
+def profile_path(name_or_path: str | Path) -> Path:
+    """`cpu` -> params/cpu.yaml; an existing path is used as is."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise ProfileError(f"profile file {candidate} does not exist")
+        return candidate
+    path = PARAMS_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ProfileError(
+            f"no profile named {name_or_path!r}{_suggest(str(name_or_path), known)} "
+            f"(profiles in {PARAMS_DIR}: {', '.join(known)}; or give a path to a YAML file)"
+        )
+    return path
+
+
+def load_profile(name_or_path: str | Path) -> dict:
+    """Read and validate a profile by name (in params/) or by path."""
+    path = profile_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return validate_profile(raw or {})
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None

@@ -1,0 +1,275 @@
+"""Datasets for the study and few-shot subsets.
+
+The embedded default is Fashion-MNIST split by class: the source task (prior learning) is classes
+0-4, the downstream task classes 5-9, re-labelled 0-4. Oxford Flowers-102 (official 1020/1020/6149
+split, the reproduction's transforms) is the full-scale GPU setting.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+SOURCE_CLASSES = (0, 1, 2, 3, 4)
+DOWNSTREAM_CLASSES = (5, 6, 7, 8, 9)
+_FMNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+SUBSET_PROTOCOLS = ("balanced", "reproduction")
+
+
+class DataUnavailableError(RuntimeError):
+    """The data set is not on this machine and could not be downloaded."""
+
+
+@dataclass
+class TensorTask:
+    """A classification task held in memory as tensors (images N x C x H x W, labels N)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: torch.Tensor) -> TensorTask:
+        return TensorTask(self.images[indices], self.labels[indices], self.num_classes)
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fmnist_candidates(root: str | os.PathLike | None) -> list[Path]:
+    dirs = [Path(root)] if root else []
+    if os.environ.get("BPRIOR_DATA"):
+        dirs.append(Path(os.environ["BPRIOR_DATA"]) / "fashion-mnist")
+    dirs += [DEBIAN_FMNIST_DIR, Path.home() / ".cache" / "bprior" / "fashion-mnist"]
+    return dirs
+
+
+def _find_fmnist_dir(root: str | os.PathLike | None) -> Path | None:
+    for d in _fmnist_candidates(root):
+        if all((d / name).exists() for pair in _FMNIST_FILES.values() for name in pair):
+            return d
+    # torchvision's download layout
+    for d in _fmnist_candidates(root):
+        raw = d / "FashionMNIST" / "raw"
+        if all((raw / name).exists() for pair in _FMNIST_FILES.values() for name in pair):
+            return raw
+    return None
+
+
+def _download_fmnist(target: Path) -> Path:
+    """Fall back to torchvision's downloader; fail with instructions when offline."""
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        for train in (True, False):
+            FashionMNIST(str(target), train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "no data"
+        raise DataUnavailableError(
+            "Fashion-MNIST was not found in "
+            + ", ".join(str(d) for d in _fmnist_candidates(None))
+            + f" and downloading it failed ({type(exc).__name__}: {exc}). Install it with "
+            "`apt-get install dataset-fashion-mnist` (Debian), or put the four IDX .gz files in "
+            "a folder and set BPRIOR_DATA to its parent (files in $BPRIOR_DATA/fashion-mnist)."
+        ) from exc
+    return target / "FashionMNIST" / "raw"
+
+
+def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> TensorTask:
+    """Fashion-MNIST `train` (60k) or `test` (10k) as normalised float tensors (N x 1 x 28 x 28)."""
+    if split not in _FMNIST_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = _find_fmnist_dir(root)
+    if folder is None:
+        folder = _download_fmnist(Path.home() / ".cache" / "bprior")
+    img_name, lab_name = _FMNIST_FILES[split]
+    images = torch.from_numpy(_read_idx(folder / img_name).copy()).float().div_(255.0)
+    images = images.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD).unsqueeze(1)
+    labels = torch.from_numpy(_read_idx(folder / lab_name).astype(np.int64))
+    return TensorTask(images, labels, num_classes=10)
+
+
+def select_classes(task: TensorTask, classes: Sequence[int]) -> TensorTask:
+    """Keep only the given classes, re-labelled 0..len(classes)-1 in the given order."""
+    mapping = torch.full((task.num_classes,), -1, dtype=torch.long)
+    mapping[torch.tensor(list(classes))] = torch.arange(len(classes))
+    keep = mapping[task.labels] >= 0
+    return TensorTask(task.images[keep], mapping[task.labels[keep]], num_classes=len(classes))
+
+
+def fashion_mnist_task(
+    role: str, split: str, root: str | os.PathLike | None = None
+) -> TensorTask:
+    """The source (classes 0-4) or downstream (classes 5-9, re-labelled 0-4) task."""
+    classes = {"source": SOURCE_CLASSES, "downstream": DOWNSTREAM_CLASSES}
+    if role not in classes:
+        raise ValueError(f"role must be 'source' or 'downstream', got {role!r}")
+    return select_classes(load_fashion_mnist(split, root), classes[role])
+
+
+# ----------------------------------------------------------------------------- Flowers-102
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def flowers_transforms(train: bool):
+    """The reproduction's transforms: Resize(230), RandomRotation(30), RandomCrop(224), flips;
+    test: Resize(224) and a centre crop to 224 x 224 (so that batches have one size)."""
+    from torchvision import transforms as T
+
+    if train:
+        steps = [
+            T.Resize(230),
+            T.RandomRotation(30),
+            T.RandomCrop(224),
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+        ]
+    else:
+        steps = [T.Resize(224), T.CenterCrop(224)]
+    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def load_flowers102(split: str, root: str | os.PathLike, download: bool = False) -> Dataset:
+    """Oxford Flowers-102 through torchvision; split is 'train' (1020), 'val' (1020) or 'test'."""
+    from torchvision.datasets import Flowers102
+
+    try:
+        transform = flowers_transforms(split == "train")
+        return Flowers102(str(root), split=split, transform=transform, download=download)
+    except RuntimeError as exc:
+        raise DataUnavailableError(
+            f"Oxford Flowers-102 not found under {root}: set `data.download: true` in the profile "
+            "(needs network access) or place torchvision's flowers-102 folder there."
+        ) from exc
+
+
+def dataset_labels(dataset: Dataset | TensorTask) -> torch.Tensor:
+    """Labels of a TensorTask or of a torchvision dataset (without loading images)."""
+    if isinstance(dataset, TensorTask):
+        return dataset.labels
+    for attr in ("_labels", "targets", "labels"):
+        if hasattr(dataset, attr):
+            return torch.as_tensor(getattr(dataset, attr), dtype=torch.long)
+    raise TypeError(f"cannot read labels of {type(dataset).__name__}")
+
+
+# ----------------------------------------------------------------------------- subsets
+
+
+def balanced_subset(labels: torch.Tensor, k_per_class: int, seed: int) -> torch.Tensor:
+    """Indices of k random examples of every class, deterministic given the seed."""
+    gen = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < k_per_class:
+            raise ValueError(f"class {c} has {len(idx)} examples, fewer than k={k_per_class}")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:k_per_class]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def reproduction_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """The reproduction's protocol: for n <= 100 (and at most the number of classes), one random
+    image of each of the first n classes; larger n: a uniform random sample of n images."""
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.unique(labels)
+    if n <= min(100, len(classes)):
+        chosen = []
+        for c in classes[:n].tolist():
+            idx = torch.nonzero(labels == c).flatten()
+            chosen.append(idx[torch.randint(len(idx), (1,), generator=gen)])
+        return torch.sort(torch.cat(chosen)).values
+    if n > len(labels):
+        raise ValueError(f"requested {n} training examples but the set has only {len(labels)}")
+    return torch.sort(torch.randperm(len(labels), generator=gen)[:n]).values
+
+
+def few_shot_indices(labels: torch.Tensor, n: int, protocol: str, seed: int) -> torch.Tensor:
+    """Indices of a training subset of size n (`balanced`: n/C per class; or `reproduction`).
+
+    n = 0 or n >= len(labels) means the full set."""
+    if n <= 0 or n >= len(labels):
+        return torch.arange(len(labels))
+    if protocol == "balanced":
+        num_classes = len(torch.unique(labels))
+        if n % num_classes:
+            raise ValueError(f"balanced subsets need n divisible by {num_classes} classes, got {n}")
+        return balanced_subset(labels, n // num_classes, seed)
+    if protocol == "reproduction":
+        return reproduction_subset(labels, n, seed)
+    raise ValueError(f"unknown subset protocol {protocol!r}; expected one of {SUBSET_PROTOCOLS}")
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def infinite_batches(
+    data: TensorTask | Dataset,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled mini-batches (reshuffled every epoch), repeatable given the generator.
+
+    Batches never exceed the data size, so a 5-image training set gives batches of 5."""
+    batch_size = min(batch_size, len(data))
+    if isinstance(data, TensorTask):
+        while True:
+            perm = torch.randperm(len(data), generator=generator)
+            for i in range(0, len(perm) - batch_size + 1, batch_size):
+                idx = perm[i : i + batch_size]
+                yield data.images[idx].to(device), data.labels[idx].to(device)
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+    )
+    while True:
+        for x, y in loader:
+            yield x.to(device), y.to(device)
+
+
+def eval_batches(
+    data: TensorTask | Dataset, batch_size: int, device: torch.device | str = "cpu",
+    num_workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One ordered pass over the data."""
+    if isinstance(data, TensorTask):
+        for i in range(0, len(data), batch_size):
+            yield data.images[i : i + batch_size].to(device), data.labels[i : i + batch_size].to(
+                device
+            )
+        return
+    for x, y in DataLoader(data, batch_size=batch_size, num_workers=num_workers):
+        yield x.to(device), y.to(device)
+
+
+def take_subset(data: TensorTask | Dataset, indices: torch.Tensor) -> TensorTask | Dataset:
+    """A subset of either kind of data set."""
+    if isinstance(data, TensorTask):
+        return data.subset(indices)
+    return Subset(data, indices.tolist())

@@ -1,0 +1,602 @@
+"""Gaussian priors over a backbone's flat parameter vector: diagonal plus low-rank covariance.
+
+A prior is N(mean, Sigma) with Sigma = diag(variance) + F^T F, where mean and variance have D
+entries (D = number of trainable backbone parameters, 23.5M for a ResNet-50) and F is K x D with
+K small (~10). No D x D matrix is ever formed: densities use the Woodbury identity and the matrix
+determinant lemma, so time is O(D K + K^3) and memory O(D K).
+
+Two rescaling rules exist (see ``rescale``):
+
+* ``"same"`` (the paper's text): Sigma' = s * diag(variance) + s * F^T F + eps * I.
+* ``"authors"`` (the authors' code): Sigma' = s^2 * F^T F + diag(s * variance + eps).
+
+Two file formats are supported: this library's own single file (``save`` / ``load``) and the
+authors' four files ``<prefix>_{mean,variance,covmat,model}.pt`` (``from_authors_files`` /
+``to_authors_files``), whose covmat rows are F itself (deviations already divided by sqrt(K-1)).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_TAG = "bprior-gaussian-prior"
+FORMAT_VERSION = 1
+AUTHORS_SUFFIXES = ("mean", "variance", "covmat", "model")
+_SCAN_CHUNK = 1 << 22  # entries per chunk when scanning for NaN/inf (few, cheap temporaries)
+_COL_CHUNK = 1 << 18  # columns per chunk when building the K x K matrix (float64 temporaries)
+
+PathLike = str | os.PathLike
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise ValueError naming `name` if `t` has NaN or infinite entries.
+
+    Scans in chunks so a 235M-entry factor needs no full-size boolean temporary.
+    """
+    if all(bool(torch.isfinite(c).all()) for c in t.reshape(-1).split(_SCAN_CHUNK)):
+        return
+    n_nan = int(torch.isnan(t).sum())
+    if n_nan:
+        raise ValueError(f"{name} has NaN entries ({n_nan} of {t.numel()})")
+    n_inf = int(torch.isinf(t).sum())
+    raise ValueError(f"{name} has infinite entries ({n_inf} of {t.numel()})")
+
+
+def _check_positive_variance(variance: torch.Tensor) -> None:
+    """Raise ValueError if any variance entry is not strictly positive, saying how many and why."""
+    n_neg = int((variance < 0).sum())
+    if n_neg:
+        vmin = float(variance.min())
+        raise ValueError(
+            f"variance has {n_neg} negative entries (min {vmin:g}); variances must be > 0"
+        )
+    n_zero = int((variance == 0).sum())
+    if n_zero:
+        raise ValueError(f"variance has {n_zero} zero entries; variances must be > 0")
+
+
+def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return a deep copy of `meta` as a dict, checking it is JSON-serializable."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"meta must be JSON-serializable: {err}") from err
+    return copy.deepcopy(dict(meta))
+
+
+def _check_scale(name: str, value: float, allow_zero: bool = False) -> float:
+    """Return `value` as float if finite and > 0 (>= 0 when `allow_zero`), else raise."""
+    value = float(value)
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return value
+
+
+def _with_transform(meta: dict[str, Any], **op: Any) -> dict[str, Any]:
+    """Return a copy of `meta` with `op` appended to its "transforms" provenance list."""
+    out = copy.deepcopy(meta)
+    out["transforms"] = [*out.get("transforms", []), op]
+    return out
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+
+def _atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """torch.save `obj` to `path` via a temp file in the same folder and os.replace (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    """Detached contiguous CPU copy (so torch.save never writes a larger underlying storage)."""
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def _authors_paths(prefix: PathLike) -> dict[str, Path]:
+    """Map each of the authors' four suffixes to its file path `<prefix>_<suffix>.pt`."""
+    return {s: Path(f"{os.fspath(prefix)}_{s}.pt") for s in AUTHORS_SUFFIXES}
+
+
+def _load_authors_file(prefix: PathLike, suffix: str) -> Any:
+    """Load one of the authors' files with weights_only=True, naming it if it is missing."""
+    path = _authors_paths(prefix)[suffix]
+    if not path.is_file():
+        expected = ", ".join(f"{os.fspath(prefix)}_{s}.pt" for s in AUTHORS_SUFFIXES)
+        raise FileNotFoundError(
+            f"missing authors' prior file {path} (the '{suffix}' file); "
+            f"the authors' format expects four files: {expected}"
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_authors_model_state(prefix: PathLike) -> dict[str, torch.Tensor]:
+    """Load `<prefix>_model.pt`, the backbone state_dict stored beside the authors' prior."""
+    state = _load_authors_file(prefix, "model")
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{prefix}_model.pt does not hold a state_dict (got {type(state)})")
+    return dict(state)
+
+
+def _authors_tensor(prefix: PathLike, suffix: str, ndim: int) -> torch.Tensor:
+    """Load an authors' prior tensor file and check it is a tensor with `ndim` dimensions."""
+    t = _load_authors_file(prefix, suffix)
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{prefix}_{suffix}.pt must hold a tensor, got {type(t).__name__}")
+    if t.ndim != ndim:
+        raise ValueError(f"{prefix}_{suffix}.pt must be {ndim}-D, got shape {tuple(t.shape)}")
+    return t
+
+
+def _floor_variance(variance: torch.Tensor, floor: float | None, source: str) -> torch.Tensor:
+    """Clamp non-positive variances to `floor`, or raise (floor None) naming the file and fix."""
+    n_bad = int((variance <= 0).sum())
+    if floor is None:
+        if n_bad:
+            raise ValueError(
+                f"variance in {source} has {n_bad} non-positive entries "
+                f"(min {float(variance.min()):g}); variances must be > 0. "
+                "Pass variance_floor=<small positive float> to clamp them."
+            )
+        return variance
+    floor = _check_scale("variance_floor", floor)
+    return variance.clamp_min(floor)
+
+
+# ----------------------------------------------------------------------------- the prior
+
+
+class GaussianPrior:
+    """N(mean, diag(variance) + F^T F) over a flat parameter vector of length D; F is K x D.
+
+    Treat instances as immutable: every transform returns a new prior, and the K x K Cholesky
+    factor used by ``log_prob`` is cached on first use. Tensors stay on their device and dtype;
+    D-length reductions run in that dtype (use float64 tensors for reference-grade accuracy), the
+    K x K algebra always in float64.
+    """
+
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        variance: torch.Tensor,
+        cov_factor: torch.Tensor | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Validate and store the prior's tensors (detached) and its JSON-serializable meta."""
+        mean, variance = self._validated_moments(mean, variance)
+        self._mean = mean
+        self._variance = variance
+        self._cov_factor = self._validated_factor(cov_factor, mean)
+        self._meta = _check_meta(meta)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @staticmethod
+    def _validated_moments(
+        mean: torch.Tensor, variance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check mean/variance are matching finite 1-D float tensors with variance > 0."""
+        for name, t in (("mean", mean), ("variance", variance)):
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.ndim != 1:
+                raise ValueError(f"{name} must be 1-D (D,), got shape {tuple(t.shape)}")
+            if not t.is_floating_point():
+                raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+        if mean.shape != variance.shape:
+            raise ValueError(
+                f"mean has {mean.numel()} entries but variance has {variance.numel()}"
+            )
+        if mean.dtype != variance.dtype or mean.device != variance.device:
+            raise ValueError(
+                f"mean ({mean.dtype}, {mean.device}) and variance ({variance.dtype}, "
+                f"{variance.device}) must share dtype and device"
+            )
+        _check_finite("mean", mean)
+        _check_finite("variance", variance)
+        _check_positive_variance(variance)
+        return mean.detach(), variance.detach()
+
+    @staticmethod
+    def _validated_factor(cov_factor: torch.Tensor | None, mean: torch.Tensor) -> torch.Tensor:
+        """Check the low-rank factor is K x D, finite, same dtype/device; None -> 0 x D."""
+        if cov_factor is None:
+            return mean.new_zeros((0, mean.numel()))
+        if not isinstance(cov_factor, torch.Tensor):
+            raise ValueError(f"cov_factor must be a torch.Tensor, got {type(cov_factor).__name__}")
+        if cov_factor.ndim != 2 or cov_factor.shape[1] != mean.numel():
+            raise ValueError(
+                f"cov_factor must be 2-D (K, D) with D={mean.numel()} columns, "
+                f"got shape {tuple(cov_factor.shape)}"
+            )
+        if cov_factor.dtype != mean.dtype or cov_factor.device != mean.device:
+            raise ValueError(
+                f"cov_factor ({cov_factor.dtype}, {cov_factor.device}) must share dtype and "
+                f"device with mean ({mean.dtype}, {mean.device})"
+            )
+        _check_finite("cov_factor", cov_factor)
+        return cov_factor.detach()
+
+    # ------------------------------------------------------------------------- basic properties
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean vector (D,)."""
+        return self._mean
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Diagonal part of the covariance (D,), all entries > 0."""
+        return self._variance
+
+    @property
+    def cov_factor(self) -> torch.Tensor:
+        """Low-rank factor F (K, D); the low-rank covariance part is F^T F. 0 x D for rank 0."""
+        return self._cov_factor
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters D."""
+        return self._mean.numel()
+
+    @property
+    def rank(self) -> int:
+        """Number of low-rank rows K."""
+        return self._cov_factor.shape[0]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """JSON-serializable provenance info (param names/shapes, how the prior was learned...)."""
+        return self._meta
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype shared by all tensors."""
+        return self._mean.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device shared by all tensors."""
+        return self._mean.device
+
+    def __repr__(self) -> str:
+        """Short summary (no tensor contents)."""
+        return (
+            f"GaussianPrior(dim={self.dim}, rank={self.rank}, dtype={self.dtype}, "
+            f"device={self.device})"
+        )
+
+    # ------------------------------------------------------------------------- constructors
+
+    @classmethod
+    def isotropic(
+        cls, mean: torch.Tensor, variance: float, meta: Mapping[str, Any] | None = None
+    ) -> GaussianPrior:
+        """N(mean, variance * I), rank 0.
+
+        With ``mean`` = pretrained weights this is the L2-SP style baseline of Harvey et al.; with
+        ``torch.zeros(D)`` it is the authors' zero-mean "non-learned" prior.
+        """
+        variance = _check_scale("isotropic variance", variance)
+        if not isinstance(mean, torch.Tensor):
+            raise ValueError(f"mean must be a torch.Tensor, got {type(mean).__name__}")
+        return cls(mean, torch.full_like(mean, variance), None, meta)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GaussianPrior:
+        """Return a new prior with all tensors moved to `device` and/or cast to `dtype`."""
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        return GaussianPrior(
+            move(self._mean), move(self._variance), move(self._cov_factor), self._meta
+        )
+
+    # ------------------------------------------------------------------------- transforms
+
+    def truncated(self, rank: int) -> GaussianPrior:
+        """Keep the first `rank` rows of F (rank 0 = diagonal only); rows are not copied."""
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise ValueError(f"rank must be an int, got {rank!r}")
+        if rank < 0:
+            raise ValueError(f"rank must be >= 0, got {rank}")
+        if rank > self.rank:
+            raise ValueError(
+                f"requested rank {rank} but this prior stores only {self.rank} low-rank rows"
+            )
+        meta = _with_transform(self._meta, op="truncated", rank=rank)
+        return GaussianPrior(self._mean, self._variance, self._cov_factor[:rank], meta)
+
+    def _scaled(self, var_scale: float, factor_mult: float, eps: float, op: dict) -> GaussianPrior:
+        """New prior with variance' = var_scale*variance + eps and F' = factor_mult*F."""
+        variance = self._variance * var_scale + eps
+        factor = self._cov_factor * factor_mult
+        meta = _with_transform(self._meta, **op)
+        return GaussianPrior(self._mean, variance, factor, meta)
+
+    def rescaled(
+        self, variance_scale: float, cov_scale: float | None = None, eps: float = 0.0
+    ) -> GaussianPrior:
+        """Sigma' = variance_scale*diag(variance) + cov_scale*F^T F + eps*I ("same" rule).
+
+        ``cov_scale`` defaults to ``variance_scale``: the paper's text scales "the variance and
+        covariance" by one factor. Implemented as F' = sqrt(cov_scale) * F.
+        """
+        variance_scale = _check_scale("variance_scale", variance_scale)
+        cov_scale = variance_scale if cov_scale is None else cov_scale
+        cov_scale = _check_scale("cov_scale", cov_scale, allow_zero=True)
+        eps = _check_scale("eps", eps, allow_zero=True)
+        op = {"op": "rescaled", "variance_scale": variance_scale, "cov_scale": cov_scale,
+              "eps": eps}
+        return self._scaled(variance_scale, math.sqrt(cov_scale), eps, op)
+
+    def rescaled_authors(self, s: float, eps: float = 0.1) -> GaussianPrior:
+        """Sigma' = s^2 * F^T F + diag(s * variance + eps): the rule in the authors' code.
+
+        The low-rank part grows with s^2 while the diagonal grows with s (their loader multiplies
+        F by s, not sqrt(s)); defaults there are s = 1e10, eps = 0.1.
+        """
+        s = _check_scale("s", s)
+        eps = _check_scale("eps", eps, allow_zero=True)
+        return self._scaled(s, s, eps, {"op": "rescaled_authors", "s": s, "eps": eps})
+
+    def diag_of_covariance(self) -> torch.Tensor:
+        """Diagonal of Sigma, variance + sum_k F_k^2, in O(D K) time and O(D) extra memory."""
+        out = self._variance.clone()
+        for row in self._cov_factor:
+            out.addcmul_(row, row)
+        return out
+
+    def trace_matched_isotropic(self, mean: torch.Tensor | None = None) -> GaussianPrior:
+        """Isotropic prior with this prior's trace, centred at `mean` (default: own mean)."""
+        diag = self.diag_of_covariance()
+        variance = float(diag.double().mean())
+        centre = self._mean if mean is None else mean
+        meta = _with_transform(self._meta, op="trace_matched_isotropic", variance=variance)
+        return GaussianPrior.isotropic(centre, variance, meta)
+
+    # ------------------------------------------------------------------------- density
+
+    def _capacitance(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached (Cholesky L of C = I + F diag(1/d) F^T, logdet Sigma), both float64.
+
+        Built in column chunks so the float64 temporaries stay O(K * chunk).
+        """
+        if self._cache is None:
+            k = self.rank
+            cap = torch.eye(k, dtype=torch.float64, device=self.device)
+            logdet_diag = torch.zeros((), dtype=torch.float64, device=self.device)
+            for start in range(0, self.dim, _COL_CHUNK):
+                d = self._variance[start:start + _COL_CHUNK].double()
+                g = self._cov_factor[:, start:start + _COL_CHUNK].double() / d.sqrt()
+                cap += g @ g.T
+                logdet_diag += d.log().sum()
+            chol = torch.linalg.cholesky(cap)
+            logdet = logdet_diag + 2.0 * chol.diagonal().log().sum()
+            self._cache = (chol, logdet)
+        return self._cache
+
+    def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
+        """Log-density log N(theta; mean, Sigma) with all constants; differentiable in theta.
+
+        ``theta`` has shape (D,) (or (..., D) for a batch, giving shape (...)). Woodbury: with
+        r = theta - mean, u = F (r / d), C = I + F diag(1/d) F^T,
+        quad = r^T (r / d) - u^T C^{-1} u and logdet Sigma = sum log d + logdet C.
+        The result has the prior's dtype; theta is cast to it (differentiably).
+        """
+        theta = self._checked_theta(theta)
+        chol, logdet = self._capacitance()
+        r = theta - self._mean
+        rd = r / self._variance
+        quad = (r * rd).sum(-1).double()
+        if self.rank:
+            u = (rd @ self._cov_factor.T).double()
+            w = torch.linalg.solve_triangular(chol, u.unsqueeze(-1), upper=False).squeeze(-1)
+            quad = quad - (w * w).sum(-1)
+        const = self.dim * math.log(2.0 * math.pi)
+        return (-0.5 * (const + logdet + quad)).to(self.dtype)
+
+    def _checked_theta(self, theta: torch.Tensor) -> torch.Tensor:
+        """Check theta's last dimension is D and its device matches; cast to the prior's dtype."""
+        if not isinstance(theta, torch.Tensor) or theta.ndim < 1 or theta.shape[-1] != self.dim:
+            shape = tuple(theta.shape) if isinstance(theta, torch.Tensor) else type(theta)
+            raise ValueError(f"theta must have shape (D,) = ({self.dim},), got {shape}")
+        if theta.device != self.device:
+            raise ValueError(
+                f"theta is on {theta.device} but the prior is on {self.device}; "
+                "move the prior once with prior.to(device)"
+            )
+        return theta.to(self.dtype)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw (n, D) samples: mean + sqrt(variance) * z1 + z2 @ F, z1 ~ N(0, I_D), z2 ~ N(0, I_K).
+
+        Uses the standard deviation sqrt(variance) (the SWAG bug used variance * randn). The
+        generator must live on the prior's device.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        kw = {"dtype": self.dtype, "device": self.device, "generator": generator}
+        z1 = torch.randn((n, self.dim), **kw)
+        out = self._mean + self._variance.sqrt() * z1
+        if self.rank:
+            z2 = torch.randn((n, self.rank), **kw)
+            out = out + z2 @ self._cov_factor
+        return out
+
+    # ------------------------------------------------------------------------- own format
+
+    def save(self, path: PathLike) -> None:
+        """Write this prior to one file (torch.save of a dict), atomically."""
+        payload = {
+            "format": FORMAT_TAG,
+            "format_version": FORMAT_VERSION,
+            "mean": _cpu_copy(self._mean),
+            "variance": _cpu_copy(self._variance),
+            "cov_factor": _cpu_copy(self._cov_factor),
+            "meta": copy.deepcopy(self._meta),
+            "dim": self.dim,
+            "rank": self.rank,
+        }
+        _atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: PathLike, expected_dim: int | None = None) -> GaussianPrior:
+        """Read a prior written by ``save`` (on CPU), checking format, sizes and validity.
+
+        ``expected_dim``: the model backbone's parameter count; a mismatch raises ValueError.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"prior file not found: {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        cls._check_payload(payload, path)
+        prior = cls(payload["mean"], payload["variance"], payload["cov_factor"], payload["meta"])
+        if prior.dim != payload["dim"] or prior.rank != payload["rank"]:
+            raise ValueError(
+                f"{path}: header says dim={payload['dim']}, rank={payload['rank']} but tensors "
+                f"give dim={prior.dim}, rank={prior.rank}"
+            )
+        if expected_dim is not None and prior.dim != expected_dim:
+            raise ValueError(
+                f"prior has D={prior.dim} parameters but the model's backbone has {expected_dim}"
+            )
+        return prior
+
+    @staticmethod
+    def _check_payload(payload: Any, path: Path) -> None:
+        """Raise ValueError unless `payload` is a dict in this library's format, version 1."""
+        tag = payload.get("format") if isinstance(payload, Mapping) else None
+        if tag != FORMAT_TAG:
+            raise ValueError(
+                f"{path} is not a bprior prior file: format tag {tag!r}, expected {FORMAT_TAG!r}"
+            )
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: unsupported format_version {payload.get('format_version')!r} "
+                f"(this code reads {FORMAT_VERSION})"
+            )
+        missing = [k for k in ("mean", "variance", "cov_factor", "meta", "dim", "rank")
+                   if k not in payload]
+        if missing:
+            raise ValueError(f"{path}: prior file lacks keys {missing}")
+
+    # ------------------------------------------------------------------------- authors' format
+
+    @classmethod
+    def from_authors_files(
+        cls,
+        prefix: PathLike,
+        rank: int | None = None,
+        model_state: bool = False,
+        variance_floor: float | None = None,
+    ) -> GaussianPrior | tuple[GaussianPrior, dict[str, torch.Tensor]]:
+        """Load the authors' prior ``<prefix>_{mean,variance,covmat}.pt`` (covmat rows = F).
+
+        ``rank``: keep the first `rank` rows (None = all stored). ``variance_floor``: the authors'
+        variance (E[x^2] - E[x]^2) can hold zeros or tiny negatives; None raises on them, a float
+        clamps them up to it. ``model_state=True`` also loads ``<prefix>_model.pt`` and returns
+        ``(prior, state_dict)``; otherwise the model file is not needed. Variance and covmat are
+        cast to the mean's dtype.
+        """
+        mean = _authors_tensor(prefix, "mean", 1)
+        variance = _authors_tensor(prefix, "variance", 1).to(mean.dtype)
+        covmat = _authors_tensor(prefix, "covmat", 2).to(mean.dtype)
+        cls._check_covmat_shape(covmat, mean.numel(), prefix)
+        n_clamped = int((variance <= 0).sum())
+        variance = _floor_variance(variance, variance_floor, f"{prefix}_variance.pt")
+        meta = {"source": "authors_files", "prefix": os.fspath(prefix),
+                "stored_rank": covmat.shape[0], "variance_floor": variance_floor,
+                "n_variance_clamped": n_clamped if variance_floor is not None else 0}
+        prior = cls(mean, variance, covmat, meta)
+        prior = prior if rank is None else prior.truncated(rank)
+        if model_state:
+            return prior, load_authors_model_state(prefix)
+        return prior
+
+    @staticmethod
+    def _check_covmat_shape(covmat: torch.Tensor, dim: int, prefix: PathLike) -> None:
+        """Raise ValueError unless covmat is K x D (hinting when it looks transposed)."""
+        if covmat.shape[1] == dim:
+            return
+        hint = " (it looks transposed: expected K x D)" if covmat.shape[0] == dim else ""
+        raise ValueError(
+            f"{prefix}_covmat.pt has shape {tuple(covmat.shape)} but the mean has D={dim} "
+            f"entries{hint}"
+        )
+
+    def to_authors_files(
+        self, prefix: PathLike, backbone_state_dict: Mapping[str, torch.Tensor] | None = None
+    ) -> None:
+        """Write ``<prefix>_{mean,variance,covmat}.pt`` (covmat K x D = F) and, if given, the
+        backbone state_dict as ``<prefix>_model.pt``; each file is written atomically."""
+        paths = _authors_paths(prefix)
+        _atomic_torch_save(_cpu_copy(self._mean), paths["mean"])
+        _atomic_torch_save(_cpu_copy(self._variance), paths["variance"])
+        _atomic_torch_save(_cpu_copy(self._cov_factor), paths["covmat"])
+        if backbone_state_dict is not None:
+            state = {k: _cpu_copy(v) for k, v in backbone_state_dict.items()}
+            _atomic_torch_save(state, paths["model"])
+
+
+# ----------------------------------------------------------------------------- rescaling by name
+
+
+def _rescale_same(prior: GaussianPrior, scale: float, eps: float) -> GaussianPrior:
+    """Paper's text: scale diagonal and low-rank covariance by the same factor."""
+    return prior.rescaled(scale, eps=eps)
+
+
+def _rescale_authors(prior: GaussianPrior, scale: float, eps: float) -> GaussianPrior:
+    """Authors' code: low-rank part times scale^2, diagonal times scale."""
+    return prior.rescaled_authors(scale, eps=eps)
+
+
+RESCALING_RULES: dict[str, Callable[[GaussianPrior, float, float], GaussianPrior]] = {
+    "same": _rescale_same,
+    "authors": _rescale_authors,
+}
+
+
+def rescale(
+    prior: GaussianPrior, scale: float, rule: str = "same", eps: float = 0.0
+) -> GaussianPrior:
+    """Rescale `prior` by `scale` under a named rule ("same" or "authors"), adding eps * I.
+
+    Note ``eps`` defaults to 0 here for both rules (the authors' code used 0.1; pass it).
+    """
+    try:
+        fn = RESCALING_RULES[rule]
+    except KeyError:
+        valid = ", ".join(repr(k) for k in RESCALING_RULES)
+        raise ValueError(f"unknown rescaling rule {rule!r}; valid rules: {valid}") from None
+    return fn(prior, scale, eps)
