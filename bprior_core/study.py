@@ -232,6 +232,20 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+def prepare_priors(
+    profile: dict, root: Path | None = None, progress: bool = True
+) -> dict[str, GaussianPrior]:
+    """Learn (profile `priors.source: learn`) or read (`files`) every prior the study needs."""
+    names = needed_priors(profile)
+    check_prior_files(profile)
+    if profile["priors"]["source"] == "learn":
+        learn_priors(profile, names, root, resolve_device(profile["device"]), progress)
+    profile_json = json.dumps(profile, sort_keys=True)
+    return {
+        n: load_prior_and_backbone(profile_json, n, str(root) if root else None)[0] for n in names
+    }
+
+
 @lru_cache(maxsize=4)
 def load_prior_and_backbone(
     profile_json: str, name: str, root: str | None

@@ -1,0 +1,84 @@
+"""Command line: `bprior plan | run | report --profile NAME` (also `python -m bprior_core`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .config import ProfileError, load_profile
+from .data import DataUnavailableError
+from .study import EXPERIMENTS, StudyError, check_prior_files, is_done, plan
+
+
+def _plan(args) -> int:
+    profile = load_profile(args.profile)
+    runs = plan(profile)
+    root = Path(args.outputs) if args.outputs else None
+    by_exp = Counter(r["config"]["experiment"] for r in runs)
+    done = sum(is_done(profile, r, root) for r in runs)
+    print(f"profile {profile['name']}: {len(runs)} runs "
+          f"({', '.join(f'{k}: {v}' for k, v in by_exp.items())}); {done} already done")
+    if args.verbose:
+        for r in runs:
+            c = r["config"]
+            print(f"  {r['id']}  {c['experiment']:<9} {c['arm']:<18} n={c['n_train']:<5} "
+                  f"seed={c['seed']}  method={c['method']}")
+    else:
+        seen = Counter((r["config"]["experiment"], r["config"]["arm"]) for r in runs)
+        for (exp, arm), n in seen.items():
+            print(f"  {exp:<9} {arm:<20} {n} runs")
+    return 0
+
+
+def _run(args) -> int:
+    from .study import prepare_priors, run_sweep
+
+    profile = load_profile(args.profile)
+    experiments = args.experiment or list(EXPERIMENTS)
+    check_prior_files(profile, experiments)
+    root = Path(args.outputs) if args.outputs else None
+    prepare_priors(profile, root)
+    counts = run_sweep(profile, plan(profile, experiments), root)
+    print(counts)
+    return 0
+
+
+def _report(args) -> int:
+    from .report import build_report
+
+    build_report(args.profile, Path(args.outputs) if args.outputs else None)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bprior", description="Bayesian transfer learning with learned priors: studies "
+        "and reports (profiles live in params/)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in [
+        ("plan", "list the runs of a profile and how many are done"),
+        ("run", "learn/read the priors and execute the runs (resumable)"),
+        ("report", "run every notebook and write outputs/<profile>/report.html"),
+    ]:
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--profile", default="cpu", help="profile name in params/ or a YAML path")
+        p.add_argument("--outputs", default=None, help="outputs folder (default ./outputs)")
+        if name == "plan":
+            p.add_argument("-v", "--verbose", action="store_true", help="one line per run")
+        if name == "run":
+            p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
+                           help="only this experiment (repeatable)")
+    args = parser.parse_args(argv)
+    handler = {"plan": _plan, "run": _run, "report": _report}[args.command]
+    try:
+        return handler(args)
+    except (ProfileError, StudyError, DataUnavailableError, FileNotFoundError) as exc:
+        print(f"bprior: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

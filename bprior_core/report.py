@@ -1,0 +1,208 @@
+"""The report: run the notebooks with papermill, render them with nbconvert, link them up.
+
+`build_report` validates the profile and checks prior files BEFORE writing anything, then runs
+`notebooks/01_learn_prior` ... `05_report` in order (executed copies in
+`outputs/<profile>/notebooks/`), renders each to HTML with code hidden (`outputs/<profile>/html/`),
+and writes `outputs/<profile>/report.html`: the rendered `05_report` with links to the
+experiment pages. Figures are embedded as PNG and tables are plain HTML, so the page reads offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from pathlib import Path
+
+from .config import load_profile, profile_path
+from .study import check_prior_files, output_dir, plan
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_report")
+PAGE_TITLES = {
+    "01_learn_prior": "1. Learned priors",
+    "02_rank": "2. Rank",
+    "03_scale": "3. Scale",
+    "04_inference": "4. Inference comparison",
+    "05_report": "Report",
+    "explore": "Explore",
+}
+VERDICT_COLOURS = {
+    "supported": "#1a7f37",
+    "not supported": "#9a6700",
+    "contradicted": "#cf222e",
+    "inconclusive": "#57606a",
+}
+
+# ----------------------------------------------------------------------------- HTML pieces
+
+
+def _esc(text) -> str:
+    return html.escape(str(text if text is not None else ""))
+
+
+def verdict_badge(verdict: str) -> str:
+    colour = VERDICT_COLOURS.get(verdict, "#57606a")
+    return (f'<span style="background:{colour};color:white;padding:2px 8px;border-radius:10px;'
+            f'white-space:nowrap">{_esc(verdict)}</span>')
+
+
+def verdict_table_html(claims: list[dict]) -> str:
+    """One row per claim: the claim, the paper's and the reproduction's findings, this run's
+    evidence and the verdict."""
+    head = ("<tr><th>claim</th><th>paper</th><th>reproduction (MLRC 2022)</th>"
+            "<th>this run</th><th>verdict</th></tr>")
+    rows = [
+        f"<tr><td><b>{_esc(c['id'])}</b> {_esc(c.get('title'))}<br><small>"
+        f"{_esc(c.get('statement'))}</small></td><td>{_esc(c.get('paper'))}</td>"
+        f"<td>{_esc(c.get('reproduction'))}</td><td>{_esc(c.get('summary'))}</td>"
+        f"<td>{verdict_badge(c['verdict'])}</td></tr>"
+        for c in claims
+    ]
+    return ('<table class="verdicts" border="1" style="border-collapse:collapse;font-size:90%">'
+            + head + "".join(rows) + "</table>")
+
+
+def evidence_html(claims: list[dict]) -> str:
+    """How each verdict was decided, and the numbers behind it."""
+    parts = []
+    for c in claims:
+        evidence = json.dumps(c.get("evidence"), indent=1, default=str)
+        parts.append(
+            f"<h4>{_esc(c['id'])}: {_esc(c.get('title'))} {verdict_badge(c['verdict'])}</h4>"
+            f"<p>{_esc(c.get('summary'))}</p><p><i>Rule:</i> {_esc(c.get('rule'))}</p>"
+            f"<details><summary>evidence</summary><pre>{_esc(evidence)}</pre></details>"
+        )
+    return "".join(parts)
+
+
+def methods_markdown(profile: dict, records: list[dict]) -> str:
+    """The settings and conventions that change results, stated from the profile."""
+    t, learning, exps = profile["train"], profile["priors"]["learning"], profile["experiments"]
+    wall = sum(r.get("wall_time_s") or 0 for r in records)
+    diverged = sum(r["status"] != "ok" for r in records)
+    devices = sorted({r.get("device", "?") for r in records}) or ["-"]
+    versions = sorted({r.get("version", "?") for r in records}) or ["-"]
+    sizes = ", ".join(str(n) if n else "full" for n in exps["inference"]["sizes"])
+    prior_text = (
+        f"learned here with SWAG on the source task ({learning['pretrain_steps']} pre-training "
+        f"steps, then {learning['swag_steps']} SWAG steps at lr {learning['swag_lr']} "
+        f"({learning['swag_schedule']}), a snapshot every {learning['collect_every']} steps, "
+        f"rank {learning['max_rank']}, batch {learning['batch_size']})"
+        if profile["priors"]["source"] == "learn"
+        else f"read from the authors' four-file format: {profile['priors']['files']}"
+    )
+    rule = profile["priors"]["rescaling_rule"]
+    rule_text = {
+        "same": "Sigma' = s (diag(variance) + F^T F) + eps I: variance and covariance scaled by "
+                "the same factor s (the paper's text)",
+        "authors": "Sigma' = s^2 F^T F + diag(s variance) + eps I (the authors' code)",
+    }[rule]
+    return f"""
+- **Data**: `{profile['data']['dataset']}`, subsets `{profile['data']['subset_protocol']}`,
+  test set of {profile['data']['test_size'] or 'all'} images (fixed). Model `{profile['model']}`.
+- **Seeds**: {profile['seeds']} per point (seed = training subset = head init = sampler noise);
+  mean ± standard error over seeds; claims use paired differences over seeds with Student-t 95%
+  intervals.
+- **Priors**: {prior_text}. Covariance diag(variance) + F^T F, F = last K deviations / sqrt(K-1).
+- **Rescaling rule**: `{rule}`: {rule_text}; eps = {profile['priors']['eps']}.
+- **Downstream training**: {t['steps']} steps, batch {t['batch_size']}, lr {t['lr']},
+  momentum {t['momentum']}, weight decay {t['weight_decay']} (head only when a prior is used),
+  backbone gradient clipped at norm {t['grad_clip']}. Loss = mean cross-entropy
+  - log p(theta)/N (N = training-set size).
+- **Samplers**: `{exps['inference']['bayes_method']}` with a cyclical cosine step size,
+  {t['cycles']} cycles, exploration fraction {t['explore_fraction']} (no noise), then sampling;
+  {t['samples_per_cycle']} sample(s) per cycle, {t['cycles'] * t['samples_per_cycle']} in all.
+  **Temperature T = {t['temperature']:g}** (posterior proportional to exp(-U/T); T = 1 is the
+  Bayes posterior; the authors' default 2e-8 corresponds to T = 4e-8 here).
+- **Prediction**: samplers predict with the Bayesian model average (mean of softmax
+  probabilities over samples, each with its own BatchNorm statistics); SGD arms with the final
+  iterate. Metrics: accuracy (shown as error %), NLL (mean per example), ECE (15 equal-width bins
+  over top-label confidence), Brier (sum over classes, mean over examples).
+- **Experiments**: rank {exps['rank']['ranks']} at scale {exps['rank']['scale']:g} (n =
+  {exps['rank']['n_train'] or 'full'}); scales {', '.join(f'{s:g}' for s in exps['scale']['scales'])}
+  at rank {exps['scale']['rank']} (n = {exps['scale']['n_train'] or 'full'}); inference at scale
+  {exps['inference']['scale']:g}, rank {exps['inference']['rank']}, sizes {sizes}; zero-mean
+  non-learned prior N(0, {exps['inference']['nonlearned_variance']:g} I); the isotropic prior is
+  centred at the pretrained weights with the same average variance as the rescaled learned prior.
+- **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
+  in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
+"""
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def _nav(profile_name: str, current: str, prefix: str) -> str:
+    links = " · ".join(
+        f"<b>{PAGE_TITLES[n]}</b>" if n == current
+        else f'<a href="{prefix}{"../report.html" if n == "05_report" else n + ".html"}">'
+             f"{PAGE_TITLES[n]}</a>"
+        for n in NOTEBOOKS
+    )
+    return (f'<div style="padding:8px;background:#f6f8fa;border-bottom:1px solid #ddd;'
+            f'font-family:sans-serif">bprior · profile <code>{_esc(profile_name)}</code> · '
+            f"{links}</div>")
+
+
+def render_html(notebook_path: Path, nav: str) -> str:
+    """Executed notebook -> HTML with code hidden and a navigation bar."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    return _insert_after_body(body, nav)
+
+
+def _insert_after_body(page: str, block: str) -> str:
+    start = page.find("<body")
+    end = page.find(">", start) + 1
+    return page[:end] + block + page[end:]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_report(
+    profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None
+) -> Path:
+    """Run every notebook for a profile and write `outputs/<profile>/report.html`."""
+    import papermill
+
+    path = profile_path(profile_arg)
+    profile = load_profile(path)  # raises ProfileError before anything is written
+    check_prior_files(profile)  # raises StudyError before anything is written
+    out = output_dir(profile, root)
+    nb_dir, html_dir = out / "notebooks", out / "html"
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    html_dir.mkdir(parents=True, exist_ok=True)
+    log(f"profile {profile['name']}: {len(plan(profile))} runs planned; outputs in {out}")
+    params = {"profile": str(path.resolve()), "outputs_root": str(Path(root).resolve())
+              if root else str((out.parent).resolve())}
+    timings = {}
+    for name in NOTEBOOKS:
+        start = time.perf_counter()
+        log(f"[{name}] running ...")
+        papermill.execute_notebook(
+            str(NOTEBOOK_DIR / f"{name}.ipynb"), str(nb_dir / f"{name}.ipynb"),
+            parameters=params, progress_bar=False, kernel_name=kernel_name,
+            cwd=str(Path.cwd()),
+        )
+        timings[name] = round(time.perf_counter() - start, 1)
+        log(f"[{name}] done in {timings[name]} s")
+    for name in NOTEBOOKS:
+        is_report = name == "05_report"
+        page = render_html(nb_dir / f"{name}.ipynb",
+                           _nav(profile["name"], name, "html/" if is_report else ""))
+        _write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
+    _write_text(out / "timings.json", json.dumps(timings, indent=1))
+    log(f"report: {out / 'report.html'}")
+    return out / "report.html"
