@@ -226,21 +226,24 @@ def _check_list_choices(profile: dict) -> None:
 
 def _check_consistency(p: dict) -> None:
     learning, exps = p["priors"]["learning"], p["experiments"]
+    _check_train_settings(p["train"])
     if p["priors"]["source"] == "learn":
-        max_rank = learning["max_rank"]
         snapshots = learning["swag_steps"] // learning["collect_every"]
         if snapshots < 2:
             raise ProfileError(
                 f"priors.learning: swag_steps={learning['swag_steps']} with collect_every="
                 f"{learning['collect_every']} gives {snapshots} snapshot(s); SWAG needs >= 2"
             )
+        # the learned factor keeps the last min(max_rank, snapshots) deviations
+        max_rank = min(learning["max_rank"], snapshots)
         for where, rank in [("experiments.rank.ranks", max(exps["rank"]["ranks"])),
                             ("experiments.scale.rank", exps["scale"]["rank"]),
                             ("experiments.inference.rank", exps["inference"]["rank"])]:
             if rank > max_rank:
                 raise ProfileError(
-                    f"{where}: rank {rank} is larger than the {max_rank} low-rank rows the prior "
-                    f"stores (priors.learning.max_rank); use a rank <= {max_rank}"
+                    f"{where}: rank {rank} is larger than the {max_rank} low-rank rows the learned "
+                    "prior will store (min of priors.learning.max_rank and the number of SWAG "
+                    f"snapshots); use a rank <= {max_rank}"
                 )
     if p["data"]["dataset"] == "fashion_mnist" and p["model"] != "small_resnet":
         raise ProfileError("model: fashion_mnist (28x28 grayscale) needs model 'small_resnet'")
@@ -249,6 +252,19 @@ def _check_consistency(p: dict) -> None:
             "priors.source: 'learn' is only implemented for fashion_mnist; flowers102 needs "
             "priors.source 'files' with priors.files.ssl / priors.files.supervised"
         )
+
+
+def _check_train_settings(train: dict) -> None:
+    """Build the training settings and the cyclical schedule now, so that their errors (e.g.
+    more cycles than steps) surface before anything trains."""
+    from .samplers import CyclicalSchedule
+    from .train import TrainSettings
+
+    try:
+        s = TrainSettings(**train)
+        CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)
+    except ValueError as exc:
+        raise ProfileError(f"train: {exc}") from None
 
 
 def validate_profile(raw: dict) -> dict:

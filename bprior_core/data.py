@@ -55,6 +55,8 @@ def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
+    if data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (type 0x08)")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
@@ -80,7 +82,7 @@ def _find_fmnist_dir(root: str | os.PathLike | None) -> Path | None:
     return None
 
 
-def _download_fmnist(target: Path) -> Path:
+def _download_fmnist(target: Path, root: str | os.PathLike | None = None) -> Path:
     """Fall back to torchvision's downloader; fail with instructions when offline."""
     try:
         from torchvision.datasets import FashionMNIST
@@ -90,7 +92,7 @@ def _download_fmnist(target: Path) -> Path:
     except Exception as exc:  # noqa: BLE001 - any failure here means "no data"
         raise DataUnavailableError(
             "Fashion-MNIST was not found in "
-            + ", ".join(str(d) for d in _fmnist_candidates(None))
+            + ", ".join(str(d) for d in _fmnist_candidates(root))
             + f" and downloading it failed ({type(exc).__name__}: {exc}). Install it with "
             "`apt-get install dataset-fashion-mnist` (Debian), or put the four IDX .gz files in "
             "a folder and set BPRIOR_DATA to its parent (files in $BPRIOR_DATA/fashion-mnist)."
@@ -104,7 +106,7 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> Ten
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = _find_fmnist_dir(root)
     if folder is None:
-        folder = _download_fmnist(Path.home() / ".cache" / "bprior")
+        folder = _download_fmnist(Path.home() / ".cache" / "bprior", root)
     img_name, lab_name = _FMNIST_FILES[split]
     images = torch.from_numpy(_read_idx(folder / img_name).copy()).float().div_(255.0)
     images = images.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD).unsqueeze(1)

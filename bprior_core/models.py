@@ -155,9 +155,11 @@ def refresh_batchnorm(model: nn.Module, batches: Iterator[torch.Tensor]) -> None
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the exact mean over batches
-    model.train()
-    for x in batches:
-        model(x)
-    for m, momentum in zip(layers, saved_momentum, strict=True):
-        m.momentum = momentum
-    model.train(was_training)
+    try:
+        model.train()
+        for x in batches:
+            model(x)
+    finally:
+        for m, momentum in zip(layers, saved_momentum, strict=True):
+            m.momentum = momentum
+        model.train(was_training)

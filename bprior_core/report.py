@@ -85,6 +85,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
     devices = sorted({r.get("device", "?") for r in records}) or ["-"]
     versions = sorted({r.get("version", "?") for r in records}) or ["-"]
     sizes = ", ".join(str(n) if n else "full" for n in exps["inference"]["sizes"])
+    scales = ", ".join(f"{s:g}" for s in exps["scale"]["scales"])
     prior_text = (
         f"learned here with SWAG on the source task ({learning['pretrain_steps']} pre-training "
         f"steps, then {learning['swag_steps']} SWAG steps at lr {learning['swag_lr']} "
@@ -121,7 +122,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   iterate. Metrics: accuracy (shown as error %), NLL (mean per example), ECE (15 equal-width bins
   over top-label confidence), Brier (sum over classes, mean over examples).
 - **Experiments**: rank {exps['rank']['ranks']} at scale {exps['rank']['scale']:g} (n =
-  {exps['rank']['n_train'] or 'full'}); scales {', '.join(f'{s:g}' for s in exps['scale']['scales'])}
+  {exps['rank']['n_train'] or 'full'}); scales {scales}
   at rank {exps['scale']['rank']} (n = {exps['scale']['n_train'] or 'full'}); inference at scale
   {exps['inference']['scale']:g}, rank {exps['inference']['rank']}, sizes {sizes}; zero-mean
   non-learned prior N(0, {exps['inference']['nonlearned_variance']:g} I); the isotropic prior is

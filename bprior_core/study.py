@@ -121,6 +121,8 @@ def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
     runs, exps = [], profile["experiments"]
     seeds = range(profile["seeds"])
     for experiment in experiments:
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
         cfg = exps[experiment]
         if not cfg["enabled"]:
             continue
@@ -145,8 +147,6 @@ def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
                         prior = {"kind": "none", "source": cfg["prior"],
                                  "source_id": prior_source_id(profile, cfg["prior"])}
                     runs += [_run(profile, "inference", arm, method, prior, n, s) for s in seeds]
-        else:
-            raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
     return runs
 
 
@@ -368,6 +368,7 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

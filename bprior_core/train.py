@@ -172,8 +172,19 @@ def train_and_evaluate(
     """Train `model` (backbone already holding the initial weights) on `train_data` and evaluate.
 
     The head is re-initialised from `seed`; batches and sampler noise are drawn from generators
-    seeded with `seed`, so a CPU run is bit-for-bit repeatable.
+    seeded with `seed`, so a CPU run is bit-for-bit repeatable. Subnormal floats are flushed to
+    zero during the run (tiny prior variances otherwise hit slow subnormal arithmetic on CPUs);
+    the default (off) is restored afterwards.
     """
+    torch.set_flush_denormal(True)
+    try:
+        return _run(model, train_data, test_data, method, settings, prior, seed, device, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _run(model, train_data, test_data, method, settings, prior, seed, device, progress):
+    """The body of `train_and_evaluate`."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if method != "sgd" and prior is None:
@@ -185,7 +196,6 @@ def train_and_evaluate(
         )
     start = time.perf_counter()
     device = torch.device(device)
-    torch.set_flush_denormal(True)  # tiny prior variances otherwise hit slow subnormal arithmetic
     torch.manual_seed(seed)
     model.head.reset_parameters()
     model.to(device).train()
@@ -223,6 +233,9 @@ def train_and_evaluate(
             optimizer.step(noise=plan.noise)
             if plan.collect:
                 probs = _sample_probs(model, train_data, test_data, settings, data_gen, device)
+                if not torch.isfinite(probs).all():
+                    return RunOutcome("diverged", None, None, n_samples, k + 1, loss_value,
+                                      time.perf_counter() - start)
                 sample_sum = probs if sample_sum is None else sample_sum + probs
                 n_samples += 1
         else:
@@ -234,6 +247,9 @@ def train_and_evaluate(
             time.perf_counter() - start,
         )
     probs, labels = predict_probs(model, test_data, settings.eval_batch_size, device)
+    if not torch.isfinite(probs).all():
+        return RunOutcome("diverged", None, None, n_samples, settings.steps, loss_value,
+                          time.perf_counter() - start)
     final = classification_metrics(probs, labels)
     bma = None
     if sample_sum is not None:

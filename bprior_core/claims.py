@@ -1,0 +1,731 @@
+"""Verdicts on the paper's claims, computed from the study's result records.
+
+Every comparison is paired over seeds: the same seed draws the same training subset in every
+arm, so for two arms A and B we take the seeds present (status "ok") in both, form
+d_s = m_A(s) - m_B(s), oriented so that positive means "A is better" (for metrics where lower
+is better the sign is flipped), and report the mean, its standard error (sample std, ddof=1,
+over sqrt(n)) and a Student-t interval. An effect is significant when the interval excludes 0.
+With fewer than MIN_SEEDS paired seeds a comparison is "inconclusive".
+
+Verdicts: "supported" (significant in the claimed direction), "contradicted" (significant in the
+opposite direction), "not supported" (no significant effect, enough seeds), "inconclusive" (too
+few seeds or missing data). Compound claims combine their parts with `combine`: contradicted if
+any part is contradicted; else inconclusive if any part is inconclusive; else supported if all
+parts are supported; else not supported.
+
+The headline prediction of a run is its Bayesian model average when present, else its final
+iterate. Diverged runs count as missing and are reported as `n_diverged` in each claim's evidence.
+Training size 0 in a config means "the full training set" and sorts as the largest size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+MIN_SEEDS = 3
+LEVEL = 0.95
+METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "brier": False}
+VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
+CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
+COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
+                "if any part is inconclusive; else supported if all parts are supported; else "
+                "not supported.")
+
+Seeded = dict[int, float]  # seed -> headline metric
+Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
+
+TEXT: dict[str, tuple[str, str, str, str]] = {
+    "C1": (
+        "Rank of the low-rank covariance",
+        "Increasing the rank of the learned prior's low-rank covariance from zero improves "
+        "performance until it saturates at a small rank.",
+        "On CIFAR-10 performance improved as the rank grew from zero and saturated at a "
+        "relatively small rank.",
+        "On Flowers-102 (SimCLR prior, scale 1e5, ranks 0-5) the rank had no visible effect "
+        "(test error flat at about 14.5-15.5%).",
+    ),
+    "C2": (
+        "Rescaling the prior",
+        "An un-rescaled prior performs worse; a more diffuse prior (larger scale) improves "
+        "performance up to an optimum, and very large scales (near-uniform prior) hurt again.",
+        "On CIFAR-10 an un-rescaled prior could be worse than no prior; performance rose with "
+        "the scale up to a point and fell again as the prior approached uniform.",
+        "Confirmed that the un-rescaled prior hurts and that larger scales help (SimCLR 1e2-1e5, "
+        "torchvision 1e4-1e8), but found no fall in performance up to scale 1e9.",
+    ),
+    "C3": (
+        "Modified loss surface",
+        "Putting the learned prior into the downstream loss (SGD + learned prior) beats "
+        "standard SGD fine-tuning.",
+        "SGD with the learned prior beat SGD with a non-learned prior at every CIFAR-10 size "
+        "(e.g. 26.8% vs 36.8% test error at n=1k).",
+        "Confirmed on Flowers-102: learned-prior models beat non-learned-prior models, most at "
+        "moderate training sizes.",
+    ),
+    "C4": (
+        "Bayesian boost over SGD",
+        "Bayesian inference (SG-MCMC with model averaging) with the learned prior beats SGD "
+        "with the same learned prior.",
+        "Bayesian inference with the learned prior had the lowest CIFAR-10 error at every size "
+        "(e.g. 21.6% vs 26.8% for SGD + learned prior at n=1k).",
+        "Found the claim ambiguous; read as Bayes vs SGD it held only on small Flowers-102 "
+        "subsets, with SGD equal or better on larger ones (their Bayes runs had no BMA).",
+    ),
+    "C4b": (
+        "Bayesian boost larger with the learned prior",
+        "The gain of Bayesian inference over SGD is larger with the learned prior than with "
+        "the non-learned zero-mean prior.",
+        "The paper says Bayesian learning gives a particular boost with informative priors, "
+        "without naming the comparison.",
+        "Read as learned vs non-learned prior the reproduction fully confirmed a substantial "
+        "gain, largest at moderate sizes; the interaction itself was not tested.",
+    ),
+    "C5": (
+        "Data efficiency",
+        "The learned prior's gain over the non-learned prior is larger for small downstream "
+        "training sets.",
+        "On CIFAR-10 the learned-prior gain over the non-learned prior was 8-12 points at "
+        "n <= 1k and under 1 point at n >= 10k.",
+        "Confirmed: the gap between learned and non-learned priors was larger on smaller "
+        "Flowers-102 subsets.",
+    ),
+    "H1": (
+        "Learned vs isotropic prior (Harvey et al.)",
+        "The learned low-rank SWAG prior beats an isotropic Gaussian prior centred at the "
+        "pretrained weights.",
+        "The paper's non-learned baseline was a zero-mean isotropic prior; it did not compare "
+        "against an isotropic prior centred at the pretrained weights.",
+        "Harvey et al. (TMLR 2024) found the isotropic prior centred at the pretrained weights "
+        "competitive with the learned low-rank prior (e.g. Flowers-102 n=1020: 88.6% vs 88.4%).",
+    ),
+}
+
+ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "learned": "learned prior",
+              "zero": "zero-mean prior", "isotropic": "isotropic prior"}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired effect over seeds (positive = the claimed direction) with its t interval."""
+
+    effect: float | None
+    se: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    seeds: tuple[int, ...]
+    level: float = LEVEL
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, with the verdict this comparison alone would give."""
+        return {"effect": self.effect, "se": self.se, "ci_low": self.ci_low,
+                "ci_high": self.ci_high, "n_seeds": self.n, "seeds": list(self.seeds),
+                "level": self.level, "verdict": verdict(self)}
+
+
+def one_sample(values: Mapping[int, float], level: float = LEVEL) -> Comparison:
+    """Mean of per-seed values with its standard error and Student-t interval."""
+    seeds = tuple(sorted(values))
+    x = np.array([values[s] for s in seeds], dtype=float)
+    if x.size == 0:
+        return Comparison(None, None, None, None, 0, seeds, level)
+    effect = float(x.mean())
+    if x.size < 2:
+        return Comparison(effect, None, None, None, 1, seeds, level)
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * se
+    return Comparison(effect, se, effect - half, effect + half, int(x.size), seeds, level)
+
+
+def contrast(terms: Sequence[tuple[float, Mapping[int, float]]]) -> Seeded:
+    """Per-seed linear combination sum(coef * values[seed]) over seeds present in every term."""
+    if not terms:
+        return {}
+    common = set.intersection(*(set(values) for _, values in terms))
+    return {s: float(sum(coef * values[s] for coef, values in terms)) for s in sorted(common)}
+
+
+def paired_difference(
+    a: Mapping[int, float], b: Mapping[int, float], higher_is_better: bool = True,
+    level: float = LEVEL,
+) -> Comparison:
+    """Paired A - B over common seeds, oriented so that positive means A is better."""
+    sign = 1.0 if higher_is_better else -1.0
+    return one_sample(contrast([(sign, a), (-sign, b)]), level)
+
+
+def bonferroni(m: int, level: float = LEVEL) -> float:
+    """Per-comparison confidence level keeping the family-wise level over m comparisons."""
+    return 1.0 - (1.0 - level) / max(m, 1)
+
+
+def verdict(c: Comparison) -> str:
+    """Verdict of one oriented comparison (positive effect = claim holds)."""
+    if c.n < MIN_SEEDS or c.ci_low is None or c.ci_high is None:
+        return "inconclusive"
+    if c.ci_low > 0:
+        return "supported"
+    if c.ci_high < 0:
+        return "contradicted"
+    return "not supported"
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """Verdict of a compound claim from its parts' verdicts (see COMBINE_RULE)."""
+    if not verdicts or "contradicted" in verdicts:
+        return "contradicted" if verdicts else "inconclusive"
+    if "inconclusive" in verdicts:
+        return "inconclusive"
+    return "supported" if all(v == "supported" for v in verdicts) else "not supported"
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def _check_metric(metric: str) -> bool:
+    """Whether higher is better for `metric`; rejects unknown metrics."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)}")
+    return METRICS[metric]
+
+
+def headline(record: Mapping[str, Any], metric: str = "accuracy") -> float | None:
+    """The run's headline value: BMA when present, else the final iterate; None if missing."""
+    _check_metric(metric)
+    if record.get("status") != "ok":
+        return None
+    metrics = record.get("metrics") or {}
+    block = metrics.get("bma") or metrics.get("final")
+    value = block.get(metric) if block else None
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def _seed(record: Mapping[str, Any]) -> int:
+    seed = record.get("seed")
+    return int(record["config"]["seed"] if seed is None else seed)
+
+
+def collect(
+    records: Sequence[Mapping[str, Any]], experiment: str,
+    key: Callable[[Mapping[str, Any]], Hashable], metric: str,
+) -> tuple[dict[Hashable, Seeded], dict[Hashable, int]]:
+    """Headline values of one experiment as {key(config): {seed: value}} plus diverged counts.
+
+    Repeated (key, seed) pairs are averaged; diverged and metric-less runs are left out.
+    """
+    values: dict[Hashable, dict[int, list[float]]] = {}
+    diverged: dict[Hashable, int] = {}
+    for record in records:
+        config = record.get("config") or {}
+        if config.get("experiment") != experiment:
+            continue
+        k = key(config)
+        if record.get("status") == "diverged":
+            diverged[k] = diverged.get(k, 0) + 1
+        value = headline(record, metric)
+        if value is not None:
+            values.setdefault(k, {}).setdefault(_seed(record), []).append(value)
+    table = {k: {s: float(np.mean(v)) for s, v in by_seed.items()} for k, by_seed in values.items()}
+    return table, diverged
+
+
+def _size_key(n: int | None) -> float:
+    """Sort key for training sizes: 0 (or None) means the full set, the largest."""
+    return math.inf if not n else float(n)
+
+
+def _size_label(n: int | None) -> str:
+    return "full" if not n else str(n)
+
+
+def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bool) -> Any:
+    """The key whose mean over its seeds is best (first in `keys` on ties); None if no data."""
+    means = [(k, float(np.mean(list(table[k].values())))) for k in keys if table.get(k)]
+    if not means:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return max(means, key=lambda kv: sign * kv[1])[0]
+
+
+# ----------------------------------------------------------------------------- formatting
+
+
+def _num(x: float | None, metric: str) -> str:
+    """Signed effect text: accuracy in percentage points, other metrics as they are."""
+    if x is None:
+        return "n/a"
+    return f"{100 * x:+.1f}" if metric == "accuracy" else f"{x:+.3f}"
+
+
+def _fmt(c: Comparison, metric: str) -> str:
+    """E.g. '+2.1 points accuracy (95% CI +0.8..+3.4, 5 seeds)'."""
+    if c.effect is None:
+        return f"no paired seeds for {metric}"
+    if metric == "accuracy":
+        unit = "points accuracy"
+    else:
+        unit = metric if METRICS[metric] else f"{metric} reduction"
+    ci = (f"{100 * c.level:.4g}% CI {_num(c.ci_low, metric)}..{_num(c.ci_high, metric)}"
+          if c.ci_low is not None else "no interval")
+    return f"{_num(c.effect, metric)} {unit} ({ci}, {c.n} seeds)"
+
+
+def _arm_label(arm: str) -> str:
+    method, _, prior = arm.partition("+")
+    label = ARM_LABELS.get(method, method)
+    return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
+
+
+def _scale_label(scale: float) -> str:
+    """1e4 rather than 10000 for powers of ten; %g otherwise."""
+    power = math.log10(scale) if scale > 0 else math.nan
+    return f"1e{int(round(power))}" if abs(power - round(power)) < 1e-9 else f"{scale:g}"
+
+
+def _sizes_text(sizes: Sequence[int]) -> str:
+    if not sizes:
+        return "no sizes"
+    ordered = sorted(sizes, key=_size_key)
+    lo, hi = _size_label(ordered[0]), _size_label(ordered[-1])
+    return f"size {lo}" if lo == hi else f"sizes {lo}-{hi}"
+
+
+# ----------------------------------------------------------------------------- claim shell
+
+
+def _evidence(metric: str, c: Comparison | None, n_diverged: int, **extra: Any) -> dict:
+    head = c.to_dict() if c is not None else {}
+    return {"metric": metric, "higher_is_better": METRICS[metric],
+            "effect": head.get("effect"), "se": head.get("se"), "ci_low": head.get("ci_low"),
+            "ci_high": head.get("ci_high"), "n_seeds": head.get("n_seeds", 0),
+            "level": head.get("level"), "n_diverged": int(n_diverged), **extra}
+
+
+def _claim(cid: str, verdict_: str, rule: str, evidence: dict, summary: str) -> dict:
+    title, statement, paper, reproduction = TEXT[cid]
+    return to_plain({"id": cid, "title": title, "statement": statement, "paper": paper,
+                     "reproduction": reproduction, "verdict": verdict_, "rule": rule,
+                     "evidence": evidence, "summary": summary})
+
+
+def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str) -> dict:
+    reason = f"no usable records for experiment {experiment!r}"
+    evidence = _evidence(metric, None, n_diverged, sizes=[], reason=reason)
+    return _claim(cid, "inconclusive", rule, evidence, f"Inconclusive: {reason}.")
+
+
+# ----------------------------------------------------------------------------- C1 rank
+
+RULE_C1 = (
+    "(a) the best rank >= 1 (by mean) vs rank 0, paired over seeds, with a Bonferroni-corrected "
+    "interval over the m ranks >= 1 (selecting the best is otherwise optimistic): supported if "
+    "it excludes 0 upwards; contradicted if every rank >= 1 is significantly below rank 0; else "
+    "not supported. (b) saturation rank = smallest rank >= 1 not significantly worse (95%, "
+    "uncorrected) than the best rank >= 1: supported if <= max(2, max rank / 2), else "
+    "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
+    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE
+)
+
+
+def _rank_beats_zero(table: Mapping[int, Seeded], ranks: Sequence[int], hib: bool) -> dict:
+    """Part (a): does the best rank >= 1 beat rank 0 (Bonferroni over the ranks >= 1)?"""
+    if 0 not in table or not ranks:
+        return {"part": "a", "verdict": "inconclusive", "best_rank": None,
+                "comparison": None, "per_rank": [], "reason": "rank 0 or ranks >= 1 missing"}
+    level = bonferroni(len(ranks))
+    comps = {r: paired_difference(table[r], table[0], hib, level) for r in ranks}
+    best = _best(table, ranks, hib)
+    v = verdict(comps[best])
+    if v == "contradicted" and not all(verdict(c) == "contradicted" for c in comps.values()):
+        v = "not supported"
+    return {"part": "a", "verdict": v, "best_rank": best, "comparison": comps[best],
+            "per_rank": [{"rank": r, **c.to_dict()} for r, c in comps.items()]}
+
+
+def _rank_saturation(table: Mapping[int, Seeded], ranks: Sequence[int], hib: bool) -> dict:
+    """Part (b): the smallest rank >= 1 statistically level with the best rank >= 1."""
+    best = _best(table, ranks, hib)
+    threshold = max(2.0, max(ranks) / 2) if ranks else None
+    part: dict[str, Any] = {"part": "b", "best_rank": best, "saturation_rank": None,
+                            "small_threshold": threshold, "per_rank": []}
+    if best is None or len(table[best]) < MIN_SEEDS:
+        return {**part, "verdict": "inconclusive", "reason": "too few seeds for the best rank"}
+    saturation = best
+    for r in (r for r in ranks if r < best):
+        c = paired_difference(table[r], table[best], hib)
+        part["per_rank"].append({"rank": r, "vs_rank": best, **c.to_dict()})
+        if verdict(c) == "inconclusive":
+            return {**part, "verdict": "inconclusive", "reason": f"too few seeds for rank {r}"}
+        if verdict(c) != "contradicted":
+            saturation = r
+            break
+    v = "supported" if saturation <= threshold else "contradicted"
+    return {**part, "saturation_rank": saturation, "verdict": v}
+
+
+def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
+    hib = _check_metric(metric)
+    table, div = collect(records, "rank", lambda cfg: int(cfg["prior"]["rank"]), metric)
+    n_div = sum(div.values())
+    if not table:
+        return _missing("C1", "rank", metric, n_div, RULE_C1)
+    ranks = sorted(r for r in table if r >= 1)
+    a, b = _rank_beats_zero(table, ranks, hib), _rank_saturation(table, ranks, hib)
+    head = a["comparison"]
+    v = combine([a["verdict"], b["verdict"]])
+    evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts={"a": a, "b": b},
+                         diverged_by_rank={str(k): n for k, n in div.items()})
+    summary = (f"Best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
+               if head is not None else "Rank 0 or ranks >= 1 missing")
+    summary += (f"; saturation rank {b['saturation_rank']} (small if <= {b['small_threshold']:g}, "
+                f"max rank {max(ranks)})." if b["saturation_rank"] is not None else
+                "; saturation rank undetermined.")
+    return _claim("C1", v, RULE_C1, evidence, summary)
+
+
+# ----------------------------------------------------------------------------- C2 scale
+
+RULE_C2 = (
+    "Per prior source, paired over seeds: (a) the best rescaled scale (by mean, excluding the "
+    "smallest) vs the smallest scale (un-rescaled), Bonferroni-corrected over the candidates: "
+    "supported if better, contradicted if worse, else not supported; (b) per-seed "
+    "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
+    "scale (the whole sweep if the smallest is best), 95% t interval: supported if rising, "
+    "contradicted if falling; (c) the best scale below the largest vs the largest scale, "
+    "Bonferroni-corrected: supported if it falls at the largest scale, contradicted if the "
+    "largest is significantly better (still rising), else not supported (a plateau). "
+    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE +
+    " The overall verdict combines the per-source verdicts the same way."
+)
+
+
+def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -> Seeded:
+    """Per-seed slope of the oriented metric against log10(scale), seeds present at all scales."""
+    sign = 1.0 if hib else -1.0
+    seeds = set.intersection(*(set(table[s]) for s in scales))
+    x = np.log10(np.asarray(scales, dtype=float))
+    return {seed: sign * float(np.polyfit(x, [table[s][seed] for s in scales], 1)[0])
+            for seed in sorted(seeds)}
+
+
+def _scale_parts(table: Mapping[float, Seeded], hib: bool) -> dict:
+    """Parts (a), (b), (c) of C2 for one prior source."""
+    scales = sorted(table)
+    smin, smax = scales[0], scales[-1]
+    parts: dict[str, Any] = {}
+    others, below = scales[1:], scales[:-1]
+    if others:
+        best_other = _best(table, others, hib)
+        c = paired_difference(table[best_other], table[smin], hib, bonferroni(len(others)))
+        parts["a"] = {"best_scale": best_other, "vs_scale": smin, **c.to_dict()}
+        peak = _best(table, below, hib)
+        c = paired_difference(table[peak], table[smax], hib, bonferroni(len(below)))
+        parts["c"] = {"best_scale": peak, "vs_scale": smax, **c.to_dict()}
+    else:
+        parts["a"] = parts["c"] = {"verdict": "inconclusive", "reason": "a single scale"}
+    best = _best(table, scales, hib)
+    segment = scales[: scales.index(best) + 1] if best != smin else scales
+    if len(segment) >= 2:
+        c = one_sample(_slopes(table, segment, hib))
+        parts["b"] = {"best_scale": best, "segment": segment, "slope_per_decade": c.effect,
+                      **c.to_dict()}
+    else:
+        parts["b"] = {"verdict": "inconclusive", "reason": "a single scale"}
+    parts["verdict"] = combine([parts[p]["verdict"] for p in "abc"])
+    return parts
+
+
+def _scale_summary(source: str, parts: dict, metric: str) -> str:
+    a, b, c = parts["a"], parts["b"], parts["c"]
+    if "best_scale" not in a:
+        return f"{source}: a single scale"
+    return (f"{source}: best {_scale_label(a['best_scale'])} vs {_scale_label(a['vs_scale'])} "
+            f"{_num(a['effect'], metric)} ({a['verdict']}), slope "
+            f"{_num(b.get('slope_per_decade'), metric)}/decade ({b['verdict']}), best "
+            f"{_scale_label(c['best_scale'])} vs largest {_scale_label(c['vs_scale'])} "
+            f"{_num(c['effect'], metric)} ({c['verdict']})")
+
+
+def _source_scale(config: Mapping[str, Any]) -> tuple[str, float]:
+    return str(config["prior"]["source"]), float(config["prior"]["scale"])
+
+
+def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
+    hib = _check_metric(metric)
+    table, div = collect(records, "scale", _source_scale, metric)
+    n_div = sum(div.values())
+    if not table:
+        return _missing("C2", "scale", metric, n_div, RULE_C2)
+    sources: dict[str, dict] = {}
+    for src in sorted({k[0] for k in table}):
+        sub = {k[1]: v for k, v in table.items() if k[0] == src}
+        sources[src] = _scale_parts(sub, hib)
+        sources[src]["n_diverged"] = sum(n for k, n in div.items() if k[0] == src)
+    v = combine([p["verdict"] for p in sources.values()])
+    unit = "points" if metric == "accuracy" else metric
+    summary = "; ".join(_scale_summary(s, p, metric) for s, p in sources.items())
+    evidence = _evidence(metric, None, n_div, sizes=[], sources=sources, effect_unit=unit)
+    return _claim("C2", v, RULE_C2, evidence, f"{summary} ({unit}, positive = better).")
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _inference_table(
+    records: Sequence[Mapping[str, Any]], metric: str,
+) -> tuple[dict[str, Sized], dict[str, int]]:
+    """{arm: {n_train: {seed: value}}} for the inference experiment, plus diverged per arm."""
+    flat, div = collect(records, "inference",
+                        lambda cfg: (str(cfg["arm"]), int(cfg.get("n_train") or 0)), metric)
+    table: dict[str, Sized] = {}
+    for (arm, n), seeded in flat.items():
+        table.setdefault(arm, {})[n] = seeded
+    diverged: dict[str, int] = {}
+    for (arm, _), count in div.items():
+        diverged[arm] = diverged.get(arm, 0) + count
+    return table, diverged
+
+
+def pooled(
+    terms: Sequence[tuple[float, Mapping[int, Mapping[int, float]]]], level: float = LEVEL,
+) -> tuple[Comparison, list[dict], list[int]]:
+    """A per-seed contrast per size and pooled (per seed, mean over the common sizes).
+
+    Pooled seeds must be present in every term at every size used.
+    """
+    sizes = sorted(set.intersection(*(set(t) for _, t in terms)), key=_size_key) if terms else []
+    per_size = {n: contrast([(coef, t[n]) for coef, t in terms]) for n in sizes}
+    seeds = (set.intersection(*(set(d) for d in per_size.values())) if per_size else set())
+    mean_d = {s: float(np.mean([per_size[n][s] for n in sizes])) for s in sorted(seeds)}
+    rows = [{"n_train": n, **one_sample(per_size[n], level).to_dict()} for n in sizes]
+    return one_sample(mean_d, level), rows, sizes
+
+
+def _pair_terms(hib: bool, a: Sized, b: Sized) -> list[tuple[float, Sized]]:
+    sign = 1.0 if hib else -1.0
+    return [(sign, a), (-sign, b)]
+
+
+def _bayes(table: Mapping[str, Sized]) -> str:
+    """The Bayesian method's arm prefix: sghmc, or sgld if only that one is present."""
+    return "sgld" if "sghmc+learned" not in table and "sgld+learned" in table else "sghmc"
+
+
+def _diverged(div: Mapping[str, int], arms: Sequence[str]) -> int:
+    return int(sum(div.get(a, 0) for a in set(arms)))
+
+
+def _pair_part(table: Mapping[str, Sized], hib: bool, a: str, b: str) -> dict:
+    """A pooled A-vs-B comparison over sizes, with per-size rows."""
+    c, rows, sizes = pooled(_pair_terms(hib, table.get(a, {}), table.get(b, {})))
+    return {"arms": [a, b], "comparison": c, "per_size": rows, "sizes": sizes,
+            "verdict": verdict(c)}
+
+
+def _pair_summary(part: dict, metric: str) -> str:
+    a, b = part["arms"]
+    return (f"{_arm_label(a)} vs {_arm_label(b)}: {_fmt(part['comparison'], metric)}, "
+            f"{_sizes_text(part['sizes'])}")
+
+
+RULE_POOLED = (
+    "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
+    "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
+    "contradicted if < 0, else not supported; fewer than "
+    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive."
+)
+
+
+def _simple_claim(cid: str, table: Mapping[str, Sized], div: Mapping[str, int], hib: bool,
+                  metric: str, a: str, b: str) -> dict:
+    part = _pair_part(table, hib, a, b)
+    c = part.pop("comparison")
+    evidence = _evidence(metric, c, _diverged(div, [a, b]), sizes=part["sizes"],
+                         arms=[a, b], per_size=part["per_size"])
+    return _claim(cid, verdict(c), RULE_POOLED, evidence,
+                  _pair_summary({**part, "comparison": c}, metric) + ".")
+
+
+def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """C3: SGD with the learned prior beats plain SGD."""
+    hib = _check_metric(metric)
+    table, div = _inference_table(records, metric)
+    if not table:
+        return _missing("C3", "inference", metric, sum(div.values()), RULE_POOLED)
+    return _simple_claim("C3", table, div, hib, metric, "sgd+learned", "sgd")
+
+
+def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it."""
+    hib = _check_metric(metric)
+    table, div = _inference_table(records, metric)
+    if not table:
+        return _missing("C4", "inference", metric, sum(div.values()), RULE_POOLED)
+    return _simple_claim("C4", table, div, hib, metric, f"{_bayes(table)}+learned", "sgd+learned")
+
+
+RULE_C4B = (
+    "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
+    "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
+    "mean over sizes, 95% t interval: supported if > 0, contradicted if < 0, else not "
+    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive."
+)
+
+
+def claim_bayes_interaction(
+    records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
+) -> dict:
+    """C4b (reading 2): the Bayesian gain over SGD is larger with the learned prior."""
+    hib = _check_metric(metric)
+    table, div = _inference_table(records, metric)
+    if not table:
+        return _missing("C4b", "inference", metric, sum(div.values()), RULE_C4B)
+    bayes = _bayes(table)
+    arms = [f"{bayes}+learned", "sgd+learned", f"{bayes}+zero", "sgd+zero"]
+    sign = 1.0 if hib else -1.0
+    coefs = (sign, -sign, -sign, sign)
+    terms = [(coef, table.get(arm, {})) for coef, arm in zip(coefs, arms, strict=True)]
+    c, rows, sizes = pooled(terms)
+    evidence = _evidence(metric, c, _diverged(div, arms), sizes=sizes, arms=arms,
+                         per_size=rows)
+    summary = (f"Bayesian gain with the learned prior minus with the zero-mean prior "
+               f"({bayes.upper()} vs SGD): {_fmt(c, metric)}, {_sizes_text(sizes)}.")
+    return _claim("C4b", verdict(c), RULE_C4B, evidence, summary)
+
+
+RULE_C5 = (
+    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: "
+    "gain at the smallest size minus gain at the largest size (0 = full set counts as "
+    "largest), 95% t interval: supported if > 0, contradicted if < 0, else not supported; "
+    f"fewer than {MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. "
+    + COMBINE_RULE
+)
+
+
+def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:
+    """Gain per size and the small-minus-large difference of the gain, paired over seeds."""
+    a, b = table.get(learned, {}), table.get(zero, {})
+    sizes = sorted(set(a) & set(b), key=_size_key)
+    per_size = [{"n_train": n, **paired_difference(a[n], b[n], hib).to_dict()} for n in sizes]
+    part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes, "gain_per_size": per_size}
+    if len(sizes) < 2:
+        return {**part, "comparison": one_sample({}), "verdict": "inconclusive"}
+    small, large = sizes[0], sizes[-1]
+    sign = 1.0 if hib else -1.0
+    d = contrast([(sign, a[small]), (-sign, b[small]), (-sign, a[large]), (sign, b[large])])
+    c = one_sample(d)
+    return {**part, "small": small, "large": large, "comparison": c, "verdict": verdict(c)}
+
+
+def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """C5: the learned-over-non-learned gain is larger at small training sizes."""
+    hib = _check_metric(metric)
+    table, div = _inference_table(records, metric)
+    if not table:
+        return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
+    bayes = _bayes(table)
+    pairs = [(f"{bayes}+learned", f"{bayes}+zero")]
+    if "sgd+learned" in table and "sgd+zero" in table:
+        pairs.append(("sgd+learned", "sgd+zero"))
+    parts = [_efficiency_part(table, hib, lo, hi) for lo, hi in pairs]
+    summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
+    arms = [arm for pair in pairs for arm in pair]
+    evidence = _evidence(metric, parts[0]["comparison"], _diverged(div, arms),
+                         sizes=parts[0]["sizes"], parts=parts)
+    return _claim("C5", combine([p["verdict"] for p in parts]), RULE_C5, evidence, summary)
+
+
+def _efficiency_summary(part: dict, metric: str) -> str:
+    learned, zero = part["arms"]
+    where = (f"size {_size_label(part['small'])} minus size {_size_label(part['large'])}"
+             if "small" in part else "fewer than two sizes")
+    return (f"{_arm_label(learned)} over {_arm_label(zero)} gain, {where}: "
+            f"{_fmt(part['comparison'], metric)}")
+
+
+RULE_H1 = (
+    "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
+    "pooled over sizes as the per-seed mean of the paired differences, 95% t interval: "
+    "supported if > 0, contradicted if < 0, else not supported; fewer than "
+    f"{MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
+)
+
+
+def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """H1 (Harvey et al.): the learned prior beats an isotropic prior at the pretrained weights."""
+    hib = _check_metric(metric)
+    table, div = _inference_table(records, metric)
+    if not table:
+        return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
+    bayes = _bayes(table)
+    pairs = [(f"{bayes}+learned", f"{bayes}+isotropic")]
+    if "sgd+learned" in table and "sgd+isotropic" in table:
+        pairs.append(("sgd+learned", "sgd+isotropic"))
+    parts = [_pair_part(table, hib, a, b) for a, b in pairs]
+    head = parts[0]["comparison"]
+    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
+    arms = [arm for pair in pairs for arm in pair]
+    evidence = _evidence(metric, head, _diverged(div, arms), sizes=parts[0]["sizes"],
+                         parts=parts)
+    return _claim("H1", combine([p["verdict"] for p in parts]), RULE_H1, evidence, summary)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def to_plain(obj: Any) -> Any:
+    """JSON-ready copy: plain floats/ints, lists for tuples, str keys, None for NaN/inf."""
+    if isinstance(obj, Comparison):
+        return to_plain(obj.to_dict())
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def evaluate_claims(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> list[dict]:
+    """All claim verdicts, in the order C1, C2, C3, C4, C4b, C5, H1, as plain JSON data."""
+    _check_metric(metric)
+    builders = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,
+                claim_bayes_interaction, claim_data_efficiency, claim_isotropic)
+    return [to_plain(build(records, metric)) for build in builders]
+
+
+def write_claims_json(claims: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write the claims as a JSON list atomically (temp file in the same folder, then replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(to_plain(list(claims)), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,67 @@
+"""Shared fixtures: single-threaded torch, the Fashion-MNIST tasks (loaded once), tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bprior_core import data
+from bprior_core.models import Classifier, build_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_thread_session():
+    """One intra-op thread, already for session- and module-scoped fixtures (they are set up
+    before function-scoped ones): the tensors here are tiny and thread hand-offs dominate (about
+    10x slower on this 2-core machine with two threads). Restores the setting at the end."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(_single_thread_session):
+    """The same for every test, in case an earlier test changed the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fmnist_raw_train() -> data.TensorTask:
+    """All 60k Fashion-MNIST training images with their original labels 0-9."""
+    return data.load_fashion_mnist("train")
+
+
+@pytest.fixture(scope="session")
+def downstream_train() -> data.TensorTask:
+    """The downstream training task (original classes 5-9, labels 0-4)."""
+    return data.fashion_mnist_task("downstream", "train")
+
+
+@pytest.fixture(scope="session")
+def downstream_test() -> data.TensorTask:
+    """The downstream test task (original classes 5-9, labels 0-4)."""
+    return data.fashion_mnist_task("downstream", "test")
+
+
+@pytest.fixture(scope="session")
+def source_small(fmnist_raw_train) -> data.TensorTask:
+    """256 random images of the source task (classes 0-4)."""
+    source = data.select_classes(fmnist_raw_train, data.SOURCE_CLASSES)
+    gen = torch.Generator().manual_seed(0)
+    return source.subset(torch.randperm(len(source), generator=gen)[:256])
+
+
+def _make_small_model(seed: int = 0, num_classes: int = 5) -> Classifier:
+    """A small ResNet classifier whose initial weights depend only on `seed`."""
+    torch.manual_seed(seed)
+    return build_model("small_resnet", num_classes)
+
+
+@pytest.fixture
+def make_model():
+    """Factory: `make_model(seed)` -> a fresh small ResNet classifier seeded by `seed`."""
+    return _make_small_model

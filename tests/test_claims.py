@@ -1,0 +1,283 @@
+"""Tests for bprior_core.claims: statistics against scipy, verdicts on hand-made record sets."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bprior_core.claims import (
+    CLAIM_IDS,
+    MIN_SEEDS,
+    Comparison,
+    bonferroni,
+    combine,
+    evaluate_claims,
+    headline,
+    one_sample,
+    paired_difference,
+    verdict,
+    write_claims_json,
+)
+
+# Per-seed noise, rotated by an arm/size index so that paired differences vary across seeds but
+# average exactly to the intended effect (every arm sees the same five noise values).
+NOISE = (0.0, 0.004, -0.003, 0.002, -0.001)
+SEEDS = (0, 1, 2, 3, 4)
+
+RANK_OFFSET = {0: 0.0, 1: 0.04, 2: 0.06, 3: 0.061, 4: 0.06, 5: 0.06}
+SCALE_OFFSET = {1.0: 0.0, 1e2: 0.10, 1e4: 0.20, 1e6: 0.15, 1e9: 0.05}
+SIZES = (5, 50, 0)  # 0 = full training set, the largest size
+BASE = {5: 0.20, 50: 0.50, 0: 0.80}
+LEARNED_GAIN = {5: 0.10, 50: 0.06, 0: 0.03}
+ARM_INDEX = {"sgd": 0, "sgd+learned": 1, "sghmc+learned": 2, "sgd+zero": 3, "sghmc+zero": 4,
+             "sgd+isotropic": 5, "sghmc+isotropic": 6}
+
+
+def arm_offset(arm: str, n: int) -> float:
+    """Effects built into the 'all claims hold' world (k = +1)."""
+    return {"sgd": 0.0, "sgd+zero": 0.0, "sghmc+zero": 0.01, "sgd+isotropic": 0.02,
+            "sghmc+isotropic": 0.03, "sgd+learned": LEARNED_GAIN[n],
+            "sghmc+learned": LEARNED_GAIN[n] + 0.04}[arm]
+
+
+def record(experiment: str, arm: str, seed: int, acc: float, *, prior: dict | None = None,
+           n_train: int = 50, status: str = "ok", bma: bool = False) -> dict:
+    """One result record in the study's format; nll = 2 - accuracy (better acc = lower nll)."""
+    block = {"accuracy": acc, "nll": 2.0 - acc, "ece": 0.05, "brier": 0.5}
+    metrics = {"final": block, "bma": dict(block) if bma else None}
+    if status != "ok":
+        metrics = {"final": None, "bma": None}
+    method = "sghmc" if arm.startswith("sghmc") else "sgd"
+    config = {"experiment": experiment, "arm": arm, "method": method,
+              "prior": prior or {"kind": "none", "source": "ssl"}, "n_train": n_train,
+              "seed": seed}
+    return {"id": f"{experiment}-{arm}-{n_train}-{seed}", "status": status, "seed": seed,
+            "config": config, "metrics": metrics}
+
+
+def noise(seed: int, index: int) -> float:
+    """Two rotations of NOISE: distinct for indices 0..24, same multiset of values per index."""
+    return NOISE[(seed + index) % 5] + NOISE[(2 * seed + index // 5) % 5] / 2
+
+
+def world(k: float = 1.0, seeds: tuple[int, ...] = SEEDS) -> list[dict]:
+    """All three experiments; k = 1 the claims hold, -1 effects reversed, 0 flat."""
+    out = []
+    for i, (rank, off) in enumerate(RANK_OFFSET.items()):
+        prior = {"kind": "learned", "source": "ssl", "rank": rank, "scale": 1e5}
+        out += [record("rank", f"rank={rank}", s, 0.70 + k * off + noise(s, i), prior=prior)
+                for s in seeds]
+    for source, base in (("ssl", 0.5), ("supervised", 0.55)):
+        for i, (scale, off) in enumerate(SCALE_OFFSET.items()):
+            prior = {"kind": "learned", "source": source, "rank": 5, "scale": scale}
+            out += [record("scale", f"{source}@{scale:g}", s, base + k * off + noise(s, i),
+                           prior=prior) for s in seeds]
+    for j, n in enumerate(SIZES):
+        for arm, i in ARM_INDEX.items():
+            bma, acc = arm.startswith("sghmc"), BASE[n] + k * arm_offset(arm, n)
+            out += [record("inference", arm, s, acc + noise(s, 3 * i + j), n_train=n, bma=bma)
+                    for s in seeds]
+    return out
+
+
+def verdicts(records: list[dict], metric: str = "accuracy") -> dict[str, str]:
+    return {c["id"]: c["verdict"] for c in evaluate_claims(records, metric)}
+
+
+def by_id(claims: list[dict]) -> dict[str, dict]:
+    return {c["id"]: c for c in claims}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_paired_difference_hand_computed():
+    # d = [1, 2, 3]: mean 2, sd 1, se 1/sqrt(3), t_{0.975, 2} = 4.302652729911275.
+    c = paired_difference({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 1: 2.0, 2: 3.0, 9: 0.0})
+    half = 4.302652729911275 / math.sqrt(3)
+    assert c.n == 3 and c.seeds == (0, 1, 2)
+    assert c.effect == pytest.approx(2.0)
+    assert c.se == pytest.approx(1 / math.sqrt(3))
+    assert (c.ci_low, c.ci_high) == pytest.approx((2 - half, 2 + half))
+
+
+def test_paired_difference_matches_scipy():
+    a = {0: 0.71, 1: 0.69, 2: 0.74, 3: 0.70, 4: 0.72}
+    b = {0: 0.66, 1: 0.68, 2: 0.69, 3: 0.61, 4: 0.70, 7: 0.5}
+    c = paired_difference(a, b)
+    xa, xb = np.array([a[s] for s in range(5)]), np.array([b[s] for s in range(5)])
+    d = xa - xb
+    se = d.std(ddof=1) / np.sqrt(5)
+    ci = stats.ttest_rel(xa, xb).confidence_interval(0.95)
+    assert c.effect == pytest.approx(d.mean())
+    assert c.se == pytest.approx(se)
+    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
+    assert c.ci_high - c.effect == pytest.approx(stats.t.ppf(0.975, 4) * se)
+
+
+def test_paired_difference_lower_is_better_flips_sign():
+    up = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.5, 2: 1.0})
+    down = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.5, 2: 1.0},
+                             higher_is_better=False)
+    assert down.effect == pytest.approx(-up.effect)
+    assert (down.ci_low, down.ci_high) == pytest.approx((-up.ci_high, -up.ci_low))
+
+
+def test_small_samples_and_verdicts():
+    assert one_sample({}).effect is None and verdict(one_sample({})) == "inconclusive"
+    single = one_sample({3: 0.5})
+    assert single.n == 1 and single.se is None and verdict(single) == "inconclusive"
+    two = one_sample({0: 1.0, 1: 1.1})  # significant-looking, but below MIN_SEEDS
+    assert MIN_SEEDS == 3 and verdict(two) == "inconclusive"
+    assert verdict(Comparison(1.0, 0.1, 0.5, 1.5, 3, (0, 1, 2))) == "supported"
+    assert verdict(Comparison(-1.0, 0.1, -1.5, -0.5, 3, (0, 1, 2))) == "contradicted"
+    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2))) == "not supported"
+
+
+def test_bonferroni_widens_interval():
+    d = {0: 0.01, 1: 0.03, 2: 0.02, 3: 0.025}
+    assert bonferroni(5) == pytest.approx(0.99)
+    plain, strict = one_sample(d), one_sample(d, bonferroni(5))
+    assert strict.ci_low < plain.ci_low and strict.ci_high > plain.ci_high
+
+
+def test_combine_rule():
+    assert combine(["supported", "supported"]) == "supported"
+    assert combine(["supported", "not supported"]) == "not supported"
+    assert combine(["supported", "inconclusive", "not supported"]) == "inconclusive"
+    assert combine(["inconclusive", "contradicted"]) == "contradicted"
+    assert combine([]) == "inconclusive"
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_headline_prefers_bma_and_skips_diverged():
+    r = record("inference", "sghmc+learned", 0, 0.6, bma=True)
+    r["metrics"]["bma"]["accuracy"] = 0.9
+    assert headline(r) == 0.9
+    assert headline(record("inference", "sgd", 0, 0.6)) == 0.6
+    assert headline(record("inference", "sgd", 0, 0.6), "nll") == pytest.approx(1.4)
+    assert headline(record("inference", "sgd", 0, 0.6, status="diverged")) is None
+    with pytest.raises(ValueError):
+        headline(r, "f1")
+
+
+def test_headline_bma_drives_verdict():
+    # Final iterates say SGHMC + learned loses to SGD + learned; the BMA says it wins.
+    recs = [r for r in world() if r["config"]["arm"] in ("sgd+learned", "sghmc+learned")]
+    for r in recs:
+        if r["config"]["arm"] == "sghmc+learned":
+            r["metrics"]["final"] = {**r["metrics"]["final"], "accuracy": 0.0}
+    assert verdicts(recs)["C4"] == "supported"
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def test_all_claims_supported():
+    assert verdicts(world(1.0)) == dict.fromkeys(CLAIM_IDS, "supported")
+
+
+def test_reversed_effects_contradicted():
+    assert verdicts(world(-1.0)) == dict.fromkeys(CLAIM_IDS, "contradicted")
+
+
+def test_flat_world_not_supported():
+    assert verdicts(world(0.0)) == dict.fromkeys(CLAIM_IDS, "not supported")
+
+
+def test_two_seeds_inconclusive():
+    assert verdicts(world(1.0, seeds=(0, 1))) == dict.fromkeys(CLAIM_IDS, "inconclusive")
+
+
+def test_nll_direction():
+    # nll = 2 - accuracy, so every claim that holds for accuracy holds for NLL (lower is better).
+    assert verdicts(world(1.0), "nll") == dict.fromkeys(CLAIM_IDS, "supported")
+    assert verdicts(world(-1.0), "nll") == dict.fromkeys(CLAIM_IDS, "contradicted")
+    c3 = by_id(evaluate_claims(world(1.0), "nll"))["C3"]["evidence"]
+    assert c3["higher_is_better"] is False
+    assert c3["effect"] == pytest.approx(np.mean(list(LEARNED_GAIN.values())))
+
+
+def test_reproduction_like_world():
+    # Rank flat; scale rises then plateaus (no fall); Bayes ~ SGD; learned >> zero.
+    recs = world(0.0)
+    for r in recs:
+        cfg, acc = r["config"], r["metrics"]["bma"] or r["metrics"]["final"]
+        if cfg["experiment"] == "scale":
+            acc["accuracy"] += min(math.log10(cfg["prior"]["scale"]), 4) * 0.05
+        if cfg["experiment"] == "inference" and cfg["arm"].endswith("learned"):
+            acc["accuracy"] += LEARNED_GAIN[cfg["n_train"]]
+    v = verdicts(recs)
+    assert v["C1"] == "not supported"  # (a) no rank effect
+    c2 = by_id(evaluate_claims(recs))["C2"]
+    for parts in c2["evidence"]["sources"].values():
+        assert [parts[p]["verdict"] for p in "abc"] == ["supported", "supported",
+                                                       "not supported"]
+    assert v["C2"] == "not supported"
+    assert v["C3"] == "supported" and v["C5"] == "supported"
+    assert v["C4"] == "not supported" and v["C4b"] == "not supported"
+
+
+def test_diverged_runs_ignored_and_counted():
+    recs = world(1.0)
+    for r in recs:
+        cfg = r["config"]
+        if cfg["experiment"] == "inference" and cfg["arm"] == "sgd" and r["seed"] == 4:
+            r["status"], r["metrics"] = "diverged", {"final": None, "bma": None}
+    claims = by_id(evaluate_claims(recs))
+    c3 = claims["C3"]["evidence"]
+    assert claims["C3"]["verdict"] == "supported"
+    assert c3["n_diverged"] == 3 and c3["n_seeds"] == 4
+    assert [row["n_seeds"] for row in c3["per_size"]] == [4, 4, 4]
+    assert claims["C4"]["evidence"]["n_diverged"] == 0
+
+
+def test_missing_experiment_inconclusive():
+    only_rank = [r for r in world(1.0) if r["config"]["experiment"] == "rank"]
+    claims = by_id(evaluate_claims(only_rank))
+    assert claims["C1"]["verdict"] == "supported"
+    for cid in CLAIM_IDS[1:]:
+        assert claims[cid]["verdict"] == "inconclusive"
+        assert "reason" in claims[cid]["evidence"]
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def test_output_json_and_fields(tmp_path):
+    claims = evaluate_claims(world(1.0))
+    assert [c["id"] for c in claims] == list(CLAIM_IDS)
+    json.dumps(claims, allow_nan=False)
+    keys = {"id", "title", "statement", "paper", "reproduction", "verdict", "rule", "evidence",
+            "summary"}
+    for c in claims:
+        assert set(c) == keys
+        assert {"metric", "n_diverged"} <= set(c["evidence"])
+    c3 = by_id(claims)["C3"]
+    assert "points accuracy" in c3["summary"] and "sizes 5-full" in c3["summary"]
+    assert c3["evidence"]["sizes"] == [5, 50, 0]
+    path = write_claims_json(claims, tmp_path / "out" / "claims.json")
+    assert json.loads(path.read_text()) == claims
+    assert [p.name for p in path.parent.iterdir()] == ["claims.json"]
+
+
+def test_output_has_no_nan_with_missing_data():
+    claims = evaluate_claims(world(1.0, seeds=(0,)))
+    text = json.dumps(claims, allow_nan=False)
+    assert "NaN" not in text
+
+
+def test_sgld_bayes_arm_detected():
+    recs = world(1.0)
+    for r in recs:
+        r["config"]["arm"] = r["config"]["arm"].replace("sghmc", "sgld")
+    claims = by_id(evaluate_claims(recs))
+    assert claims["C4"]["verdict"] == "supported"
+    assert claims["C4"]["evidence"]["arms"] == ["sgld+learned", "sgd+learned"]
+    assert claims["C5"]["evidence"]["parts"][0]["arms"] == ["sgld+learned", "sgld+zero"]

@@ -1,0 +1,255 @@
+"""Tests for bprior_core.data: IDX reading, class splits, few-shot subsets, batching."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bprior_core import data
+
+# ----------------------------------------------------------------------------- IDX files
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """Write a uint8 array in the IDX format (magic 0x00 0x00 0x08 ndim, big-endian dims)."""
+    header = bytes([0, 0, 0x08, array.ndim])
+    header += b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+
+
+def write_fake_fmnist(folder: Path, n_train: int = 12, n_test: int = 6) -> dict[str, np.ndarray]:
+    """Four tiny IDX .gz files with Fashion-MNIST's names; returns the arrays written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        img_name, lab_name = data._FMNIST_FILES[split]
+        write_idx(folder / img_name, images)
+        write_idx(folder / lab_name, labels)
+        arrays[split + "_images"], arrays[split + "_labels"] = images, labels
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_hand_written_file(tmp_path, compress) -> None:
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / ("images.idx.gz" if compress else "images.idx")
+    write_idx(path, images, compress)
+    out = data._read_idx(path)
+    assert out.shape == (2, 3, 4)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, images)
+
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    write_idx(tmp_path / "labels.gz", labels)
+    np.testing.assert_array_equal(data._read_idx(tmp_path / "labels.gz"), labels)
+
+
+@pytest.fixture
+def no_system_fmnist(tmp_path, monkeypatch):
+    """Hide every real Fashion-MNIST location (Debian folder, $BPRIOR_DATA, ~/.cache)."""
+    monkeypatch.setattr(data, "DEBIAN_FMNIST_DIR", tmp_path / "no-debian")
+    monkeypatch.delenv("BPRIOR_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_load_fashion_mnist_from_bprior_data(no_system_fmnist, monkeypatch) -> None:
+    tmp_path = no_system_fmnist
+    arrays = write_fake_fmnist(tmp_path / "mydata" / "fashion-mnist")
+    monkeypatch.setenv("BPRIOR_DATA", str(tmp_path / "mydata"))
+    task = data.load_fashion_mnist("train")
+    assert task.images.shape == (12, 1, 28, 28)
+    assert task.images.dtype == torch.float32
+    assert task.num_classes == 10
+    assert torch.equal(task.labels, torch.from_numpy(arrays["train_labels"].astype(np.int64)))
+    expected = (arrays["train_images"] / 255.0 - data.FASHION_MNIST_MEAN) / data.FASHION_MNIST_STD
+    assert torch.allclose(task.images[:, 0].double(), torch.from_numpy(expected), atol=1e-5)
+    assert len(data.load_fashion_mnist("test")) == 6
+
+
+def test_load_fashion_mnist_from_root_and_torchvision_layout(no_system_fmnist) -> None:
+    tmp_path = no_system_fmnist
+    write_fake_fmnist(tmp_path / "flat", n_train=14)
+    assert len(data.load_fashion_mnist("train", root=tmp_path / "flat")) == 14
+    write_fake_fmnist(tmp_path / "tv" / "FashionMNIST" / "raw", n_train=16)
+    assert len(data.load_fashion_mnist("train", root=tmp_path / "tv")) == 16
+
+
+def test_bad_split_is_an_error() -> None:
+    with pytest.raises(ValueError, match="split"):
+        data.load_fashion_mnist("validation")
+
+
+def test_missing_data_without_download_says_how_to_install(no_system_fmnist, monkeypatch) -> None:
+    import torchvision.datasets
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(data.DataUnavailableError) as info:
+        data.load_fashion_mnist("train")
+    message = str(info.value)
+    assert "apt-get install dataset-fashion-mnist" in message
+    assert "BPRIOR_DATA" in message
+    assert "network is unreachable" in message
+    assert calls, "the downloader was tried (and failed) instead of the network"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(data.DataUnavailableError):
+        data.fashion_mnist_task("downstream", "test")
+
+
+# ----------------------------------------------------------------------------- class split
+
+
+def test_select_classes_relabels_in_given_order() -> None:
+    images = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1)
+    labels = torch.tensor([0, 3, 1, 3, 2, 0, 1, 2])
+    task = data.TensorTask(images, labels, num_classes=4)
+    out = data.select_classes(task, [3, 1])
+    assert out.num_classes == 2
+    assert out.labels.tolist() == [0, 1, 0, 1]  # 3 -> 0, 1 -> 1, in the original order
+    assert out.images.flatten().tolist() == [1.0, 2.0, 3.0, 6.0]
+
+
+def test_fashion_mnist_source_and_downstream_split(
+    fmnist_raw_train, downstream_train
+) -> None:
+    raw = fmnist_raw_train
+    source = data.select_classes(raw, data.SOURCE_CLASSES)
+    is_source = raw.labels < 5
+    assert source.num_classes == 5 and downstream_train.num_classes == 5
+    assert len(source) == int(is_source.sum())
+    assert len(downstream_train) == int((~is_source).sum())
+    assert len(source) + len(downstream_train) == len(raw)
+    assert torch.equal(source.labels, raw.labels[is_source])
+    assert torch.equal(downstream_train.labels, raw.labels[~is_source] - 5)
+    assert torch.equal(downstream_train.images, raw.images[~is_source])
+    assert sorted(torch.unique(downstream_train.labels).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_fashion_mnist_task_source_role_and_bad_role(fmnist_raw_train) -> None:
+    test_raw = data.load_fashion_mnist("test")
+    source = data.fashion_mnist_task("source", "test")
+    keep = test_raw.labels < 5
+    assert torch.equal(source.labels, test_raw.labels[keep])
+    assert torch.equal(source.images, test_raw.images[keep])
+    with pytest.raises(ValueError, match="role"):
+        data.fashion_mnist_task("target", "train")
+
+
+# ----------------------------------------------------------------------------- subsets
+
+LABELS = torch.arange(200) % 5  # 40 examples of each of 5 classes
+
+
+def test_balanced_subset_k_per_class_deterministic_and_seed_dependent() -> None:
+    idx = data.balanced_subset(LABELS, 3, seed=7)
+    assert len(idx) == 15 and len(set(idx.tolist())) == 15
+    assert torch.bincount(LABELS[idx], minlength=5).tolist() == [3] * 5
+    assert torch.equal(idx, data.balanced_subset(LABELS, 3, seed=7))
+    assert not torch.equal(idx, data.balanced_subset(LABELS, 3, seed=8))
+    with pytest.raises(ValueError, match="fewer than k"):
+        data.balanced_subset(LABELS, 41, seed=0)
+
+
+def test_reproduction_subset_one_per_first_classes() -> None:
+    labels = torch.arange(300) % 10
+    for n in (1, 4, 10):
+        idx = data.reproduction_subset(labels, n, seed=3)
+        assert sorted(labels[idx].tolist()) == list(range(n))
+    first = data.reproduction_subset(labels, 4, seed=3)
+    assert torch.equal(first, data.reproduction_subset(labels, 4, seed=3))
+
+
+def test_reproduction_subset_larger_n_is_uniform_without_duplicates() -> None:
+    labels = torch.arange(300) % 10
+    idx = data.reproduction_subset(labels, 50, seed=1)
+    assert len(idx) == 50 and len(set(idx.tolist())) == 50
+    assert idx.min() >= 0 and idx.max() < 300
+    assert not torch.equal(idx, data.reproduction_subset(labels, 50, seed=2))
+    with pytest.raises(ValueError):
+        data.reproduction_subset(torch.arange(20) % 10, 30, seed=0)
+
+
+def test_few_shot_indices_full_set_and_protocols() -> None:
+    assert torch.equal(data.few_shot_indices(LABELS, 0, "balanced", 0), torch.arange(200))
+    assert torch.equal(data.few_shot_indices(LABELS, 500, "balanced", 0), torch.arange(200))
+    assert torch.equal(
+        data.few_shot_indices(LABELS, 10, "balanced", 4), data.balanced_subset(LABELS, 2, 4)
+    )
+    assert torch.equal(
+        data.few_shot_indices(LABELS, 3, "reproduction", 4), data.reproduction_subset(LABELS, 3, 4)
+    )
+    with pytest.raises(ValueError, match="divisible"):
+        data.few_shot_indices(LABELS, 12, "balanced", 0)
+    with pytest.raises(ValueError, match="protocol"):
+        data.few_shot_indices(LABELS, 10, "stratified", 0)
+
+
+def test_take_subset_and_dataset_labels() -> None:
+    task = data.TensorTask(torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]), 3)
+    idx = torch.tensor([1, 4])
+    sub = data.take_subset(task, idx)
+    assert torch.equal(sub.images, task.images[idx])
+    assert torch.equal(data.dataset_labels(sub), torch.tensor([1, 1]))
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def small_task(n: int = 10) -> data.TensorTask:
+    return data.TensorTask(torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1),
+                           torch.arange(n) % 3, 3)
+
+
+def take(iterator, k):
+    return list(itertools.islice(iterator, k))
+
+
+def test_infinite_batches_deterministic_given_generator() -> None:
+    task = small_task(10)
+    a = take(data.infinite_batches(task, 4, torch.Generator().manual_seed(5)), 7)
+    b = take(data.infinite_batches(task, 4, torch.Generator().manual_seed(5)), 7)
+    c = take(data.infinite_batches(task, 4, torch.Generator().manual_seed(6)), 7)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2)
+               for (x1, y1), (x2, y2) in zip(a, b, strict=True))
+    assert not all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(a, c, strict=True))
+    for x, y in a:
+        assert x.shape == (4, 1, 1, 1)
+        # labels travel with their images
+        assert torch.equal(y, x.flatten().long() % 3)
+    # an epoch of 10 with batch 4 gives two batches of distinct images (remainder dropped)
+    first_epoch = torch.cat([x.flatten() for x, _ in a[:2]])
+    assert len(set(first_epoch.tolist())) == 8
+
+
+def test_infinite_batches_never_larger_than_data() -> None:
+    task = small_task(5)
+    batches = take(data.infinite_batches(task, 16, torch.Generator().manual_seed(0)), 3)
+    for x, _ in batches:
+        assert x.shape[0] == 5
+        assert sorted(x.flatten().tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_eval_batches_is_one_ordered_pass() -> None:
+    task = small_task(7)
+    batches = list(data.eval_batches(task, 3))
+    assert [len(y) for _, y in batches] == [3, 3, 1]
+    assert torch.equal(torch.cat([x for x, _ in batches]), task.images)

@@ -1,0 +1,458 @@
+"""Tests for bprior_core.study: planning, priors per run, resumable sweeps, atomic result files."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from bprior_core import study
+from bprior_core.config import load_profile
+from bprior_core.data import few_shot_indices
+from bprior_core.models import build_model, flat_parameters, num_prior_parameters
+from bprior_core.prior import GaussianPrior
+from bprior_core.train import BAYESIAN_METHODS, RunOutcome
+
+
+@pytest.fixture(scope="module")
+def smoke() -> dict:
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def flowers() -> dict:
+    return load_profile("flowers102-resnet50")
+
+
+def expected_count(profile: dict) -> dict[str, int]:
+    """Runs per experiment, from the grid the profile describes."""
+    exps, seeds = profile["experiments"], profile["seeds"]
+    counts = {
+        "rank": len(exps["rank"]["ranks"]) * seeds,
+        "scale": len(exps["scale"]["priors"]) * len(exps["scale"]["scales"]) * seeds,
+        "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * seeds,
+    }
+    return {k: v for k, v in counts.items() if exps[k]["enabled"]}
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu", "flowers102-resnet50"])
+def test_plan_size_is_the_product_of_the_grid(name) -> None:
+    profile = load_profile(name)
+    runs = study.plan(profile)
+    expected = expected_count(profile)
+    assert len(runs) == sum(expected.values())
+    per_experiment = Counter(r["config"]["experiment"] for r in runs)
+    assert dict(per_experiment) == expected
+    for experiment in study.EXPERIMENTS:
+        assert len(study.plan(profile, [experiment])) == expected[experiment]
+
+
+def test_flowers_plan_has_375_runs(flowers) -> None:
+    # 6 ranks x 5 seeds + 2 priors x 10 scales x 5 seeds + 7 sizes x 7 arms x 5 seeds
+    assert sum(expected_count(flowers).values()) == 375
+    assert len(study.plan(flowers)) == 375
+
+
+def test_run_ids_are_unique_and_stable(smoke) -> None:
+    runs = study.plan(smoke)
+    ids = [r["id"] for r in runs]
+    assert len(set(ids)) == len(ids)
+    assert ids == [r["id"] for r in study.plan(smoke)]
+    assert ids == [r["id"] for r in study.plan(load_profile("smoke"))]
+    assert [r["config"] for r in runs] == [r["config"] for r in study.plan(smoke)]
+    assert all(isinstance(i, str) and len(i) == 16 for i in ids)
+    # every run is JSON-serialisable (it is stored in its result file)
+    assert json.loads(json.dumps(runs)) == runs
+
+
+def test_ids_change_with_what_a_run_depends_on(smoke) -> None:
+    base = {r["id"] for r in study.plan(smoke)}
+    longer = copy.deepcopy(smoke)
+    longer["train"]["steps"] += 1
+    assert not base & {r["id"] for r in study.plan(longer)}
+    # changing the inference grid leaves the other experiments' runs (and results) alone
+    sizes = copy.deepcopy(smoke)
+    sizes["experiments"]["inference"]["sizes"] = [5, 20]
+    for experiment in ("rank", "scale"):
+        assert ([r["id"] for r in study.plan(sizes, [experiment])]
+                == [r["id"] for r in study.plan(smoke, [experiment])])
+    assert {r["id"] for r in study.plan(sizes, ["inference"])} != {
+        r["id"] for r in study.plan(smoke, ["inference"])}
+
+
+def test_disabled_experiment_is_not_planned(smoke) -> None:
+    profile = copy.deepcopy(smoke)
+    profile["experiments"]["scale"]["enabled"] = False
+    runs = study.plan(profile)
+    assert not any(r["config"]["experiment"] == "scale" for r in runs)
+    assert len(runs) == sum(expected_count(profile).values())
+
+
+def test_unknown_experiment_is_a_clear_error(smoke) -> None:
+    with pytest.raises(ValueError, match="unknown experiment"):
+        study.plan(smoke, ["ranks"])
+
+
+def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
+    runs = study.plan(smoke, ["inference"])
+    bayes = smoke["experiments"]["inference"]["bayes_method"]
+    expected = {
+        "sgd": ("sgd", "none"), "sgd+learned": ("sgd_prior", "learned"),
+        "sghmc+learned": (bayes, "learned"), "sgd+zero": ("sgd_prior", "zero"),
+        "sghmc+zero": (bayes, "zero"), "sgd+isotropic": ("sgd_prior", "isotropic"),
+        "sghmc+isotropic": (bayes, "isotropic"),
+    }
+    seen = set()
+    for run in runs:
+        cfg = run["config"]
+        assert (cfg["method"], cfg["prior"]["kind"]) == expected[cfg["arm"]]
+        seen.add(cfg["arm"])
+        if cfg["prior"]["kind"] in ("learned", "isotropic"):
+            assert cfg["prior"]["rank"] == smoke["experiments"]["inference"]["rank"]
+            assert cfg["prior"]["scale"] == smoke["experiments"]["inference"]["scale"]
+        if cfg["prior"]["kind"] == "zero":
+            assert cfg["prior"]["variance"] == smoke["experiments"]["inference"][
+                "nonlearned_variance"]
+    assert seen == set(smoke["experiments"]["inference"]["arms"])
+    ranks = {r["config"]["prior"]["rank"] for r in study.plan(smoke, ["rank"])}
+    assert ranks == set(smoke["experiments"]["rank"]["ranks"])
+
+
+def test_same_seed_and_size_share_the_training_subset(smoke, downstream_train) -> None:
+    labels = downstream_train.labels
+    protocol = smoke["data"]["subset_protocol"]
+    by_key: dict[tuple[int, int], set[tuple[int, ...]]] = {}
+    for run in study.plan(smoke):
+        cfg = run["config"]
+        assert cfg["data"]["subset_protocol"] == protocol
+        idx = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
+        by_key.setdefault((cfg["n_train"], cfg["seed"]), set()).add(tuple(idx.tolist()))
+    assert all(len(v) == 1 for v in by_key.values())
+    subsets = {k: next(iter(v)) for k, v in by_key.items()}
+    assert subsets[(10, 0)] != subsets[(10, 1)]
+    assert len(subsets[(5, 0)]) == 5 and len(subsets[(10, 1)]) == 10
+
+
+# ----------------------------------------------------------------------------- priors
+
+
+def random_prior(d: int = 50, k: int = 4, seed: int = 0) -> GaussianPrior:
+    g = torch.Generator().manual_seed(seed)
+    return GaussianPrior(
+        torch.randn(d, generator=g, dtype=torch.float64),
+        torch.rand(d, generator=g, dtype=torch.float64) + 0.1,
+        0.3 * torch.randn(k, d, generator=g, dtype=torch.float64),
+    )
+
+
+def test_build_run_prior_learned_is_truncated_and_rescaled() -> None:
+    learned = random_prior()
+    spec = {"kind": "learned", "rank": 2, "scale": 10.0, "rule": "same", "eps": 0.1}
+    prior = study.build_run_prior(spec, learned)
+    assert prior.rank == 2
+    assert torch.equal(prior.mean, learned.mean)
+    assert torch.allclose(prior.variance, 10.0 * learned.variance + 0.1)
+    assert torch.allclose(prior.cov_factor, math.sqrt(10.0) * learned.cov_factor[:2])
+    authors = study.build_run_prior({**spec, "rule": "authors"}, learned)
+    assert torch.allclose(authors.cov_factor, 10.0 * learned.cov_factor[:2])
+    assert torch.allclose(authors.variance, 10.0 * learned.variance + 0.1)
+    assert study.build_run_prior({**spec, "rank": 0}, learned).rank == 0
+
+
+def test_build_run_prior_isotropic_matches_the_trace_around_the_learned_mean() -> None:
+    learned = random_prior()
+    spec = {"kind": "isotropic", "rank": 3, "scale": 100.0, "rule": "same", "eps": 0.0}
+    prior = study.build_run_prior(spec, learned)
+    assert prior.rank == 0
+    assert torch.equal(prior.mean, learned.mean)
+    f = learned.cov_factor[:3]
+    expected_diag = 100.0 * (learned.variance + (f * f).sum(0))
+    assert torch.allclose(prior.variance, torch.full_like(prior.variance, expected_diag.mean()))
+    dense = torch.diag(100.0 * learned.variance) + 100.0 * f.T @ f
+    assert float(prior.variance.sum()) == pytest.approx(float(torch.trace(dense)), rel=1e-10)
+
+
+def test_build_run_prior_zero_and_none() -> None:
+    learned = random_prior()
+    zero = study.build_run_prior({"kind": "zero", "variance": 0.01}, learned)
+    assert torch.equal(zero.mean, torch.zeros_like(learned.mean))
+    assert torch.allclose(zero.variance, torch.full_like(learned.variance, 0.01))
+    assert zero.rank == 0
+    assert study.build_run_prior({"kind": "none"}, learned) is None
+    with pytest.raises(ValueError, match="kind"):
+        study.build_run_prior({"kind": "laplace", "rank": 0, "scale": 1.0, "rule": "same",
+                               "eps": 0.0}, learned)
+
+
+def test_every_planned_prior_spec_can_be_built(smoke) -> None:
+    learned = random_prior(k=smoke["priors"]["learning"]["max_rank"])
+    kinds = Counter()
+    for run in study.plan(smoke):
+        spec = run["config"]["prior"]
+        prior = study.build_run_prior(spec, learned)
+        kinds[spec["kind"]] += 1
+        if prior is not None:
+            assert prior.dim == learned.dim
+            assert torch.isfinite(prior.variance).all()
+    assert set(kinds) == {"learned", "isotropic", "zero", "none"}
+
+
+def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(study.StudyError) as info:
+        study.check_prior_files(flowers)
+    message = str(info.value)
+    ssl = flowers["priors"]["files"]["ssl"]
+    assert f"{ssl}_mean.pt" in message and f"{ssl}_model.pt" in message
+    assert f"{flowers['priors']['files']['supervised']}_covmat.pt" in message
+    # only the rank experiment: only the ssl prior is needed
+    with pytest.raises(study.StudyError) as info:
+        study.check_prior_files(flowers, ["rank"])
+    assert "priors.files.ssl" in str(info.value)
+    assert "priors.files.supervised" not in str(info.value)
+    # once the files are there, nothing is raised
+    for name in ("ssl", "supervised"):
+        prefix = Path(flowers["priors"]["files"][name])
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("mean", "variance", "covmat", "model"):
+            Path(f"{prefix}_{suffix}.pt").touch()
+    study.check_prior_files(flowers)
+
+
+def test_check_prior_files_unset_prefix_and_learn_profiles(flowers, smoke) -> None:
+    profile = copy.deepcopy(flowers)
+    profile["priors"]["files"]["ssl"] = None
+    with pytest.raises(study.StudyError, match="priors.files.ssl is not set"):
+        study.check_prior_files(profile, ["rank"])
+    study.check_prior_files(smoke)  # learned priors: nothing to check
+
+
+# ----------------------------------------------------------------------------- executing runs
+
+
+@pytest.fixture
+def fake_prior_loader(monkeypatch, smoke):
+    """Replace the stored-prior loader by a random prior over a fresh small ResNet backbone."""
+    torch.manual_seed(0)
+    backbone = build_model("small_resnet", 5).backbone
+    w = flat_parameters(backbone).detach()
+    g = torch.Generator().manual_seed(0)
+    k = smoke["priors"]["learning"]["max_rank"]
+    learned = GaussianPrior(w, torch.full_like(w, 1e-4), 1e-3 * torch.randn(k, w.numel(),
+                                                                            generator=g))
+    state = {key: v.clone() for key, v in backbone.state_dict().items()}
+    monkeypatch.setattr(study, "load_prior_and_backbone", lambda *a, **kw: (learned, state))
+    return learned, state
+
+
+def test_execute_run_gives_every_arm_the_same_training_subset(
+    smoke, fake_prior_loader, monkeypatch
+) -> None:
+    seen = []
+
+    def fake_train(model, train, test, method, settings, prior, seed, device):
+        seen.append({"images": train.images.clone(), "labels": train.labels.clone(),
+                     "n_test": len(test), "method": method, "prior": prior, "seed": seed})
+        return RunOutcome("ok", {"accuracy": 0.5}, None, 0, settings.steps, 0.1, 0.0)
+
+    monkeypatch.setattr(study, "train_and_evaluate", fake_train)
+    runs = study.plan(smoke, ["inference"])
+    records = [study.execute_run(run, smoke) for run in runs]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, run in enumerate(runs):
+        cfg = run["config"]
+        groups.setdefault((cfg["n_train"], cfg["seed"]), []).append(i)
+        assert seen[i]["method"] == cfg["method"] and seen[i]["seed"] == cfg["seed"]
+        assert seen[i]["n_test"] == smoke["data"]["test_size"]
+        assert (seen[i]["prior"] is None) == (cfg["prior"]["kind"] == "none")
+        assert len(seen[i]["labels"]) == cfg["n_train"]
+        assert records[i]["id"] == run["id"] and records[i]["config"] == cfg
+    for members in groups.values():
+        first = seen[members[0]]
+        assert len(members) == len(smoke["experiments"]["inference"]["arms"])
+        for i in members[1:]:
+            assert torch.equal(seen[i]["images"], first["images"])
+            assert torch.equal(seen[i]["labels"], first["labels"])
+            assert records[i]["train_indices_digest"] == records[members[0]]["train_indices_digest"]
+    digests = {records[m[0]]["train_indices_digest"] for m in groups.values()}
+    assert len(digests) == len(groups)  # different seed or size: different subset
+
+
+def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
+    run = next(r for r in study.plan(smoke, ["inference"])
+               if r["config"]["arm"] == "sghmc+learned" and r["config"]["n_train"] == 5)
+    record = study.execute_run(run, smoke)
+    assert record["status"] == "ok"
+    assert record["config"] == run["config"] and record["id"] == run["id"]
+    assert record["config"]["method"] in BAYESIAN_METHODS
+    train_cfg = smoke["train"]
+    assert record["n_samples"] == train_cfg["cycles"] * train_cfg["samples_per_cycle"]
+    assert record["steps_done"] == train_cfg["steps"]
+    for part in ("final", "bma"):
+        assert 0.0 <= record["metrics"][part]["accuracy"] <= 1.0
+    json.dumps(record)  # storable
+
+
+def test_execute_run_rejects_a_prior_of_the_wrong_size(smoke, monkeypatch) -> None:
+    small = GaussianPrior(torch.zeros(10), torch.ones(10), torch.zeros(3, 10))
+    monkeypatch.setattr(study, "load_prior_and_backbone", lambda *a, **kw: (small, {}))
+    run = study.plan(smoke, ["rank"])[0]
+    d = num_prior_parameters(build_model("small_resnet", 5).backbone)
+    with pytest.raises(study.StudyError) as info:
+        study.execute_run(run, smoke)
+    assert "D=10" in str(info.value) and str(d) in str(info.value)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def fake_record(run: dict) -> dict:
+    """A deterministic result derived from the run configuration alone."""
+    digest = hashlib.sha256(json.dumps(run["config"], sort_keys=True).encode()).hexdigest()
+    return {
+        "id": run["id"],
+        "config": run["config"],
+        "status": "diverged" if int(digest[:4], 16) % 4 == 0 else "ok",
+        "metrics": {"final": {"accuracy": int(digest[4:8], 16) / 65535.0}, "bma": None},
+    }
+
+
+def make_execute(calls: list[str], fail_after: int | None = None):
+    def execute(run, profile, root):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise RuntimeError("interrupted")
+        calls.append(run["id"])
+        record = fake_record(run)
+        study.write_json_atomic(record, study.result_path(profile, run, root))
+        return record
+
+    return execute
+
+
+def stored_files(root: Path, profile: dict) -> dict[str, bytes]:
+    folder = study.output_dir(profile, root) / "runs"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_interrupted_sweep_resumes_to_the_same_results(smoke, tmp_path) -> None:
+    runs = study.plan(smoke)
+    k = 7
+    calls: list[str] = []
+    with pytest.raises(RuntimeError, match="interrupted"):
+        study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False,
+                        execute=make_execute(calls, fail_after=k))
+    assert len(calls) == k
+    assert len(stored_files(tmp_path / "a", smoke)) == k
+
+    counts = study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False,
+                             execute=make_execute(calls))
+    assert counts["planned"] == len(runs)
+    assert counts["skipped"] == k
+    assert counts["ran"] == len(runs) - k
+    assert Counter(calls) == Counter(r["id"] for r in runs)  # each run exactly once overall
+
+    clean_calls: list[str] = []
+    clean = study.run_sweep(smoke, runs, tmp_path / "b", workers=1, progress=False,
+                            execute=make_execute(clean_calls))
+    assert clean["ran"] == len(runs) and clean["skipped"] == 0
+    expected_diverged = sum(fake_record(r)["status"] == "diverged" for r in runs)
+    assert clean["diverged"] == expected_diverged
+    assert stored_files(tmp_path / "a", smoke) == stored_files(tmp_path / "b", smoke)
+    assert len(stored_files(tmp_path / "b", smoke)) == len(runs)
+
+    # everything done: a third sweep runs nothing
+    again = study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False,
+                            execute=make_execute(calls))
+    assert again["ran"] == 0 and again["skipped"] == len(runs)
+    assert len(calls) == len(runs)
+    assert len(study.load_results(smoke, tmp_path / "a")) == len(runs)
+
+
+def test_is_done_ignores_a_file_with_a_different_config(smoke, tmp_path) -> None:
+    run = study.plan(smoke)[0]
+    path = study.result_path(smoke, run, tmp_path)
+    assert not study.is_done(smoke, run, tmp_path)
+    study.write_json_atomic(fake_record(run), path)
+    assert study.is_done(smoke, run, tmp_path)
+
+    stale = fake_record(run)
+    stale["config"] = {**run["config"], "seed": run["config"]["seed"] + 100}
+    study.write_json_atomic(stale, path)
+    assert not study.is_done(smoke, run, tmp_path)
+    assert study.load_results(smoke, tmp_path) == []
+    calls: list[str] = []
+    counts = study.run_sweep(smoke, [run], tmp_path, workers=1, progress=False,
+                             execute=make_execute(calls))
+    assert calls == [run["id"]] and counts["ran"] == 1
+    assert json.loads(path.read_text())["config"] == run["config"]
+
+    path.write_text('{"config": ')  # truncated file
+    assert not study.is_done(smoke, run, tmp_path)
+
+
+def test_write_json_atomic_leaves_no_temporary_files(tmp_path) -> None:
+    path = tmp_path / "deep" / "runs" / "r.json"
+    obj = {"b": [1, 2.5, None], "a": {"x": "y"}}
+    study.write_json_atomic(obj, path)
+    assert json.loads(path.read_text()) == obj
+    study.write_json_atomic({"a": 2}, path)
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_crash_during_json_dump_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "runs" / "r.json"
+    study.write_json_atomic({"old": True}, path)
+
+    def crash(obj, f, **kwargs):
+        f.write('{"partial": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study.json, "dump", crash)
+    with pytest.raises(KeyboardInterrupt):
+        study.write_json_atomic({"new": True}, path)
+    with pytest.raises(KeyboardInterrupt):
+        study.write_json_atomic({"new": True}, tmp_path / "runs" / "fresh.json")
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"old": True}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+# ----------------------------------------------------------------------------- a real mini study
+
+
+def test_learned_prior_mini_study(smoke, tmp_path) -> None:
+    """Learn the ssl prior with the smoke settings, run a 2-run rank sweep, resume it."""
+    profile = copy.deepcopy(smoke)
+    profile["seeds"] = 1
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2, bn_refresh_batches=1)
+    profile["experiments"]["rank"]["ranks"] = [0, 3]
+    paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
+    prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
+    assert paths == {"ssl": prior_file} and backbone_file.exists()
+    stored = GaussianPrior.load(prior_file)
+    assert stored.meta["source_id"] == study.prior_source_id(profile, "ssl")
+    assert stored.rank == 3
+    mtime = prior_file.stat().st_mtime_ns
+    study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)  # reused
+    assert prior_file.stat().st_mtime_ns == mtime
+
+    runs = study.plan(profile, ["rank"])
+    counts = study.run_sweep(profile, runs, tmp_path, workers=1, progress=False)
+    assert counts["ran"] == 2 and counts["skipped"] == 0
+    records = study.load_results(profile, tmp_path, "rank")
+    assert len(records) == 2
+    assert all(r["status"] in ("ok", "diverged") for r in records)
+    assert {r["config"]["prior"]["rank"] for r in records} == {0, 3}
+    again = study.run_sweep(profile, runs, tmp_path, workers=1, progress=False)
+    assert again["ran"] == 0 and again["skipped"] == 2
