@@ -148,7 +148,8 @@ SCHEMA: dict[str, Any] = {
             "scale": _num(1e-12, 1e30, 1e3),
             "rank": _int(0, 100, 10),
             "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0),
-            "nonlearned_variance": _num(1e-12, 1e12, 1e-2),
+            # null: the rescaled learned prior's average variance (trace-matched)
+            "nonlearned_variance": _num(1e-12, 1e12, None, nullable=True),
         },
     },
 }

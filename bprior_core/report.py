@@ -53,11 +53,12 @@ def verdict_table_html(claims: list[dict]) -> str:
     evidence and the verdict."""
     head = ("<tr><th>claim</th><th>paper</th><th>reproduction (MLRC 2022)</th>"
             "<th>this run</th><th>verdict</th></tr>")
+    cell = '<td style="text-align:left;vertical-align:top">'
     rows = [
-        f"<tr><td><b>{_esc(c['id'])}</b> {_esc(c.get('title'))}<br><small>"
-        f"{_esc(c.get('statement'))}</small></td><td>{_esc(c.get('paper'))}</td>"
-        f"<td>{_esc(c.get('reproduction'))}</td><td>{_esc(c.get('summary'))}</td>"
-        f"<td>{verdict_badge(c['verdict'])}</td></tr>"
+        f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}<br><small>"
+        f"{_esc(c.get('statement'))}</small></td>{cell}{_esc(c.get('paper'))}</td>"
+        f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
+        f"{cell}{verdict_badge(c['verdict'])}</td></tr>"
         for c in claims
     ]
     return ('<table class="verdicts" border="1" style="border-collapse:collapse;font-size:90%">'
@@ -94,6 +95,9 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
         if profile["priors"]["source"] == "learn"
         else f"read from the authors' four-file format: {profile['priors']['files']}"
     )
+    v = exps["inference"]["nonlearned_variance"]
+    zero_text = (f"v = {v:g}" if v is not None else
+                 "v = the average variance of the rescaled learned prior (trace-matched)")
     rule = profile["priors"]["rescaling_rule"]
     rule_text = {
         "same": "Sigma' = s (diag(variance) + F^T F) + eps I: variance and covariance scaled by "
@@ -110,8 +114,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 - **Rescaling rule**: `{rule}`: {rule_text}; eps = {profile['priors']['eps']}.
 - **Downstream training**: {t['steps']} steps, batch {t['batch_size']}, lr {t['lr']},
   momentum {t['momentum']}, weight decay {t['weight_decay']} (head only when a prior is used),
-  backbone gradient clipped at norm {t['grad_clip']}. Loss = mean cross-entropy
-  - log p(theta)/N (N = training-set size).
+  backbone gradient clipped at norm {t['grad_clip']}. Loss = mean cross-entropy minus
+  log p(theta) / N (N = training-set size).
 - **Samplers**: `{exps['inference']['bayes_method']}` with a cyclical cosine step size,
   {t['cycles']} cycles, exploration fraction {t['explore_fraction']} (no noise), then sampling;
   {t['samples_per_cycle']} sample(s) per cycle, {t['cycles'] * t['samples_per_cycle']} in all.
@@ -125,8 +129,10 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   {exps['rank']['n_train'] or 'full'}); scales {scales}
   at rank {exps['scale']['rank']} (n = {exps['scale']['n_train'] or 'full'}); inference at scale
   {exps['inference']['scale']:g}, rank {exps['inference']['rank']}, sizes {sizes}; zero-mean
-  non-learned prior N(0, {exps['inference']['nonlearned_variance']:g} I); the isotropic prior is
-  centred at the pretrained weights with the same average variance as the rescaled learned prior.
+  non-learned prior N(0, v I) with {zero_text}; the isotropic prior is centred at the pretrained
+  weights with the same average variance as the rescaled learned prior. All arms start from the
+  pretrained backbone; zero -> isotropic changes only the prior mean, isotropic -> learned only the
+  shape of the covariance.
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """

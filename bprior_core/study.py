@@ -87,7 +87,11 @@ def _prior_spec(profile: dict, kind: str, source: str, rank: int, scale: float) 
         spec.update(rank=rank, scale=scale, rule=profile["priors"]["rescaling_rule"],
                     eps=profile["priors"]["eps"])
     if kind == "zero":
-        spec["variance"] = profile["experiments"]["inference"]["nonlearned_variance"]
+        variance = profile["experiments"]["inference"]["nonlearned_variance"]
+        if variance is None:  # trace-matched to the rescaled learned prior
+            spec.update(rank=rank, scale=scale, rule=profile["priors"]["rescaling_rule"],
+                        eps=profile["priors"]["eps"])
+        spec["variance"] = variance
     return spec
 
 
@@ -264,15 +268,22 @@ def load_prior_and_backbone(
 
 
 def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
-    """The prior a run uses: the learned one truncated and rescaled, or a baseline."""
+    """The prior a run uses: the learned one truncated and rescaled, or a baseline.
+
+    Baselines: `zero` is N(0, v I) with a given v, or (v unset) with v the average variance of the
+    rescaled learned prior; `isotropic` is N(pretrained weights, v I) with that same average
+    variance. So zero -> isotropic changes only the mean, isotropic -> learned only the shape of
+    the covariance."""
     kind = spec["kind"]
     if kind == "none":
         return None
-    if kind == "zero":
+    if kind == "zero" and spec["variance"] is not None:
         return GaussianPrior.isotropic(torch.zeros_like(learned.mean), spec["variance"])
     scaled = rescale(learned.truncated(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])
     if kind == "learned":
         return scaled
+    if kind == "zero":
+        return scaled.trace_matched_isotropic(torch.zeros_like(learned.mean))
     if kind == "isotropic":
         return scaled.trace_matched_isotropic(learned.mean)
     raise ValueError(f"unknown prior kind {kind!r}")

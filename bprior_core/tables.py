@@ -76,6 +76,10 @@ def format_mean_se(mean: float, se: float, digits: int = 2) -> str:
 def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", "nll", "ece")):
     """A compact table for the report: keys, `metric (mean ± se)` columns, seeds."""
     table = summary[keys].copy()
+    if "scale" in table:
+        table["scale"] = [f"{x:g}" for x in table["scale"]]
+    if "n_train" in table:
+        table["n_train"] = [str(int(n)) if n else "full" for n in table["n_train"]]
     labels = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
     for m in metrics:
         table[labels[m]] = [
@@ -86,3 +90,8 @@ def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", 
     if summary["diverged"].any():
         table["diverged"] = summary["diverged"]
     return table
+
+
+def to_html(table: pd.DataFrame) -> str:
+    """A table as plain HTML without the index (readable offline, no scripts)."""
+    return table.to_html(index=False, border=0, classes="bprior-table")

@@ -456,3 +456,17 @@ def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     assert {r["config"]["prior"]["rank"] for r in records} == {0, 3}
     again = study.run_sweep(profile, runs, tmp_path, workers=1, progress=False)
     assert again["ran"] == 0 and again["skipped"] == 2
+
+
+def test_zero_prior_without_variance_is_trace_matched():
+    """nonlearned_variance null: N(0, v I) with v the rescaled learned prior's mean variance."""
+    gen = torch.Generator().manual_seed(3)
+    learned = GaussianPrior(torch.randn(6, generator=gen), torch.rand(6, generator=gen) + 0.1,
+                            torch.randn(2, 6, generator=gen))
+    spec = {"kind": "zero", "variance": None, "rank": 1, "scale": 10.0, "rule": "same", "eps": 0.0}
+    prior = study.build_run_prior(spec, learned)
+    factor = learned.cov_factor[:1]
+    dense = 10.0 * (torch.diag(learned.variance) + factor.T @ factor)
+    assert prior.rank == 0
+    assert torch.equal(prior.mean, torch.zeros(6))
+    assert torch.allclose(prior.variance, torch.full((6,), float(dense.diagonal().mean())))
