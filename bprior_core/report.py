@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .config import load_profile, profile_path
-from .study import check_prior_files, output_dir, plan
+from .study import check_prior_files, output_dir, plan, prepare_priors, run_sweep
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_report")
@@ -179,7 +179,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def build_report(
-    profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None
+    profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None,
+    progress: bool = True,
 ) -> Path:
     """Run every notebook for a profile and write `outputs/<profile>/report.html`."""
     import papermill
@@ -191,10 +192,18 @@ def build_report(
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)
     html_dir.mkdir(parents=True, exist_ok=True)
-    log(f"profile {profile['name']}: {len(plan(profile))} runs planned; outputs in {out}")
-    params = {"profile": str(path.resolve()), "outputs_root": str(Path(root).resolve())
-              if root else str((out.parent).resolve())}
-    timings = {}
+    runs = plan(profile)
+    log(f"profile {profile['name']}: {len(runs)} runs planned; outputs in {out}")
+    # train first, with progress bars and a time estimate here; the notebooks then find every
+    # run done and only read results
+    start = time.perf_counter()
+    prepare_priors(profile, root, progress=progress)
+    timings = {"priors": round(time.perf_counter() - start, 1)}
+    counts = run_sweep(profile, runs, root, progress=progress)
+    timings["runs"] = counts["wall_time_s"]
+    log(f"runs: {counts}")
+    params = {"profile": str(path.resolve()), "outputs_root": str(out.parent.resolve()),
+              "progress": False}
     for name in NOTEBOOKS:
         start = time.perf_counter()
         log(f"[{name}] running ...")

@@ -37,7 +37,7 @@ from .models import build_model, num_prior_parameters
 from .prior import GaussianPrior, load_authors_model_state, rescale
 from .train import TrainSettings, train_and_evaluate
 
-OUTPUTS = Path(os.environ.get("BPRIOR_OUTPUTS", Path.cwd() / "outputs"))
+REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ("rank", "scale", "inference")
 TEST_SUBSET_SEED = 12345
 LEARN_SEED = 0
@@ -50,9 +50,19 @@ class StudyError(RuntimeError):
 # ----------------------------------------------------------------------------- locations
 
 
+def default_outputs() -> Path:
+    """`$BPRIOR_OUTPUTS`, else `./outputs`; from the checkout's notebooks/ folder (JupyterLab's
+    working directory there), the checkout's `outputs/`."""
+    if os.environ.get("BPRIOR_OUTPUTS"):
+        return Path(os.environ["BPRIOR_OUTPUTS"])
+    if Path.cwd().resolve() == REPO_ROOT / "notebooks":
+        return REPO_ROOT / "outputs"
+    return Path.cwd() / "outputs"
+
+
 def output_dir(profile: dict, root: Path | None = None) -> Path:
-    """`outputs/<profile name>/`."""
-    return Path(root or OUTPUTS) / profile["name"]
+    """`<root>/<profile name>/`, root defaulting to `default_outputs()`."""
+    return Path(root or default_outputs()) / profile["name"]
 
 
 def prior_paths(profile: dict, name: str, root: Path | None = None) -> tuple[Path, Path]:

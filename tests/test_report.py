@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
-    path = build_report("smoke", root=root, log=lambda *_: None)
+    path = build_report("smoke", root=root, log=lambda *_: None, progress=False)
     return root / "smoke", path
 
 
