@@ -78,6 +78,8 @@ def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", 
     table = summary[keys].copy()
     if "scale" in table:
         table["scale"] = [f"{x:g}" for x in table["scale"]]
+    if "rank" in table:
+        table["rank"] = [int(r) for r in table["rank"]]
     if "n_train" in table:
         table["n_train"] = [str(int(n)) if n else "full" for n in table["n_train"]]
     labels = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
