@@ -27,6 +27,7 @@ from .models import (
     refresh_batchnorm,
 )
 from .prior import GaussianPrior
+from .samplers import CyclicalSchedule
 from .swag import SWAG
 
 OBJECTIVES = ("supervised", "simclr")
@@ -128,12 +129,13 @@ class SupervisedObjective(nn.Module):
 # ----------------------------------------------------------------------------- training
 
 
-def _lr_at(step: int, total: int, lr0: float, schedule: str, cycles: int) -> float:
+def lr_schedule(total: int, lr0: float, schedule: str, cycles: int = 1) -> Callable[[int], float]:
+    """Step -> learning rate: `constant`, or `cyclical` cosine with `cycles` cycles (one cycle is
+    a single cosine decay), using the samplers' schedules."""
     if schedule == "constant":
-        return lr0
-    cycle_len = math.ceil(total / cycles)
-    r = (step % cycle_len) / cycle_len
-    return lr0 / 2 * (math.cos(math.pi * r) + 1)
+        return lambda k: lr0
+    cyclical = CyclicalSchedule(total, cycles, lr0, explore_fraction=0.0, samples_per_cycle=1)
+    return lambda k: cyclical.at(k).lr
 
 
 def sgd_steps(
@@ -202,7 +204,7 @@ def learn_prior(
     warm = s.pretrain_steps
     last_pretrain = sgd_steps(
         obj, batches, warm,
-        lambda k: _lr_at(k, warm, s.pretrain_lr, "cyclical", 1), s,
+        lr_schedule(max(warm, 1), s.pretrain_lr, "cyclical"), s,
         desc=f"pre-train ({objective})", progress=progress,
     )
     swag = SWAG(s.max_rank)
@@ -213,7 +215,7 @@ def learn_prior(
 
     last_swag = sgd_steps(
         obj, batches, s.swag_steps,
-        lambda k: _lr_at(k, s.swag_steps, s.swag_lr, s.swag_schedule, s.swag_cycles), s,
+        lr_schedule(s.swag_steps, s.swag_lr, s.swag_schedule, s.swag_cycles), s,
         on_step=collect, desc=f"SWAG ({objective})", progress=progress,
     )
     meta = {

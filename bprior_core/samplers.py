@@ -305,7 +305,22 @@ def _explore_len(length: int, explore_fraction: float) -> int:
     return m
 
 
-class CyclicalSchedule:
+class _StepSequence:
+    """Iteration and length over `at(0) ... at(total_steps - 1)`, shared by the schedules."""
+
+    total_steps: int
+
+    def at(self, step: int) -> ScheduleStep:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[ScheduleStep]:
+        return (self.at(k) for k in range(self.total_steps))
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+
+class CyclicalSchedule(_StepSequence):
     """Cyclical cosine step size of cSG-MCMC (Zhang et al., ICLR 2020, "Cyclical SG-MCMC").
 
     Cycle ``c`` covers steps ``[c * total // n, (c + 1) * total // n)``, so cycle lengths differ
@@ -395,19 +410,13 @@ class CyclicalSchedule:
             cycle=cycle,
         )
 
-    def __iter__(self) -> Iterator[ScheduleStep]:
-        return (self.at(k) for k in range(self.total_steps))
-
-    def __len__(self) -> int:
-        return self.total_steps
-
     @property
     def n_samples(self) -> int:
         """Number of collected samples over the whole run."""
         return self.n_cycles * self.samples_per_cycle
 
 
-class CosineSchedule:
+class CosineSchedule(_StepSequence):
     """One cosine decay ``lr_k = lr0 / 2 * (cos(pi k / total_steps) + 1)`` over the whole run.
 
     For plain SGD (MAP): ``noise`` is False by default and only the last step is collected. Pass
@@ -428,12 +437,6 @@ class CosineSchedule:
             collect=step == self.total_steps - 1,
             cycle=0,
         )
-
-    def __iter__(self) -> Iterator[ScheduleStep]:
-        return (self.at(k) for k in range(self.total_steps))
-
-    def __len__(self) -> int:
-        return self.total_steps
 
     @property
     def n_samples(self) -> int:

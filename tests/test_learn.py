@@ -178,10 +178,10 @@ def test_augment_multichannel() -> None:
 
 
 def test_lr_schedules() -> None:
-    assert learn._lr_at(7, 10, 0.1, "constant", 1) == 0.1
-    assert learn._lr_at(0, 10, 0.1, "cyclical", 1) == pytest.approx(0.1)
-    assert learn._lr_at(5, 10, 0.1, "cyclical", 1) == pytest.approx(0.05)
-    assert learn._lr_at(5, 10, 0.1, "cyclical", 2) == pytest.approx(0.1)  # second cycle starts
+    assert learn.lr_schedule(10, 0.1, "constant")(7) == 0.1
+    assert learn.lr_schedule(10, 0.1, "cyclical")(0) == pytest.approx(0.1)
+    assert learn.lr_schedule(10, 0.1, "cyclical")(5) == pytest.approx(0.05)
+    assert learn.lr_schedule(10, 0.1, "cyclical", 2)(5) == pytest.approx(0.1)  # 2nd cycle starts
 
 
 @pytest.mark.parametrize(
