@@ -221,6 +221,7 @@ def learn_priors(
             if stored.meta.get("source_id") == wanted:
                 paths[name] = prior_file
                 continue
+        torch.manual_seed(LEARN_SEED)  # the backbone's initial weights
         model = build_model(profile["model"], num_classes=5)
         prior, state = learn_prior(
             model, source_task(profile), objective[name], settings, seed=LEARN_SEED,

@@ -470,3 +470,43 @@ def test_zero_prior_without_variance_is_trace_matched():
     assert prior.rank == 0
     assert torch.equal(prior.mean, torch.zeros(6))
     assert torch.allclose(prior.variance, torch.full((6,), float(dense.diagonal().mean())))
+
+
+def test_learned_priors_are_repeatable(smoke, tmp_path):
+    """Learning the same prior twice (fresh folders) gives identical tensors and weights."""
+    learned = []
+    for folder in ("a", "b"):
+        torch.manual_seed(1234 if folder == "a" else 4321)  # global RNG state must not matter
+        path = study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)["ssl"]
+        learned.append(GaussianPrior.load(path))
+    a, b = learned
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
+    assert torch.equal(a.cov_factor, b.cov_factor)
+
+
+def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, tmp_path):
+    """Real runs (smoke inference experiment): a failure after 5 runs, then a re-run, gives the
+    same stored metrics as an uninterrupted sweep, and every run is executed exactly once."""
+    runs = study.plan(smoke, ["inference"])
+    executed, failed = [], []
+
+    def failing(run, profile, root):
+        if root == tmp_path / "a" and len(executed) == 5 and not failed:
+            failed.append(run["id"])
+            raise RuntimeError("injected failure")
+        executed.append((root, run["id"]))
+        return study._execute_and_store(run, profile, root)
+
+    for folder in ("a", "b"):
+        study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)
+    with pytest.raises(RuntimeError, match="injected"):
+        study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)
+    study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)
+    study.run_sweep(smoke, runs, tmp_path / "b", workers=1, progress=False, execute=failing)
+    per_root = Counter(root for root, _ in executed)
+    assert per_root[tmp_path / "a"] == per_root[tmp_path / "b"] == len(runs)
+    assert len({rid for root, rid in executed if root == tmp_path / "a"}) == len(runs)
+    for run in runs:
+        a = json.loads(study.result_path(smoke, run, tmp_path / "a").read_text())
+        b = json.loads(study.result_path(smoke, run, tmp_path / "b").read_text())
+        assert a["metrics"] == b["metrics"] and a["status"] == b["status"]
