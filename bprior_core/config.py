@@ -89,6 +89,8 @@ SCHEMA: dict[str, Any] = {
         "source": _choice("learn", "files"),
         "files": {"ssl": Field(str, None, nullable=True),
                   "supervised": Field(str, None, nullable=True)},
+        # authors' files: clamp non-positive variances up to this floor (null: refuse them)
+        "variance_floor": _num(1e-30, 1.0, None, nullable=True),
         "rescaling_rule": _choice("same", "authors"),
         "eps": _num(0, None, 0.0),
         "learning": {

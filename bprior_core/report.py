@@ -93,7 +93,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
         f"({learning['swag_schedule']}), a snapshot every {learning['collect_every']} steps, "
         f"rank {learning['max_rank']}, batch {learning['batch_size']})"
         if profile["priors"]["source"] == "learn"
-        else f"read from the authors' four-file format: {profile['priors']['files']}"
+        else f"read from the authors' four-file format: {profile['priors']['files']}, "
+        f"non-positive variances clamped to {profile['priors']['variance_floor']}"
     )
     v = exps["inference"]["nonlearned_variance"]
     zero_text = (f"v = {v:g}" if v is not None else

@@ -81,7 +81,8 @@ def _digest(obj: Any) -> str:
 def prior_source_id(profile: dict, name: str) -> dict:
     """What identifies a prior: how it was learned, or which files it was read from."""
     if profile["priors"]["source"] == "files":
-        return {"files": profile["priors"]["files"][name]}
+        return {"files": profile["priors"]["files"][name],
+                "variance_floor": profile["priors"]["variance_floor"]}
     return {
         "learned": name,
         "learning": profile["priors"]["learning"],
@@ -269,7 +270,9 @@ def load_prior_and_backbone(
     profile = json.loads(profile_json)
     if profile["priors"]["source"] == "files":
         prefix = profile["priors"]["files"][name]
-        return GaussianPrior.from_authors_files(prefix), load_authors_model_state(prefix)
+        floor = profile["priors"]["variance_floor"]
+        prior = GaussianPrior.from_authors_files(prefix, variance_floor=floor)
+        return prior, load_authors_model_state(prefix)
     prior_file, backbone_file = prior_paths(profile, name, Path(root) if root else None)
     if not prior_file.exists():
         raise StudyError(f"prior {name!r} has not been learned yet ({prior_file} missing); "

@@ -510,3 +510,25 @@ def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, tmp_pa
         a = json.loads(study.result_path(smoke, run, tmp_path / "a").read_text())
         b = json.loads(study.result_path(smoke, run, tmp_path / "b").read_text())
         assert a["metrics"] == b["metrics"] and a["status"] == b["status"]
+
+
+def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path):
+    """A published prior with zero variances is refused unless priors.variance_floor is set."""
+    from bprior_core.models import build_model, flat_parameters
+
+    model = build_model("small_resnet", 5)
+    mean = flat_parameters(model.backbone).detach()
+    variance = torch.full_like(mean, 1e-4)
+    variance[:3] = 0.0
+    prefix = tmp_path / "published"
+    GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(2, mean.numel())).to_authors_files(
+        prefix, model.backbone.state_dict())
+    torch.save(variance, f"{prefix}_variance.pt")
+    profile = copy.deepcopy(smoke)
+    profile["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None})
+    with pytest.raises(ValueError, match="zero"):
+        study.load_prior_and_backbone(json.dumps(profile, sort_keys=True), "ssl", None)
+    profile["priors"]["variance_floor"] = 1e-12
+    prior, state = study.load_prior_and_backbone(json.dumps(profile, sort_keys=True), "ssl", None)
+    assert torch.equal(prior.variance[:3], torch.full((3,), 1e-12)) and prior.rank == 2
+    assert set(state) == set(model.backbone.state_dict())
