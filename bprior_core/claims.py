@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from .atomic import atomic_write_text
 
 MIN_SEEDS = 3
 LEVEL = 0.95
@@ -634,16 +634,22 @@ def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: 
     return {**part, "small": small, "large": large, "comparison": c, "verdict": verdict(c)}
 
 
+def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]]:
+    """Arm pairs (learned prior, baseline prior): the Bayesian pair, and the SGD pair if run."""
+    bayes = _bayes(table)
+    pairs = [(f"{bayes}+learned", f"{bayes}+{baseline}")]
+    if "sgd+learned" in table and f"sgd+{baseline}" in table:
+        pairs.append(("sgd+learned", f"sgd+{baseline}"))
+    return pairs
+
+
 def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C5: the learned-over-non-learned gain is larger at small training sizes."""
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
-    bayes = _bayes(table)
-    pairs = [(f"{bayes}+learned", f"{bayes}+zero")]
-    if "sgd+learned" in table and "sgd+zero" in table:
-        pairs.append(("sgd+learned", "sgd+zero"))
+    pairs = _learned_vs(table, "zero")
     parts = [_efficiency_part(table, hib, lo, hi) for lo, hi in pairs]
     summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
     arms = [arm for pair in pairs for arm in pair]
@@ -674,10 +680,7 @@ def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accurac
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
-    bayes = _bayes(table)
-    pairs = [(f"{bayes}+learned", f"{bayes}+isotropic")]
-    if "sgd+learned" in table and "sgd+isotropic" in table:
-        pairs.append(("sgd+learned", "sgd+isotropic"))
+    pairs = _learned_vs(table, "isotropic")
     parts = [_pair_part(table, hib, a, b) for a, b in pairs]
     head = parts[0]["comparison"]
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
@@ -717,15 +720,5 @@ def evaluate_claims(records: Sequence[Mapping[str, Any]], metric: str = "accurac
 
 def write_claims_json(claims: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write the claims as a JSON list atomically (temp file in the same folder, then replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(to_plain(list(claims)), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text + "\n")

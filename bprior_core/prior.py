@@ -21,12 +21,13 @@ import copy
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .atomic import atomic_torch_save
 
 FORMAT_TAG = "bprior-gaussian-prior"
 FORMAT_VERSION = 1
@@ -98,23 +99,6 @@ def _with_transform(meta: dict[str, Any], **op: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- file helpers
-
-
-def _atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """torch.save `obj` to `path` via a temp file in the same folder and os.replace (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
@@ -467,7 +451,7 @@ class GaussianPrior:
             "dim": self.dim,
             "rank": self.rank,
         }
-        _atomic_torch_save(payload, path)
+        atomic_torch_save(payload, path)
 
     @classmethod
     def load(cls, path: PathLike, expected_dim: int | None = None) -> GaussianPrior:
@@ -560,12 +544,12 @@ class GaussianPrior:
         """Write ``<prefix>_{mean,variance,covmat}.pt`` (covmat K x D = F) and, if given, the
         backbone state_dict as ``<prefix>_model.pt``; each file is written atomically."""
         paths = _authors_paths(prefix)
-        _atomic_torch_save(_cpu_copy(self._mean), paths["mean"])
-        _atomic_torch_save(_cpu_copy(self._variance), paths["variance"])
-        _atomic_torch_save(_cpu_copy(self._cov_factor), paths["covmat"])
+        atomic_torch_save(_cpu_copy(self._mean), paths["mean"])
+        atomic_torch_save(_cpu_copy(self._variance), paths["variance"])
+        atomic_torch_save(_cpu_copy(self._cov_factor), paths["covmat"])
         if backbone_state_dict is not None:
             state = {k: _cpu_copy(v) for k, v in backbone_state_dict.items()}
-            _atomic_torch_save(state, paths["model"])
+            atomic_torch_save(state, paths["model"])
 
 
 # ----------------------------------------------------------------------------- rescaling by name

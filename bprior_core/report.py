@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import time
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .config import load_profile, profile_path
 from .study import check_prior_files, output_dir, plan, prepare_priors, run_sweep
 
@@ -173,12 +173,6 @@ def _insert_after_body(page: str, block: str) -> str:
     return page[:end] + block + page[end:]
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_report(
     profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None,
     progress: bool = True,
@@ -219,7 +213,7 @@ def build_report(
         is_report = name == "05_report"
         page = render_html(nb_dir / f"{name}.ipynb",
                            _nav(profile["name"], name, "html/" if is_report else ""))
-        _write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
-    _write_text(out / "timings.json", json.dumps(timings, indent=1))
+        atomic_write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
     log(f"report: {out / 'report.html'}")
     return out / "report.html"

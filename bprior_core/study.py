@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .atomic import atomic_torch_save, atomic_write
 from .config import load_profile
 from .data import (
     TensorTask,
@@ -231,21 +231,10 @@ def learn_priors(
         prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
                               meta={**prior.meta, "source_id": wanted})
         prior_file.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_torch_save(state, backbone_file)
+        atomic_torch_save(state, backbone_file)
         prior.save(prior_file)
         paths[name] = prior_file
     return paths
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_priors(
@@ -388,16 +377,7 @@ def result_path(profile: dict, run: dict, root: Path | None = None) -> Path:
 
 def write_json_atomic(obj: Any, path: Path) -> None:
     """Write JSON to a temporary file in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True))
 
 
 def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
