@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import ProfileError, load_profile
 from .data import DataUnavailableError
-from .study import EXPERIMENTS, StudyError, check_prior_files, is_done, plan
+from .study import EXPERIMENTS, StudyError, is_done, plan
 
 
 def _plan(args) -> int:
@@ -37,9 +37,8 @@ def _run(args) -> int:
 
     profile = load_profile(args.profile)
     experiments = args.experiment or list(EXPERIMENTS)
-    check_prior_files(profile, experiments)
     root = Path(args.outputs) if args.outputs else None
-    prepare_priors(profile, root)
+    prepare_priors(profile, root, experiments=experiments)
     counts = run_sweep(profile, plan(profile, experiments), root)
     print(counts)
     return 0

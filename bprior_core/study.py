@@ -238,11 +238,12 @@ def learn_priors(
 
 
 def prepare_priors(
-    profile: dict, root: Path | None = None, progress: bool = True
+    profile: dict, root: Path | None = None, progress: bool = True,
+    experiments: Iterable[str] = EXPERIMENTS,
 ) -> dict[str, GaussianPrior]:
-    """Learn (profile `priors.source: learn`) or read (`files`) every prior the study needs."""
-    names = needed_priors(profile)
-    check_prior_files(profile)
+    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use."""
+    names = needed_priors(profile, experiments)
+    check_prior_files(profile, experiments)
     if profile["priors"]["source"] == "learn":
         learn_priors(profile, names, root, resolve_device(profile["device"]), progress)
     profile_json = json.dumps(profile, sort_keys=True)

@@ -208,6 +208,10 @@ def _run(model, train_data, test_data, method, settings, prior, seed, device, pr
     sample_sum: torch.Tensor | None = None
     n_samples, loss_value = 0, None
 
+    def diverged(steps_done: int) -> RunOutcome:
+        return RunOutcome("diverged", None, None, n_samples, steps_done, loss_value,
+                          time.perf_counter() - start)
+
     steps = range(settings.steps)
     if progress:
         from tqdm.auto import tqdm
@@ -222,9 +226,7 @@ def _run(model, train_data, test_data, method, settings, prior, seed, device, pr
         loss = _loss(model, x, y, prior, num_data, settings.weight_decay)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            return RunOutcome(
-                "diverged", None, None, n_samples, k, loss_value, time.perf_counter() - start
-            )
+            return diverged(k)
         loss.backward()
         if settings.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.backbone.parameters(), settings.grad_clip)
@@ -233,22 +235,17 @@ def _run(model, train_data, test_data, method, settings, prior, seed, device, pr
             if plan.collect:
                 probs = _sample_probs(model, train_data, test_data, settings, data_gen, device)
                 if not torch.isfinite(probs).all():
-                    return RunOutcome("diverged", None, None, n_samples, k + 1, loss_value,
-                                      time.perf_counter() - start)
+                    return diverged(k + 1)
                 sample_sum = probs if sample_sum is None else sample_sum + probs
                 n_samples += 1
         else:
             optimizer.step()
 
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        return RunOutcome(
-            "diverged", None, None, n_samples, settings.steps, loss_value,
-            time.perf_counter() - start,
-        )
+        return diverged(settings.steps)
     probs, labels = predict_probs(model, test_data, settings.eval_batch_size, device)
     if not torch.isfinite(probs).all():
-        return RunOutcome("diverged", None, None, n_samples, settings.steps, loss_value,
-                          time.perf_counter() - start)
+        return diverged(settings.steps)
     final = classification_metrics(probs, labels)
     bma = None
     if sample_sum is not None:
