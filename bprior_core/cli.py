@@ -39,7 +39,7 @@ def _run(args) -> int:
     experiments = args.experiment or list(EXPERIMENTS)
     root = Path(args.outputs) if args.outputs else None
     prepare_priors(profile, root, experiments=experiments)
-    counts = run_sweep(profile, plan(profile, experiments), root)
+    counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack)
     print(counts)
     return 0
 
@@ -47,8 +47,19 @@ def _run(args) -> int:
 def _report(args) -> int:
     from .report import build_report
 
-    build_report(args.profile, Path(args.outputs) if args.outputs else None)
+    build_report(args.profile, Path(args.outputs) if args.outputs else None, pack=args.pack)
     return 0
+
+
+def _pack_size(text: str) -> int:
+    """--pack: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (runs per pack), got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--outputs", default=None, help="outputs folder (default ./outputs)")
         if name == "plan":
             p.add_argument("-v", "--verbose", action="store_true", help="one line per run")
+        if name in ("run", "report"):
+            p.add_argument("--pack", type=_pack_size, default=None, metavar="N",
+                           help="runs trained together per pack (overrides the profile's `pack`)")
         if name == "run":
             p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                            help="only this experiment (repeatable)")

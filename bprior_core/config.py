@@ -8,6 +8,7 @@ stored in result files and passed to papermill notebooks unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
@@ -15,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .engine import PRECISIONS
+from .learn import PriorLearningSettings
+from .samplers import CyclicalSchedule
+from .train import TrainSettings
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
@@ -34,8 +40,11 @@ class Field:
     choices: tuple | None = None
     nullable: bool = False
     items: type | None = None  # element type for lists
+    auto: bool = False  # the string 'auto' is allowed too
 
     def describe(self) -> str:
+        if self.auto:
+            return f"'auto' or an integer >= {self.lo:g}"
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         name = getattr(self.kind, "__name__", str(self.kind))
@@ -64,6 +73,20 @@ def _choice(*choices, default=None) -> Field:
     return Field(str, default if default is not None else choices[0], choices=choices)
 
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str, "float | None": float}
+
+
+def _section_from(settings_cls) -> dict[str, Field]:
+    """A profile section derived from a settings dataclass: one key per field, with the
+    field's default and its declared range (`settings.setting`)."""
+    section = {}
+    for f in dataclasses.fields(settings_cls):
+        meta = f.metadata
+        section[f.name] = Field(_TYPES[f.type], f.default, meta["lo"], meta["hi"],
+                                meta["choices"], meta["nullable"])
+    return section
+
+
 ARMS = (
     "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
     "sgd+isotropic", "sghmc+isotropic",
@@ -76,6 +99,8 @@ SCHEMA: dict[str, Any] = {
     "device": _choice("auto", "cpu", "cuda", "mps"),
     "seeds": _int(1, 100, 5),
     "workers": _int(1, 64, 1),
+    "pack": Field(int, 1, lo=1, hi=4096, auto=True),
+    "precision": _choice(*PRECISIONS),
     "model": _choice("small_resnet", "resnet50"),
     "data": {
         "dataset": _choice("fashion_mnist", "flowers102"),
@@ -83,7 +108,6 @@ SCHEMA: dict[str, Any] = {
         "download": Field(bool, False),
         "subset_protocol": _choice("balanced", "reproduction"),
         "test_size": _int(0, None, 0),
-        "num_workers": _int(0, 64, 0),
     },
     "priors": {
         "source": _choice("learn", "files"),
@@ -95,36 +119,10 @@ SCHEMA: dict[str, Any] = {
         "eps": _num(0, None, 0.0),
         "learning": {
             "source_train_size": _int(0, None, 0),
-            "pretrain_steps": _int(0, None, 600),
-            "pretrain_lr": _num(1e-8, 10, 0.05),
-            "swag_steps": _int(2, None, 300),
-            "swag_lr": _num(1e-8, 10, 0.02),
-            "swag_schedule": _choice("constant", "cyclical"),
-            "swag_cycles": _int(1, None, 1),
-            "collect_every": _int(1, None, 30),
-            "max_rank": _int(0, 100, 10),
-            "batch_size": _int(2, None, 128),
-            "momentum": _num(0, 0.999, 0.9),
-            "weight_decay": _num(0, 1, 5e-4),
-            "simclr_temperature": _num(1e-3, 10, 0.5),
-            "bn_refresh_batches": _int(1, None, 20),
+            **_section_from(PriorLearningSettings),
         },
     },
-    "train": {
-        "steps": _int(1, None, 300),
-        "batch_size": _int(1, None, 16),
-        "lr": _num(1e-8, 10, 0.01),
-        "weight_decay": _num(0, 1, 1e-4),
-        "momentum": _num(0, 0.999, 0.9),
-        "nesterov": Field(bool, True),
-        "temperature": _num(0, 1e6, 1.0),
-        "cycles": _int(1, None, 4),
-        "explore_fraction": _num(0, 0.99, 0.5),
-        "samples_per_cycle": _int(1, None, 1),
-        "grad_clip": _num(1e-8, None, None, nullable=True),
-        "bn_refresh_batches": _int(1, None, 8),
-        "eval_batch_size": _int(1, None, 500),
-    },
+    "train": _section_from(TrainSettings),
     "experiments": {
         "rank": {
             "enabled": Field(bool, True),
@@ -172,6 +170,8 @@ def _coerce(path: str, value: Any, spec: Field) -> Any:
         if spec.nullable or spec.default is None and spec.kind is str:
             return None
         raise ProfileError(f"{path}: value is missing (null); expected {spec.describe()}")
+    if spec.auto and value == "auto":
+        return value
     if spec.kind is list:
         if not isinstance(value, list) or not value:
             raise ProfileError(f"{path}: expected a non-empty {spec.describe()}, got {value!r}")
@@ -258,11 +258,8 @@ def _check_consistency(p: dict) -> None:
 
 
 def _check_train_settings(train: dict) -> None:
-    """Build the training settings and the cyclical schedule now, so that their errors (e.g.
-    more cycles than steps) surface before anything trains."""
-    from .samplers import CyclicalSchedule
-    from .train import TrainSettings
-
+    """Build the training settings and the samplers' cyclical schedule now, so that their
+    cross-field errors (e.g. more cycles than steps) surface before anything trains."""
     try:
         s = TrainSettings(**train)
         CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)

@@ -1,8 +1,8 @@
 """Datasets for the study and few-shot subsets.
 
 The embedded default is Fashion-MNIST split by class: the source task (prior learning) is classes
-0-4, the downstream task classes 5-9, re-labelled 0-4. Oxford Flowers-102 (official 1020/1020/6149
-split, the reproduction's transforms) is the full-scale GPU setting.
+0-4, the downstream task classes 5-9, re-labelled 0-4. Oxford Flowers-102, the full-scale GPU
+setting, lives in `flowers`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
@@ -132,53 +131,6 @@ def fashion_mnist_task(
     return select_classes(load_fashion_mnist(split, root), classes[role])
 
 
-# ----------------------------------------------------------------------------- Flowers-102
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def flowers_transforms(train: bool):
-    """The reproduction's transforms: Resize(230), RandomRotation(30), RandomCrop(224), flips;
-    test: Resize(224) and a centre crop to 224 x 224 (so that batches have one size)."""
-    from torchvision import transforms as T
-
-    if train:
-        steps = [
-            T.Resize(230),
-            T.RandomRotation(30),
-            T.RandomCrop(224),
-            T.RandomHorizontalFlip(),
-            T.RandomVerticalFlip(),
-        ]
-    else:
-        steps = [T.Resize(224), T.CenterCrop(224)]
-    return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def load_flowers102(split: str, root: str | os.PathLike, download: bool = False) -> Dataset:
-    """Oxford Flowers-102 through torchvision; split is 'train' (1020), 'val' (1020) or 'test'."""
-    from torchvision.datasets import Flowers102
-
-    try:
-        transform = flowers_transforms(split == "train")
-        return Flowers102(str(root), split=split, transform=transform, download=download)
-    except RuntimeError as exc:
-        raise DataUnavailableError(
-            f"Oxford Flowers-102 not found under {root}: set `data.download: true` in the profile "
-            "(needs network access) or place torchvision's flowers-102 folder there."
-        ) from exc
-
-
-def dataset_labels(dataset: Dataset | TensorTask) -> torch.Tensor:
-    """Labels of a TensorTask or of a torchvision dataset (without loading images)."""
-    if isinstance(dataset, TensorTask):
-        return dataset.labels
-    for attr in ("_labels", "targets", "labels"):
-        if hasattr(dataset, attr):
-            return torch.as_tensor(getattr(dataset, attr), dtype=torch.long)
-    raise TypeError(f"cannot read labels of {type(dataset).__name__}")
-
-
 # ----------------------------------------------------------------------------- subsets
 
 
@@ -230,48 +182,23 @@ def few_shot_indices(labels: torch.Tensor, n: int, protocol: str, seed: int) -> 
 
 
 def infinite_batches(
-    data: TensorTask | Dataset,
-    batch_size: int,
-    generator: torch.Generator,
+    data: TensorTask, batch_size: int, generator: torch.Generator,
     device: torch.device | str = "cpu",
-    num_workers: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled mini-batches (reshuffled every epoch), repeatable given the generator.
 
     Batches never exceed the data size, so a 5-image training set gives batches of 5."""
     batch_size = min(batch_size, len(data))
-    if isinstance(data, TensorTask):
-        while True:
-            perm = torch.randperm(len(data), generator=generator)
-            for i in range(0, len(perm) - batch_size + 1, batch_size):
-                idx = perm[i : i + batch_size]
-                yield data.images[idx].to(device), data.labels[idx].to(device)
-    loader = DataLoader(
-        data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
-    )
     while True:
-        for x, y in loader:
-            yield x.to(device), y.to(device)
+        perm = torch.randperm(len(data), generator=generator)
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            idx = perm[i : i + batch_size]
+            yield data.images[idx].to(device), data.labels[idx].to(device)
 
 
 def eval_batches(
-    data: TensorTask | Dataset, batch_size: int, device: torch.device | str = "cpu",
-    num_workers: int = 0,
+    data: TensorTask, batch_size: int, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One ordered pass over the data."""
-    if isinstance(data, TensorTask):
-        for i in range(0, len(data), batch_size):
-            yield data.images[i : i + batch_size].to(device), data.labels[i : i + batch_size].to(
-                device
-            )
-        return
-    for x, y in DataLoader(data, batch_size=batch_size, num_workers=num_workers):
-        yield x.to(device), y.to(device)
-
-
-def take_subset(data: TensorTask | Dataset, indices: torch.Tensor) -> TensorTask | Dataset:
-    """A subset of either kind of data set."""
-    if isinstance(data, TensorTask):
-        return data.subset(indices)
-    return Subset(data, indices.tolist())
+    for i in range(0, len(data), batch_size):
+        yield data.images[i : i + batch_size].to(device), data.labels[i : i + batch_size].to(device)

@@ -27,6 +27,7 @@ from .models import (
     refresh_batchnorm,
 )
 from .prior import GaussianPrior
+from .settings import check_ranges, setting
 from .samplers import CyclicalSchedule
 from .swag import SWAG
 
@@ -35,35 +36,30 @@ OBJECTIVES = ("supervised", "simclr")
 
 @dataclass(frozen=True)
 class PriorLearningSettings:
-    """Hyper-parameters of prior learning (the profile's `prior_learning` section)."""
+    """Hyper-parameters of prior learning (the profile's `priors.learning` section)."""
 
-    pretrain_steps: int = 600
-    pretrain_lr: float = 0.05
-    swag_steps: int = 300
-    swag_lr: float = 0.02
-    swag_schedule: str = "constant"
-    swag_cycles: int = 1
-    collect_every: int = 30
-    max_rank: int = 10
-    batch_size: int = 128
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    simclr_temperature: float = 0.5
-    bn_refresh_batches: int = 20
+    pretrain_steps: int = setting(600, lo=0)
+    pretrain_lr: float = setting(0.05, lo=1e-8, hi=10)
+    swag_steps: int = setting(300, lo=2)
+    swag_lr: float = setting(0.02, lo=1e-8, hi=10)
+    swag_schedule: str = setting("constant", choices=("constant", "cyclical"))
+    swag_cycles: int = setting(1, lo=1)
+    collect_every: int = setting(30, lo=1)
+    max_rank: int = setting(10, lo=0, hi=100)
+    batch_size: int = setting(128, lo=2)
+    momentum: float = setting(0.9, lo=0, hi=0.999)
+    weight_decay: float = setting(5e-4, lo=0, hi=1)
+    simclr_temperature: float = setting(0.5, lo=1e-3, hi=10)
+    bn_refresh_batches: int = setting(20, lo=1)
 
     def __post_init__(self) -> None:
-        if self.swag_schedule not in ("constant", "cyclical"):
-            raise ValueError(
-                f"swag_schedule must be 'constant' or 'cyclical', got {self.swag_schedule!r}"
-            )
-        n_snapshots = self.swag_steps // max(self.collect_every, 1)
-        if self.collect_every < 1 or n_snapshots < 2:
+        check_ranges(self, "prior-learning settings")
+        n_snapshots = self.swag_steps // self.collect_every
+        if n_snapshots < 2:
             raise ValueError(
                 f"SWAG needs at least 2 snapshots: swag_steps={self.swag_steps} with "
                 f"collect_every={self.collect_every} gives {n_snapshots}"
             )
-        if self.max_rank < 0 or self.pretrain_steps < 0 or self.batch_size < 2:
-            raise ValueError("max_rank and pretrain_steps must be >= 0 and batch_size >= 2")
 
 
 # ----------------------------------------------------------------------------- objectives

@@ -175,9 +175,11 @@ def _insert_after_body(page: str, block: str) -> str:
 
 def build_report(
     profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None,
-    progress: bool = True,
+    progress: bool = True, pack: int | None = None,
 ) -> Path:
-    """Run every notebook for a profile and write `outputs/<profile>/report.html`."""
+    """Run every notebook for a profile and write `outputs/<profile>/report.html`.
+
+    `pack` overrides the profile's runs per pack (the CLI's --pack)."""
     import papermill
 
     path = profile_path(profile_arg)
@@ -194,7 +196,7 @@ def build_report(
     start = time.perf_counter()
     prepare_priors(profile, root, progress=progress)
     timings = {"priors": round(time.perf_counter() - start, 1)}
-    counts = run_sweep(profile, runs, root, progress=progress)
+    counts = run_sweep(profile, runs, root, progress=progress, pack=pack)
     timings["runs"] = counts["wall_time_s"]
     log(f"runs: {counts}")
     params = {"profile": str(path.resolve()), "outputs_root": str(out.parent.resolve()),

@@ -40,6 +40,8 @@ from typing import Any, Protocol
 import torch
 from torch.optim import Optimizer
 
+from .updates import langevin_noise_std, sghmc_, sgld_
+
 __all__ = [
     "SGLD",
     "SGHMC",
@@ -113,7 +115,7 @@ class _LangevinBase(Optimizer):
 
     def _noise_std(self, lr: float, temperature: float, friction: float) -> float:
         """Noise std ``sqrt(2 * friction * lr * T / N)``; friction is 1 for SGLD."""
-        return math.sqrt(2.0 * friction * lr * temperature / self.num_data)
+        return langevin_noise_std(lr, temperature, self.num_data, friction)
 
     @torch.no_grad()
     def step(
@@ -170,10 +172,10 @@ class SGLD(_LangevinBase):
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         """Apply the SGLD update to one parameter in place."""
-        p.add_(p.grad, alpha=-lr)
-        temperature = _check_temperature(group["temperature"])
-        if noise and temperature > 0:
-            p.add_(self._noise_like(p), alpha=self._noise_std(lr, temperature, 1.0))
+        temperature = group["temperature"]
+        noisy = noise and temperature > 0
+        sgld_([p], [p.grad], lr, self._noise_std(lr, temperature, 1.0),
+              [self._noise_like(p)] if noisy else None)
 
 
 class SGHMC(_LangevinBase):
@@ -210,16 +212,14 @@ class SGHMC(_LangevinBase):
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         """Apply the SGHMC velocity and position updates to one parameter in place."""
-        momentum = _check_momentum(group["momentum"])
-        temperature = _check_temperature(group["temperature"])
+        momentum, temperature = group["momentum"], group["temperature"]
         state = self.state[p]
         if "velocity" not in state:
             state["velocity"] = torch.zeros_like(p)
-        v = state["velocity"]
-        v.mul_(momentum).add_(p.grad, alpha=-lr)
-        if noise and temperature > 0:
-            v.add_(self._noise_like(p), alpha=self._noise_std(lr, temperature, 1.0 - momentum))
-        p.add_(v)
+        noisy = noise and temperature > 0
+        sghmc_([p], [p.grad], [state["velocity"]], lr, momentum,
+               self._noise_std(lr, temperature, 1.0 - momentum),
+               [self._noise_like(p)] if noisy else None)
 
     def reset_velocity(self) -> None:
         """Set every velocity to zero (e.g. at the start of a new cycle)."""

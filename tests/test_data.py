@@ -203,14 +203,6 @@ def test_few_shot_indices_full_set_and_protocols() -> None:
         data.few_shot_indices(LABELS, 10, "stratified", 0)
 
 
-def test_take_subset_and_dataset_labels() -> None:
-    task = data.TensorTask(torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]), 3)
-    idx = torch.tensor([1, 4])
-    sub = data.take_subset(task, idx)
-    assert torch.equal(sub.images, task.images[idx])
-    assert torch.equal(data.dataset_labels(sub), torch.tensor([1, 1]))
-
-
 # ----------------------------------------------------------------------------- batching
 
 

@@ -101,10 +101,12 @@ def test_unknown_objective_is_an_error(source_small) -> None:
 
 
 def test_diverging_prior_learning_raises_with_advice(source_small) -> None:
+    # an lr far outside the allowed range, set past the dataclass's check, makes SGD diverge
     settings = learn.PriorLearningSettings(
-        pretrain_steps=6, pretrain_lr=1e12, swag_steps=4, collect_every=2, max_rank=2,
-        batch_size=32, bn_refresh_batches=1,
+        pretrain_steps=6, swag_steps=4, collect_every=2, max_rank=2, batch_size=32,
+        bn_refresh_batches=1,
     )
+    object.__setattr__(settings, "pretrain_lr", 1e12)
     with pytest.raises(FloatingPointError, match="lower the lr"):
         learn.learn_prior(fresh_model(0), source_small, "supervised", settings, progress=False)
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from bprior_core import study
+from bprior_core.study import execution
 from bprior_core.config import load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
@@ -250,7 +251,7 @@ def fake_prior_loader(monkeypatch, smoke):
     learned = GaussianPrior(w, torch.full_like(w, 1e-4), 1e-3 * torch.randn(k, w.numel(),
                                                                             generator=g))
     state = {key: v.clone() for key, v in backbone.state_dict().items()}
-    monkeypatch.setattr(study, "load_prior_and_backbone", lambda *a, **kw: (learned, state))
+    monkeypatch.setattr(execution, "load_prior_and_backbone", lambda *a, **kw: (learned, state))
     return learned, state
 
 
@@ -259,12 +260,15 @@ def test_execute_run_gives_every_arm_the_same_training_subset(
 ) -> None:
     seen = []
 
-    def fake_train(model, train, test, method, settings, prior, seed, device):
-        seen.append({"images": train.images.clone(), "labels": train.labels.clone(),
-                     "n_test": len(test), "method": method, "prior": prior, "seed": seed})
-        return RunOutcome("ok", {"accuracy": 0.5}, None, 0, settings.steps, 0.1, 0.0)
+    def fake_train(model, pool, test, method, settings, specs, device, precision):
+        for spec in specs:
+            seen.append({"images": pool.images[spec.train_indices].clone(),
+                         "labels": pool.labels[spec.train_indices].clone(), "n_test": len(test),
+                         "method": method, "prior": spec.prior, "seed": spec.seed})
+        return [RunOutcome("ok", {"accuracy": 0.5}, None, 0, settings.steps, 0.1, 0.0)
+                for _ in specs]
 
-    monkeypatch.setattr(study, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(execution, "train_pack", fake_train)
     runs = study.plan(smoke, ["inference"])
     records = [study.execute_run(run, smoke) for run in runs]
     groups: dict[tuple[int, int], list[int]] = {}
@@ -304,7 +308,7 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
 
 def test_execute_run_rejects_a_prior_of_the_wrong_size(smoke, monkeypatch) -> None:
     small = GaussianPrior(torch.zeros(10), torch.ones(10), torch.zeros(3, 10))
-    monkeypatch.setattr(study, "load_prior_and_backbone", lambda *a, **kw: (small, {}))
+    monkeypatch.setattr(execution, "load_prior_and_backbone", lambda *a, **kw: (small, {}))
     run = study.plan(smoke, ["rank"])[0]
     d = num_prior_parameters(build_model("small_resnet", 5).backbone)
     with pytest.raises(study.StudyError) as info:
@@ -327,13 +331,12 @@ def fake_record(run: dict) -> dict:
 
 
 def make_execute(calls: list[str], fail_after: int | None = None):
-    def execute(run, profile, root):
-        if fail_after is not None and len(calls) >= fail_after:
+    """A fake pack executor: records which runs it trained; fails once `fail_after` runs ran."""
+    def execute(pack, profile, root):
+        if fail_after is not None and len(calls) + len(pack) > fail_after:
             raise RuntimeError("interrupted")
-        calls.append(run["id"])
-        record = fake_record(run)
-        study.write_json_atomic(record, study.result_path(profile, run, root))
-        return record
+        calls.extend(run["id"] for run in pack)
+        return [fake_record(run) for run in pack]
 
     return execute
 
@@ -417,7 +420,7 @@ def test_crash_during_json_dump_leaves_no_partial_file(tmp_path, monkeypatch) ->
         f.write('{"partial": ')
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(study.json, "dump", crash)
+    monkeypatch.setattr(execution.json, "dump", crash)
     with pytest.raises(KeyboardInterrupt):
         study.write_json_atomic({"new": True}, path)
     with pytest.raises(KeyboardInterrupt):
@@ -490,12 +493,12 @@ def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, tmp_pa
     runs = study.plan(smoke, ["inference"])
     executed, failed = [], []
 
-    def failing(run, profile, root):
+    def failing(pack, profile, root):
         if root == tmp_path / "a" and len(executed) == 5 and not failed:
-            failed.append(run["id"])
+            failed.append(pack[0]["id"])
             raise RuntimeError("injected failure")
-        executed.append((root, run["id"]))
-        return study._execute_and_store(run, profile, root)
+        executed.extend((root, run["id"]) for run in pack)
+        return study.execute_pack(pack, profile, root)
 
     for folder in ("a", "b"):
         study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)
@@ -527,8 +530,8 @@ def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path
     profile = copy.deepcopy(smoke)
     profile["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None})
     with pytest.raises(ValueError, match="zero"):
-        study.load_prior_and_backbone(json.dumps(profile, sort_keys=True), "ssl", None)
+        study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
     profile["priors"]["variance_floor"] = 1e-12
-    prior, state = study.load_prior_and_backbone(json.dumps(profile, sort_keys=True), "ssl", None)
+    prior, state = study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
     assert torch.equal(prior.variance[:3], torch.full((3,), 1e-12)) and prior.rank == 2
     assert set(state) == set(model.backbone.state_dict())

@@ -130,21 +130,6 @@ def test_prior_pulls_the_backbone_towards_its_mean(tasks) -> None:
     assert distances["sgd"] > 0.9 * start
 
 
-def test_loss_has_prior_on_backbone_and_weight_decay_on_head_only(tasks, swag_prior) -> None:
-    train_data, _ = tasks
-    model = fresh_model(0)
-    x, y = train_data.images[:4], train_data.labels[:4]
-    wd, n = 0.3, 10
-    ce = F.cross_entropy(model(x), y)
-    head_sq = sum((p * p).sum() for p in model.head.parameters())
-    all_sq = sum((p * p).sum() for p in model.parameters())
-    log_p = swag_prior.log_prob(flat_parameters(model.backbone))
-    with_prior = train._loss(model, x, y, swag_prior, n, wd)
-    assert torch.allclose(with_prior, ce - log_p / n + 0.5 * wd * head_sq, rtol=1e-5)
-    without = train._loss(model, x, y, None, n, wd)
-    assert torch.allclose(without, ce + 0.5 * wd * all_sq, rtol=1e-5)
-
-
 def test_prior_of_wrong_size_names_both_sizes(tasks) -> None:
     prior = GaussianPrior.isotropic(torch.zeros(123), 1.0)
     d = num_prior_parameters(fresh_model(0).backbone)
@@ -165,9 +150,15 @@ def test_unknown_method_is_an_error(tasks, swag_prior) -> None:
     assert all(m in str(info.value) for m in train.METHODS)
 
 
+def beyond_range_lr(settings: train.TrainSettings, lr: float) -> train.TrainSettings:
+    """Settings with an lr above the allowed range (set past the check) to force divergence."""
+    object.__setattr__(settings, "lr", lr)
+    return settings
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_huge_learning_rate_gives_diverged_status(tasks, steps) -> None:
-    settings = replace(SETTINGS, lr=1e6, steps=steps, cycles=1, grad_clip=None)
+    settings = beyond_range_lr(replace(SETTINGS, steps=steps, cycles=1, grad_clip=None), 1e6)
     outcome = run(tasks, "sgd", None, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None and outcome.bma is None
@@ -177,8 +168,8 @@ def test_huge_learning_rate_gives_diverged_status(tasks, steps) -> None:
 @pytest.mark.parametrize("steps", [2, 4])
 def test_huge_learning_rate_in_a_sampler_gives_diverged_status(tasks, swag_prior, steps) -> None:
     """With 2 steps the weights stay finite but the last (collected) iterate predicts NaN."""
-    settings = replace(SETTINGS, lr=1e6, steps=steps, cycles=1, samples_per_cycle=1,
-                       grad_clip=None)
+    settings = beyond_range_lr(
+        replace(SETTINGS, steps=steps, cycles=1, samples_per_cycle=1, grad_clip=None), 1e6)
     outcome = run(tasks, "sghmc", swag_prior, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None and outcome.bma is None

@@ -1,0 +1,383 @@
+"""Packed training: R runs that share a shape train together as one packed network.
+
+A pack shares the model architecture, the method, the number of steps, the batch size, the
+training-set size and the schedule's shape. Everything else is each run's own: its training subset
+and batch order (its seed), its head initialisation, its sampler noise (a generator per run), its
+prior (mean, variance, low-rank factor), its learning rate, weight decay and temperature, its
+samples, metrics and divergence status. Run r's arithmetic touches only run r's slice of every
+tensor (see `packing`), so a run's result does not depend on its pack beyond floating-point
+rounding, and a run that diverges is frozen without disturbing the others.
+
+The loop never waits on the host: losses and divergence flags stay on the device and are read
+every `CHECK_EVERY` steps and at sample points; learning rates and noise levels for every step are
+tabulated on the device up front; batches come from `device_data.BatchStream`.
+
+Loss of run r (every method) = mean cross-entropy over its batch - log p_r(theta_backbone) / N
++ weight_decay_r / 2 * ||head||^2 (`sgd`, which has no prior: weight decay on every parameter).
+The prior's gradient is added directly (`PackedPrior`), not through autograd.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .device_data import BatchStream, DeviceTask
+from .metrics import ProbabilityAverage, classification_metrics
+from .models import Classifier, prior_parameters, refresh_batchnorm
+from .packed_prior import PackedPrior
+from .packing import PackedClassifier, extract_run, load_run, run_view
+from .prior import GaussianPrior
+from .samplers import CosineSchedule, CyclicalSchedule, Schedule
+from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
+
+METHODS = ("sgd", "sgd_prior", "sgld", "sghmc")
+BAYESIAN_METHODS = ("sgld", "sghmc")
+PRECISIONS = ("fp32", "bf16")
+CHECK_EVERY = 50  # steps between host reads of the divergence flags
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run of a pack owns. `None` hyper-parameters take the pack's settings."""
+
+    train_indices: torch.Tensor
+    seed: int
+    prior: GaussianPrior | None = None
+    init_state: Mapping[str, torch.Tensor] | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced: status, metrics of the final iterate and of the model average."""
+
+    status: str
+    final: dict[str, float] | None
+    bma: dict[str, float] | None
+    n_samples: int
+    steps_done: int
+    final_loss: float | None
+    wall_time_s: float
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_schedule(method: str, settings) -> Schedule:
+    """The cyclical schedule of the samplers, or one cosine decay for SGD."""
+    if method in BAYESIAN_METHODS:
+        s = settings
+        return CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)
+    return CosineSchedule(settings.steps, settings.lr)
+
+
+def _per_run(specs: Sequence[RunSpec], name: str, default: float, device) -> torch.Tensor:
+    values = [default if getattr(s, name) is None else getattr(s, name) for s in specs]
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
+
+
+def _check_pack(method: str, specs: Sequence[RunSpec], model: Classifier, precision: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if not specs:
+        raise ValueError("a pack needs at least one run")
+    dim = sum(p.numel() for p in prior_parameters(model.backbone))
+    for i, spec in enumerate(specs):
+        if method != "sgd" and spec.prior is None:
+            raise ValueError(f"method {method!r} needs a prior (run {i} has none); only 'sgd' "
+                             "runs without one")
+        if spec.prior is not None and spec.prior.dim != dim:
+            raise ValueError(f"prior of run {i} has D={spec.prior.dim} parameters but the "
+                             f"model's backbone has {dim}")
+
+
+class Pack:
+    """The state of one packed training run: model, optimiser state, streams, accumulators.
+
+    `train_pack` drives it: `step(k)` for every step, `collect_sample` at sample points,
+    `freeze_diverged` every few steps, `outcomes` at the end.
+    """
+
+    def __init__(self, model, pool, test, method, settings, specs, device, precision,
+                 channels_last):
+        self.method, self.settings, self.specs = method, settings, specs
+        self.runs, self.device, self.test = len(specs), device, test
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
+                         if precision == "bf16" else contextlib.nullcontext())
+        self.net = self._build(model, specs, channels_last).to(device).train()
+        self.backbone = self.net.backbone_parameters()
+        self.head = self.net.head_parameters()
+        self.params = self.backbone + self.head
+        # weight decay on the head only where a prior covers the backbone; on everything for sgd
+        self.decay_from = 0 if method == "sgd" else len(self.backbone)
+        numels = [p.numel() // self.runs for p in self.backbone]
+        self.prior = (None if method == "sgd" else
+                      PackedPrior([s.prior for s in specs], numels, device))
+        self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
+        self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
+        self.schedule = make_schedule(method, settings)
+        self._tabulate(specs)
+        self.train = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
+                                 [torch.Generator().manual_seed(s.seed) for s in specs])
+        self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
+                                   [torch.Generator().manual_seed(s.seed + 2) for s in specs])
+        self.noise_gens = [torch.Generator(device=device).manual_seed(s.seed + 1) for s in specs]
+        self.state = [torch.zeros_like(run_view(p, self.runs)) for p in self.params]
+        self.alive = torch.ones(self.runs, dtype=torch.bool, device=device)
+        self.diverged_at = torch.full((self.runs,), -1, dtype=torch.long, device=device)
+        self.last_loss = torch.zeros(self.runs, dtype=torch.float64, device=device)
+        self.clipped = torch.zeros(self.runs, device=device)
+        self.average = ProbabilityAverage()
+
+    @staticmethod
+    def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
+               ) -> PackedClassifier:
+        net = PackedClassifier(model, len(specs), channels_last)
+        initial = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        for r, spec in enumerate(specs):
+            model.backbone.load_state_dict(spec.init_state or initial)
+            torch.manual_seed(spec.seed)
+            model.head.reset_parameters()
+            load_run(net, r, model)
+        return net
+
+    def _tabulate(self, specs: Sequence[RunSpec]) -> None:
+        """Per step and run: learning rate and noise std on the device; collect flags on host."""
+        s, device = self.settings, self.device
+        plans = list(self.schedule)
+        shape = torch.tensor([p.lr / s.lr for p in plans], dtype=torch.float64)
+        lr0 = _per_run(specs, "lr", s.lr, "cpu").double().view(1, -1)
+        lr = shape.view(-1, 1) * lr0
+        temperature = _per_run(specs, "temperature", s.temperature, "cpu").double().view(1, -1)
+        friction = 1.0 - s.momentum if self.method == "sghmc" else 1.0
+        noise = torch.tensor([p.noise for p in plans], dtype=torch.float64).view(-1, 1)
+        num_data = self.num_data.cpu().double().view(1, -1)
+        std = langevin_noise_std(lr, temperature, num_data, friction) * noise
+        self.lr = lr.to(device, torch.float32).unsqueeze(-1)  # (steps, R, 1)
+        self.lr0 = lr0.view(-1).tolist()
+        self.noise_std = std.to(device, torch.float32).unsqueeze(-1)
+        self.noisy = [self.method in BAYESIAN_METHODS and p.noise for p in plans]
+        self.any_temperature = bool((temperature > 0).any())
+        self.collect = [self.method in BAYESIAN_METHODS and p.collect for p in plans]
+
+    # ----------------------------------------------------------------------------- one step
+
+    def step(self, k: int) -> None:
+        x, y = next(self.train)
+        for p in self.params:
+            p.grad = None
+        with self.autocast:
+            logits = self.net(x)
+        runs, batch, classes = logits.shape
+        ce = F.cross_entropy(logits.float().reshape(runs * batch, classes), y.reshape(-1),
+                             reduction="none").view(runs, batch).mean(1)
+        ce.sum().backward()
+        loss = ce.double()
+        if self.prior is not None:
+            log_p = self.prior.add_neg_log_prob_grad_(self.backbone, 1.0 / self.num_data)
+            loss = loss - log_p / self.num_data
+        ok = torch.isfinite(loss)
+        self.diverged_at = torch.where(self.alive & ~ok, k, self.diverged_at)
+        self.alive &= ok
+        self.last_loss = torch.where(ok, loss, self.last_loss)
+        grads = [run_view(p.grad, runs) for p in self.params]
+        views = [run_view(p, runs) for p in self.params]
+        self._decay(grads)
+        if self.settings.grad_clip is not None:
+            self._clip(grads[: len(self.backbone)])
+        self._update(k, views, grads)
+
+    def _decay(self, grads: list[torch.Tensor]) -> None:
+        for p, g in zip(self.params[self.decay_from:], grads[self.decay_from:], strict=True):
+            g.add_(run_view(p, self.runs).detach() * self.weight_decay)
+
+    def _clip(self, grads: list[torch.Tensor]) -> None:
+        """Scale each run's backbone gradient to norm <= grad_clip (torch's clip_grad_norm_)."""
+        limit = self.settings.grad_clip
+        sq = torch.stack([g.float().square().sum(1) for g in grads]).sum(0)
+        norm = sq.sqrt()
+        coef = (limit / (norm + 1e-6)).clamp(max=1.0).view(-1, 1)
+        self.clipped += (norm > limit).float()
+        for g in grads:
+            g.mul_(coef)
+
+    def _noise(self) -> list[torch.Tensor]:
+        """Standard normal draws for every parameter block, run r's from run r's generator."""
+        total = sum(v.shape[1] for v in self.state)
+        flat = torch.empty(self.runs, total, device=self.device)
+        for r, gen in enumerate(self.noise_gens):
+            torch.randn(total, generator=gen, device=self.device, out=flat[r])
+        return list(torch.split(flat, [v.shape[1] for v in self.state], dim=1))
+
+    def _update(self, k: int, views, grads) -> None:
+        s, lr = self.settings, self.lr[k]
+        if self.method in ("sgd", "sgd_prior"):
+            sgd_(views, grads, self.state, lr, s.momentum, s.nesterov, first=k == 0)
+            return
+        noises = self._noise() if self.noisy[k] and self.any_temperature else None
+        if self.method == "sgld":
+            sgld_(views, grads, lr, self.noise_std[k], noises)
+        else:
+            sghmc_(views, grads, self.state, lr, s.momentum, self.noise_std[k], noises)
+
+    # ----------------------------------------------------------------------------- divergence
+
+    def freeze_diverged(self) -> None:
+        """Read the divergence flags (one host sync) and freeze every newly diverged run: its
+        weights, optimiser state and step sizes become 0, so it stays finite and inert."""
+        dead = (~self.alive).nonzero().flatten().tolist()
+        with torch.no_grad():
+            for r in dead:
+                for p, st in zip(self.params, self.state, strict=True):
+                    run_view(p, self.runs)[r].zero_()
+                    st[r].zero_()
+                self.lr[:, r] = 0.0
+                self.noise_std[:, r] = 0.0
+
+    def mark_nonfinite_params(self, steps: int) -> None:
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(run_view(p, self.runs)).all(1)
+                                  for p in self.params]).all(0)
+        self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
+        self.alive &= finite
+
+    # ----------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test probabilities (R, n, classes) of every run in eval mode, and the labels."""
+        was_training = self.net.training
+        self.net.eval()
+        size = max(1, self.settings.eval_batch_size // self.runs)
+        probs, labels = [], []
+        for x, y in self.test.eval_chunks(size):
+            batch = x.unsqueeze(0).expand(self.runs, *x.shape)
+            with self.autocast:
+                logits = self.net(batch)
+            probs.append(torch.softmax(logits.float(), dim=-1))
+            labels.append(y)
+        self.net.train(was_training)
+        return torch.cat(probs, dim=1), torch.cat(labels)
+
+    @torch.no_grad()
+    def collect_sample(self, steps_done: int) -> None:
+        """Add the current weights' test probabilities to the model average, each run with
+        BatchNorm statistics recomputed on its own training data (then restored)."""
+        buffers = [(b, b.clone()) for b in self.net.backbone.buffers()]
+        n_batches = min(self.settings.bn_refresh_batches,
+                        max(1, math.ceil(len(self.specs[0].train_indices)
+                                         / self.refresh.batch_size)))
+        with self.autocast:
+            refresh_batchnorm(self.net, (next(self.refresh)[0] for _ in range(n_batches)))
+        probs, _ = self.predict()
+        for b, saved in buffers:
+            b.copy_(saved)
+        finite = torch.isfinite(probs).flatten(1).all(1)
+        self.diverged_at = torch.where(self.alive & ~finite, steps_done, self.diverged_at)
+        self.alive &= finite
+        self.average.update(torch.where(finite.view(-1, 1, 1), probs, 0.0))
+
+    # ----------------------------------------------------------------------------- outcomes
+
+    def outcomes(self, wall: float) -> list[RunOutcome]:
+        steps = self.settings.steps
+        self.mark_nonfinite_params(steps)
+        probs, labels = self.predict()
+        finite = torch.isfinite(probs).flatten(1).all(1)
+        self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
+        self.alive &= finite
+        alive = self.alive.tolist()
+        diverged_at = self.diverged_at.tolist()
+        losses = self.last_loss.tolist()
+        labels = labels.cpu()
+        bma = self.average.mean().cpu() if self.average.count else None
+        diagnostics = self._diagnostics()
+        out = []
+        for r in range(self.runs):
+            if not alive[r]:
+                out.append(RunOutcome("diverged", None, None, self.average.count,
+                                      diverged_at[r], None, wall / self.runs, diagnostics[r]))
+                continue
+            out.append(RunOutcome(
+                "ok", classification_metrics(probs[r].cpu(), labels),
+                None if bma is None else classification_metrics(bma[r], labels),
+                self.average.count, steps, losses[r], wall / self.runs, diagnostics[r],
+            ))
+        return out
+
+    def _diagnostics(self) -> list[dict[str, float]]:
+        """Per run: fraction of steps whose backbone gradient was clipped, and the largest
+        step-size x curvature of the prior term (lr0 / (N min variance)); above 2 (SGD) or
+        2 (1 + momentum) (heavy ball) an explicit step is unstable along that direction."""
+        clipped = (self.clipped / self.settings.steps).tolist()
+        if self.prior is None:
+            curvature = [0.0] * self.runs
+        else:
+            lr0 = torch.tensor(self.lr0, device=self.device)
+            curvature = (lr0 * self.prior.max_curvature() / self.num_data).tolist()
+        return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r]}
+                for r in range(self.runs)]
+
+
+def train_pack(
+    model: Classifier,
+    pool: DeviceTask,
+    test: DeviceTask,
+    method: str,
+    settings,
+    specs: Sequence[RunSpec],
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+    progress: bool = False,
+    trained: Sequence[Classifier] | None = None,
+) -> list[RunOutcome]:
+    """Train the runs `specs` as one pack and evaluate each; returns one outcome per run.
+
+    `model` is the unpacked architecture; its backbone weights are every run's initial weights
+    unless a spec gives `init_state`. `pool` holds the training images on `device` (each run uses
+    its `train_indices`), `test` the test set. `precision="bf16"` runs forward and backward under
+    bfloat16 autocast (weights, prior term and optimiser state stay float32); `channels_last`
+    (default: on CUDA) lays activations out channels-last. `trained`, if given, holds one model
+    per run that receives the run's final weights and BatchNorm statistics. Subnormal floats are flushed to zero
+    during the run (tiny prior variances otherwise hit slow subnormal arithmetic on CPUs).
+    """
+    _check_pack(method, specs, model, precision)
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    start = time.perf_counter()
+    torch.set_flush_denormal(True)
+    try:
+        pack = Pack(model, pool, test, method, settings, specs, device, precision,
+                     channels_last)
+        steps = range(settings.steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=f"{method} x{len(specs)}", leave=False)
+        for k in steps:
+            pack.step(k)
+            if pack.collect[k]:
+                pack.collect_sample(k + 1)
+            if pack.collect[k] or (k + 1) % CHECK_EVERY == 0:
+                pack.freeze_diverged()
+        outcomes = pack.outcomes(time.perf_counter() - start)
+        for r, target in enumerate(trained or []):
+            extract_run(pack.net, r, target.to(device))
+        return outcomes
+    finally:
+        torch.set_flush_denormal(False)

@@ -1,0 +1,42 @@
+"""A study: a validated profile expanded into runs, executed in packs, stored one JSON per run.
+
+Data flows one way: profile -> plan (list of run configurations, `planning`) -> packs of runs that
+share a shape -> each pack trained on one device (`execution`, with the data of `datasets` and the
+priors of `priors`) -> `outputs/<profile>/runs/<hash>.json` (`paths`). A run never reads another
+run's result; a result file is named by the hash of its full configuration and written
+atomically, so an interrupted study resumes where it stopped and ends with the same numbers.
+"""
+
+from .errors import StudyError
+from .execution import (
+    execute_pack,
+    execute_run,
+    is_done,
+    load_results,
+    read_record,
+    resolve_pack_size,
+    run_experiment,
+    run_sweep,
+    write_json_atomic,
+)
+from .paths import default_outputs, output_dir, prior_paths, result_path
+from .planning import EXPERIMENTS, make_packs, needed_priors, pack_key, plan, prior_source_id
+from .priors import (
+    build_run_prior,
+    check_prior_files,
+    learn_priors,
+    load_prior_and_backbone,
+    prepare_priors,
+    prior_location,
+    source_task,
+)
+from .resources import resolve_device
+
+__all__ = [
+    "EXPERIMENTS", "StudyError", "build_run_prior", "check_prior_files", "default_outputs",
+    "execute_pack", "execute_run", "is_done", "learn_priors", "load_prior_and_backbone",
+    "load_results", "make_packs", "needed_priors", "output_dir", "pack_key", "plan",
+    "prepare_priors", "prior_location", "prior_paths", "prior_source_id", "read_record",
+    "resolve_device", "resolve_pack_size", "result_path", "run_experiment", "run_sweep",
+    "source_task", "write_json_atomic",
+]

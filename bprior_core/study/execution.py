@@ -1,0 +1,235 @@
+"""Executing a study: packs of runs trained on one device, results stored one JSON file per run.
+
+The unit of work is a pack (`planning.make_packs`). A back end (here a local process pool, or
+the calling process) trains packs and hands each run's record back to the driver, which writes
+it atomically; a result file is named by the hash of its run's configuration, so an interrupted
+study resumes where it stopped. Every pack runs with the same number of threads whatever the
+back end and however many runs are left, and a pack with any run missing is trained whole, so a
+resumed sweep ends with exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..atomic import atomic_write
+from ..config import load_profile
+from ..data import few_shot_indices
+from ..engine import RunOutcome, RunSpec, train_pack
+from ..models import build_model, num_prior_parameters
+from ..train import TrainSettings
+from .datasets import DataKey, downstream_data
+from .errors import StudyError
+from .paths import result_path
+from .planning import digest, make_packs, plan
+from .priors import build_run_prior, check_prior_files, load_prior_and_backbone, prior_location
+from .resources import auto_pack_size, resolve_device
+
+Execute = Callable[[list[dict], dict, Path | None], list[dict]]
+
+
+def resolve_pack_size(profile: dict, override: int | None = None) -> int:
+    """Runs per pack: `override` (the CLI's --pack), else the profile's `pack` (`auto` resolved
+    for the profile's device and model)."""
+    value = override if override is not None else profile["pack"]
+    if value != "auto":
+        return int(value)
+    device = resolve_device(profile["device"])
+    model = build_model(profile["model"], 2)
+    ranks = [r["config"]["prior"].get("rank", 0) for r in plan(profile)] or [0]
+    return auto_pack_size(device, profile["model"], num_prior_parameters(model.backbone),
+                          max(ranks), profile["train"]["batch_size"], profile["precision"])
+
+
+def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor, dim: int
+              ) -> tuple[RunSpec, torch.Tensor]:
+    cfg = run["config"]
+    indices = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
+    source = cfg["prior"]["source"]
+    learned, backbone_state = load_prior_and_backbone(prior_location(profile, source, root))
+    if learned.dim != dim:
+        raise StudyError(f"prior {source!r} has D={learned.dim} parameters but model "
+                         f"{cfg['model']!r} has {dim}")
+    spec = RunSpec(indices, cfg["seed"], build_run_prior(cfg["prior"], learned), backbone_state,
+                   lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"],
+                   temperature=cfg["train"]["temperature"])
+    return spec, indices
+
+
+def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, pack: int
+            ) -> dict:
+    cfg = run["config"]
+    return {
+        "id": run["id"],
+        "config": cfg,
+        "status": outcome.status,
+        "seed": cfg["seed"],
+        "metrics": {"final": outcome.final, "bma": outcome.bma},
+        "n_samples": outcome.n_samples,
+        "steps_done": outcome.steps_done,
+        "final_loss": outcome.final_loss,
+        "diagnostics": outcome.diagnostics,
+        "wall_time_s": outcome.wall_time_s,
+        "pack_size": pack,
+        "train_indices_digest": digest(indices.tolist()),
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "device": device,
+    }
+
+
+def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> list[dict]:
+    """Train one pack of runs (same `pack_key`) and return their result records (not written)."""
+    device = resolve_device(profile["device"])
+    pool, test = downstream_data(DataKey.of(profile), device)
+    cfg = runs[0]["config"]
+    model = build_model(cfg["model"], pool.num_classes)
+    labels, dim = pool.labels.cpu(), num_prior_parameters(model.backbone)
+    specs, subsets = zip(*(_run_spec(r, profile, root, labels, dim) for r in runs), strict=True)
+    try:
+        outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
+                              specs, device, profile["precision"])
+    except torch.OutOfMemoryError as exc:
+        raise StudyError(
+            f"a pack of {len(runs)} runs does not fit in {device} memory; set a smaller "
+            f"`pack:` in the profile or pass --pack {max(1, len(runs) // 2)}"
+        ) from exc
+    return [_record(r, o, s, device, len(runs))
+            for r, o, s in zip(runs, outcomes, subsets, strict=True)]
+
+
+def execute_run(run: dict, profile: dict, root: Path | None = None) -> dict:
+    """Execute one planned run alone (a pack of one) and return its result record."""
+    return execute_pack([run], profile, root)[0]
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    """Write JSON to a temporary file in the same folder, then rename it into place."""
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True))
+
+
+def read_record(path: Path) -> dict | None:
+    """A stored result record, or None if the file is missing, unreadable or not a record."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
+    """A run is done when its result file holds a record of the same configuration."""
+    record = read_record(result_path(profile, run, root))
+    return record is not None and record.get("config") == run["config"]
+
+
+def threads_per_worker(workers: int) -> int:
+    """Threads of each pack's process: the cores shared evenly between the workers."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_sweep(
+    profile: dict,
+    runs: list[dict],
+    root: Path | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    execute: Execute = execute_pack,
+    pack: int | None = None,
+) -> dict[str, int]:
+    """Execute the packs that hold a run not done yet; write each new record atomically.
+
+    Returns counts of planned / skipped (already done) / ran / diverged runs and the wall time.
+    `pack` overrides the profile's pack size; `workers` its number of worker processes (always 1
+    on an accelerator).
+    """
+    from tqdm.auto import tqdm
+
+    packs = make_packs(runs, resolve_pack_size(profile, pack))
+    done = {r["id"] for r in runs if is_done(profile, r, root)}
+    todo = [p for p in packs if any(r["id"] not in done for r in p)]
+    counts = {"planned": len(runs), "skipped": len(done), "ran": 0, "diverged": 0}
+    workers = workers or profile["workers"]
+    if resolve_device(profile["device"]) != "cpu":
+        workers = 1
+    threads = threads_per_worker(workers)
+    missing = sum(r["id"] not in done for p in todo for r in p)
+    bar = tqdm(total=missing, desc=f"{profile['name']} runs", unit="run", disable=not progress)
+
+    def store(records: Sequence[dict]) -> None:
+        for record in records:
+            if record["id"] in done:
+                continue
+            write_json_atomic(record, result_path(profile, record, root))
+            done.add(record["id"])
+            counts["ran"] += 1
+            counts["diverged"] += record["status"] == "diverged"
+            bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            with _threads(threads):
+                for members in todo:
+                    store(execute(members, profile, root))
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
+                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = [pool.submit(execute, members, profile, root) for members in todo]
+                for future in as_completed(futures):
+                    store(future.result())
+    finally:
+        bar.close()
+    counts["wall_time_s"] = round(time.perf_counter() - start, 1)
+    return counts
+
+
+def load_results(
+    profile: dict, root: Path | None = None, experiment: str | None = None
+) -> list[dict]:
+    """Stored result records of the profile's current plan (stale files are ignored)."""
+    records = []
+    for run in plan(profile):
+        if experiment and run["config"]["experiment"] != experiment:
+            continue
+        record = read_record(result_path(profile, run, root))
+        if record is not None and record.get("config") == run["config"]:
+            records.append(record)
+    return records
+
+
+def run_experiment(
+    profile_or_name: dict | str, experiment: str, root: Path | None = None, progress: bool = True
+) -> dict[str, int]:
+    """Plan and execute one experiment of a profile (what the notebooks call)."""
+    profile = (load_profile(profile_or_name) if isinstance(profile_or_name, str)
+               else profile_or_name)
+    check_prior_files(profile, [experiment])
+    return run_sweep(profile, plan(profile, [experiment]), root, progress=progress)

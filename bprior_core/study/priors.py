@@ -1,0 +1,153 @@
+"""The priors a study uses: learned here (SWAG on the source task) or read from published files,
+then truncated, rescaled or replaced by a baseline for each run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_torch_save
+from ..data import TensorTask, fashion_mnist_task
+from ..learn import PriorLearningSettings, learn_prior
+from ..models import build_model
+from ..prior import GaussianPrior, load_authors_model_state, rescale
+from .errors import StudyError
+from .paths import prior_paths
+from .resources import resolve_device
+from .planning import EXPERIMENTS, LEARN_SEED, needed_priors, prior_source_id
+
+
+def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
+    """For `priors.source: files`, fail before anything runs if a needed file is missing."""
+    if profile["priors"]["source"] != "files":
+        return
+    problems = []
+    for name in needed_priors(profile, experiments):
+        prefix = profile["priors"]["files"][name]
+        if not prefix:
+            problems.append(f"priors.files.{name} is not set")
+            continue
+        missing = [f"{prefix}_{s}.pt" for s in ("mean", "variance", "covmat", "model")
+                   if not Path(f"{prefix}_{s}.pt").exists()]
+        if missing:
+            problems.append(f"priors.files.{name}: missing {', '.join(missing)}")
+    if problems:
+        raise StudyError(
+            "prior files are missing (the authors' four-file format <prefix>_mean.pt, "
+            "_variance.pt, _covmat.pt, _model.pt is expected): " + "; ".join(problems)
+        )
+
+
+def source_task(profile: dict) -> TensorTask:
+    """The source task for prior learning (optionally a subset of it)."""
+    task = fashion_mnist_task("source", "train", profile["data"]["root"])
+    n = profile["priors"]["learning"]["source_train_size"]
+    if 0 < n < len(task):
+        gen = torch.Generator().manual_seed(0)
+        task = task.subset(torch.randperm(len(task), generator=gen)[:n])
+    return task
+
+
+def learn_priors(
+    profile: dict, names: Iterable[str], root: Path | None = None, device="cpu", progress=True
+) -> dict[str, Path]:
+    """Learn (or reuse, if already stored with the same settings) the named priors."""
+    objective = {"ssl": "simclr", "supervised": "supervised"}
+    learning = dict(profile["priors"]["learning"])
+    learning.pop("source_train_size")
+    settings = PriorLearningSettings(**learning)
+    paths = {}
+    for name in names:
+        prior_file, backbone_file = prior_paths(profile, name, root)
+        wanted = prior_source_id(profile, name)
+        if prior_file.exists() and backbone_file.exists():
+            stored = GaussianPrior.load(prior_file)
+            if stored.meta.get("source_id") == wanted:
+                paths[name] = prior_file
+                continue
+        torch.manual_seed(LEARN_SEED)  # the backbone's initial weights
+        model = build_model(profile["model"], num_classes=5)
+        prior, state = learn_prior(
+            model, source_task(profile), objective[name], settings, seed=LEARN_SEED,
+            device=device, progress=progress,
+        )
+        prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
+                              meta={**prior.meta, "source_id": wanted})
+        prior_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(state, backbone_file)
+        prior.save(prior_file)
+        paths[name] = prior_file
+    return paths
+
+
+@dataclass(frozen=True)
+class PriorLocation:
+    """Where a prior is read from (a hashable cache key): a learned prior's file and its backbone
+    weights, or the prefix of the authors' four files with the variance floor to apply."""
+
+    name: str
+    files_prefix: str | None = None
+    variance_floor: float | None = None
+    prior_file: Path | None = None
+    backbone_file: Path | None = None
+
+
+def prior_location(profile: dict, name: str, root: Path | None = None) -> PriorLocation:
+    """Where the profile's prior `name` lives."""
+    if profile["priors"]["source"] == "files":
+        return PriorLocation(name, profile["priors"]["files"][name],
+                             profile["priors"]["variance_floor"])
+    prior_file, backbone_file = prior_paths(profile, name, root)
+    return PriorLocation(name, prior_file=prior_file, backbone_file=backbone_file)
+
+
+@lru_cache(maxsize=4)
+def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[str, torch.Tensor]]:
+    """The stored prior and its backbone weights (cached per process)."""
+    if where.files_prefix is not None:
+        prior = GaussianPrior.from_authors_files(where.files_prefix,
+                                                 variance_floor=where.variance_floor)
+        return prior, load_authors_model_state(where.files_prefix)
+    if not where.prior_file.exists():
+        raise StudyError(f"prior {where.name!r} has not been learned yet ({where.prior_file} "
+                         "missing); run the 01_learn_prior step (`bprior report` does it first)")
+    state = torch.load(where.backbone_file, map_location="cpu", weights_only=True)
+    return GaussianPrior.load(where.prior_file), state
+
+
+def prepare_priors(
+    profile: dict, root: Path | None = None, progress: bool = True,
+    experiments: Iterable[str] = EXPERIMENTS,
+) -> dict[str, GaussianPrior]:
+    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use."""
+    names = needed_priors(profile, experiments)
+    check_prior_files(profile, experiments)
+    if profile["priors"]["source"] == "learn":
+        learn_priors(profile, names, root, resolve_device(profile["device"]), progress)
+    return {n: load_prior_and_backbone(prior_location(profile, n, root))[0] for n in names}
+
+
+def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
+    """The prior a run uses: the learned one truncated and rescaled, or a baseline.
+
+    Baselines: `zero` is N(0, v I) with a given v, or (v unset) with v the average variance of the
+    rescaled learned prior; `isotropic` is N(pretrained weights, v I) with that same average
+    variance. So zero -> isotropic changes only the mean, isotropic -> learned only the shape of
+    the covariance."""
+    kind = spec["kind"]
+    if kind == "none":
+        return None
+    if kind == "zero" and spec["variance"] is not None:
+        return GaussianPrior.isotropic(torch.zeros_like(learned.mean), spec["variance"])
+    scaled = rescale(learned.truncated(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])
+    if kind == "learned":
+        return scaled
+    if kind == "zero":
+        return scaled.trace_matched_isotropic(torch.zeros_like(learned.mean))
+    if kind == "isotropic":
+        return scaled.trace_matched_isotropic(learned.mean)
+    raise ValueError(f"unknown prior kind {kind!r}")
