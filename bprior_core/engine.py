@@ -105,7 +105,14 @@ def _check_pack(method: str, specs: Sequence[RunSpec], model: Classifier, precis
 
 
 class Pack:
-    """The state of one packed training run: model, optimiser state, streams, accumulators.
+    """The state of one packed training run: weights, optimiser state, streams, accumulators.
+
+    The runs' weights live in one matrix `weights` (R, D + head): row r is run r's backbone in the
+    prior's flat order followed by its head. The optimiser, the prior term, weight decay,
+    clipping and the divergence checks work on that matrix, a few operations per step whatever
+    the number of layers; the packed network holds a working copy of it (refreshed from the
+    matrix before each forward pass, as a mixed-precision trainer refreshes its working weights
+    from master weights) and its gradients are gathered into `grads`.
 
     `train_pack` drives it: `step(k)` for every step, `collect_sample` at sample points,
     `freeze_diverged` every few steps, `outcomes` at the end.
@@ -118,14 +125,20 @@ class Pack:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device).train()
-        self.backbone = self.net.backbone_parameters()
-        self.head = self.net.head_parameters()
-        self.params = self.backbone + self.head
+        params = self.net.backbone_parameters() + self.net.head_parameters()
+        self.net_views = [run_view(p, self.runs) for p in params]
+        widths = [v.shape[1] for v in self.net_views]
+        self.dim = sum(widths[: len(self.net.backbone_parameters())])  # D, the prior's part
+        self.weights = torch.cat([v.detach() for v in self.net_views], dim=1)
+        self.weight_views = list(torch.split(self.weights, widths, dim=1))
+        self.grads = torch.zeros_like(self.weights)
+        self.grad_views = list(torch.split(self.grads, widths, dim=1))
+        self.state = torch.zeros_like(self.weights)
+        self._stale = False
         # weight decay on the head only where a prior covers the backbone; on everything for sgd
-        self.decay_from = 0 if method == "sgd" else len(self.backbone)
-        numels = [p.numel() // self.runs for p in self.backbone]
+        self.decay_from = 0 if method == "sgd" else self.dim
         self.prior = (None if method == "sgd" else
-                      PackedPrior([s.prior for s in specs], numels, device))
+                      PackedPrior([s.prior for s in specs], device))
         self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
         self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
         self.schedule = make_schedule(method, settings)
@@ -135,7 +148,6 @@ class Pack:
         self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
                                    [torch.Generator().manual_seed(s.seed + 2) for s in specs])
         self.noise_gens = [torch.Generator(device=device).manual_seed(s.seed + 1) for s in specs]
-        self.state = [torch.zeros_like(run_view(p, self.runs)) for p in self.params]
         self.alive = torch.ones(self.runs, dtype=torch.bool, device=device)
         self.diverged_at = torch.full((self.runs,), -1, dtype=torch.long, device=device)
         self.last_loss = torch.zeros(self.runs, dtype=torch.float64, device=device)
@@ -175,9 +187,17 @@ class Pack:
 
     # ----------------------------------------------------------------------------- one step
 
+    @torch.no_grad()
+    def sync_net(self) -> None:
+        """Copy the weight matrix into the network's working weights if it changed."""
+        if self._stale:
+            torch._foreach_copy_(self.net_views, self.weight_views)
+            self._stale = False
+
     def step(self, k: int) -> None:
         x, y = next(self.train)
-        for p in self.params:
+        self.sync_net()
+        for p in self.net.parameters():
             p.grad = None
         with self.autocast:
             logits = self.net(x)
@@ -185,72 +205,69 @@ class Pack:
         ce = F.cross_entropy(logits.float().reshape(runs * batch, classes), y.reshape(-1),
                              reduction="none").view(runs, batch).mean(1)
         ce.sum().backward()
-        loss = ce.double()
+        with torch.no_grad():
+            grads = [run_view(p.grad, runs) for p in self.net.backbone_parameters()
+                     + self.net.head_parameters()]
+            torch._foreach_copy_(self.grad_views, grads)
+        loss = ce.detach().double()
         if self.prior is not None:
-            log_p = self.prior.add_neg_log_prob_grad_(self.backbone, 1.0 / self.num_data)
+            log_p = self.prior.add_neg_log_prob_grad_(
+                self.weights[:, : self.dim], self.grads[:, : self.dim], 1.0 / self.num_data)
             loss = loss - log_p / self.num_data
         ok = torch.isfinite(loss)
         self.diverged_at = torch.where(self.alive & ~ok, k, self.diverged_at)
         self.alive &= ok
         self.last_loss = torch.where(ok, loss, self.last_loss)
-        grads = [run_view(p.grad, runs) for p in self.params]
-        views = [run_view(p, runs) for p in self.params]
-        self._decay(grads)
+        self.grads[:, self.decay_from:].addcmul_(self.weights[:, self.decay_from:],
+                                                 self.weight_decay)
         if self.settings.grad_clip is not None:
-            self._clip(grads[: len(self.backbone)])
-        self._update(k, views, grads)
+            self._clip(self.grads[:, : self.dim])
+        self._update(k)
+        self._stale = True
 
-    def _decay(self, grads: list[torch.Tensor]) -> None:
-        for p, g in zip(self.params[self.decay_from:], grads[self.decay_from:], strict=True):
-            g.add_(run_view(p, self.runs).detach() * self.weight_decay)
-
-    def _clip(self, grads: list[torch.Tensor]) -> None:
+    def _clip(self, grads: torch.Tensor) -> None:
         """Scale each run's backbone gradient to norm <= grad_clip (torch's clip_grad_norm_)."""
         limit = self.settings.grad_clip
-        sq = torch.stack([g.float().square().sum(1) for g in grads]).sum(0)
-        norm = sq.sqrt()
-        coef = (limit / (norm + 1e-6)).clamp(max=1.0).view(-1, 1)
+        norm = torch.linalg.vector_norm(grads, dim=1)
         self.clipped += (norm > limit).float()
-        for g in grads:
-            g.mul_(coef)
+        grads.mul_((limit / (norm + 1e-6)).clamp(max=1.0).view(-1, 1))
 
-    def _noise(self) -> list[torch.Tensor]:
-        """Standard normal draws for every parameter block, run r's from run r's generator."""
-        total = sum(v.shape[1] for v in self.state)
-        flat = torch.empty(self.runs, total, device=self.device)
+    def _noise(self) -> torch.Tensor:
+        """Standard normal draws for every weight, row r from run r's generator."""
+        noise = torch.empty_like(self.weights)
         for r, gen in enumerate(self.noise_gens):
-            torch.randn(total, generator=gen, device=self.device, out=flat[r])
-        return list(torch.split(flat, [v.shape[1] for v in self.state], dim=1))
+            torch.randn(noise.shape[1], generator=gen, device=self.device, out=noise[r])
+        return noise
 
-    def _update(self, k: int, views, grads) -> None:
+    @torch.no_grad()
+    def _update(self, k: int) -> None:
         s, lr = self.settings, self.lr[k]
+        w, g, state = [self.weights], [self.grads], [self.state]
         if self.method in ("sgd", "sgd_prior"):
-            sgd_(views, grads, self.state, lr, s.momentum, s.nesterov, first=k == 0)
+            sgd_(w, g, state, lr, s.momentum, s.nesterov, first=k == 0)
             return
-        noises = self._noise() if self.noisy[k] and self.any_temperature else None
+        noises = [self._noise()] if self.noisy[k] and self.any_temperature else None
         if self.method == "sgld":
-            sgld_(views, grads, lr, self.noise_std[k], noises)
+            sgld_(w, g, lr, self.noise_std[k], noises)
         else:
-            sghmc_(views, grads, self.state, lr, s.momentum, self.noise_std[k], noises)
+            sghmc_(w, g, state, lr, s.momentum, self.noise_std[k], noises)
 
     # ----------------------------------------------------------------------------- divergence
 
     def freeze_diverged(self) -> None:
-        """Read the divergence flags (one host sync) and freeze every newly diverged run: its
+        """Read the divergence flags (one host sync) and freeze every diverged run: its
         weights, optimiser state and step sizes become 0, so it stays finite and inert."""
         dead = (~self.alive).nonzero().flatten().tolist()
         with torch.no_grad():
             for r in dead:
-                for p, st in zip(self.params, self.state, strict=True):
-                    run_view(p, self.runs)[r].zero_()
-                    st[r].zero_()
+                self.weights[r].zero_()
+                self.state[r].zero_()
                 self.lr[:, r] = 0.0
                 self.noise_std[:, r] = 0.0
+        self._stale = self._stale or bool(dead)
 
-    def mark_nonfinite_params(self, steps: int) -> None:
-        with torch.no_grad():
-            finite = torch.stack([torch.isfinite(run_view(p, self.runs)).all(1)
-                                  for p in self.params]).all(0)
+    def mark_nonfinite_weights(self, steps: int) -> None:
+        finite = torch.isfinite(self.weights).all(1)
         self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
         self.alive &= finite
 
@@ -259,6 +276,7 @@ class Pack:
     @torch.no_grad()
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Test probabilities (R, n, classes) of every run in eval mode, and the labels."""
+        self.sync_net()
         was_training = self.net.training
         self.net.eval()
         size = max(1, self.settings.eval_batch_size // self.runs)
@@ -276,6 +294,7 @@ class Pack:
     def collect_sample(self, steps_done: int) -> None:
         """Add the current weights' test probabilities to the model average, each run with
         BatchNorm statistics recomputed on its own training data (then restored)."""
+        self.sync_net()
         buffers = [(b, b.clone()) for b in self.net.backbone.buffers()]
         n_batches = min(self.settings.bn_refresh_batches,
                         max(1, math.ceil(len(self.specs[0].train_indices)
@@ -294,7 +313,7 @@ class Pack:
 
     def outcomes(self, wall: float) -> list[RunOutcome]:
         steps = self.settings.steps
-        self.mark_nonfinite_params(steps)
+        self.mark_nonfinite_weights(steps)
         probs, labels = self.predict()
         finite = torch.isfinite(probs).flatten(1).all(1)
         self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
@@ -376,6 +395,7 @@ def train_pack(
             if pack.collect[k] or (k + 1) % CHECK_EVERY == 0:
                 pack.freeze_diverged()
         outcomes = pack.outcomes(time.perf_counter() - start)
+        pack.sync_net()
         for r, target in enumerate(trained or []):
             extract_run(pack.net, r, target.to(device))
         return outcomes

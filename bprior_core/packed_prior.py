@@ -1,22 +1,21 @@
-"""R Gaussian priors evaluated block by block over packed parameters, never concatenating them.
+"""R Gaussian priors evaluated together on the runs' parameter matrix (R, D), with a direct gradient.
 
-Run r's prior is N(mu_r, Sigma_r), Sigma_r = diag(d_r) + F_r^T F_r (F_r is K_r x D). The flat
-parameter vector theta_r is the concatenation of the parameter blocks (tensors) b, and every term
-is a sum over blocks:
+Run r's prior is N(mu_r, Sigma_r), Sigma_r = diag(d_r) + F_r^T F_r (F_r is K x D). With
+theta_r row r of the parameter matrix (the engine's master weights, one row per run; the prior
+reads that matrix in place and copies nothing):
 
-    r_b  = theta_b - mu_b,   rd_b = r_b / d_b,
-    quad = sum_b r_b . rd_b - |w|^2,    u = sum_b F_b rd_b,    w = L^{-1} u,
-    log p = -(D log 2 pi + log det Sigma + quad) / 2,
+    r = theta - mu,   rd = r / d,   u = F rd,   w = L^{-1} u,   a = L^{-T} w = C^{-1} u,
+    quad = r . rd - |w|^2,   log p = -(D log 2 pi + log det Sigma + quad) / 2,
+    -grad_theta log p = Sigma^{-1} r = rd - (F^T a) / d,
 
 with L L^T = C = I + F diag(1/d) F^T (K x K, float64; Woodbury and the matrix determinant lemma,
 as in :class:`~bprior_core.prior.GaussianPrior`). The gradient is computed directly, not by
-autograd: with a = C^{-1} u = L^{-T} w,
-
-    -grad_theta log p = Sigma^{-1} r = rd - D^{-1} F^T a,   block by block: rd_b - (a . F_b) / d_b.
-
-Runs of a pack may have different ranks: factors are padded with zero rows, which leave C, the
-determinant and the gradient unchanged. Tensors that every run shares (the learned prior's mean,
-typically) are stored once and broadcast.
+autograd, in a handful of (R, D) operations whatever the number of parameter tensors. Runs may
+have different ranks: factors are padded with zero rows, which leave C, the determinant and the
+gradient unchanged. Tensors that runs share are stored once: a mean or variance common to every
+run is broadcast, and consecutive runs with the same factor (the same prior object, as a study
+passes for the seeds of one arm) form a group whose factor is read once per step for the whole
+group, (R_g, D) x (D, K) instead of R_g matrix-vector products.
 """
 
 from __future__ import annotations
@@ -29,108 +28,93 @@ import torch
 from .prior import GaussianPrior
 
 
-def _blocks(t: torch.Tensor, numels: Sequence[int]) -> list[torch.Tensor]:
-    return list(torch.split(t, list(numels), dim=-1))
-
-
-def _stacked_blocks(tensors: Sequence[torch.Tensor], numels: Sequence[int], device) -> list:
-    """Per block, the runs' slices stacked to (R, ...); one shared tensor is broadcast instead."""
+def _stack(tensors: Sequence[torch.Tensor], device) -> torch.Tensor:
+    """(R, ...) of the runs' tensors; one tensor shared by every run becomes (1, ...)."""
     if all(t is tensors[0] for t in tensors):
-        shared = tensors[0].to(device)
-        return [b.unsqueeze(0).expand(len(tensors), *b.shape) for b in _blocks(shared, numels)]
-    per_run = [_blocks(t.to(device), numels) for t in tensors]
-    return [torch.stack(parts) for parts in zip(*per_run, strict=True)]
+        return tensors[0].to(device).unsqueeze(0)
+    return torch.stack([t.to(device) for t in tensors])
 
 
 class PackedPrior:
-    """The priors of R runs, laid out in the blocks of a packed model's parameters."""
+    """The priors of R runs over the same D parameters."""
 
-    def __init__(self, priors: Sequence[GaussianPrior], numels: Sequence[int], device) -> None:
+    def __init__(self, priors: Sequence[GaussianPrior], device) -> None:
         if not priors:
             raise ValueError("a packed prior needs at least one prior")
-        dim = sum(numels)
-        for i, p in enumerate(priors):
-            if p.dim != dim:
-                raise ValueError(f"prior {i} has D={p.dim} parameters but the model has {dim}")
-        self.runs, self.dim, self.numels = len(priors), dim, list(numels)
-        rank = max(p.rank for p in priors)
-        self.rank = rank
-        self.mean = _stacked_blocks([p.mean for p in priors], numels, device)
-        self.variance = _stacked_blocks([p.variance for p in priors], numels, device)
-        factors = [p.cov_factor for p in priors]
-        if rank and not all(f is factors[0] for f in factors):
-            factors = [torch.cat([f, f.new_zeros(rank - f.shape[0], dim)]) for f in factors]
-        self.factor = _stacked_blocks(factors, numels, device) if rank else []
-        chol = torch.eye(rank, dtype=torch.float64).repeat(self.runs, 1, 1)
+        dims = {p.dim for p in priors}
+        if len(dims) != 1:
+            raise ValueError(f"the priors of a pack must share D; got {sorted(dims)}")
+        self.runs, self.dim = len(priors), dims.pop()
+        self.rank = max(p.rank for p in priors)
+        self.mean = _stack([p.mean for p in priors], device)
+        self.variance = _stack([p.variance for p in priors], device)
+        self.groups = self._factor_groups(priors, device)
+        chol = torch.eye(self.rank, dtype=torch.float64).repeat(self.runs, 1, 1)
         logdet = torch.zeros(self.runs, dtype=torch.float64)
         for i, p in enumerate(priors):
             c, ld = p._capacitance()
             chol[i, : p.rank, : p.rank] = c.cpu()
             logdet[i] = ld.cpu()
         self.chol, self.logdet = chol.to(device), logdet.to(device)
-        self._const = dim * math.log(2.0 * math.pi)
+        self._const = self.dim * math.log(2.0 * math.pi)
 
-    def _residuals(self, params: Sequence[torch.Tensor]) -> tuple[list, list, torch.Tensor, torch.Tensor]:
-        """Per block r_b and rd_b; the diagonal quadratic term and u, both float64 (R,), (R, K)."""
-        runs = self.runs
-        quad = torch.zeros(runs, dtype=torch.float64, device=self.chol.device)
-        u = torch.zeros(runs, self.rank, dtype=torch.float64, device=self.chol.device)
-        res, res_d = [], []
-        for b, p in enumerate(params):
-            r = p.detach().view(runs, -1) - self.mean[b]
-            rd = r / self.variance[b]
-            quad += (r * rd).sum(1, dtype=torch.float64)
-            if self.rank:
-                u += torch.einsum("rn,rkn->rk", rd, self.factor[b]).double()
-            res.append(r)
-            res_d.append(rd)
-        return res, res_d, quad, u
+    @staticmethod
+    def _factor_groups(priors: Sequence[GaussianPrior], device) -> list[tuple[slice, torch.Tensor]]:
+        """(rows, F diag(1/d)) for each run of consecutive identical priors of rank > 0.
 
-    def _solve(self, u: torch.Tensor) -> torch.Tensor:
-        """w = L^{-1} u per run, (R, K) float64."""
-        return torch.linalg.solve_triangular(self.chol, u.unsqueeze(-1), upper=False).squeeze(-1)
+        F / d serves both directions: u = F (r / d) = (F / d) r and D^{-1} F^T a = (F / d)^T a.
+        """
+        groups: list[tuple[slice, torch.Tensor]] = []
+        start = 0
+        for i in range(1, len(priors) + 1):
+            if i == len(priors) or priors[i] is not priors[start]:
+                p = priors[start]
+                if p.rank:
+                    scaled = (p.cov_factor / p.variance).to(device)
+                    groups.append((slice(start, i), scaled))
+                start = i
+        return groups
 
-    def _log_prob(self, quad: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (self._const + self.logdet + quad)
+    def _terms(self, theta: torch.Tensor):
+        """rd = (theta - mu) / d, the quadratic form (float64, R) and w (float64, R x K)."""
+        r = theta - self.mean
+        rd = r / self.variance
+        quad = torch.linalg.vecdot(r, rd).double()
+        w = None
+        if self.rank:
+            u = rd.new_zeros(self.runs, self.rank)
+            for rows, scaled in self.groups:
+                u[rows, : scaled.shape[0]] = r[rows] @ scaled.T
+            w = torch.linalg.solve_triangular(self.chol, u.double().unsqueeze(-1), upper=False)
+            quad = quad - w.square().sum((-2, -1))
+        return rd, quad, w
 
     @torch.no_grad()
-    def log_prob(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        """log p_r(theta_r) for every run, float64 (R,)."""
-        _, _, quad, u = self._residuals(params)
-        if self.rank:
-            quad = quad - self._solve(u).square().sum(-1)
-        return self._log_prob(quad)
+    def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
+        """log p_r(theta_r) for every run, float64 (R,); theta is (R, D)."""
+        return -0.5 * (self._const + self.logdet + self._terms(theta)[1])
 
     @torch.no_grad()
     def add_neg_log_prob_grad_(
-        self, params: Sequence[torch.Tensor], weight: torch.Tensor
+        self, theta: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
-        """Add weight_r * (-grad log p_r) to each parameter's .grad; return log p_r, float64 (R,).
+        """grad_r += weight_r * (-grad log p_r(theta_r)); return log p_r, float64 (R,).
 
-        `weight` has one entry per run (typically 1 / N_r: the loss is mean NLL - log p / N).
+        `theta` and `grad` are (R, D) (views of the engine's matrices are fine); `weight` has one
+        entry per run (typically 1 / N_r: the loss is mean NLL - log p / N).
         """
-        _, res_d, quad, u = self._residuals(params)
-        a = None
-        if self.rank:
-            w = self._solve(u)
-            quad = quad - w.square().sum(-1)
-            a = torch.linalg.solve_triangular(
-                self.chol.transpose(-1, -2), w.unsqueeze(-1), upper=True
-            ).squeeze(-1)
-        weight = weight.view(self.runs, 1)
-        for b, p in enumerate(params):
-            g = res_d[b]
-            if a is not None:
-                g = g - torch.einsum("rk,rkn->rn", a.to(g.dtype), self.factor[b]) / self.variance[b]
-            g = g * weight
-            if p.grad is None:
-                p.grad = g.view_as(p).clone()
-            else:
-                p.grad.view(self.runs, -1).add_(g)
-        return self._log_prob(quad)
+        rd, quad, w = self._terms(theta)
+        g = rd
+        if w is not None:
+            a = torch.linalg.solve_triangular(self.chol.transpose(-1, -2), w, upper=True)
+            a = a.squeeze(-1).to(rd.dtype)
+            g = rd.clone()
+            for rows, scaled in self.groups:
+                g[rows] -= a[rows, : scaled.shape[0]] @ scaled
+        grad.addcmul_(g, weight.view(-1, 1))
+        return -0.5 * (self._const + self.logdet + quad)
 
     def max_curvature(self) -> torch.Tensor:
         """Largest 1 / d of each run's prior (R,): an upper bound on the largest eigenvalue of
         Sigma^{-1} (the low-rank part only widens the prior), reached closely in high D."""
-        inv = [(1.0 / v).amax(dim=1) for v in self.variance]
-        return torch.stack(inv).amax(dim=0)
+        return (1.0 / self.variance).amax(dim=1).expand(self.runs)

@@ -51,8 +51,10 @@ def resolve_pack_size(profile: dict, override: int | None = None) -> int:
                           max(ranks), profile["train"]["batch_size"], profile["precision"])
 
 
-def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor, dim: int
-              ) -> tuple[RunSpec, torch.Tensor]:
+def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor, dim: int,
+              priors: dict) -> tuple[RunSpec, torch.Tensor]:
+    """A run's spec; runs with the same prior spec get the same prior object (`priors` memo),
+    which lets the packed prior read a shared factor once."""
     cfg = run["config"]
     indices = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
     source = cfg["prior"]["source"]
@@ -60,7 +62,10 @@ def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
     if learned.dim != dim:
         raise StudyError(f"prior {source!r} has D={learned.dim} parameters but model "
                          f"{cfg['model']!r} has {dim}")
-    spec = RunSpec(indices, cfg["seed"], build_run_prior(cfg["prior"], learned), backbone_state,
+    key = json.dumps(cfg["prior"], sort_keys=True)
+    if key not in priors:
+        priors[key] = build_run_prior(cfg["prior"], learned)
+    spec = RunSpec(indices, cfg["seed"], priors[key], backbone_state,
                    lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"],
                    temperature=cfg["train"]["temperature"])
     return spec, indices
@@ -95,7 +100,9 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
     cfg = runs[0]["config"]
     model = build_model(cfg["model"], pool.num_classes)
     labels, dim = pool.labels.cpu(), num_prior_parameters(model.backbone)
-    specs, subsets = zip(*(_run_spec(r, profile, root, labels, dim) for r in runs), strict=True)
+    priors: dict = {}
+    specs, subsets = zip(*(_run_spec(r, profile, root, labels, dim, priors) for r in runs),
+                         strict=True)
     try:
         outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
                               specs, device, profile["precision"])
