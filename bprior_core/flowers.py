@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -83,7 +84,7 @@ def cached_split(split: str, root: str | os.PathLike, download: bool = False
             if (int(cache["version"]) == CACHE_VERSION
                     and len(cache["labels"]) == len(dataset._labels)):
                 return cache
-        except (RuntimeError, KeyError, EOFError):
+        except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError):
             pass  # unreadable or stale: rebuilt below
     cache = _build_cache(dataset, train)
     path.parent.mkdir(parents=True, exist_ok=True)

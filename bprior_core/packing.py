@@ -76,7 +76,7 @@ class PackedClassifier(nn.Module):
         out_features, in_features = model.head.weight.shape
         self.head_weight = nn.Parameter(torch.zeros(runs, out_features, in_features))
         self.head_bias = nn.Parameter(torch.zeros(runs, out_features))
-        self.to(model.head.weight.device)
+        self.to(model.head.weight.device, model.head.weight.dtype)
 
     @property
     def num_classes(self) -> int:

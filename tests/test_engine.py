@@ -1,0 +1,218 @@
+"""Tests for the packed engine: packed prior, packed vs one-by-one runs, gradients, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bprior_core import data
+from bprior_core.device_data import BatchStream, DeviceTask
+from bprior_core.engine import METHODS, Pack, RunSpec, train_pack
+from bprior_core.models import build_model, flat_parameters
+from bprior_core.packed_prior import PackedPrior
+from bprior_core.packing import PackedClassifier, extract_run, load_run
+from bprior_core.prior import GaussianPrior, rescale
+from bprior_core.train import TrainSettings
+
+SETTINGS = TrainSettings(steps=8, batch_size=8, lr=0.01, temperature=1e-3, cycles=2,
+                         explore_fraction=0.25, samples_per_cycle=1, bn_refresh_batches=1,
+                         eval_batch_size=64)
+CPU = torch.device("cpu")
+
+
+def fresh_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("small_resnet", 5)
+
+
+def random_prior(dim: int, rank: int, seed: int, dtype=torch.float64) -> GaussianPrior:
+    gen = torch.Generator().manual_seed(seed)
+    return GaussianPrior(torch.randn(dim, generator=gen, dtype=dtype),
+                         torch.rand(dim, generator=gen, dtype=dtype) + 0.2,
+                         torch.randn(rank, dim, generator=gen, dtype=dtype) * 0.5)
+
+
+@pytest.fixture(scope="module")
+def pool(downstream_train) -> DeviceTask:
+    return DeviceTask.from_task(downstream_train, "cpu")
+
+
+@pytest.fixture(scope="module")
+def test_set(downstream_test) -> DeviceTask:
+    return DeviceTask.from_task(downstream_test.subset(torch.arange(64)), "cpu")
+
+
+@pytest.fixture(scope="module")
+def learned_prior() -> GaussianPrior:
+    """A well-conditioned rank-3 prior around the initial backbone (variances 1e-3 .. 2e-3)."""
+    w = flat_parameters(fresh_model(0).backbone).detach()
+    gen = torch.Generator().manual_seed(7)
+    return GaussianPrior(w, 1e-3 + 1e-3 * torch.rand(w.shape, generator=gen),
+                         0.02 * torch.randn(3, w.numel(), generator=gen))
+
+
+def subset(pool: DeviceTask, n: int, seed: int) -> torch.Tensor:
+    return data.few_shot_indices(pool.labels, n, "balanced", seed)
+
+
+# ----------------------------------------------------------------------------- packed prior
+
+
+def test_packed_prior_matches_gaussian_prior_value_and_gradient() -> None:
+    """Runs with different ranks (0 included), a shared prior object and distinct ones."""
+    dim = 40
+    shared = random_prior(dim, 3, 0)
+    priors = [shared, shared, random_prior(dim, 0, 1), random_prior(dim, 5, 2)]
+    packed = PackedPrior(priors, "cpu")
+    gen = torch.Generator().manual_seed(3)
+    theta = torch.randn(len(priors), dim, generator=gen, dtype=torch.float64)
+    grad = torch.zeros_like(theta)
+    weight = torch.tensor([1.0, 0.5, 2.0, 0.1], dtype=torch.float64)
+    values = packed.add_neg_log_prob_grad_(theta, grad, weight)
+    for r, prior in enumerate(priors):
+        t = theta[r].clone().requires_grad_(True)
+        expected = prior.log_prob(t)
+        (-expected).backward()
+        assert math.isclose(float(values[r]), float(expected.detach()), rel_tol=1e-10)
+        assert torch.allclose(grad[r], weight[r] * t.grad, rtol=1e-9, atol=1e-12)
+        dense = torch.distributions.MultivariateNormal(
+            prior.mean, torch.diag(prior.variance) + prior.cov_factor.T @ prior.cov_factor)
+        assert math.isclose(float(packed.log_prob(theta)[r]), float(dense.log_prob(theta[r])),
+                            rel_tol=1e-9)
+
+
+def test_packed_prior_broadcasts_a_shared_mean() -> None:
+    shared = random_prior(10, 2, 0)
+    packed = PackedPrior([shared] * 3, "cpu")
+    assert packed.mean.shape == (1, 10) and packed.variance.shape == (1, 10)
+    assert len(packed.groups) == 1 and packed.groups[0][0] == slice(0, 3)
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def test_packed_network_equals_separate_networks(pool) -> None:
+    """Forward pass of a pack of 3 differently initialised models = each model alone."""
+    models = [fresh_model(s) for s in range(3)]
+    packed = PackedClassifier(models[0], 3)
+    for r, m in enumerate(models):
+        load_run(packed, r, m)
+    x = pool.images[:12].view(3, 4, 1, 28, 28)
+    out = packed(x)
+    for r, m in enumerate(models):
+        assert torch.allclose(out[r], m(x[r]), atol=1e-5)
+    back = extract_run(packed, 1, fresh_model(9))
+    for a, b in zip(back.state_dict().values(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def _specs(pool, learned_prior, method: str, n: int = 10) -> list[RunSpec]:
+    priors = [rescale(learned_prior, 10.0), learned_prior,
+              GaussianPrior.isotropic(learned_prior.mean, 1e-2), learned_prior.truncated(1)]
+    return [RunSpec(subset(pool, n, seed), seed, None if method == "sgd" else priors[seed],
+                    lr=0.01 * (1 + seed), weight_decay=[1e-4, 0.0, 1e-3, 1e-2][seed],
+                    temperature=[0.0, 1e-3, 1e-2, 1.0][seed])
+            for seed in range(4)]
+
+
+def _pack_and_singles(pool, test_set, prior, method, settings, dtype):
+    specs = _specs(pool, prior.to(dtype=dtype), method)
+    model = fresh_model(0).to(dtype)
+    packed = Pack(model, pool, test_set, method, settings, specs, CPU, "fp32", False)
+    alone = [Pack(model, pool, test_set, method, settings, [s], CPU, "fp32", False)
+             for s in specs]
+    return packed, alone
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_packed_runs_equal_runs_one_by_one(pool, test_set, learned_prior, method, clip) -> None:
+    """Four runs with their own seeds, priors, lr, weight decay and temperature, trained as a
+    pack of 4 or each alone: in float64 their weights after 6 steps agree to 1e-12 (each run's
+    arithmetic touches only its own slice), in float32 after a step to rounding (grouped and
+    plain convolutions round differently; few-shot BatchNorm amplifies that over steps)."""
+    settings = TrainSettings(**{**SETTINGS.__dict__, "grad_clip": clip})
+    pool64 = DeviceTask(pool.images.double(), pool.labels, pool.num_classes)
+    for dtype, data_pool, steps, tol in ((torch.float64, pool64, 6, 1e-12),
+                                         (torch.float32, pool, 1, 1e-5)):
+        packed, alone = _pack_and_singles(data_pool, test_set, learned_prior, method, settings,
+                                          dtype)
+        start = packed.weights.clone()
+        for k in range(steps):
+            packed.step(k)
+            for single in alone:
+                single.step(k)
+        for r, single in enumerate(alone):
+            assert (packed.weights[r] - start[r]).abs().max() > 1e-4  # the runs did train
+            assert torch.allclose(packed.weights[r], single.weights[0], rtol=tol, atol=tol)
+
+
+def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learned_prior) -> None:
+    """With momentum 0, one step is theta - lr * grad of [mean CE - log p / N + wd/2 |head|^2]."""
+    settings = TrainSettings(**{**SETTINGS.__dict__, "momentum": 0.0, "nesterov": False})
+    prior = learned_prior.to(dtype=torch.float32)
+    spec = RunSpec(subset(pool, 10, 3), 3, prior, weight_decay=0.3)
+    model = fresh_model(0)
+    pack = Pack(model, pool, test_set, "sgd_prior", settings, [spec], CPU, "fp32", False)
+    reference = fresh_model(0)
+    torch.manual_seed(3)
+    reference.head.reset_parameters()
+    x, y = next(BatchStream(pool, [spec.train_indices], 8, [torch.Generator().manual_seed(3)]))
+    loss = (F.cross_entropy(reference(x[0]), y[0])
+            - prior.log_prob(flat_parameters(reference.backbone)) / 10
+            + 0.15 * sum((p * p).sum() for p in reference.head.parameters()))
+    loss.backward()
+    before = pack.weights[0].clone()
+    pack.step(0)
+    grads = torch.cat([p.grad.reshape(-1) for p in
+                       [*reference.backbone.parameters(), *reference.head.parameters()]])
+    assert torch.allclose(pack.weights[0], before - settings.lr * grads, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        head_term = 0.15 * sum((p * p).sum() for p in reference.head.parameters())
+    assert math.isclose(float(pack.last_loss[0] + head_term), float(loss.detach()), rel_tol=1e-4)
+
+
+def test_a_diverging_run_does_not_disturb_its_pack(pool, test_set, learned_prior) -> None:
+    """Run 1 diverges (lr 1e7); runs 0 and 2 end exactly as they would alone (float64)."""
+    pool = DeviceTask(pool.images.double(), pool.labels, pool.num_classes)
+    test_set = DeviceTask(test_set.images.double(), test_set.labels, test_set.num_classes)
+    specs = _specs(pool, learned_prior.to(dtype=torch.float64), "sghmc")[:3]
+    specs[1] = RunSpec(specs[1].train_indices, specs[1].seed, specs[1].prior, lr=1e7)
+    model = fresh_model(0).double()
+    outcomes = train_pack(model, pool, test_set, "sghmc", SETTINGS, specs)
+    assert [o.status for o in outcomes] == ["ok", "diverged", "ok"]
+    assert outcomes[1].final is None and outcomes[1].steps_done < SETTINGS.steps
+    for r in (0, 2):
+        alone = train_pack(model, pool, test_set, "sghmc", SETTINGS, [specs[r]])[0]
+        assert outcomes[r].final == alone.final and outcomes[r].bma == alone.bma
+
+
+def test_outcomes_carry_diagnostics(pool, test_set, learned_prior) -> None:
+    settings = TrainSettings(**{**SETTINGS.__dict__, "grad_clip": 1e-8})
+    specs = _specs(pool, learned_prior, "sghmc")[:2]
+    outcomes = train_pack(fresh_model(0), pool, test_set, "sghmc", settings, specs)
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        assert outcome.diagnostics["clipped_fraction"] == 1.0
+        expected = spec.lr / (10 * float(spec.prior.variance.min()))
+        assert math.isclose(outcome.diagnostics["max_step_curvature"], expected, rel_tol=1e-5)
+
+
+def test_bad_precision_and_mismatched_sizes_are_refused(pool, test_set, learned_prior) -> None:
+    spec = RunSpec(subset(pool, 10, 0), 0, learned_prior)
+    with pytest.raises(ValueError, match="fp32"):
+        train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [spec], precision="fp16")
+    other = RunSpec(subset(pool, 20, 1), 1, learned_prior)
+    with pytest.raises(ValueError, match="same training-set size"):
+        train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [spec, other])
+
+
+def test_bf16_precision_trains_close_to_fp32(pool, test_set, learned_prior) -> None:
+    spec = RunSpec(subset(pool, 10, 0), 0, learned_prior)
+    fp32 = train_pack(fresh_model(0), pool, test_set, "sgd_prior", SETTINGS, [spec])[0]
+    bf16 = train_pack(fresh_model(0), pool, test_set, "sgd_prior", SETTINGS, [spec],
+                      precision="bf16")[0]
+    assert bf16.status == "ok"
+    assert abs(bf16.final["nll"] - fp32.final["nll"]) < 0.05

@@ -1,0 +1,209 @@
+"""Packs in a study: grouping, packed vs unpacked results, exact resume, pack and precision keys."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bprior_core import study
+from bprior_core.cli import main
+from bprior_core.config import ProfileError, load_profile, validate_profile
+from bprior_core.study import execution, resources
+
+
+@pytest.fixture(scope="module")
+def smoke() -> dict:
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def learned_roots(smoke, tmp_path_factory) -> Path:
+    """A folder with the smoke priors learned once; tests copy it."""
+    root = tmp_path_factory.mktemp("priors")
+    study.learn_priors(smoke, ["ssl", "supervised"], root=root, progress=False)
+    return root
+
+
+def fresh_root(learned_roots: Path, tmp_path: Path, name: str) -> Path:
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(learned_roots, target)
+    return target
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def test_pack_key_ignores_what_runs_own(smoke) -> None:
+    runs = study.plan(smoke, ["inference"])
+    by_key: dict[str, set] = {}
+    for run in runs:
+        by_key.setdefault(study.pack_key(run["config"]), set()).add(
+            (run["config"]["method"], run["config"]["n_train"]))
+    # one shape per (method, size): seeds, arms and priors share packs
+    assert all(len(v) == 1 for v in by_key.values())
+    cfg = runs[0]["config"]
+    other = copy.deepcopy(cfg)
+    other["train"].update(lr=0.5, weight_decay=0.1, temperature=2.0)
+    other.update(seed=99, arm="x", prior={"kind": "zero"})
+    assert study.pack_key(other) == study.pack_key(cfg)
+    other["train"]["steps"] += 1
+    assert study.pack_key(other) != study.pack_key(cfg)
+
+
+def test_make_packs_cuts_groups_in_plan_order(smoke) -> None:
+    runs = study.plan(smoke)
+    packs = study.make_packs(runs, 3)
+    assert sorted(r["id"] for p in packs for r in p) == sorted(r["id"] for r in runs)
+    assert all(1 <= len(p) <= 3 for p in packs)
+    for pack in packs:
+        assert len({study.pack_key(r["config"]) for r in pack}) == 1
+        positions = [runs.index(r) for r in pack]
+        assert positions == sorted(positions)
+    singles = study.make_packs(runs, 1)
+    assert all(len(p) == 1 for p in singles) and len(singles) == len(runs)
+    # packs of one experiment are the same whether planned alone or with the others
+    rank_only = study.make_packs(study.plan(smoke, ["rank"]), 3)
+    assert all(p in packs for p in rank_only)
+    with pytest.raises(ValueError, match=">= 1"):
+        study.make_packs(runs, 0)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def metrics_of(profile, runs, root) -> dict:
+    return {r["id"]: json.loads(study.result_path(profile, r, root).read_text())
+            for r in runs}
+
+
+def test_smoke_packed_and_unpacked_agree(smoke, learned_roots, tmp_path) -> None:
+    runs = study.plan(smoke)
+    roots = {size: fresh_root(learned_roots, tmp_path, f"pack{size}") for size in (1, 4)}
+    for size, root in roots.items():
+        counts = study.run_sweep(smoke, runs, root, workers=1, progress=False, pack=size)
+        assert counts["ran"] == len(runs)
+    one, four = (metrics_of(smoke, runs, roots[s]) for s in (1, 4))
+    assert {r["pack_size"] for r in four.values()} == {4, 2} and all(
+        r["pack_size"] == 1 for r in one.values())
+    for rid, a in one.items():
+        b = four[rid]
+        assert a["status"] == b["status"] and a["config"] == b["config"]
+        for part in ("final", "bma"):
+            if a["metrics"][part] is None:
+                assert b["metrics"][part] is None
+                continue
+            for key, value in a["metrics"][part].items():
+                tolerance = 0.011 if key in ("accuracy", "ece") else 1e-3
+                assert abs(value - b["metrics"][part][key]) <= tolerance, (rid, part, key)
+
+
+def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(
+    smoke, learned_roots, tmp_path, monkeypatch
+) -> None:
+    """Killed after 6 result files (in the middle of the second pack), a resumed sweep retrains
+    whole packs and ends with exactly the numbers of an uninterrupted sweep."""
+    runs = study.plan(smoke, ["inference"])
+    killed, clean = (fresh_root(learned_roots, tmp_path, n) for n in ("killed", "clean"))
+    writes = []
+    real_write = execution.write_json_atomic
+
+    def dying_write(obj, path):
+        if len(writes) == 6:
+            raise KeyboardInterrupt("killed")
+        writes.append(path)
+        real_write(obj, path)
+
+    monkeypatch.setattr(execution, "write_json_atomic", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=4)
+    monkeypatch.undo()
+    assert len(list((study.output_dir(smoke, killed) / "runs").iterdir())) == 6
+    resumed = study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=4)
+    assert resumed["skipped"] == 6 and resumed["ran"] == len(runs) - 6
+    study.run_sweep(smoke, runs, clean, workers=1, progress=False, pack=4)
+    a, b = metrics_of(smoke, runs, killed), metrics_of(smoke, runs, clean)
+    for rid in a:
+        for field in ("status", "metrics", "diagnostics", "final_loss", "n_samples"):
+            assert a[rid][field] == b[rid][field], (rid, field)
+
+
+def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypatch) -> None:
+    """With workers: 2 and a single pack left, the pack still gets cpu_count // 2 threads."""
+    seen = []
+
+    def execute(pack, profile, root):
+        seen.append(torch.get_num_threads())
+        return [{"id": r["id"], "config": r["config"], "status": "ok"} for r in pack]
+
+    monkeypatch.setattr(execution.os, "cpu_count", lambda: 4)
+    runs = study.plan(smoke, ["rank"])[:1]
+    study.run_sweep(smoke, runs, tmp_path, workers=2, progress=False, execute=execute)
+    assert seen == [2]
+
+
+def test_a_pack_too_large_for_the_device_says_what_to_do(smoke, learned_roots, tmp_path,
+                                                          monkeypatch) -> None:
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(execution, "train_pack", out_of_memory)
+    root = fresh_root(learned_roots, tmp_path, "oom")
+    runs = study.plan(smoke, ["rank"])
+    with pytest.raises(study.StudyError, match="smaller `pack:`.*--pack 2"):
+        study.run_sweep(smoke, runs, root, workers=1, progress=False, pack=4)
+    assert not (study.output_dir(smoke, root) / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def raw_profile(name: str) -> dict:
+    import yaml
+
+    from bprior_core.config import profile_path
+
+    return yaml.safe_load(profile_path(name).read_text())
+
+
+@pytest.mark.parametrize("value", [0, -3, "big", 1.5, True])
+def test_bad_pack_values_name_what_is_allowed(value) -> None:
+    raw = raw_profile("smoke")
+    raw["pack"] = value
+    with pytest.raises(ProfileError, match="pack.*'auto' or an integer >= 1"):
+        validate_profile(raw)
+
+
+def test_bad_precision_names_the_choices() -> None:
+    raw = raw_profile("smoke")
+    raw["precision"] = "fp16"
+    with pytest.raises(ProfileError, match="precision.*'fp32', 'bf16'"):
+        validate_profile(raw)
+
+
+def test_pack_auto_and_the_cli_override(smoke, monkeypatch) -> None:
+    auto = {**smoke, "pack": "auto"}
+    assert study.resolve_pack_size(auto) == resources.CPU_AUTO_PACK
+    assert study.resolve_pack_size(auto, override=7) == 7
+    assert study.resolve_pack_size({**smoke, "pack": 3}) == 3
+    with pytest.warns(UserWarning, match="no memory information"):
+        assert resources.auto_pack_size("mps", "small_resnet", 10, 1, 16, "fp32") == \
+            resources.FALLBACK_PACK
+
+
+def test_cli_refuses_a_non_positive_pack(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--profile", "smoke", "--pack", "0"])
+    assert info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(study.StudyError, match="no CUDA device"):
+        study.resolve_device("cuda")
