@@ -42,6 +42,19 @@ METHODS = ("sgd", "sgd_prior", "sgld", "sghmc")
 BAYESIAN_METHODS = ("sgld", "sghmc")
 PRECISIONS = ("fp32", "bf16")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
+CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
+
+
+def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of `backbone` with each BatchNorm folded into the convolution before it
+    (torch.fx), about 30 % faster to evaluate and equal up to rounding; the backbone itself if it
+    cannot be traced."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(backbone)
+    except Exception:  # noqa: BLE001 - untraceable custom backbones are evaluated unfused
+        return backbone
 
 
 @dataclass(frozen=True)
@@ -279,12 +292,15 @@ class Pack:
         self.sync_net()
         was_training = self.net.training
         self.net.eval()
+        backbone = fused_for_inference(self.net.backbone)
         size = max(1, self.settings.eval_batch_size // self.runs)
+        if self.device.type == "cpu":
+            size = min(size, CPU_EVAL_CHUNK)
         probs, labels = [], []
         for x, y in self.test.eval_chunks(size):
-            batch = x.unsqueeze(0).expand(self.runs, *x.shape)
+            batch = self.net.fold(x.unsqueeze(0).expand(self.runs, *x.shape))
             with self.autocast:
-                logits = self.net(batch)
+                logits = self.net.head_logits(backbone(batch))
             probs.append(torch.softmax(logits.float(), dim=-1))
             labels.append(y)
         self.net.train(was_training)
@@ -370,14 +386,14 @@ def train_pack(
     unless a spec gives `init_state`. `pool` holds the training images on `device` (each run uses
     its `train_indices`), `test` the test set. `precision="bf16"` runs forward and backward under
     bfloat16 autocast (weights, prior term and optimiser state stay float32); `channels_last`
-    (default: on CUDA) lays activations out channels-last. `trained`, if given, holds one model
+    (default: on CUDA and CPU, where it measured faster) lays activations out channels-last. `trained`, if given, holds one model
     per run that receives the run's final weights and BatchNorm statistics. Subnormal floats are flushed to zero
     during the run (tiny prior variances otherwise hit slow subnormal arithmetic on CPUs).
     """
     _check_pack(method, specs, model, precision)
     device = torch.device(device)
     if channels_last is None:
-        channels_last = device.type == "cuda"
+        channels_last = device.type in ("cuda", "cpu")
     start = time.perf_counter()
     torch.set_flush_denormal(True)
     try:

@@ -99,7 +99,10 @@ class PackedClassifier(nn.Module):
 
     def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (R, B, classes) of already folded inputs (B, R C, H, W)."""
-        features = self.backbone(x)
+        return self.head_logits(self.backbone(x))
+
+    def head_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (R, B, classes) of packed backbone features (B, R F): each run's own head."""
         features = features.reshape(features.shape[0], self.runs, -1)
         return torch.einsum("brf,rcf->rbc", features, self.head_weight) + self.head_bias[:, None]
 
