@@ -90,7 +90,7 @@ def _pack(model_name, method, runs, batch, device, precision, channels_last, ran
 
 def measure(args, model_name, method, runs, precision, device) -> dict:
     channels_last = args.channels_last == "on" or (args.channels_last == "auto"
-                                                  and device.type == "cuda")
+                                                  and device.type in ("cuda", "cpu"))
     pack = _pack(model_name, method, runs, args.batch, device, precision, channels_last,
                  args.rank)
     ms = _timed(pack.step, device, args.warmup, args.steps)
@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--packs", default="1,2,4,8")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or both: fp32,bf16")
-    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
+                        help="auto: as the engine (on for CUDA and CPU)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
