@@ -7,9 +7,12 @@ is better the sign is flipped), and report the mean, its standard error (sample 
 over sqrt(n)) and a Student-t interval. An effect is significant when the interval excludes 0.
 With fewer than MIN_SEEDS paired seeds a comparison is "inconclusive".
 
-Verdicts: "supported" (significant in the claimed direction), "contradicted" (significant in the
-opposite direction), "not supported" (no significant effect, enough seeds), "inconclusive" (too
-few seeds or missing data). Compound claims combine their parts with `combine`: contradicted if
+Verdicts, with the effect oriented so that positive = the claim's direction and a `margin` (the
+smallest effect that matters, per metric: `MARGINS`, or the profile's `claims.margins`):
+"supported" (the interval's lower bound > 0), "contradicted" (its upper bound < 0), "not
+supported" (the interval contains 0 and its upper bound < margin: any effect is too small to
+matter), "inconclusive" (the interval contains 0 and reaches the margin: too uncertain to say;
+also too few seeds or missing data). Compound claims combine their parts with `combine`: contradicted if
 any part is contradicted; else inconclusive if any part is inconclusive; else supported if all
 parts are supported; else not supported.
 
@@ -20,9 +23,11 @@ Training size 0 in a config means "the full training set" and sorts as the large
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,9 @@ MIN_SEEDS = 3
 LEVEL = 0.95
 METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "brier": False}
 VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
+# smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
+MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier": 0.01}
+_MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
 COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
                 "if any part is inconclusive; else supported if all parts are supported; else "
@@ -128,26 +136,30 @@ class Comparison:
     n: int
     seeds: tuple[int, ...]
     level: float = LEVEL
+    margin: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, with the verdict this comparison alone would give."""
         return {"effect": self.effect, "se": self.se, "ci_low": self.ci_low,
                 "ci_high": self.ci_high, "n_seeds": self.n, "seeds": list(self.seeds),
-                "level": self.level, "verdict": verdict(self)}
+                "level": self.level, "margin": self.margin, "verdict": verdict(self)}
 
 
 def one_sample(values: Mapping[int, float], level: float = LEVEL) -> Comparison:
-    """Mean of per-seed values with its standard error and Student-t interval."""
+    """Mean of per-seed values with its standard error and Student-t interval; the margin is
+    that of the claim being evaluated (`with_margin`)."""
     seeds = tuple(sorted(values))
+    margin = _MARGIN.get()
     x = np.array([values[s] for s in seeds], dtype=float)
     if x.size == 0:
-        return Comparison(None, None, None, None, 0, seeds, level)
+        return Comparison(None, None, None, None, 0, seeds, level, margin)
     effect = float(x.mean())
     if x.size < 2:
-        return Comparison(effect, None, None, None, 1, seeds, level)
+        return Comparison(effect, None, None, None, 1, seeds, level, margin)
     se = float(x.std(ddof=1) / math.sqrt(x.size))
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * se
-    return Comparison(effect, se, effect - half, effect + half, int(x.size), seeds, level)
+    return Comparison(effect, se, effect - half, effect + half, int(x.size), seeds, level,
+                      margin)
 
 
 def contrast(terms: Sequence[tuple[float, Mapping[int, float]]]) -> Seeded:
@@ -173,14 +185,38 @@ def bonferroni(m: int, level: float = LEVEL) -> float:
 
 
 def verdict(c: Comparison) -> str:
-    """Verdict of one oriented comparison (positive effect = claim holds)."""
+    """Verdict of one oriented comparison (positive effect = claim holds): supported if the
+    interval is above 0, contradicted if below, not supported if it contains 0 but stays below
+    the margin, else (or without a margin, or with too few seeds) inconclusive."""
     if c.n < MIN_SEEDS or c.ci_low is None or c.ci_high is None:
         return "inconclusive"
     if c.ci_low > 0:
         return "supported"
     if c.ci_high < 0:
         return "contradicted"
-    return "not supported"
+    if c.margin is not None and c.ci_high < c.margin:
+        return "not supported"
+    return "inconclusive"
+
+
+def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
+    """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`);
+    every comparison made inside carries it and it is stored in the claim's evidence."""
+    @functools.wraps(claim)
+    def wrapped(records, metric: str = "accuracy", margin: float | None = None) -> dict:
+        _check_metric(metric)
+        value = MARGINS[metric] if margin is None else float(margin)
+        if not value > 0:
+            raise ValueError(f"a claim's margin must be > 0, got {margin!r} for {metric}")
+        token = _MARGIN.set(value)
+        try:
+            out = claim(records, metric)
+        finally:
+            _MARGIN.reset(token)
+        out["evidence"]["margin"] = value
+        return out
+
+    return wrapped
 
 
 def combine(verdicts: Sequence[str]) -> str:
@@ -378,6 +414,7 @@ def _rank_saturation(table: Mapping[int, Seeded], ranks: Sequence[int], hib: boo
     return {**part, "saturation_rank": saturation, "verdict": v}
 
 
+@with_margin
 def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
     hib = _check_metric(metric)
@@ -466,6 +503,7 @@ def _source_scale(config: Mapping[str, Any]) -> tuple[str, float]:
     return str(config["prior"]["source"]), float(config["prior"]["scale"])
 
 
+@with_margin
 def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
     hib = _check_metric(metric)
@@ -563,6 +601,7 @@ def _simple_claim(cid: str, table: Mapping[str, Sized], div: Mapping[str, int], 
                   _pair_summary({**part, "comparison": c}, metric) + ".")
 
 
+@with_margin
 def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C3: SGD with the learned prior beats plain SGD."""
     hib = _check_metric(metric)
@@ -572,6 +611,7 @@ def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accu
     return _simple_claim("C3", table, div, hib, metric, "sgd+learned", "sgd")
 
 
+@with_margin
 def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it."""
     hib = _check_metric(metric)
@@ -589,6 +629,7 @@ RULE_C4B = (
 )
 
 
+@with_margin
 def claim_bayes_interaction(
     records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
 ) -> dict:
@@ -643,6 +684,7 @@ def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]
     return pairs
 
 
+@with_margin
 def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C5: the learned-over-non-learned gain is larger at small training sizes."""
     hib = _check_metric(metric)
@@ -674,6 +716,7 @@ RULE_H1 = (
 )
 
 
+@with_margin
 def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """H1 (Harvey et al.): the learned prior beats an isotropic prior at the pretrained weights."""
     hib = _check_metric(metric)
@@ -710,12 +753,18 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def evaluate_claims(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> list[dict]:
-    """All claim verdicts, in the order C1, C2, C3, C4, C4b, C5, H1, as plain JSON data."""
+def evaluate_claims(
+    records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
+    margins: Mapping[str, float] | None = None,
+) -> list[dict]:
+    """All claim verdicts, in the order C1, C2, C3, C4, C4b, C5, H1, as plain JSON data.
+
+    `margins` (metric -> smallest effect that matters) defaults to `MARGINS`."""
     _check_metric(metric)
+    margin = (margins or MARGINS).get(metric, MARGINS[metric])
     builders = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,
                 claim_bayes_interaction, claim_data_efficiency, claim_isotropic)
-    return [to_plain(build(records, metric)) for build in builders]
+    return [to_plain(build(records, metric, margin)) for build in builders]
 
 
 def write_claims_json(claims: Sequence[Mapping[str, Any]], path: str | Path) -> Path:

@@ -123,6 +123,12 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "train": _section_from(TrainSettings),
+    "claims": {
+        # the smallest effect that matters, per metric: an interval that contains 0 gives
+        # "not supported" below it and "inconclusive" when it reaches it
+        "margins": {"accuracy": _num(1e-9, 1.0, 0.01), "nll": _num(1e-9, None, 0.02),
+                    "ece": _num(1e-9, 1.0, 0.01), "brier": _num(1e-9, 2.0, 0.01)},
+    },
     "experiments": {
         "rank": {
             "enabled": Field(bool, True),

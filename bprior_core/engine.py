@@ -156,6 +156,7 @@ class Pack:
         self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
         self.schedule = make_schedule(method, settings)
         self._tabulate(specs)
+        self.precondition = self._preconditioner()
         self.train = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
                                  [torch.Generator().manual_seed(s.seed) for s in specs])
         self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
@@ -166,6 +167,7 @@ class Pack:
         self.last_loss = torch.zeros(self.runs, dtype=torch.float64, device=device)
         self.clipped = torch.zeros(self.runs, device=device)
         self.average = ProbabilityAverage()
+        self.sample_classes: list[torch.Tensor] = []  # (R, n_test) predicted class per sample
 
     @staticmethod
     def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
@@ -197,6 +199,16 @@ class Pack:
         self.noisy = [self.method in BAYESIAN_METHODS and p.noise for p in plans]
         self.any_temperature = bool((temperature > 0).any())
         self.collect = [self.method in BAYESIAN_METHODS and p.collect for p in plans]
+
+    def _preconditioner(self) -> torch.Tensor | None:
+        """(R, D + head) diagonal preconditioner, or None: see `PackedPrior.preconditioner`."""
+        cap = self.settings.prior_step_cap
+        if self.prior is None or cap is None:
+            return None
+        m = torch.ones_like(self.weights)
+        lr0 = torch.tensor(self.lr0, device=self.device, dtype=self.weights.dtype)
+        m[:, : self.dim] = self.prior.preconditioner(lr0, self.num_data, cap)
+        return m
 
     # ----------------------------------------------------------------------------- one step
 
@@ -235,6 +247,8 @@ class Pack:
                                                  self.weight_decay)
         if self.settings.grad_clip is not None:
             self._clip(self.grads[:, : self.dim])
+        if self.precondition is not None:
+            self.grads.mul_(self.precondition)
         self._update(k)
         self._stale = True
 
@@ -250,6 +264,8 @@ class Pack:
         noise = torch.empty_like(self.weights)
         for r, gen in enumerate(self.noise_gens):
             torch.randn(noise.shape[1], generator=gen, device=self.device, out=noise[r])
+        if self.precondition is not None:
+            noise.mul_(self.precondition.sqrt())
         return noise
 
     @torch.no_grad()
@@ -324,6 +340,7 @@ class Pack:
         self.diverged_at = torch.where(self.alive & ~finite, steps_done, self.diverged_at)
         self.alive &= finite
         self.average.update(torch.where(finite.view(-1, 1, 1), probs, 0.0))
+        self.sample_classes.append(probs.argmax(-1))
 
     # ----------------------------------------------------------------------------- outcomes
 
@@ -353,18 +370,46 @@ class Pack:
             ))
         return out
 
-    def _diagnostics(self) -> list[dict[str, float]]:
-        """Per run: fraction of steps whose backbone gradient was clipped, and the largest
-        step-size x curvature of the prior term (lr0 / (N min variance)); above 2 (SGD) or
-        2 (1 + momentum) (heavy ball) an explicit step is unstable along that direction."""
+    def _diagnostics(self) -> list[dict[str, float | None]]:
+        """Per run:
+        - `clipped_fraction`: fraction of steps whose backbone gradient was clipped;
+        - `max_step_curvature`: lr0 x the prior term's largest curvature, 1 / (N min d); above 2
+          (SGD, SGLD) or 2 (1 + momentum) (heavy ball) a plain explicit step is unstable;
+        - `max_preconditioned_step_curvature`: the same as the updates see it (<= prior_step_cap);
+        - `prior_mahalanobis_rms`: sqrt((theta - mu)^T Sigma^-1 (theta - mu) / D) of the final
+          backbone against the run's prior (about 1 for a typical prior draw);
+        - `sample_disagreement` (samplers): mean over pairs of samples of the fraction of test
+          points on which their predicted classes differ.
+        None where a value does not apply."""
         clipped = (self.clipped / self.settings.steps).tolist()
-        if self.prior is None:
-            curvature = [0.0] * self.runs
-        else:
-            lr0 = torch.tensor(self.lr0, device=self.device)
-            curvature = (lr0 * self.prior.max_curvature() / self.num_data).tolist()
-        return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r]}
-                for r in range(self.runs)]
+        none = [None] * self.runs
+        curvature, effective, distance = none, none, none
+        if self.prior is not None:
+            lr0 = torch.tensor(self.lr0, device=self.device).view(-1, 1)
+            stiffness = lr0 / (self.num_data.view(-1, 1) * self.prior.variance)
+            curvature = stiffness.amax(1).tolist()
+            if self.precondition is not None:
+                effective = (stiffness * self.precondition[:, : self.dim]).amax(1).tolist()
+            else:
+                effective = curvature
+            distance = self.prior.mahalanobis_rms(self.weights[:, : self.dim]).tolist()
+            distance = [d if a else None for d, a in zip(distance, self.alive.tolist(),
+                                                         strict=True)]
+        disagreement = (sample_disagreement(self.sample_classes)
+                        if len(self.sample_classes) >= 2 else none)
+        return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r],
+                 "max_preconditioned_step_curvature": effective[r],
+                 "prior_mahalanobis_rms": distance[r],
+                 "sample_disagreement": disagreement[r]} for r in range(self.runs)]
+
+
+def sample_disagreement(classes: Sequence[torch.Tensor]) -> list[float]:
+    """Per run, the mean over pairs of samples of the fraction of test points on which their
+    predicted classes differ; `classes` holds one (R, n) tensor per sample (at least 2)."""
+    stacked = torch.stack(list(classes), dim=1)  # (R, S, n)
+    differ = (stacked.unsqueeze(1) != stacked.unsqueeze(2)).float().mean(-1)
+    pairs = stacked.shape[1] * (stacked.shape[1] - 1)
+    return (differ.sum((1, 2)) / pairs).tolist()
 
 
 def train_pack(

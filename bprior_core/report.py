@@ -105,8 +105,17 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
                 "the same factor s (the paper's text)",
         "authors": "Sigma' = s^2 F^T F + diag(s variance) + eps I (the authors' code)",
     }[rule]
+    clip = ("no gradient clipping" if t["grad_clip"] is None else
+            f"backbone gradient clipped at norm {t['grad_clip']}")
+    cap = t["prior_step_cap"]
+    step_text = ("plain explicit steps on the prior term" if cap is None else
+                 f"stiff prior coordinates preconditioned so that no step sees more than "
+                 f"lr x curvature = {cap:g} (target density and MAP unchanged)")
+    protocol = ("; the reproduction's protocol draws one image from each of the first n classes "
+                "for n <= 100 but tests on ALL classes, so few-shot models are scored on classes "
+                "they never saw" if profile["data"]["subset_protocol"] == "reproduction" else "")
     return f"""
-- **Data**: `{profile['data']['dataset']}`, subsets `{profile['data']['subset_protocol']}`,
+- **Data**: `{profile['data']['dataset']}`, subsets `{profile['data']['subset_protocol']}`{protocol},
   test set of {profile['data']['test_size'] or 'all'} images (fixed). Model `{profile['model']}`.
 - **Seeds**: {profile['seeds']} per point (seed = training subset = head init = sampler noise);
   mean ± standard error over seeds; claims use paired differences over seeds with Student-t 95%
@@ -115,8 +124,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 - **Rescaling rule**: `{rule}`: {rule_text}; eps = {profile['priors']['eps']}.
 - **Downstream training**: {t['steps']} steps, batch {t['batch_size']}, lr {t['lr']},
   momentum {t['momentum']}, weight decay {t['weight_decay']} (head only when a prior is used),
-  backbone gradient clipped at norm {t['grad_clip']}. Loss = mean cross-entropy minus
-  log p(theta) / N (N = training-set size).
+  {clip}; {step_text}. Loss = mean cross-entropy minus log p(theta) / N (N = training-set
+  size).
 - **Samplers**: `{exps['inference']['bayes_method']}` with a cyclical cosine step size,
   {t['cycles']} cycles, exploration fraction {t['explore_fraction']} (no noise), then sampling;
   {t['samples_per_cycle']} sample(s) per cycle, {t['cycles'] * t['samples_per_cycle']} in all.
@@ -134,6 +143,12 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   weights with the same average variance as the rescaled learned prior. All arms start from the
   pretrained backbone; zero -> isotropic changes only the prior mean, isotropic -> learned only the
   shape of the covariance.
+- **Verdicts**: each claim's effect is oriented so that positive = the claim's direction and
+  compared with a margin, the smallest effect that matters (accuracy
+  {profile['claims']['margins']['accuracy']:g}, NLL {profile['claims']['margins']['nll']:g}):
+  *supported* if the interval's lower bound > 0, *contradicted* if its upper bound < 0,
+  *not supported* if it contains 0 and stays below the margin, *inconclusive* if it contains 0
+  and reaches the margin (or too few seeds).
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """

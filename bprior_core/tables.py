@@ -7,6 +7,8 @@ import math
 import pandas as pd
 
 METRICS = ("accuracy", "nll", "ece", "brier")
+DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
+               "prior_mahalanobis_rms", "sample_disagreement")
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -38,6 +40,10 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         for m in METRICS:
             row[m] = head.get(m, math.nan)
             row[f"final_{m}"] = final.get(m, math.nan)
+        diagnostics = r.get("diagnostics") or {}
+        for d in DIAGNOSTICS:
+            value = diagnostics.get(d)
+            row[d] = math.nan if value is None else value
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -92,6 +98,25 @@ def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", 
     if summary["diverged"].any():
         table["diverged"] = summary["diverged"]
     return table
+
+
+def diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and arm, over runs: the largest lr x prior curvature before and after
+    preconditioning, the mean fraction of clipped steps, the mean prior Mahalanobis RMS of the
+    final weights, and the mean disagreement between samples."""
+    if frame.empty:
+        return frame
+    grouped = frame.groupby(["experiment", "arm"], dropna=False, sort=False)
+    out = pd.DataFrame({
+        "runs": grouped.size(),
+        "max lr x curvature": grouped["max_step_curvature"].max(),
+        "... preconditioned": grouped["max_preconditioned_step_curvature"].max(),
+        "clipped steps": grouped["clipped_fraction"].mean(),
+        "prior Mahalanobis RMS": grouped["prior_mahalanobis_rms"].mean(),
+        "sample disagreement": grouped["sample_disagreement"].mean(),
+    }).reset_index()
+    return out.map(lambda v: f"{v:.3g}" if isinstance(v, float) and not math.isnan(v) else
+                   ("-" if isinstance(v, float) else v))
 
 
 def to_html(table: pd.DataFrame) -> str:

@@ -12,11 +12,16 @@ decay on every parameter. Methods:
   with its own BatchNorm statistics recomputed on the training set.
 A non-finite loss, weight or prediction marks the run `diverged` instead of raising.
 
-Gradient clipping (`grad_clip`, off unless set) caps the norm of the BACKBONE's gradient only. The
-authors clip the whole gradient at norm 2 because a tight prior (small scale) is stiff: the prior's
-curvature 1/(N * variance) makes explicit steps unstable. Clipping the head too would let the
-prior's huge gradient starve the head of updates; clipping only the backbone lets a tight prior
-freeze the backbone near its mean (as the prior asks) while the head still learns.
+A tight prior (small scale) is stiff: its curvature 1/(N * variance) makes explicit steps of
+every method unstable (lr x curvature reaches 1e6 at scale 1 with SWAG variances). The authors
+clip the gradient at norm 2, which keeps runs finite but no longer samples the prior. Here
+`prior_step_cap` (default 0.1) preconditions the stiff coordinates so that no step sees more than
+that curvature (`PackedPrior.preconditioner`; the target density and the MAP are unchanged), and
+runs need no clipping. `prior_step_cap: null` gives plain explicit steps.
+
+Gradient clipping (`grad_clip`, off unless set; kept as an option) caps the norm of the
+BACKBONE's gradient only: clipping the head too would let the prior's huge gradient starve the
+head of updates.
 
 Runs execute in packs (`engine.train_pack`); `train_and_evaluate` is one run alone, a pack of one.
 """
@@ -52,6 +57,7 @@ class TrainSettings:
     explore_fraction: float = setting(0.5, lo=0, hi=0.99)
     samples_per_cycle: int = setting(1, lo=1)
     grad_clip: float | None = setting(None, lo=1e-8, nullable=True)
+    prior_step_cap: float | None = setting(0.1, lo=1e-6, hi=1.0, nullable=True)
     bn_refresh_batches: int = setting(8, lo=1)
     eval_batch_size: int = setting(500, lo=1)
 

@@ -84,8 +84,10 @@ def world(k: float = 1.0, seeds: tuple[int, ...] = SEEDS) -> list[dict]:
     return out
 
 
-def verdicts(records: list[dict], metric: str = "accuracy") -> dict[str, str]:
-    return {c["id"]: c["verdict"] for c in evaluate_claims(records, metric)}
+def verdicts(records: list[dict], metric: str = "accuracy",
+             margin: float | None = None) -> dict[str, str]:
+    margins = None if margin is None else {metric: margin}
+    return {c["id"]: c["verdict"] for c in evaluate_claims(records, metric, margins)}
 
 
 def by_id(claims: list[dict]) -> dict[str, dict]:
@@ -135,7 +137,21 @@ def test_small_samples_and_verdicts():
     assert MIN_SEEDS == 3 and verdict(two) == "inconclusive"
     assert verdict(Comparison(1.0, 0.1, 0.5, 1.5, 3, (0, 1, 2))) == "supported"
     assert verdict(Comparison(-1.0, 0.1, -1.5, -0.5, 3, (0, 1, 2))) == "contradicted"
-    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2))) == "not supported"
+    # an interval that contains 0: not supported below the margin, else inconclusive
+    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2), margin=0.5)) == "not supported"
+    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2), margin=0.4)) == "inconclusive"
+    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2))) == "inconclusive"
+
+
+def test_margin_reaches_every_comparison_and_the_evidence():
+    flat = world(0.0)
+    for metric, margin in (("accuracy", 0.01), ("nll", 0.02)):
+        for claim in evaluate_claims(flat, metric):
+            assert claim["evidence"]["margin"] == margin
+    wide = by_id(evaluate_claims(flat, margins={"accuracy": 5.0}))
+    assert all(c["evidence"]["margin"] == 5.0 for c in wide.values())
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        evaluate_claims(flat, margins={"accuracy": 0.0})
 
 
 def test_bonferroni_widens_interval():
@@ -187,8 +203,11 @@ def test_reversed_effects_contradicted():
     assert verdicts(world(-1.0)) == dict.fromkeys(CLAIM_IDS, "contradicted")
 
 
-def test_flat_world_not_supported():
-    assert verdicts(world(0.0)) == dict.fromkeys(CLAIM_IDS, "not supported")
+def test_flat_world_not_supported_or_inconclusive_by_margin():
+    """No effect anywhere: "not supported" when every interval stays below the margin, and
+    "inconclusive" when the margin is smaller than the intervals' reach."""
+    assert verdicts(world(0.0), margin=0.2) == dict.fromkeys(CLAIM_IDS, "not supported")
+    assert verdicts(world(0.0), margin=1e-6) == dict.fromkeys(CLAIM_IDS, "inconclusive")
 
 
 def test_two_seeds_inconclusive():
@@ -213,9 +232,9 @@ def test_reproduction_like_world():
             acc["accuracy"] += min(math.log10(cfg["prior"]["scale"]), 4) * 0.05
         if cfg["experiment"] == "inference" and cfg["arm"].endswith("learned"):
             acc["accuracy"] += LEARNED_GAIN[cfg["n_train"]]
-    v = verdicts(recs)
+    v = verdicts(recs, margin=0.2)  # a margin the synthetic noise stays under
     assert v["C1"] == "not supported"  # (a) no rank effect
-    c2 = by_id(evaluate_claims(recs))["C2"]
+    c2 = by_id(evaluate_claims(recs, margins={"accuracy": 0.2}))["C2"]
     for parts in c2["evidence"]["sources"].values():
         assert [parts[p]["verdict"] for p in "abc"] == ["supported", "supported",
                                                        "not supported"]

@@ -80,6 +80,19 @@ def test_flowers_profile_reproduces_the_reproduction_setting() -> None:
     assert profile["data"]["dataset"] == "flowers102"
     assert profile["priors"]["source"] == "files"
     assert profile["train"]["steps"] == 30000
+    # the reproduction's conventions, exactly: the authors' rescaling rule and eps, its scale
+    # (1e5 in its scripts) and its subset protocol
+    assert profile["priors"]["rescaling_rule"] == "authors" and profile["priors"]["eps"] == 0.1
+    assert profile["experiments"]["inference"]["scale"] == 1e5
+    assert profile["data"]["subset_protocol"] == "reproduction"
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_no_profile_clips_gradients(name) -> None:
+    """The preconditioned prior step keeps every scale stable without clipping."""
+    profile = load_profile(name)
+    assert profile["train"]["grad_clip"] is None
+    assert profile["train"]["prior_step_cap"] == 0.1
 
 
 @pytest.mark.parametrize(

@@ -150,9 +150,13 @@ def test_packed_runs_equal_runs_one_by_one(pool, test_set, learned_prior, method
             assert torch.allclose(packed.weights[r], single.weights[0], rtol=tol, atol=tol)
 
 
-def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learned_prior) -> None:
-    """With momentum 0, one step is theta - lr * grad of [mean CE - log p / N + wd/2 |head|^2]."""
-    settings = TrainSettings(**{**SETTINGS.__dict__, "momentum": 0.0, "nesterov": False})
+@pytest.mark.parametrize("cap", [None, 0.1])
+def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learned_prior,
+                                                          cap) -> None:
+    """With momentum 0, one step is theta - lr * m * grad of [mean CE - log p / N + wd/2
+    |head|^2], m the prior-step preconditioner (1 everywhere without a cap)."""
+    settings = TrainSettings(**{**SETTINGS.__dict__, "momentum": 0.0, "nesterov": False,
+                                "prior_step_cap": cap})
     prior = learned_prior.to(dtype=torch.float32)
     spec = RunSpec(subset(pool, 10, 3), 3, prior, weight_decay=0.3)
     model = fresh_model(0)
@@ -169,7 +173,13 @@ def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learne
     pack.step(0)
     grads = torch.cat([p.grad.reshape(-1) for p in
                        [*reference.backbone.parameters(), *reference.head.parameters()]])
-    assert torch.allclose(pack.weights[0], before - settings.lr * grads, rtol=1e-4, atol=1e-6)
+    m = torch.ones_like(grads)
+    if cap is not None:
+        stiffness = settings.lr / (10 * prior.variance)
+        m[: prior.dim] = (cap / stiffness).clamp(max=1.0)
+        assert m.min() < 1.0  # this prior is stiff enough to be preconditioned
+    assert torch.allclose(pack.weights[0], before - settings.lr * m * grads, rtol=1e-4,
+                          atol=1e-6)
     with torch.no_grad():
         head_term = 0.15 * sum((p * p).sum() for p in reference.head.parameters())
     assert math.isclose(float(pack.last_loss[0] + head_term), float(loss.detach()), rel_tol=1e-4)
@@ -191,13 +201,41 @@ def test_a_diverging_run_does_not_disturb_its_pack(pool, test_set, learned_prior
 
 
 def test_outcomes_carry_diagnostics(pool, test_set, learned_prior) -> None:
-    settings = TrainSettings(**{**SETTINGS.__dict__, "grad_clip": 1e-8})
     specs = _specs(pool, learned_prior, "sghmc")[:2]
-    outcomes = train_pack(fresh_model(0), pool, test_set, "sghmc", settings, specs)
-    for spec, outcome in zip(specs, outcomes, strict=True):
+    clipped = TrainSettings(**{**SETTINGS.__dict__, "grad_clip": 1e-8})
+    for outcome in train_pack(fresh_model(0), pool, test_set, "sghmc", clipped, specs):
         assert outcome.diagnostics["clipped_fraction"] == 1.0
+    settings = SETTINGS
+    trained = [fresh_model(0), fresh_model(0)]
+    outcomes = train_pack(fresh_model(0), pool, test_set, "sghmc", settings, specs,
+                          trained=trained)
+    for spec, outcome, model in zip(specs, outcomes, trained, strict=True):
+        d = outcome.diagnostics
+        assert d["clipped_fraction"] == 0.0
         expected = spec.lr / (10 * float(spec.prior.variance.min()))
-        assert math.isclose(outcome.diagnostics["max_step_curvature"], expected, rel_tol=1e-5)
+        assert math.isclose(d["max_step_curvature"], expected, rel_tol=1e-5)
+        assert d["max_preconditioned_step_curvature"] <= settings.prior_step_cap * (1 + 1e-5)
+        # Mahalanobis RMS from the log-density: quad = -2 log p - D log(2 pi) - log det Sigma
+        prior = spec.prior.to(dtype=torch.float64)
+        theta = flat_parameters(model.backbone).detach().double()
+        logdet = float(prior._capacitance()[1])
+        quad = -2 * float(prior.log_prob(theta)) - prior.dim * math.log(2 * math.pi) - logdet
+        assert quad > 0
+        assert math.isclose(d["prior_mahalanobis_rms"], math.sqrt(quad / prior.dim),
+                            rel_tol=1e-3)
+        assert 0.0 <= d["sample_disagreement"] <= 1.0
+    sgd = train_pack(fresh_model(0), pool, test_set, "sgd", SETTINGS, specs[:1])[0]
+    assert sgd.diagnostics["sample_disagreement"] is None
+    assert sgd.diagnostics["prior_mahalanobis_rms"] is None
+
+
+def test_sample_disagreement_counts_differing_predictions() -> None:
+    from bprior_core.engine import sample_disagreement
+
+    classes = [torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 1, 2, 0]]),
+               torch.tensor([[1, 1, 2, 0]])]
+    # pairs: (0,1) differ on 1/4, (0,2) on 2/4, (1,2) on 1/4 -> mean 1/3
+    assert sample_disagreement(classes) == pytest.approx([1 / 3])
 
 
 def test_bad_precision_and_mismatched_sizes_are_refused(pool, test_set, learned_prior) -> None:

@@ -175,14 +175,18 @@ def test_huge_learning_rate_in_a_sampler_gives_diverged_status(tasks, swag_prior
     assert outcome.final is None and outcome.bma is None
 
 
-def test_tiny_prior_variance_without_clipping_gives_diverged_status(tasks) -> None:
+def test_tiny_prior_variance_diverges_only_with_plain_explicit_steps(tasks) -> None:
+    """A prior of variance 1e-30 (lr x curvature ~1e27): plain explicit steps diverge; the
+    preconditioned prior step (the default) stays finite without clipping."""
     w = flat_parameters(fresh_model(0).backbone).detach()
-    tight = GaussianPrior.isotropic(w, 1e-30)
-    settings = replace(SETTINGS, steps=6, cycles=1, grad_clip=None)
+    tight = GaussianPrior.isotropic(w + 1e-3, 1e-12)
+    settings = replace(SETTINGS, steps=6, cycles=1, grad_clip=None, prior_step_cap=None)
     outcome = run(tasks, "sgd_prior", tight, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None
     assert outcome.steps_done < settings.steps
+    stable = run(tasks, "sgd_prior", tight, settings=replace(settings, prior_step_cap=0.1))
+    assert stable.status == "ok"
 
 
 @pytest.mark.parametrize(
