@@ -374,6 +374,9 @@ RULE_C1 = (
     "not supported. (b) saturation rank = smallest rank >= 1 not significantly worse (95%, "
     "uncorrected) than the best rank >= 1: supported if <= max(2, max rank / 2), else "
     "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
+    "(c) where the rank experiment also ran at fixed total variance (every rank's diagonal "
+    "raised to the full-rank prior's trace), (a) again on those runs, so that a rank effect is "
+    "not a trace effect. Ranks keep the top principal directions of the deviations. "
     f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE
 )
 
@@ -418,21 +421,40 @@ def _rank_saturation(table: Mapping[int, Seeded], ranks: Sequence[int], hib: boo
 def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
     hib = _check_metric(metric)
-    table, div = collect(records, "rank", lambda cfg: int(cfg["prior"]["rank"]), metric)
-    n_div = sum(div.values())
+
+    def variant(trace: str):
+        def key(cfg):
+            same = cfg["prior"].get("trace", "scaled") == trace
+            return int(cfg["prior"]["rank"]) if same else None
+        table, div = collect(records, "rank", key, metric)
+        table.pop(None, None)
+        div.pop(None, None)
+        return table, div
+
+    table, div = variant("scaled")
+    fixed, fixed_div = variant("fixed")
+    n_div = sum(div.values()) + sum(fixed_div.values())
     if not table:
         return _missing("C1", "rank", metric, n_div, RULE_C1)
     ranks = sorted(r for r in table if r >= 1)
     a, b = _rank_beats_zero(table, ranks, hib), _rank_saturation(table, ranks, hib)
+    parts = {"a": a, "b": b}
+    if fixed:
+        parts["c"] = {**_rank_beats_zero(fixed, sorted(r for r in fixed if r >= 1), hib),
+                      "part": "c", "trace": "fixed"}
     head = a["comparison"]
-    v = combine([a["verdict"], b["verdict"]])
-    evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts={"a": a, "b": b},
+    v = combine([p["verdict"] for p in parts.values()])
+    evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts=parts,
                          diverged_by_rank={str(k): n for k, n in div.items()})
     summary = (f"Best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
                if head is not None else "Rank 0 or ranks >= 1 missing")
     summary += (f"; saturation rank {b['saturation_rank']} (small if <= {b['small_threshold']:g}, "
                 f"max rank {max(ranks)})." if b["saturation_rank"] is not None else
                 "; saturation rank undetermined.")
+    if "c" in parts and parts["c"]["comparison"] is not None:
+        c = parts["c"]
+        summary += (f" At fixed total variance: best rank {c['best_rank']} vs rank 0: "
+                    f"{_fmt(c['comparison'], metric)}.")
     return _claim("C1", v, RULE_C1, evidence, summary)
 
 

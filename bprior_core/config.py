@@ -136,6 +136,8 @@ SCHEMA: dict[str, Any] = {
             "method": _choice("sghmc", "sgld", "sgd_prior"),
             "scale": _num(1e-12, 1e30, 1e3),
             "ranks": Field(list, [0, 1, 2, 5, 10], items=int, lo=0),
+            # also run every rank at the full-rank prior's total variance (trace)
+            "fixed_trace": Field(bool, True),
             "n_train": _int(0, None, 50),
         },
         "scale": {

@@ -320,6 +320,31 @@ class GaussianPrior:
         meta = _with_transform(self._meta, op="truncated", rank=rank)
         return GaussianPrior(self._mean, self._variance, self._cov_factor[:rank], meta)
 
+    def principal(self, rank: int) -> GaussianPrior:
+        """Keep the top-`rank` principal directions of the low-rank part: F' = U_r^T F, with
+        F F^T = U diag(s^2) U^T (K x K, so no D x D matrix). F'^T F' = V_r diag(s_r^2) V_r^T is
+        the best rank-r approximation of F^T F: the rows are the deviations' principal
+        directions, scaled by their singular values, whatever order they were collected in."""
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= self.rank:
+            raise ValueError(f"rank must be an int in [0, {self.rank}], got {rank!r}")
+        gram = (self._cov_factor.double() @ self._cov_factor.double().T)
+        eigenvalues, vectors = torch.linalg.eigh(gram)  # ascending
+        top = vectors[:, eigenvalues.argsort(descending=True)[:rank]]
+        factor = (top.T @ self._cov_factor.double()).to(self.dtype)
+        meta = _with_transform(self._meta, op="principal", rank=rank)
+        return GaussianPrior(self._mean, self._variance, factor, meta)
+
+    def with_trace(self, trace: float) -> GaussianPrior:
+        """The same prior with a constant added to the diagonal so that trace(Sigma) = `trace`
+        (to compare ranks at a fixed total variance). Raises if that would need a negative
+        addition."""
+        current = float(self.diag_of_covariance().double().sum())
+        extra = (trace - current) / self.dim
+        if extra < 0:
+            raise ValueError(f"trace {trace:g} is below this prior's {current:g}")
+        meta = _with_transform(self._meta, op="with_trace", trace=trace)
+        return GaussianPrior(self._mean, self._variance + extra, self._cov_factor, meta)
+
     def _scaled(self, var_scale: float, factor_mult: float, eps: float, op: dict) -> GaussianPrior:
         """New prior with variance' = var_scale*variance + eps and F' = factor_mult*F."""
         variance = self._variance * var_scale + eps

@@ -30,6 +30,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "prior_kind": prior.get("kind"),
             "prior_source": prior.get("source"),
             "rank": prior.get("rank"),
+            "trace": prior.get("trace", "scaled"),
             "scale": prior.get("scale"),
             "n_train": cfg["n_train"],
             "seed": r["seed"],

@@ -416,3 +416,39 @@ def test_authors_files_transposed_covmat(tmp_path) -> None:
     torch.save(prior.cov_factor.T.contiguous(), f"{prefix}_covmat.pt")
     with pytest.raises(ValueError, match="looks transposed"):
         GaussianPrior.from_authors_files(prefix)
+
+
+def test_principal_truncation_keeps_the_best_low_rank_approximation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    factor = torch.randn(6, 30, generator=gen, dtype=torch.float64)
+    prior = GaussianPrior(torch.zeros(30, dtype=torch.float64),
+                          torch.ones(30, dtype=torch.float64), factor)
+    full = factor.T @ factor
+    u, s, vt = torch.linalg.svd(factor, full_matrices=False)
+    for r in (0, 1, 3, 6):
+        kept = prior.principal(r)
+        assert kept.rank == r
+        best = (vt[:r].T * s[:r] ** 2) @ vt[:r]  # Eckart-Young: best rank-r approximation
+        assert torch.allclose(kept.cov_factor.T @ kept.cov_factor, best, atol=1e-10)
+        # the trace of the low-rank part grows with r only through the kept singular values
+        assert math.isclose(float((kept.cov_factor ** 2).sum()), float((s[:r] ** 2).sum()),
+                            rel_tol=1e-10)
+    # the order of the rows does not matter
+    shuffled = GaussianPrior(prior.mean, prior.variance, factor[torch.randperm(6, generator=gen)])
+    a, b = prior.principal(2), shuffled.principal(2)
+    assert torch.allclose(a.cov_factor.T @ a.cov_factor, b.cov_factor.T @ b.cov_factor)
+    with pytest.raises(ValueError, match="rank"):
+        prior.principal(7)
+
+
+def test_with_trace_fixes_the_total_variance() -> None:
+    gen = torch.Generator().manual_seed(1)
+    prior = GaussianPrior(torch.zeros(20, dtype=torch.float64),
+                          torch.rand(20, generator=gen, dtype=torch.float64) + 0.1,
+                          torch.randn(4, 20, generator=gen, dtype=torch.float64))
+    target = float(prior.diag_of_covariance().sum())
+    for r in (0, 2):
+        fixed = prior.principal(r).with_trace(target)
+        assert math.isclose(float(fixed.diag_of_covariance().sum()), target, rel_tol=1e-12)
+    with pytest.raises(ValueError, match="below"):
+        prior.with_trace(target / 2)

@@ -106,4 +106,4 @@ def test_bad_profile_fails_cleanly(tmp_path, capsys):
 def test_plan_lists_gpu_profile(capsys):
     assert main(["plan", "--profile", "flowers102-resnet50"]) == 0
     text = capsys.readouterr().out
-    assert "375 runs" in text and "sghmc+learned" in text
+    assert "405 runs" in text and "sghmc+learned" in text

@@ -35,7 +35,7 @@ def expected_count(profile: dict) -> dict[str, int]:
     """Runs per experiment, from the grid the profile describes."""
     exps, seeds = profile["experiments"], profile["seeds"]
     counts = {
-        "rank": len(exps["rank"]["ranks"]) * seeds,
+        "rank": len(exps["rank"]["ranks"]) * seeds * (2 if exps["rank"]["fixed_trace"] else 1),
         "scale": len(exps["scale"]["priors"]) * len(exps["scale"]["scales"]) * seeds,
         "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * seeds,
     }
@@ -57,10 +57,10 @@ def test_plan_size_is_the_product_of_the_grid(name) -> None:
         assert len(study.plan(profile, [experiment])) == expected[experiment]
 
 
-def test_flowers_plan_has_375_runs(flowers) -> None:
-    # 6 ranks x 5 seeds + 2 priors x 10 scales x 5 seeds + 7 sizes x 7 arms x 5 seeds
-    assert sum(expected_count(flowers).values()) == 375
-    assert len(study.plan(flowers)) == 375
+def test_flowers_plan_has_405_runs(flowers) -> None:
+    # 6 ranks x 2 traces x 5 seeds + 2 priors x 10 scales x 5 seeds + 7 sizes x 7 arms x 5 seeds
+    assert sum(expected_count(flowers).values()) == 405
+    assert len(study.plan(flowers)) == 405
 
 
 def test_run_ids_are_unique_and_stable(smoke) -> None:
@@ -162,11 +162,18 @@ def test_build_run_prior_learned_is_truncated_and_rescaled() -> None:
     assert prior.rank == 2
     assert torch.equal(prior.mean, learned.mean)
     assert torch.allclose(prior.variance, 10.0 * learned.variance + 0.1)
-    assert torch.allclose(prior.cov_factor, math.sqrt(10.0) * learned.cov_factor[:2])
+    top2 = learned.principal(2).cov_factor  # the top principal directions, not the first rows
+    assert torch.allclose(prior.cov_factor, math.sqrt(10.0) * top2)
     authors = study.build_run_prior({**spec, "rule": "authors"}, learned)
-    assert torch.allclose(authors.cov_factor, 10.0 * learned.cov_factor[:2])
+    assert torch.allclose(authors.cov_factor, 10.0 * top2)
     assert torch.allclose(authors.variance, 10.0 * learned.variance + 0.1)
     assert study.build_run_prior({**spec, "rank": 0}, learned).rank == 0
+    # at fixed trace every rank has the full-rank rescaled prior's total variance
+    full = study.build_run_prior({**spec, "rank": learned.rank}, learned)
+    for rank in (0, 1, 2):
+        fixed = study.build_run_prior({**spec, "rank": rank, "trace": "fixed"}, learned)
+        assert math.isclose(float(fixed.diag_of_covariance().sum()),
+                            float(full.diag_of_covariance().sum()), rel_tol=1e-5)
 
 
 def test_build_run_prior_isotropic_matches_the_trace_around_the_learned_mean() -> None:
@@ -175,7 +182,7 @@ def test_build_run_prior_isotropic_matches_the_trace_around_the_learned_mean() -
     prior = study.build_run_prior(spec, learned)
     assert prior.rank == 0
     assert torch.equal(prior.mean, learned.mean)
-    f = learned.cov_factor[:3]
+    f = learned.principal(3).cov_factor
     expected_diag = 100.0 * (learned.variance + (f * f).sum(0))
     assert torch.allclose(prior.variance, torch.full_like(prior.variance, expected_diag.mean()))
     dense = torch.diag(100.0 * learned.variance) + 100.0 * f.T @ f
@@ -439,7 +446,7 @@ def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     profile["seeds"] = 1
     profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
                                          collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"]["ranks"] = [0, 3]
+    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
     paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
     assert paths == {"ssl": prior_file} and backbone_file.exists()
@@ -468,7 +475,7 @@ def test_zero_prior_without_variance_is_trace_matched():
                             torch.randn(2, 6, generator=gen))
     spec = {"kind": "zero", "variance": None, "rank": 1, "scale": 10.0, "rule": "same", "eps": 0.0}
     prior = study.build_run_prior(spec, learned)
-    factor = learned.cov_factor[:1]
+    factor = learned.principal(1).cov_factor
     dense = 10.0 * (torch.diag(learned.variance) + factor.T @ factor)
     assert prior.rank == 0
     assert torch.equal(prior.mean, torch.zeros(6))

@@ -40,7 +40,8 @@ def prior_source_id(profile: dict, name: str) -> dict:
 
 
 def _prior_spec(profile: dict, kind: str, source: str, rank: int, scale: float) -> dict:
-    spec = {"kind": kind, "source": source, "source_id": prior_source_id(profile, source)}
+    spec = {"kind": kind, "source": source, "source_id": prior_source_id(profile, source),
+            "truncation": "principal"}
     if kind == "learned" or kind == "isotropic":
         spec.update(rank=rank, scale=scale, rule=profile["priors"]["rescaling_rule"],
                     eps=profile["priors"]["eps"])
@@ -89,10 +90,14 @@ def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
         if not cfg["enabled"]:
             continue
         if experiment == "rank":
-            for rank in cfg["ranks"]:
-                prior = _prior_spec(profile, "learned", cfg["prior"], rank, cfg["scale"])
-                runs += [_planned_run(profile, "rank", f"rank={rank}", cfg["method"], prior,
-                                      cfg["n_train"], s) for s in seeds]
+            traces = ("scaled", "fixed") if cfg["fixed_trace"] else ("scaled",)
+            for trace in traces:
+                for rank in cfg["ranks"]:
+                    prior = {**_prior_spec(profile, "learned", cfg["prior"], rank, cfg["scale"]),
+                             "trace": trace}
+                    arm = f"rank={rank}" + (", fixed trace" if trace == "fixed" else "")
+                    runs += [_planned_run(profile, "rank", arm, cfg["method"], prior,
+                                          cfg["n_train"], s) for s in seeds]
         elif experiment == "scale":
             for source in cfg["priors"]:
                 for scale in cfg["scales"]:

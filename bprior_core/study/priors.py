@@ -134,6 +134,11 @@ def prepare_priors(
 def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
     """The prior a run uses: the learned one truncated and rescaled, or a baseline.
 
+    Truncation to rank r keeps the top-r principal directions of the low-rank part
+    (`GaussianPrior.principal`). With `trace: fixed` (rank experiment) the diagonal is raised so
+    that the rescaled prior's total variance equals that of the full-rank rescaled prior, so that
+    ranks differ only in the shape of the covariance.
+
     Baselines: `zero` is N(0, v I) with a given v, or (v unset) with v the average variance of the
     rescaled learned prior; `isotropic` is N(pretrained weights, v I) with that same average
     variance. So zero -> isotropic changes only the mean, isotropic -> learned only the shape of
@@ -143,7 +148,10 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
         return None
     if kind == "zero" and spec["variance"] is not None:
         return GaussianPrior.isotropic(torch.zeros_like(learned.mean), spec["variance"])
-    scaled = rescale(learned.truncated(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])
+    scaled = rescale(learned.principal(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])
+    if spec.get("trace") == "fixed":
+        full = rescale(learned, spec["scale"], spec["rule"], spec["eps"])
+        scaled = scaled.with_trace(float(full.diag_of_covariance().double().sum()))
     if kind == "learned":
         return scaled
     if kind == "zero":
