@@ -45,9 +45,12 @@ VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
 MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier": 0.01}
 _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
+MARGIN_RULE = ("An interval that contains 0 gives 'not supported' when its upper bound stays "
+               "below the claim's margin (the smallest effect that matters) and 'inconclusive' "
+               "when it reaches the margin.")
 COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
                 "if any part is inconclusive; else supported if all parts are supported; else "
-                "not supported.")
+                "not supported. " + MARGIN_RULE)
 
 Seeded = dict[int, float]  # seed -> headline metric
 Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
@@ -118,7 +121,8 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
     ),
 }
 
-ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "learned": "learned prior",
+ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
+              "learned": "learned prior",
               "zero": "zero-mean prior", "isotropic": "isotropic prior"}
 
 
@@ -609,7 +613,13 @@ RULE_POOLED = (
     "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
     "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
     "contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive."
+    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive. " + MARGIN_RULE
+)
+RULE_C4 = RULE_POOLED + (
+    " Where the profile has the `ensemble+learned` control (the sampler's schedule and samples "
+    "at temperature 0: a cyclical snapshot ensemble), the claim also needs the sampler to beat "
+    "that ensemble, so that a gain from averaging snapshots is not read as a Bayesian gain; "
+    "the two parts combine as: " + COMBINE_RULE
 )
 
 
@@ -639,15 +649,26 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
-        return _missing("C4", "inference", metric, sum(div.values()), RULE_POOLED)
-    return _simple_claim("C4", table, div, hib, metric, f"{_bayes(table)}+learned", "sgd+learned")
+        return _missing("C4", "inference", metric, sum(div.values()), RULE_C4)
+    bayes = f"{_bayes(table)}+learned"
+    if "ensemble+learned" not in table:
+        return _simple_claim("C4", table, div, hib, metric, bayes, "sgd+learned")
+    parts = [_pair_part(table, hib, bayes, "sgd+learned"),
+             _pair_part(table, hib, bayes, "ensemble+learned")]
+    head = parts[0]["comparison"]
+    evidence = _evidence(metric, head, _diverged(div, [bayes, "sgd+learned", "ensemble+learned"]),
+                         sizes=parts[0]["sizes"], arms=[bayes, "sgd+learned"],
+                         per_size=parts[0]["per_size"],
+                         ensemble_control={k: v for k, v in parts[1].items()})
+    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
+    return _claim("C4", combine([p["verdict"] for p in parts]), RULE_C4, evidence, summary)
 
 
 RULE_C4B = (
     "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
     "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
     "mean over sizes, 95% t interval: supported if > 0, contradicted if < 0, else not "
-    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive."
+    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
 )
 
 

@@ -89,7 +89,7 @@ def _section_from(settings_cls) -> dict[str, Field]:
 
 ARMS = (
     "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
-    "sgd+isotropic", "sghmc+isotropic",
+    "sgd+isotropic", "sghmc+isotropic", "ensemble+learned",
 )
 PRIOR_NAMES = ("ssl", "supervised")
 
@@ -152,6 +152,8 @@ SCHEMA: dict[str, Any] = {
             "enabled": Field(bool, True),
             "prior": _choice(*PRIOR_NAMES),
             "bayes_method": _choice("sghmc", "sgld"),
+            # `ensemble+learned`: the sampler's schedule and samples at temperature 0 (a cyclical
+            # snapshot ensemble), the control that separates "Bayesian" from "ensembling"
             "arms": Field(list, list(ARMS[:3]) + list(ARMS[4:]), items=str),
             "scale": _num(1e-12, 1e30, 1e3),
             "rank": _int(0, 100, 10),

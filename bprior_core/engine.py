@@ -323,9 +323,9 @@ class Pack:
         return torch.cat(probs, dim=1), torch.cat(labels)
 
     @torch.no_grad()
-    def collect_sample(self, steps_done: int) -> None:
-        """Add the current weights' test probabilities to the model average, each run with
-        BatchNorm statistics recomputed on its own training data (then restored)."""
+    def predict_refreshed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`predict` with each run's BatchNorm statistics recomputed on its own training data
+        for the current weights (then restored, so training goes on with its running ones)."""
         self.sync_net()
         buffers = [(b, b.clone()) for b in self.net.backbone.buffers()]
         n_batches = min(self.settings.bn_refresh_batches,
@@ -333,9 +333,16 @@ class Pack:
                                          / self.refresh.batch_size)))
         with self.autocast:
             refresh_batchnorm(self.net, (next(self.refresh)[0] for _ in range(n_batches)))
-        probs, _ = self.predict()
+        out = self.predict()
         for b, saved in buffers:
             b.copy_(saved)
+        return out
+
+    @torch.no_grad()
+    def collect_sample(self, steps_done: int) -> None:
+        """Add the current weights' test probabilities (`predict_refreshed`) to the model
+        average."""
+        probs, _ = self.predict_refreshed()
         finite = torch.isfinite(probs).flatten(1).all(1)
         self.diverged_at = torch.where(self.alive & ~finite, steps_done, self.diverged_at)
         self.alive &= finite
@@ -347,7 +354,7 @@ class Pack:
     def outcomes(self, wall: float) -> list[RunOutcome]:
         steps = self.settings.steps
         self.mark_nonfinite_weights(steps)
-        probs, labels = self.predict()
+        probs, labels = self.predict_refreshed()
         finite = torch.isfinite(probs).flatten(1).all(1)
         self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
         self.alive &= finite

@@ -8,8 +8,9 @@ decay on every parameter. Methods:
 - `sgd`:       SGD (Nesterov momentum) with a cosine learning rate, weight decay, no prior.
 - `sgd_prior`: the same optimiser on the loss with the prior: the MAP estimate.
 - `sgld`, `sghmc`: the cyclical samplers of `bprior_core.samplers`; predictions are the Bayesian
-  model average (mean of softmax probabilities) over the collected samples, each sample evaluated
-  with its own BatchNorm statistics recomputed on the training set.
+  model average (mean of softmax probabilities) over the collected samples.
+Every evaluated set of weights, each sample and every method's final iterate alike, predicts
+with BatchNorm statistics recomputed on its training data for those weights.
 A non-finite loss, weight or prediction marks the run `diverged` instead of raising.
 
 A tight prior (small scale) is stiff: its curvature 1/(N * variance) makes explicit steps of

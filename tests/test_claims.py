@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -300,3 +301,17 @@ def test_sgld_bayes_arm_detected():
     assert claims["C4"]["verdict"] == "supported"
     assert claims["C4"]["evidence"]["arms"] == ["sgld+learned", "sgd+learned"]
     assert claims["C5"]["evidence"]["parts"][0]["arms"] == ["sgld+learned", "sgld+zero"]
+
+
+def test_ensemble_control_separates_bayes_from_averaging():
+    """C4 needs the sampler to beat the T = 0 snapshot ensemble too, where the profile has it."""
+    recs = world(1.0)
+    ensemble = [copy.deepcopy(r) for r in recs if r["config"]["arm"] == "sghmc+learned"]
+    for r in ensemble:
+        r["config"]["arm"] = "ensemble+learned"
+    c4 = by_id(evaluate_claims(recs + ensemble))["C4"]
+    assert c4["verdict"] == "not supported"  # no gain beyond the ensemble's
+    assert c4["evidence"]["ensemble_control"]["arms"] == ["sghmc+learned", "ensemble+learned"]
+    for r in ensemble:
+        r["metrics"]["bma"]["accuracy"] -= 0.2
+    assert by_id(evaluate_claims(recs + ensemble))["C4"]["verdict"] == "supported"

@@ -110,12 +110,15 @@ def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
         "sgd": ("sgd", "none"), "sgd+learned": ("sgd_prior", "learned"),
         "sghmc+learned": (bayes, "learned"), "sgd+zero": ("sgd_prior", "zero"),
         "sghmc+zero": (bayes, "zero"), "sgd+isotropic": ("sgd_prior", "isotropic"),
-        "sghmc+isotropic": (bayes, "isotropic"),
+        "sghmc+isotropic": (bayes, "isotropic"), "ensemble+learned": (bayes, "learned"),
     }
     seen = set()
     for run in runs:
         cfg = run["config"]
         assert (cfg["method"], cfg["prior"]["kind"]) == expected[cfg["arm"]]
+        # the ensemble control is the sampler at temperature 0, otherwise the same settings
+        temperature = 0.0 if cfg["arm"] == "ensemble+learned" else smoke["train"]["temperature"]
+        assert cfg["train"] == {**smoke["train"], "temperature": temperature}
         seen.add(cfg["arm"])
         if cfg["prior"]["kind"] in ("learned", "isotropic"):
             assert cfg["prior"]["rank"] == smoke["experiments"]["inference"]["rank"]

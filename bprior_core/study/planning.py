@@ -54,7 +54,8 @@ def _prior_spec(profile: dict, kind: str, source: str, rank: int, scale: float) 
     return spec
 
 
-def _planned_run(profile, experiment, arm, method, prior, n_train, seed) -> dict:
+def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
+                 train: dict | None = None) -> dict:
     config = {
         "experiment": experiment,
         "arm": arm,
@@ -64,19 +65,28 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed) -> dict
         "seed": seed,
         "model": profile["model"],
         "data": {k: profile["data"][k] for k in ("dataset", "subset_protocol", "test_size")},
-        "train": profile["train"],
+        "train": profile["train"] if train is None else train,
     }
     return {"id": digest(config), "config": config}
 
 
 def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
+    """An inference arm `method+prior` -> (training method, prior kind). `sghmc`/`sgld` and the
+    `ensemble` control (the same sampler run at temperature 0) use the profile's bayes_method."""
     bayes = profile["experiments"]["inference"]["bayes_method"]
     method, _, prior_kind = arm.partition("+")
     if method == "sgd":
         method = "sgd_prior" if prior_kind else "sgd"
-    elif method in ("sghmc", "sgld"):
+    elif method in ("sghmc", "sgld", "ensemble"):
         method = bayes
     return method, prior_kind or None
+
+
+def _arm_train(profile: dict, arm: str) -> dict:
+    """The training settings of an arm: the profile's, at temperature 0 for the ensemble."""
+    if arm.startswith("ensemble+"):
+        return {**profile["train"], "temperature": 0.0}
+    return profile["train"]
 
 
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
@@ -113,8 +123,8 @@ def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
                     if prior is None:
                         prior = {"kind": "none", "source": cfg["prior"],
                                  "source_id": prior_source_id(profile, cfg["prior"])}
-                    runs += [_planned_run(profile, "inference", arm, method, prior, n, s)
-                             for s in seeds]
+                    runs += [_planned_run(profile, "inference", arm, method, prior, n, s,
+                                          _arm_train(profile, arm)) for s in seeds]
     return runs
 
 
