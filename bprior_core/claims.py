@@ -810,6 +810,50 @@ def evaluate_claims(
     return [to_plain(build(records, metric, margin)) for build in builders]
 
 
+def evaluate_claims_by_metric(
+    records: Sequence[Mapping[str, Any]], margins: Mapping[str, float] | None = None,
+    others: Sequence[str] = ("nll", "ece"),
+) -> list[dict]:
+    """The accuracy verdicts, each with the same claim's verdict on the `others` metrics in
+    `evidence["by_metric"]` (verdict, effect, interval, margin), so calibration is judged
+    beside accuracy."""
+    main = evaluate_claims(records, "accuracy", margins)
+    extra = {m: {c["id"]: c for c in evaluate_claims(records, m, margins)} for m in others}
+    for claim in main:
+        claim["evidence"]["by_metric"] = {
+            m: {k: extra[m][claim["id"]][k] for k in ("verdict", "summary")}
+            | {k: extra[m][claim["id"]]["evidence"].get(k)
+               for k in ("effect", "ci_low", "ci_high", "margin")}
+            for m in others
+        }
+    return main
+
+
+def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Flat rows (claim, comparison, n_train, effect, interval, seeds) of every pooled
+    comparison's per-size effects in the claims' evidence: the effect of each claim at each
+    training size, not only pooled over sizes."""
+    rows = []
+    for claim in claims:
+        ev = claim.get("evidence") or {}
+        found = [(ev.get("arms"), ev.get("per_size"))]
+        found += [(p.get("arms"), p.get("per_size")) for p in (ev.get("parts") or [])
+                  if isinstance(p, Mapping)]
+        control = ev.get("ensemble_control")
+        if control:
+            found.append((control.get("arms"), control.get("per_size")))
+        for arms, per_size in found:
+            for row in per_size or []:
+                if not arms or "effect" not in row:
+                    continue
+                rows.append({"claim": claim["id"],
+                             "comparison": f"{_arm_label(arms[0])} vs {_arm_label(arms[1])}",
+                             "n_train": row["n_train"], "effect": row["effect"],
+                             "ci_low": row["ci_low"], "ci_high": row["ci_high"],
+                             "n_seeds": row["n_seeds"]})
+    return rows
+
+
 def write_claims_json(claims: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write the claims as a JSON list atomically (temp file in the same folder, then replace)."""
     text = json.dumps(to_plain(list(claims)), indent=2, allow_nan=False)

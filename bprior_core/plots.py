@@ -65,3 +65,29 @@ def metric_panel(summary: pd.DataFrame, x: str, group: str | None, logx: bool, t
     errorbar_plot(summary, x, group, "nll", logx, title, xlabel, axes[1])
     fig.tight_layout()
     return fig
+
+
+def gains_by_size(rows: list[dict], metric_label: str = "accuracy (points)"):
+    """Each comparison's paired effect against the training size (log axis), with its
+    interval: the claims' gains size by size."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    comparisons = sorted({(r["claim"], r["comparison"]) for r in rows})
+    for i, (claim, comparison) in enumerate(comparisons):
+        part = sorted((r for r in rows if (r["claim"], r["comparison"]) == (claim, comparison)
+                       and r["effect"] is not None), key=lambda r: r["n_train"] or 1e9)
+        if not part:
+            continue
+        x = [(r["n_train"] or 1e4) * (1 + 0.04 * i) for r in part]
+        y = [100 * r["effect"] for r in part]
+        lo = [100 * (r["effect"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in part]
+        hi = [100 * (r["ci_high"] - r["effect"]) if r["ci_high"] is not None else 0
+              for r in part]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{claim}: {comparison}")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training size n")
+    ax.set_ylabel(f"paired gain, {metric_label}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

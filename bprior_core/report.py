@@ -50,15 +50,24 @@ def verdict_badge(verdict: str) -> str:
 
 def verdict_table_html(claims: list[dict]) -> str:
     """One row per claim: the claim, the paper's and the reproduction's findings, this run's
-    evidence and the verdict."""
+    evidence and the verdict on accuracy, with the verdicts on the other metrics where the
+    claims carry them (`claims.evaluate_claims_by_metric`)."""
+    others = list((claims[0]["evidence"].get("by_metric") or {}) if claims else {})
     head = ("<tr><th>claim</th><th>paper</th><th>reproduction (MLRC 2022)</th>"
-            "<th>this run</th><th>verdict</th></tr>")
+            "<th>this run</th><th>verdict (accuracy)</th>"
+            + "".join(f"<th>{_esc(m.upper())}</th>" for m in others) + "</tr>")
     cell = '<td style="text-align:left;vertical-align:top">'
+
+    def other_cells(c: dict) -> str:
+        by_metric = c["evidence"].get("by_metric") or {}
+        return "".join(f"{cell}{verdict_badge(by_metric[m]['verdict'])}</td>"
+                       if m in by_metric else f"{cell}-</td>" for m in others)
+
     rows = [
         f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}<br><small>"
         f"{_esc(c.get('statement'))}</small></td>{cell}{_esc(c.get('paper'))}</td>"
         f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
-        f"{cell}{verdict_badge(c['verdict'])}</td></tr>"
+        f"{cell}{verdict_badge(c['verdict'])}</td>{other_cells(c)}</tr>"
         for c in claims
     ]
     return ('<table class="verdicts" border="1" style="border-collapse:collapse;font-size:90%">'

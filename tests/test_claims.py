@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bprior_core import claims as claims_module
 from bprior_core.claims import (
+    evaluate_claims_by_metric,
     CLAIM_IDS,
     MIN_SEEDS,
     Comparison,
@@ -315,3 +317,23 @@ def test_ensemble_control_separates_bayes_from_averaging():
     for r in ensemble:
         r["metrics"]["bma"]["accuracy"] -= 0.2
     assert by_id(evaluate_claims(recs + ensemble))["C4"]["verdict"] == "supported"
+
+
+def test_claims_carry_their_verdicts_on_nll_and_ece():
+    claims = evaluate_claims_by_metric(world(1.0))
+    assert [c["id"] for c in claims] == list(CLAIM_IDS)
+    for c in claims:
+        by_metric = c["evidence"]["by_metric"]
+        assert set(by_metric) == {"nll", "ece"}
+        assert by_metric["nll"]["verdict"] == "supported"  # nll = 2 - accuracy in this world
+        assert by_metric["nll"]["margin"] == 0.02
+    json.dumps(claims)
+
+
+def test_gains_by_size_lists_every_pooled_comparison_per_size():
+    rows = claims_module.gains_by_size(evaluate_claims(world(1.0)))
+    c3 = [r for r in rows if r["claim"] == "C3"]
+    assert sorted(r["n_train"] for r in c3) == sorted(SIZES)
+    for r in c3:
+        assert r["effect"] == pytest.approx(LEARNED_GAIN[r["n_train"]], abs=0.05)
+        assert r["ci_low"] <= r["effect"] <= r["ci_high"]
