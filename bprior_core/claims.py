@@ -12,7 +12,8 @@ smallest effect that matters, per metric: `MARGINS`, or the profile's `claims.ma
 "supported" (the interval's lower bound > 0), "contradicted" (its upper bound < 0), "not
 supported" (the interval contains 0 and its upper bound < margin: any effect is too small to
 matter), "inconclusive" (the interval contains 0 and reaches the margin: too uncertain to say;
-also too few seeds or missing data). Compound claims combine their parts with `combine`: contradicted if
+also too few seeds or missing data). Compound claims combine their parts with `combine`:
+contradicted if
 any part is contradicted; else inconclusive if any part is inconclusive; else supported if all
 parts are supported; else not supported.
 

@@ -58,7 +58,8 @@ def _pack_size(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer (runs per pack), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer (runs per pack), got {text!r}")
     return value
 
 

@@ -195,10 +195,3 @@ def infinite_batches(
             idx = perm[i : i + batch_size]
             yield data.images[idx].to(device), data.labels[idx].to(device)
 
-
-def eval_batches(
-    data: TensorTask, batch_size: int, device: torch.device | str = "cpu"
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One ordered pass over the data."""
-    for i in range(0, len(data), batch_size):
-        yield data.images[i : i + batch_size].to(device), data.labels[i : i + batch_size].to(device)

@@ -438,9 +438,10 @@ def train_pack(
     unless a spec gives `init_state`. `pool` holds the training images on `device` (each run uses
     its `train_indices`), `test` the test set. `precision="bf16"` runs forward and backward under
     bfloat16 autocast (weights, prior term and optimiser state stay float32); `channels_last`
-    (default: on CUDA and CPU, where it measured faster) lays activations out channels-last. `trained`, if given, holds one model
-    per run that receives the run's final weights and BatchNorm statistics. Subnormal floats are flushed to zero
-    during the run (tiny prior variances otherwise hit slow subnormal arithmetic on CPUs).
+    (default: on CUDA and CPU, where it measured faster) lays activations out channels-last.
+    `trained`, if given, holds one model per run that receives the run's final weights and
+    BatchNorm statistics. Subnormal floats are flushed to zero during the run (tiny prior
+    variances otherwise hit slow subnormal arithmetic on CPUs).
     """
     _check_pack(method, specs, model, precision)
     device = torch.device(device)

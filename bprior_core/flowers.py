@@ -77,7 +77,8 @@ def cached_split(split: str, root: str | os.PathLike, download: bool = False
 
     dataset = _dataset(split, root, download)
     train = split == "train"
-    path = Path(root) / "flowers-102" / "bprior-cache" / f"{split}-{'train' if train else 'eval'}.pt"
+    name = f"{split}-{'train' if train else 'eval'}.pt"
+    path = Path(root) / "flowers-102" / "bprior-cache" / name
     if path.exists():
         try:
             cache = torch.load(path, map_location="cpu", weights_only=True)

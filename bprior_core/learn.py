@@ -27,8 +27,8 @@ from .models import (
     refresh_batchnorm,
 )
 from .prior import GaussianPrior
-from .settings import check_ranges, setting
 from .samplers import CyclicalSchedule
+from .settings import check_ranges, setting
 from .swag import SWAG
 
 OBJECTIVES = ("supervised", "simclr")

@@ -1,4 +1,4 @@
-"""R Gaussian priors evaluated together on the runs' parameter matrix (R, D), with a direct gradient.
+"""R Gaussian priors evaluated together on the runs' parameter matrix (R, D), gradient included.
 
 Run r's prior is N(mu_r, Sigma_r), Sigma_r = diag(d_r) + F_r^T F_r (F_r is K x D). With
 theta_r row r of the parameter matrix (the engine's master weights, one row per run; the prior
@@ -130,8 +130,9 @@ class PackedPrior:
         its fixed point, the MAP. For the prior alone the discretised chain's stationary
         variance is T Sigma / (1 - c / 2) for SGLD at step curvature c, and less inflated for
         SGHMC: cap = 0.1 keeps it within 5.3 % (SGLD) and 2.7 % (SGHMC, momentum 0.9; both
-        solved exactly from the chains' linear recursions). Coordinates the prior does not pin (m_i = 1) keep plain steps, so the likelihood
-        is never made stiffer; pinned coordinates move at the prior's own pace.
+        solved exactly from the chains' linear recursions). Coordinates the prior does not pin
+        (m_i = 1) keep plain steps, so the likelihood is never made stiffer; pinned coordinates
+        move at the prior's own pace.
         """
         m = cap * num_data.view(-1, 1) * self.variance / lr.view(-1, 1)
         return m.clamp(max=1.0).expand(self.runs, self.dim)

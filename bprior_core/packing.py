@@ -16,6 +16,7 @@ Inputs are `(R, B, C, H, W)` (one batch per run, all runs the same batch size), 
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 
@@ -78,10 +79,6 @@ class PackedClassifier(nn.Module):
         self.head_bias = nn.Parameter(torch.zeros(runs, out_features))
         self.to(model.head.weight.device, model.head.weight.dtype)
 
-    @property
-    def num_classes(self) -> int:
-        return self.head_bias.shape[1]
-
     def fold(self, x: torch.Tensor) -> torch.Tensor:
         """(R, B, C, H, W) -> (B, R C, H, W): run r's images into run r's channel group
         (laid out channels-last when the pack was built with `channels_last`)."""
@@ -95,11 +92,7 @@ class PackedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (R, B, classes) of inputs (R, B, C, H, W)."""
-        return self.forward_folded(self.fold(x))
-
-    def forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (R, B, classes) of already folded inputs (B, R C, H, W)."""
-        return self.head_logits(self.backbone(x))
+        return self.head_logits(self.backbone(self.fold(x)))
 
     def head_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (R, B, classes) of packed backbone features (B, R F): each run's own head."""

@@ -124,7 +124,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
                 "for n <= 100 but tests on ALL classes, so few-shot models are scored on classes "
                 "they never saw" if profile["data"]["subset_protocol"] == "reproduction" else "")
     return f"""
-- **Data**: `{profile['data']['dataset']}`, subsets `{profile['data']['subset_protocol']}`{protocol},
+- **Data**: `{profile['data']['dataset']}`,
+  subsets `{profile['data']['subset_protocol']}`{protocol},
   test set of {profile['data']['test_size'] or 'all'} images (fixed). Model `{profile['model']}`.
 - **Seeds**: {profile['seeds']} per point (seed = training subset = head init = sampler noise);
   mean ± standard error over seeds; claims use paired differences over seeds with Student-t 95%

@@ -12,13 +12,13 @@ from scipy import stats
 
 from bprior_core import claims as claims_module
 from bprior_core.claims import (
-    evaluate_claims_by_metric,
     CLAIM_IDS,
     MIN_SEEDS,
     Comparison,
     bonferroni,
     combine,
     evaluate_claims,
+    evaluate_claims_by_metric,
     headline,
     one_sample,
     paired_difference,

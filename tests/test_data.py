@@ -238,10 +238,3 @@ def test_infinite_batches_never_larger_than_data() -> None:
     for x, _ in batches:
         assert x.shape[0] == 5
         assert sorted(x.flatten().tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
-
-
-def test_eval_batches_is_one_ordered_pass() -> None:
-    task = small_task(7)
-    batches = list(data.eval_batches(task, 3))
-    assert [len(y) for _, y in batches] == [3, 3, 1]
-    assert torch.equal(torch.cat([x for x, _ in batches]), task.images)

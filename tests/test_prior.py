@@ -423,7 +423,6 @@ def test_principal_truncation_keeps_the_best_low_rank_approximation() -> None:
     factor = torch.randn(6, 30, generator=gen, dtype=torch.float64)
     prior = GaussianPrior(torch.zeros(30, dtype=torch.float64),
                           torch.ones(30, dtype=torch.float64), factor)
-    full = factor.T @ factor
     u, s, vt = torch.linalg.svd(factor, full_matrices=False)
     for r in (0, 1, 3, 6):
         kept = prior.principal(r)

@@ -41,7 +41,6 @@ def chains(method: str, ratio: float, cap: float | None, steps: int = 2500, burn
     state = torch.zeros_like(theta)
     friction = 0.1 if method == "sghmc" else 1.0
     std = langevin_noise_std(lr, T, 1.0, friction)
-    total, outer, count = torch.zeros(DIM, dtype=torch.float64), 0, 0
     samples = []
     for k in range(steps):
         grad = torch.zeros_like(theta)

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from bprior_core import study
-from bprior_core.study import execution
 from bprior_core.config import load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
+from bprior_core.study import execution
 from bprior_core.train import BAYESIAN_METHODS, RunOutcome
 
 

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from bprior_core import data, train
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters

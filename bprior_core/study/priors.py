@@ -17,8 +17,8 @@ from ..models import build_model
 from ..prior import GaussianPrior, load_authors_model_state, rescale
 from .errors import StudyError
 from .paths import prior_paths
-from .resources import resolve_device
 from .planning import EXPERIMENTS, LEARN_SEED, needed_priors, prior_source_id
+from .resources import resolve_device
 
 
 def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
