@@ -173,12 +173,15 @@ class Pack:
     def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
                ) -> PackedClassifier:
         net = PackedClassifier(model, len(specs), channels_last)
-        initial = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        backbone = {k.removeprefix("backbone."): v for k, v in initial.items()
+                    if k.startswith("backbone.")}
         for r, spec in enumerate(specs):
-            model.backbone.load_state_dict(spec.init_state or initial)
+            model.backbone.load_state_dict(spec.init_state or backbone)
             torch.manual_seed(spec.seed)
             model.head.reset_parameters()
             load_run(net, r, model)
+        model.load_state_dict(initial)  # the template leaves as it came
         return net
 
     def _tabulate(self, specs: Sequence[RunSpec]) -> None:
