@@ -696,27 +696,34 @@ def claim_bayes_interaction(
 
 
 RULE_C5 = (
-    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: "
-    "gain at the smallest size minus gain at the largest size (0 = full set counts as "
-    "largest), 95% t interval: supported if > 0, contradicted if < 0, else not supported; "
-    f"fewer than {MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. "
-    + COMBINE_RULE
+    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: the "
+    "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
+    "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
+    "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
+    "per decade of n; 95% t interval: supported if > 0, contradicted if < 0; fewer than "
+    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is read "
+    "per decade. " + COMBINE_RULE
 )
 
 
 def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:
-    """Gain per size and the small-minus-large difference of the gain, paired over seeds."""
+    """Gain per size, and the per-seed slope of the gain in log10(n) (negated: positive = the
+    gain is larger for smaller training sets)."""
     a, b = table.get(learned, {}), table.get(zero, {})
     sizes = sorted(set(a) & set(b), key=_size_key)
     per_size = [{"n_train": n, **paired_difference(a[n], b[n], hib).to_dict()} for n in sizes]
     part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes, "gain_per_size": per_size}
-    if len(sizes) < 2:
+    fitted = [n for n in sizes if n]
+    if len(fitted) < 2:
         return {**part, "comparison": one_sample({}), "verdict": "inconclusive"}
-    small, large = sizes[0], sizes[-1]
     sign = 1.0 if hib else -1.0
-    d = contrast([(sign, a[small]), (-sign, b[small]), (-sign, a[large]), (sign, b[large])])
-    c = one_sample(d)
-    return {**part, "small": small, "large": large, "comparison": c, "verdict": verdict(c)}
+    gains = {n: contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted}
+    seeds = set.intersection(*(set(g) for g in gains.values()))
+    x = np.log10(np.asarray(fitted, dtype=float))
+    slopes = {seed: -float(np.polyfit(x, [gains[n][seed] for n in fitted], 1)[0])
+              for seed in sorted(seeds)}
+    c = one_sample(slopes)
+    return {**part, "sizes_fitted": fitted, "comparison": c, "verdict": verdict(c)}
 
 
 def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]]:
@@ -746,10 +753,10 @@ def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "a
 
 def _efficiency_summary(part: dict, metric: str) -> str:
     learned, zero = part["arms"]
-    where = (f"size {_size_label(part['small'])} minus size {_size_label(part['large'])}"
-             if "small" in part else "fewer than two sizes")
-    return (f"{_arm_label(learned)} over {_arm_label(zero)} gain, {where}: "
-            f"{_fmt(part['comparison'], metric)}")
+    if "sizes_fitted" not in part:
+        return f"{_arm_label(learned)} over {_arm_label(zero)} gain: fewer than two sizes"
+    return (f"{_arm_label(learned)} over {_arm_label(zero)} gain, fall per decade of n over "
+            f"{_sizes_text(part['sizes_fitted'])}: {_fmt(part['comparison'], metric)}")
 
 
 RULE_H1 = (

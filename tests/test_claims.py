@@ -337,3 +337,20 @@ def test_gains_by_size_lists_every_pooled_comparison_per_size():
     for r in c3:
         assert r["effect"] == pytest.approx(LEARNED_GAIN[r["n_train"]], abs=0.05)
         assert r["ci_low"] <= r["effect"] <= r["ci_high"]
+
+
+def test_data_efficiency_is_the_slope_of_the_gain_in_log_n():
+    """Gain 10 points at n = 5 falling 5 points per decade: C5's effect is +0.05 per decade
+    exactly (the seeds' noise is shared by both arms and cancels); the full set is left out."""
+    recs = []
+    for seed, noise in zip((0, 1, 2, 3), (0.01, -0.02, 0.005, 0.0), strict=True):
+        for n in (5, 50, 500, 0):
+            gain = 0.1 - 0.05 * math.log10(n / 5) if n else 0.3  # the full set is not fitted
+            for arm, extra in (("sghmc+learned", gain), ("sghmc+zero", 0.0)):
+                recs.append(record("inference", arm, seed, 0.5 + extra + noise + 0.001 * seed * n,
+                                   n_train=n, bma=True))
+    claim = claims_module.claim_data_efficiency(recs)
+    part = claim["evidence"]["parts"][0]
+    assert part["sizes_fitted"] == [5, 50, 500]
+    assert claim["evidence"]["effect"] == pytest.approx(0.05, abs=1e-9)
+    assert claim["verdict"] == "supported"
