@@ -339,9 +339,9 @@ class GaussianPrior:
         (to compare ranks at a fixed total variance). Raises if that would need a negative
         addition."""
         current = float(self.diag_of_covariance().double().sum())
-        extra = (trace - current) / self.dim
-        if extra < 0:
+        if trace < current * (1 - 1e-6):
             raise ValueError(f"trace {trace:g} is below this prior's {current:g}")
+        extra = max(trace - current, 0.0) / self.dim  # a prior at the target within rounding: 0
         meta = _with_transform(self._meta, op="with_trace", trace=trace)
         return GaussianPrior(self._mean, self._variance + extra, self._cov_factor, meta)
 
