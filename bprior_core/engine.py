@@ -157,6 +157,7 @@ class Pack:
         self.schedule = make_schedule(method, settings)
         self._tabulate(specs)
         self.precondition = self._preconditioner()
+        self.noise_scale = None if self.precondition is None else self.precondition.sqrt()
         self.train = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
                                  [torch.Generator().manual_seed(s.seed) for s in specs])
         self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
@@ -267,8 +268,8 @@ class Pack:
         noise = torch.empty_like(self.weights)
         for r, gen in enumerate(self.noise_gens):
             torch.randn(noise.shape[1], generator=gen, device=self.device, out=noise[r])
-        if self.precondition is not None:
-            noise.mul_(self.precondition.sqrt())
+        if self.noise_scale is not None:
+            noise.mul_(self.noise_scale)
         return noise
 
     @torch.no_grad()
