@@ -138,8 +138,8 @@ class Pack:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device).train()
-        params = self.net.backbone_parameters() + self.net.head_parameters()
-        self.net_views = [run_view(p, self.runs) for p in params]
+        self.net_params = self.net.backbone_parameters() + self.net.head_parameters()
+        self.net_views = [run_view(p, self.runs) for p in self.net_params]
         widths = [v.shape[1] for v in self.net_views]
         self.dim = sum(widths[: len(self.net.backbone_parameters())])  # D, the prior's part
         self.weights = torch.cat([v.detach() for v in self.net_views], dim=1)
@@ -235,17 +235,15 @@ class Pack:
                              reduction="none").view(runs, batch).mean(1)
         ce.sum().backward()
         with torch.no_grad():
-            grads = [run_view(p.grad, runs) for p in self.net.backbone_parameters()
-                     + self.net.head_parameters()]
-            torch._foreach_copy_(self.grad_views, grads)
+            torch._foreach_copy_(self.grad_views,
+                                 [run_view(p.grad, runs) for p in self.net_params])
         loss = ce.detach().double()
         if self.prior is not None:
             log_p = self.prior.add_neg_log_prob_grad_(
                 self.weights[:, : self.dim], self.grads[:, : self.dim], 1.0 / self.num_data)
             loss = loss - log_p / self.num_data
         ok = torch.isfinite(loss)
-        self.diverged_at = torch.where(self.alive & ~ok, k, self.diverged_at)
-        self.alive &= ok
+        self._mark_diverged(ok, k)
         self.last_loss = torch.where(ok, loss, self.last_loss)
         self.grads[:, self.decay_from:].addcmul_(self.weights[:, self.decay_from:],
                                                  self.weight_decay)
@@ -299,10 +297,10 @@ class Pack:
                 self.noise_std[:, r] = 0.0
         self._stale = self._stale or bool(dead)
 
-    def mark_nonfinite_weights(self, steps: int) -> None:
-        finite = torch.isfinite(self.weights).all(1)
-        self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
-        self.alive &= finite
+    def _mark_diverged(self, ok: torch.Tensor, steps_done: int) -> None:
+        """Runs alive so far whose `ok` flag is False diverged at `steps_done` (on the device)."""
+        self.diverged_at = torch.where(self.alive & ~ok, steps_done, self.diverged_at)
+        self.alive &= ok
 
     # ----------------------------------------------------------------------------- evaluation
 
@@ -348,8 +346,7 @@ class Pack:
         average."""
         probs, _ = self.predict_refreshed()
         finite = torch.isfinite(probs).flatten(1).all(1)
-        self.diverged_at = torch.where(self.alive & ~finite, steps_done, self.diverged_at)
-        self.alive &= finite
+        self._mark_diverged(finite, steps_done)
         self.average.update(torch.where(finite.view(-1, 1, 1), probs, 0.0))
         self.sample_classes.append(probs.argmax(-1))
 
@@ -357,11 +354,9 @@ class Pack:
 
     def outcomes(self, wall: float) -> list[RunOutcome]:
         steps = self.settings.steps
-        self.mark_nonfinite_weights(steps)
+        self._mark_diverged(torch.isfinite(self.weights).all(1), steps)
         probs, labels = self.predict_refreshed()
-        finite = torch.isfinite(probs).flatten(1).all(1)
-        self.diverged_at = torch.where(self.alive & ~finite, steps, self.diverged_at)
-        self.alive &= finite
+        self._mark_diverged(torch.isfinite(probs).flatten(1).all(1), steps)
         alive = self.alive.tolist()
         diverged_at = self.diverged_at.tolist()
         losses = self.last_loss.tolist()
