@@ -4,7 +4,10 @@
 `notebooks/01_learn_prior` ... `05_report` in order (executed copies in
 `outputs/<profile>/notebooks/`), renders each to HTML with code hidden (`outputs/<profile>/html/`),
 and writes `outputs/<profile>/report.html`: the rendered `05_report` with links to the
-experiment pages. Figures are embedded as PNG and tables are plain HTML, so the page reads offline.
+experiment pages. The pages are self-contained: figures are embedded as PNG, tables are plain
+HTML, and nbconvert's lab template is rendered without the scripts it loads from a CDN
+(require.js, MathJax, mermaid, widgets), so a page reads offline and a published report calls
+out to nothing. TeX in markdown shows as source; the report's own prose writes no TeX.
 """
 
 from __future__ import annotations
@@ -179,12 +182,21 @@ def _nav(profile_name: str, current: str, prefix: str) -> str:
             f"{links}</div>")
 
 
+# nbconvert's lab template with the blocks that load scripts from a CDN left empty
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def render_html(notebook_path: Path, nav: str) -> str:
-    """Executed notebook -> HTML with code hidden and a navigation bar."""
+    """Executed notebook -> self-contained HTML with code hidden and a navigation bar."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab", raw_template=OFFLINE_TEMPLATE)
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True

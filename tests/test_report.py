@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
+import nbformat
 import papermill
 import pytest
 
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
-from bprior_core.report import NOTEBOOK_DIR, NOTEBOOKS, build_report
+from bprior_core.report import NOTEBOOK_DIR, NOTEBOOKS, build_report, render_html
 
 REPO = Path(__file__).resolve().parent.parent
+# a 1x1 PNG
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c6360f8cf00000301010018dd8db00000000049454e44ae426082"
+)).decode()
+REMOTE = re.compile(r"(?:https?:)?//", re.I)
+
+
+class _Refs(HTMLParser):
+    """Everything in a page that the browser would fetch from elsewhere: script sources, linked
+    stylesheets, CSS imports and urls, and module imports in inline scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.remote: list[str] = []
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        url = attrs.get("src") if tag == "script" else attrs.get("href") if tag == "link" else None
+        if url and REMOTE.match(url.strip()):
+            self.remote.append(f"<{tag}> {url}")
+        self._in = tag if tag in ("script", "style") else None
+
+    def handle_endtag(self, tag):
+        self._in = None
+
+    def handle_data(self, data):
+        if self._in == "style":
+            self.remote += re.findall(r"@import[^;]*|url\(\s*['\"]?(?:https?:)?//[^)]*\)", data)
+        elif self._in == "script":
+            self.remote += re.findall(r"""import\s*\(\s*['"`](?:https?:)?//[^'"`]*""", data)
+
+
+def remote_refs(page: str) -> list[str]:
+    parser = _Refs()
+    parser.feed(page)
+    return parser.remote
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +62,29 @@ def smoke_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     path = build_report("smoke", root=root, log=lambda *_: None, progress=False)
     return root / "smoke", path
+
+
+def test_render_html_calls_out_to_nothing(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    plot = nbformat.v4.new_code_cell("plot()")
+    plot.outputs = [nbformat.v4.new_output("display_data", {"image/png": PNG, "text/plain": "fig"})]
+    table = nbformat.v4.new_code_cell("table()")
+    table.outputs = [nbformat.v4.new_output(
+        "execute_result", {"text/html": "<table><tr><td>0.91</td></tr></table>"},
+        execution_count=2)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\nerror $e = 1 - a$ in %"), plot, table]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    page = render_html(path, "<div>nav</div>")
+    assert remote_refs(page) == []
+    assert f'src="data:image/png;base64,{PNG}"' in page
+    assert "<td>0.91</td>" in page and "<div>nav</div>" in page
+    assert "error $e = 1 - a$ in %" in page, "TeX stays readable as source"
+    assert "def " not in page and "plot()" not in page, "code cells must be hidden"
+    # the checker itself sees what the stock template emits
+    assert len(remote_refs('<script src="https://cdn/x.js"></script><link rel="stylesheet" '
+                       'href="//cdn/x.css"><style>@import "https://f/c.css";</style>'
+                       '<script type="module">await import("https://cdn/m.mjs")</script>')) == 4
 
 
 def test_report_holds_verdict_table_and_figures(smoke_report):
@@ -34,6 +98,8 @@ def test_report_holds_verdict_table_and_figures(smoke_report):
     assert "Temperature T = " in page and "Rescaling rule" in page and "15 equal-width" in page
     assert "def " not in page, "code cells must be hidden"
     assert 'href="html/02_rank.html"' in page
+    for html_page in [report, *sorted((out / "html").glob("*.html"))]:
+        assert remote_refs(html_page.read_text()) == [], html_page.name
 
 
 def test_every_notebook_executed_and_rendered(smoke_report):
