@@ -37,6 +37,8 @@ import numpy as np
 from scipy import stats
 
 from .atomic import atomic_write_text
+from .records import headline_value
+from .selection import best_by_validation, select_tuned
 
 MIN_SEEDS = 3
 LEVEL = 0.95
@@ -45,6 +47,8 @@ VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
 # smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
 MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier": 0.01}
 _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
+_LEVEL: ContextVar[float] = ContextVar("claim_level", default=LEVEL)
+FAMILY_ALPHA = 1.0 - LEVEL  # family-wise error rate over the claims (Holm)
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
 MARGIN_RULE = ("An interval that contains 0 gives 'not supported' when its upper bound stays "
                "below the claim's margin (the smallest effect that matters) and 'inconclusive' "
@@ -78,7 +82,7 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
     "C3": (
         "Modified loss surface",
         "Putting the learned prior into the downstream loss (SGD + learned prior) beats "
-        "standard SGD fine-tuning.",
+        "standard SGD fine-tuning (SGD with a zero-mean prior, i.e. tuned weight decay).",
         "SGD with the learned prior beat SGD with a non-learned prior at every CIFAR-10 size "
         "(e.g. 26.8% vs 36.8% test error at n=1k).",
         "Confirmed on Flowers-102: learned-prior models beat non-learned-prior models, most at "
@@ -150,9 +154,10 @@ class Comparison:
                 "level": self.level, "margin": self.margin, "verdict": verdict(self)}
 
 
-def one_sample(values: Mapping[int, float], level: float = LEVEL) -> Comparison:
-    """Mean of per-seed values with its standard error and Student-t interval; the margin is
-    that of the claim being evaluated (`with_margin`)."""
+def one_sample(values: Mapping[int, float], level: float | None = None) -> Comparison:
+    """Mean of per-seed values with its standard error and Student-t interval; the margin and
+    the default level are those of the claim being evaluated (`with_margin`)."""
+    level = _LEVEL.get() if level is None else level
     seeds = tuple(sorted(values))
     margin = _MARGIN.get()
     x = np.array([values[s] for s in seeds], dtype=float)
@@ -177,15 +182,16 @@ def contrast(terms: Sequence[tuple[float, Mapping[int, float]]]) -> Seeded:
 
 def paired_difference(
     a: Mapping[int, float], b: Mapping[int, float], higher_is_better: bool = True,
-    level: float = LEVEL,
+    level: float | None = None,
 ) -> Comparison:
     """Paired A - B over common seeds, oriented so that positive means A is better."""
     sign = 1.0 if higher_is_better else -1.0
     return one_sample(contrast([(sign, a), (-sign, b)]), level)
 
 
-def bonferroni(m: int, level: float = LEVEL) -> float:
+def bonferroni(m: int, level: float | None = None) -> float:
     """Per-comparison confidence level keeping the family-wise level over m comparisons."""
+    level = _LEVEL.get() if level is None else level
     return 1.0 - (1.0 - level) / max(m, 1)
 
 
@@ -208,16 +214,20 @@ def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
     """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`);
     every comparison made inside carries it and it is stored in the claim's evidence."""
     @functools.wraps(claim)
-    def wrapped(records, metric: str = "accuracy", margin: float | None = None) -> dict:
+    def wrapped(records, metric: str = "accuracy", margin: float | None = None,
+                level: float = LEVEL) -> dict:
         _check_metric(metric)
         value = MARGINS[metric] if margin is None else float(margin)
         if not value > 0:
             raise ValueError(f"a claim's margin must be > 0, got {margin!r} for {metric}")
-        token = _MARGIN.set(value)
+        if not 0 < level < 1:
+            raise ValueError(f"a confidence level must lie in (0, 1), got {level!r}")
+        tokens = _MARGIN.set(value), _LEVEL.set(level)
         try:
             out = claim(records, metric)
         finally:
-            _MARGIN.reset(token)
+            _MARGIN.reset(tokens[0])
+            _LEVEL.reset(tokens[1])
         out["evidence"]["margin"] = value
         return out
 
@@ -243,17 +253,12 @@ def _check_metric(metric: str) -> bool:
     return METRICS[metric]
 
 
-def headline(record: Mapping[str, Any], metric: str = "accuracy") -> float | None:
-    """The run's headline value: BMA when present, else the final iterate; None if missing."""
+def headline(record: Mapping[str, Any], metric: str = "accuracy", split: str = "test"
+             ) -> float | None:
+    """The run's headline value on `split`: BMA when present, else the final iterate; None if
+    missing (`records.headline_value`)."""
     _check_metric(metric)
-    if record.get("status") != "ok":
-        return None
-    metrics = record.get("metrics") or {}
-    block = metrics.get("bma") or metrics.get("final")
-    value = block.get(metric) if block else None
-    if value is None or not math.isfinite(float(value)):
-        return None
-    return float(value)
+    return headline_value(record, metric, split)
 
 
 def _seed(record: Mapping[str, Any]) -> int:
@@ -263,9 +268,10 @@ def _seed(record: Mapping[str, Any]) -> int:
 
 def collect(
     records: Sequence[Mapping[str, Any]], experiment: str,
-    key: Callable[[Mapping[str, Any]], Hashable], metric: str,
+    key: Callable[[Mapping[str, Any]], Hashable], metric: str, split: str = "test",
 ) -> tuple[dict[Hashable, Seeded], dict[Hashable, int]]:
-    """Headline values of one experiment as {key(config): {seed: value}} plus diverged counts.
+    """Headline values of one experiment on `split` as {key(config): {seed: value}} plus
+    diverged counts.
 
     Repeated (key, seed) pairs are averaged; diverged and metric-less runs are left out.
     """
@@ -278,7 +284,7 @@ def collect(
         k = key(config)
         if record.get("status") == "diverged":
             diverged[k] = diverged.get(k, 0) + 1
-        value = headline(record, metric)
+        value = headline(record, metric, split)
         if value is not None:
             values.setdefault(k, {}).setdefault(_seed(record), []).append(value)
     table = {k: {s: float(np.mean(v)) for s, v in by_seed.items()} for k, by_seed in values.items()}
@@ -292,6 +298,17 @@ def _size_key(n: int | None) -> float:
 
 def _size_label(n: int | None) -> str:
     return "full" if not n else str(n)
+
+
+def _pick(table: Mapping[Any, Seeded], val_nll: Mapping[Any, Seeded], keys: Sequence[Any],
+          higher_is_better: bool) -> tuple[Any, float, str]:
+    """The best of `keys` (ranks, scales), the level to compare it at and where it was chosen:
+    on the validation NLL (the claim's own level: the test data played no part in the choice),
+    or, for records without validation metrics, on the test means with a Bonferroni-corrected
+    level over the candidates (picking the best on test is otherwise optimistic)."""
+    if any(val_nll.get(k) for k in keys):
+        return best_by_validation(val_nll, keys), _LEVEL.get(), "validation"
+    return _best(table, keys, higher_is_better), bonferroni(len(keys)), "test"
 
 
 def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bool) -> Any:
@@ -373,11 +390,11 @@ def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str)
 # ----------------------------------------------------------------------------- C1 rank
 
 RULE_C1 = (
-    "(a) the best rank >= 1 (by mean) vs rank 0, paired over seeds, with a Bonferroni-corrected "
-    "interval over the m ranks >= 1 (selecting the best is otherwise optimistic): supported if "
-    "it excludes 0 upwards; contradicted if every rank >= 1 is significantly below rank 0; else "
-    "not supported. (b) saturation rank = smallest rank >= 1 not significantly worse (95%, "
-    "uncorrected) than the best rank >= 1: supported if <= max(2, max rank / 2), else "
+    "(a) the best rank >= 1 (lowest mean validation NLL; without validation metrics the best "
+    "test mean with a Bonferroni-corrected interval over the m ranks >= 1) vs rank 0, paired over "
+    "seeds: supported if it excludes 0 upwards; contradicted if every rank >= 1 is significantly "
+    "below rank 0; else not supported. (b) saturation rank = smallest rank >= 1 not "
+    "significantly worse than the best rank >= 1: supported if <= max(2, max rank / 2), else "
     "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
     "(c) where the rank experiment also ran at fixed total variance (every rank's diagonal "
     "raised to the full-rank prior's trace), (a) again on those runs, so that a rank effect is "
@@ -386,24 +403,26 @@ RULE_C1 = (
 )
 
 
-def _rank_beats_zero(table: Mapping[int, Seeded], ranks: Sequence[int], hib: bool) -> dict:
-    """Part (a): does the best rank >= 1 beat rank 0 (Bonferroni over the ranks >= 1)?"""
+def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
+                     ranks: Sequence[int], hib: bool) -> dict:
+    """Part (a): does the best rank >= 1 (`_pick`) beat rank 0?"""
     if 0 not in table or not ranks:
         return {"part": "a", "verdict": "inconclusive", "best_rank": None,
                 "comparison": None, "per_rank": [], "reason": "rank 0 or ranks >= 1 missing"}
-    level = bonferroni(len(ranks))
+    best, level, chosen_on = _pick(table, val, ranks, hib)
     comps = {r: paired_difference(table[r], table[0], hib, level) for r in ranks}
-    best = _best(table, ranks, hib)
     v = verdict(comps[best])
     if v == "contradicted" and not all(verdict(c) == "contradicted" for c in comps.values()):
         v = "not supported"
-    return {"part": "a", "verdict": v, "best_rank": best, "comparison": comps[best],
+    return {"part": "a", "verdict": v, "best_rank": best, "chosen_on": chosen_on,
+            "comparison": comps[best],
             "per_rank": [{"rank": r, **c.to_dict()} for r, c in comps.items()]}
 
 
-def _rank_saturation(table: Mapping[int, Seeded], ranks: Sequence[int], hib: bool) -> dict:
+def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
+                     ranks: Sequence[int], hib: bool) -> dict:
     """Part (b): the smallest rank >= 1 statistically level with the best rank >= 1."""
-    best = _best(table, ranks, hib)
+    best = _pick(table, val, ranks, hib)[0]
     threshold = max(2.0, max(ranks) / 2) if ranks else None
     part: dict[str, Any] = {"part": "b", "best_rank": best, "saturation_rank": None,
                             "small_threshold": threshold, "per_rank": []}
@@ -414,7 +433,9 @@ def _rank_saturation(table: Mapping[int, Seeded], ranks: Sequence[int], hib: boo
         c = paired_difference(table[r], table[best], hib)
         part["per_rank"].append({"rank": r, "vs_rank": best, **c.to_dict()})
         if verdict(c) == "inconclusive":
-            return {**part, "verdict": "inconclusive", "reason": f"too few seeds for rank {r}"}
+            return {**part, "verdict": "inconclusive",
+                    "reason": f"rank {r} cannot be told from rank {best} (too few seeds or an "
+                              "interval that reaches the margin)"}
         if verdict(c) != "contradicted":
             saturation = r
             break
@@ -427,25 +448,27 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
     hib = _check_metric(metric)
 
-    def variant(trace: str):
+    def variant(trace: str, metric: str, split: str = "test"):
         def key(cfg):
             same = cfg["prior"].get("trace", "scaled") == trace
             return int(cfg["prior"]["rank"]) if same else None
-        table, div = collect(records, "rank", key, metric)
+        table, div = collect(records, "rank", key, metric, split)
         table.pop(None, None)
         div.pop(None, None)
         return table, div
 
-    table, div = variant("scaled")
-    fixed, fixed_div = variant("fixed")
+    table, div = variant("scaled", metric)
+    fixed, fixed_div = variant("fixed", metric)
+    val, val_fixed = variant("scaled", "nll", "val")[0], variant("fixed", "nll", "val")[0]
     n_div = sum(div.values()) + sum(fixed_div.values())
     if not table:
         return _missing("C1", "rank", metric, n_div, RULE_C1)
     ranks = sorted(r for r in table if r >= 1)
-    a, b = _rank_beats_zero(table, ranks, hib), _rank_saturation(table, ranks, hib)
+    a, b = _rank_beats_zero(table, val, ranks, hib), _rank_saturation(table, val, ranks, hib)
     parts = {"a": a, "b": b}
     if fixed:
-        parts["c"] = {**_rank_beats_zero(fixed, sorted(r for r in fixed if r >= 1), hib),
+        fixed_ranks = sorted(r for r in fixed if r >= 1)
+        parts["c"] = {**_rank_beats_zero(fixed, val_fixed, fixed_ranks, hib),
                       "part": "c", "trace": "fixed"}
     head = a["comparison"]
     v = combine([p["verdict"] for p in parts.values()])
@@ -466,17 +489,22 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
 # ----------------------------------------------------------------------------- C2 scale
 
 RULE_C2 = (
-    "Per prior source, paired over seeds: (a) the best rescaled scale (by mean, excluding the "
-    "smallest) vs the smallest scale (un-rescaled), Bonferroni-corrected over the candidates: "
-    "supported if better, contradicted if worse, else not supported; (b) per-seed "
+    "Per prior source, under the profile's rescaling convention (rule and eps), paired over "
+    "seeds: (a) the best rescaled scale (lowest mean validation NLL, excluding the smallest; "
+    "without validation metrics the best test mean, Bonferroni-corrected) vs the smallest scale "
+    "(un-rescaled): supported if better, contradicted if worse, else not supported; (b) per-seed "
     "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
-    "scale (the whole sweep if the smallest is best), 95% t interval: supported if rising, "
-    "contradicted if falling; (c) the best scale below the largest vs the largest scale, "
-    "Bonferroni-corrected: supported if it falls at the largest scale, contradicted if the "
-    "largest is significantly better (still rising), else not supported (a plateau). "
+    "scale (chosen the same way; the whole sweep if the smallest is best): supported if "
+    "rising, contradicted if falling; (c) the best scale below the largest vs the largest "
+    "scale: supported if it falls at the largest scale, contradicted if the largest is "
+    "significantly better (still rising), else not supported (a plateau). "
     f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE +
-    " The overall verdict combines the per-source verdicts the same way."
+    " The overall verdict combines the per-source verdicts the same way. The other swept "
+    "conventions get the same verdicts in `by_convention`; the from-scratch arm (no "
+    "pretraining, no prior) is compared with the un-rescaled prior in `scratch`, for the "
+    "paper's remark that an un-rescaled prior can be worse than no prior (evidence only)."
 )
+_CONVENTION: ContextVar[tuple[str, float] | None] = ContextVar("c2_convention", default=None)
 
 
 def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -> Seeded:
@@ -488,22 +516,24 @@ def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -
             for seed in sorted(seeds)}
 
 
-def _scale_parts(table: Mapping[float, Seeded], hib: bool) -> dict:
-    """Parts (a), (b), (c) of C2 for one prior source."""
+def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib: bool) -> dict:
+    """Parts (a), (b), (c) of C2 for one prior source and convention."""
     scales = sorted(table)
     smin, smax = scales[0], scales[-1]
     parts: dict[str, Any] = {}
     others, below = scales[1:], scales[:-1]
     if others:
-        best_other = _best(table, others, hib)
-        c = paired_difference(table[best_other], table[smin], hib, bonferroni(len(others)))
-        parts["a"] = {"best_scale": best_other, "vs_scale": smin, **c.to_dict()}
-        peak = _best(table, below, hib)
-        c = paired_difference(table[peak], table[smax], hib, bonferroni(len(below)))
-        parts["c"] = {"best_scale": peak, "vs_scale": smax, **c.to_dict()}
+        best_other, level, chosen_on = _pick(table, val, others, hib)
+        c = paired_difference(table[best_other], table[smin], hib, level)
+        parts["a"] = {"best_scale": best_other, "vs_scale": smin, "chosen_on": chosen_on,
+                      **c.to_dict()}
+        peak, level, chosen_on = _pick(table, val, below, hib)
+        c = paired_difference(table[peak], table[smax], hib, level)
+        parts["c"] = {"best_scale": peak, "vs_scale": smax, "chosen_on": chosen_on,
+                      **c.to_dict()}
     else:
         parts["a"] = parts["c"] = {"verdict": "inconclusive", "reason": "a single scale"}
-    best = _best(table, scales, hib)
+    best = _pick(table, val, scales, hib)[0]
     segment = scales[: scales.index(best) + 1] if best != smin else scales
     if len(segment) >= 2:
         c = one_sample(_slopes(table, segment, hib))
@@ -519,35 +549,75 @@ def _scale_summary(source: str, parts: dict, metric: str) -> str:
     a, b, c = parts["a"], parts["b"], parts["c"]
     if "best_scale" not in a:
         return f"{source}: a single scale"
-    return (f"{source}: best {_scale_label(a['best_scale'])} vs {_scale_label(a['vs_scale'])} "
+    text = (f"{source}: best {_scale_label(a['best_scale'])} vs {_scale_label(a['vs_scale'])} "
             f"{_num(a['effect'], metric)} ({a['verdict']}), slope "
             f"{_num(b.get('slope_per_decade'), metric)}/decade ({b['verdict']}), best "
             f"{_scale_label(c['best_scale'])} vs largest {_scale_label(c['vs_scale'])} "
             f"{_num(c['effect'], metric)} ({c['verdict']})")
+    scratch = parts.get("scratch")
+    if scratch and scratch.get("effect") is not None:
+        text += (f"; un-rescaled {_scale_label(a['vs_scale'])} vs from scratch "
+                 f"{_num(scratch['effect'], metric)}")
+    return text
 
 
-def _source_scale(config: Mapping[str, Any]) -> tuple[str, float]:
-    return str(config["prior"]["source"]), float(config["prior"]["scale"])
+def _convention_label(convention: tuple[str, float]) -> str:
+    return f"{convention[0]}, eps {convention[1]:g}"
+
+
+def _scale_key(config: Mapping[str, Any]) -> tuple | str:
+    if config.get("init") == "scratch":
+        return "scratch"
+    prior = config["prior"]
+    return (str(prior["source"]), str(prior.get("rule", "same")), float(prior.get("eps", 0.0)),
+            float(prior["scale"]))
+
+
+def _headline_convention(conventions: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The convention that gives C2's verdict: the evaluation's (`_CONVENTION`, the profile's)
+    when present, else the paper's text (`same`, eps 0) when present, else the first."""
+    wanted = _CONVENTION.get()
+    for candidate in (wanted, ("same", 0.0)):
+        if candidate in conventions:
+            return candidate
+    return sorted(conventions)[0]
 
 
 @with_margin
 def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
     hib = _check_metric(metric)
-    table, div = collect(records, "scale", _source_scale, metric)
+    table, div = collect(records, "scale", _scale_key, metric)
+    val = collect(records, "scale", _scale_key, "nll", "val")[0]
+    scratch = table.pop("scratch", {})
     n_div = sum(div.values())
     if not table:
         return _missing("C2", "scale", metric, n_div, RULE_C2)
-    sources: dict[str, dict] = {}
-    for src in sorted({k[0] for k in table}):
-        sub = {k[1]: v for k, v in table.items() if k[0] == src}
-        sources[src] = _scale_parts(sub, hib)
-        sources[src]["n_diverged"] = sum(n for k, n in div.items() if k[0] == src)
-    v = combine([p["verdict"] for p in sources.values()])
+    conventions = sorted({k[1:3] for k in table})
+    by_convention: dict[str, dict] = {}
+    for convention in conventions:
+        sources: dict[str, dict] = {}
+        for src in sorted({k[0] for k in table if k[1:3] == convention}):
+            keys = [k for k in table if k[0] == src and k[1:3] == convention]
+            sub = {k[3]: table[k] for k in keys}
+            parts = _scale_parts(sub, {k[3]: val.get(k, {}) for k in keys}, hib)
+            if scratch:
+                parts["scratch"] = paired_difference(sub[min(sub)], scratch, hib).to_dict()
+            parts["n_diverged"] = sum(n for k, n in div.items() if k in keys)
+            sources[src] = parts
+        by_convention[_convention_label(convention)] = {
+            "verdict": combine([p["verdict"] for p in sources.values()]), "sources": sources}
+    head = _convention_label(_headline_convention(conventions))
+    sources = by_convention[head]["sources"]
     unit = "points" if metric == "accuracy" else metric
     summary = "; ".join(_scale_summary(s, p, metric) for s, p in sources.items())
-    evidence = _evidence(metric, None, n_div, sizes=[], sources=sources, effect_unit=unit)
-    return _claim("C2", v, RULE_C2, evidence, f"{summary} ({unit}, positive = better).")
+    others = [f"{label}: {c['verdict']}" for label, c in by_convention.items() if label != head]
+    if others:
+        summary += f" Under the other conventions: {'; '.join(others)}."
+    evidence = _evidence(metric, None, n_div, sizes=[], sources=sources, effect_unit=unit,
+                         convention=head, by_convention=by_convention)
+    return _claim("C2", by_convention[head]["verdict"], RULE_C2, evidence,
+                  f"Convention {head}. {summary} ({unit}, positive = better).")
 
 
 # ----------------------------------------------------------------------------- inference
@@ -610,6 +680,17 @@ def _pair_summary(part: dict, metric: str) -> str:
             f"{_sizes_text(part['sizes'])}")
 
 
+# The one non-learned comparison of C3, C4b and C5: the paper's non-learned prior, zero-mean and
+# isotropic. With its variance tuned on validation it is SGD with tuned weight decay, so it is
+# also "standard SGD fine-tuning" for C3; an untuned `sgd` arm (weight decay 1e-4) would compare
+# a tuned arm with an untuned one.
+NONLEARNED = "zero"
+NONLEARNED_TEXT = (
+    "C3, C4b and C5 share one non-learned comparison: the zero-mean isotropic prior (the paper's "
+    "non-learned prior) with its variance tuned on the validation set like every other arm. "
+    "Tuned, it is SGD with tuned weight decay, i.e. standard fine-tuning, so C3 (SGD + learned "
+    "prior vs standard SGD) uses it too.")
+
 RULE_POOLED = (
     "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
     "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
@@ -641,7 +722,7 @@ def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accu
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C3", "inference", metric, sum(div.values()), RULE_POOLED)
-    return _simple_claim("C3", table, div, hib, metric, "sgd+learned", "sgd")
+    return _simple_claim("C3", table, div, hib, metric, "sgd+learned", f"sgd+{NONLEARNED}")
 
 
 @with_margin
@@ -804,34 +885,94 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+BUILDERS = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,
+            claim_bayes_interaction, claim_data_efficiency, claim_isotropic)
+HOLM_RULE = (
+    "Holm's step-down correction over the seven claims (family-wise error 5% per metric): each "
+    "claim's p-value is the smallest alpha at which its verdict is decisive (supported or "
+    "contradicted); sorted by p-value, the i-th claim is judged with intervals at level "
+    "1 - 0.05 / (7 - i + 1) until one fails, and every later claim at that failing level.")
+_P_RANGE = (1e-6, 0.5)
+
+
+def holm_levels(p_values: Sequence[float], alpha: float = FAMILY_ALPHA) -> list[float]:
+    """Confidence levels of Holm's step-down procedure: the hypothesis with the i-th smallest
+    p-value (i = 1..m) is tested at alpha / (m - i + 1) until the first that fails; that one and
+    every later one are tested at the failing level (so none of them is rejected)."""
+    m = len(p_values)
+    levels = [0.0] * m
+    stop = None
+    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        a = alpha / (m - rank)
+        if stop is None and not p_values[i] < a:
+            stop = a
+        levels[i] = 1.0 - (a if stop is None else stop)
+    return levels
+
+
+def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any]],
+                  metric: str, margin: float) -> float:
+    """The smallest alpha at which the claim's verdict is decisive (supported or contradicted),
+    by bisection on log(alpha) over [1e-6, 0.5]; 1.0 when it is not decisive even at 0.5."""
+    def decisive(alpha: float) -> bool:
+        v = build(records, metric, margin, 1.0 - alpha)["verdict"]
+        return v in ("supported", "contradicted")
+
+    lo, hi = _P_RANGE
+    if not decisive(hi):
+        return 1.0
+    if decisive(lo):
+        return lo
+    for _ in range(18):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if decisive(mid) else (mid, hi)
+    return hi
+
+
 def evaluate_claims(
     records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
-    margins: Mapping[str, float] | None = None,
+    margins: Mapping[str, float] | None = None, convention: tuple[str, float] | None = None,
 ) -> list[dict]:
     """All claim verdicts, in the order C1, C2, C3, C4, C4b, C5, H1, as plain JSON data.
 
-    `margins` (metric -> smallest effect that matters) defaults to `MARGINS`."""
+    Tuned arms are first reduced to their validation choice (`selection.select_tuned`); each
+    claim is then judged at its Holm-adjusted level (`HOLM_RULE`, stored in
+    `evidence["holm"]`). `margins` (metric -> smallest effect that matters) defaults to
+    `MARGINS`; `convention` (rescaling rule, eps) picks C2's headline convention."""
     _check_metric(metric)
     margin = (margins or MARGINS).get(metric, MARGINS[metric])
-    builders = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,
-                claim_bayes_interaction, claim_data_efficiency, claim_isotropic)
-    return [to_plain(build(records, metric, margin)) for build in builders]
+    selected = select_tuned(records)
+    token = _CONVENTION.set(None if convention is None
+                            else (str(convention[0]), float(convention[1])))
+    try:
+        p_values = [claim_p_value(build, selected, metric, margin) for build in BUILDERS]
+        levels = holm_levels(p_values)
+        claims = []
+        for build, p, level in zip(BUILDERS, p_values, levels, strict=True):
+            claim = to_plain(build(selected, metric, margin, level))
+            claim["evidence"]["holm"] = {"p_value": p, "level": level, "family": len(BUILDERS),
+                                         "alpha": FAMILY_ALPHA}
+            claims.append(claim)
+        return claims
+    finally:
+        _CONVENTION.reset(token)
 
 
 def evaluate_claims_by_metric(
     records: Sequence[Mapping[str, Any]], margins: Mapping[str, float] | None = None,
-    others: Sequence[str] = ("nll", "ece"),
+    others: Sequence[str] = ("nll", "ece"), convention: tuple[str, float] | None = None,
 ) -> list[dict]:
     """The accuracy verdicts, each with the same claim's verdict on the `others` metrics in
     `evidence["by_metric"]` (verdict, effect, interval, margin), so calibration is judged
-    beside accuracy."""
-    main = evaluate_claims(records, "accuracy", margins)
-    extra = {m: {c["id"]: c for c in evaluate_claims(records, m, margins)} for m in others}
+    beside accuracy (Holm's correction applies per metric)."""
+    main = evaluate_claims(records, "accuracy", margins, convention)
+    extra = {m: {c["id"]: c for c in evaluate_claims(records, m, margins, convention)}
+             for m in others}
     for claim in main:
         claim["evidence"]["by_metric"] = {
             m: {k: extra[m][claim["id"]][k] for k in ("verdict", "summary")}
             | {k: extra[m][claim["id"]]["evidence"].get(k)
-               for k in ("effect", "ci_low", "ci_high", "margin")}
+               for k in ("effect", "ci_low", "ci_high", "margin", "holm")}
             for m in others
         }
     return main

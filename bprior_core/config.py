@@ -92,6 +92,7 @@ ARMS = (
     "sgd+isotropic", "sghmc+isotropic", "ensemble+learned",
 )
 PRIOR_NAMES = ("ssl", "supervised")
+DOWNSTREAM_CLASSES = {"fashion_mnist": 5, "flowers102": 102}
 
 SCHEMA: dict[str, Any] = {
     "name": Field(str, None),
@@ -108,9 +109,16 @@ SCHEMA: dict[str, Any] = {
         "download": Field(bool, False),
         "subset_protocol": _choice("balanced", "reproduction"),
         "test_size": _int(0, None, 0),
+        # class-balanced validation set drawn once from the labelled pool and kept out of every
+        # training subset (flowers102: a class-balanced subset of the official validation split);
+        # 0 turns validation (and so tuning) off
+        "val_size": _int(0, None, 0),
     },
     "priors": {
         "source": _choice("learn", "files"),
+        # independently learned priors per source (prior-learning seeds 0..draws-1); downstream
+        # seed s uses draw s mod draws, so paired differences over seeds carry both variations
+        "draws": _int(1, 100, 1),
         "files": {"ssl": Field(str, None, nullable=True),
                   "supervised": Field(str, None, nullable=True)},
         # authors' files: clamp non-positive variances up to this floor (null: refuse them)
@@ -136,6 +144,7 @@ SCHEMA: dict[str, Any] = {
             "method": _choice("sghmc", "sgld", "sgd_prior"),
             "scale": _num(1e-12, 1e30, 1e3),
             "ranks": Field(list, [0, 1, 2, 5, 10], items=int, lo=0),
+            "seeds": _int(1, 100, None, nullable=True),  # null: the profile's seeds
             # also run every rank at the full-rank prior's total variance (trace)
             "fixed_trace": Field(bool, True),
             "n_train": _int(0, None, 50),
@@ -145,8 +154,15 @@ SCHEMA: dict[str, Any] = {
             "priors": Field(list, ["supervised", "ssl"], items=str),
             "method": _choice("sghmc", "sgld", "sgd_prior"),
             "scales": Field(list, [10.0**e for e in range(10)], items=float, lo=1e-12),
+            # conventions swept: every rule x eps pair (the profile's priors.rescaling_rule and
+            # priors.eps give the headline verdict and must be among them)
+            "rules": Field(list, None, items=str, nullable=True),  # null: [priors.rescaling_rule]
+            "eps": Field(list, None, items=float, lo=0.0, nullable=True),  # null: [priors.eps]
+            # a run trained from scratch (no pretraining, SGD, no prior) per seed: "no prior"
+            "scratch": Field(bool, True),
             "rank": _int(0, 100, 10),
             "n_train": _int(0, None, 50),
+            "seeds": _int(1, 100, None, nullable=True),
         },
         "inference": {
             "enabled": Field(bool, True),
@@ -158,14 +174,36 @@ SCHEMA: dict[str, Any] = {
             "scale": _num(1e-12, 1e30, 1e3),
             "rank": _int(0, 100, 10),
             "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0),
-            # null: the rescaled learned prior's average variance (trace-matched)
+            # null: the rescaled learned prior's average variance (trace-matched); used when
+            # tuning is off
             "nonlearned_variance": _num(1e-12, 1e12, None, nullable=True),
+            # every arm tuned on the validation split over a grid of its strength parameter, the
+            # same number of values for every arm; selection by validation NLL per (size, seed)
+            "tuning": {
+                "enabled": Field(bool, False),
+                "scales": Field(list, [1e3, 1e5, 1e7], items=float, lo=1e-12),  # learned prior
+                "variances": Field(list, [1e-3, 1e-1, 1e1], items=float, lo=1e-12),  # zero, iso
+                "weight_decays": Field(list, [1e-4, 1e-2, 1.0], items=float, lo=0.0),  # sgd
+            },
+            "seeds": _int(1, 100, None, nullable=True),
+        },
+        "temperature": {
+            "enabled": Field(bool, False),
+            "prior": _choice(*PRIOR_NAMES),
+            "method": _choice("sghmc", "sgld"),
+            "temperatures": Field(list, [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], items=float, lo=0.0),
+            "chains": _int(1, 100, 3),  # chains per (temperature, seed), for split R-hat
+            "scale": _num(1e-12, 1e30, 1e5),
+            "rank": _int(0, 100, 10),
+            "n_train": _int(0, None, 50),
+            "seeds": _int(1, 100, 1, nullable=True),
         },
     },
 }
 _LIST_CHOICES = {
     ("experiments", "scale", "priors"): PRIOR_NAMES,
     ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+    ("experiments", "scale", "rules"): ("same", "authors"),
 }
 
 
@@ -229,7 +267,7 @@ def _check_list_choices(profile: dict) -> None:
         values = profile
         for k in keys:
             values = values[k]
-        for v in values:
+        for v in values or []:
             if v not in allowed:
                 raise ProfileError(
                     f"{'.'.join(keys)}: {v!r} is not allowed{_suggest(v, allowed)} "
@@ -251,7 +289,10 @@ def _check_consistency(p: dict) -> None:
         max_rank = min(learning["max_rank"], snapshots)
         for where, rank in [("experiments.rank.ranks", max(exps["rank"]["ranks"])),
                             ("experiments.scale.rank", exps["scale"]["rank"]),
-                            ("experiments.inference.rank", exps["inference"]["rank"])]:
+                            ("experiments.inference.rank", exps["inference"]["rank"]),
+                            ("experiments.temperature.rank", exps["temperature"]["rank"])]:
+            if not exps[where.split(".")[1]]["enabled"]:
+                continue
             if rank > max_rank:
                 raise ProfileError(
                     f"{where}: rank {rank} is larger than the {max_rank} low-rank rows the learned "
@@ -265,6 +306,64 @@ def _check_consistency(p: dict) -> None:
             "priors.source: 'learn' is only implemented for fashion_mnist; flowers102 needs "
             "priors.source 'files' with priors.files.ssl / priors.files.supervised"
         )
+
+
+def _check_protocol(p: dict) -> None:
+    """The credible-protocol keys: margins > 0 (schema), grids of >= 2 distinct values and the
+    same length for every arm, a validation set for tuning, >= 3 chains for R-hat, a headline
+    convention among those swept, and one draw where the priors come from files."""
+    exps = p["experiments"]
+    tuning = exps["inference"]["tuning"]
+    if exps["inference"]["enabled"] and tuning["enabled"]:
+        lengths = {k: len(tuning[k]) for k in ("scales", "variances", "weight_decays")}
+        for key, values in ((k, tuning[k]) for k in lengths):
+            if len(values) < 2:
+                raise ProfileError(f"experiments.inference.tuning.{key}: a grid needs at least 2 "
+                                   f"values to tune over, got {values}")
+        if len(set(lengths.values())) > 1:
+            raise ProfileError(
+                "experiments.inference.tuning: every arm gets the same number of grid values "
+                f"(the same tuning budget); got {lengths}")
+        if p["data"]["val_size"] == 0:
+            raise ProfileError("experiments.inference.tuning.enabled needs a validation set: set "
+                               "data.val_size (e.g. 500)")
+    val_size, classes = p["data"]["val_size"], DOWNSTREAM_CLASSES[p["data"]["dataset"]]
+    if val_size and (val_size < classes or val_size % classes):
+        raise ProfileError(
+            f"data.val_size: {val_size} cannot be split evenly over the {classes} downstream "
+            f"classes (a class-balanced validation set; {val_size} would leave classes empty "
+            f"or unequal); use a multiple of {classes}, e.g. "
+            f"{classes * max(1, val_size // classes)}")
+    for path, values in _lists(p):
+        if len(set(map(str, values))) != len(values):
+            raise ProfileError(f"{path}: {values} repeats a value; list each value once")
+    temp = exps["temperature"]
+    if temp["enabled"] and temp["chains"] < 3:
+        raise ProfileError(f"experiments.temperature.chains: split R-hat needs at least 3 chains "
+                           f"per temperature, got {temp['chains']}")
+    scale = exps["scale"]
+    rules = scale["rules"] or [p["priors"]["rescaling_rule"]]
+    eps = scale["eps"] or [p["priors"]["eps"]]
+    if p["priors"]["rescaling_rule"] not in rules or p["priors"]["eps"] not in eps:
+        raise ProfileError(
+            f"experiments.scale: the profile's convention (priors.rescaling_rule "
+            f"{p['priors']['rescaling_rule']!r}, priors.eps {p['priors']['eps']:g}) gives the "
+            f"headline verdict and must be among the swept rules {rules} and eps {eps}")
+    if p["priors"]["source"] == "files" and p["priors"]["draws"] != 1:
+        raise ProfileError("priors.draws: published prior files are one draw per source; set "
+                           "priors.draws: 1 (several draws need priors.source: learn)")
+
+
+def _lists(p: dict, path: str = "") -> list[tuple[str, list]]:
+    """Every list value of the profile with its dotted path."""
+    found = []
+    for key, value in p.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(value, dict):
+            found += _lists(value, sub)
+        elif isinstance(value, list):
+            found.append((sub, value))
+    return found
 
 
 def _check_train_settings(train: dict) -> None:
@@ -284,6 +383,7 @@ def validate_profile(raw: dict) -> dict:
         raise ProfileError("name: every profile needs a name (used for outputs/<name>/)")
     _check_list_choices(profile)
     _check_consistency(profile)
+    _check_protocol(profile)
     return profile
 
 

@@ -43,6 +43,7 @@ BAYESIAN_METHODS = ("sgld", "sghmc")
 PRECISIONS = ("fp32", "bf16")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
+CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run
 
 
 def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
@@ -68,11 +69,18 @@ class RunSpec:
     lr: float | None = None
     weight_decay: float | None = None
     temperature: float | None = None
+    chain: int = 0  # another chain on the same data: own batch order, head init and noise
+
+    def stream_seed(self, offset: int) -> int:
+        """Seed of one of the run's random streams (0: batches and head, 1: noise, 2: BatchNorm
+        refresh); chain c > 0 shifts all of them, chain 0 keeps the seed's own."""
+        return self.seed + offset + CHAIN_STRIDE * self.chain
 
 
 @dataclass
 class RunOutcome:
-    """What one run produced: status, metrics of the final iterate and of the model average."""
+    """What one run produced: status, test metrics of the final iterate and of the model
+    average, and the same on the validation set (None without one)."""
 
     status: str
     final: dict[str, float] | None
@@ -81,7 +89,9 @@ class RunOutcome:
     steps_done: int
     final_loss: float | None
     wall_time_s: float
-    diagnostics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    val_final: dict[str, float] | None = None
+    val_bma: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,9 +142,11 @@ class Pack:
     """
 
     def __init__(self, model, pool, test, method, settings, specs, device, precision,
-                 channels_last):
+                 channels_last, val=None):
         self.method, self.settings, self.specs = method, settings, specs
-        self.runs, self.device, self.test = len(specs), device, test
+        self.runs, self.device = len(specs), device
+        self.eval_tasks = [test] if val is None else [test, val]
+        self.n_test = len(test)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device).train()
@@ -159,16 +171,19 @@ class Pack:
         self.precondition = self._preconditioner()
         self.noise_scale = None if self.precondition is None else self.precondition.sqrt()
         self.train = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
-                                 [torch.Generator().manual_seed(s.seed) for s in specs])
+                                 [torch.Generator().manual_seed(s.stream_seed(0)) for s in specs])
         self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
-                                   [torch.Generator().manual_seed(s.seed + 2) for s in specs])
-        self.noise_gens = [torch.Generator(device=device).manual_seed(s.seed + 1) for s in specs]
+                                   [torch.Generator().manual_seed(s.stream_seed(2))
+                                    for s in specs])
+        self.noise_gens = [torch.Generator(device=device).manual_seed(s.stream_seed(1))
+                           for s in specs]
         self.alive = torch.ones(self.runs, dtype=torch.bool, device=device)
         self.diverged_at = torch.full((self.runs,), -1, dtype=torch.long, device=device)
         self.last_loss = torch.zeros(self.runs, dtype=torch.float64, device=device)
         self.clipped = torch.zeros(self.runs, device=device)
         self.average = ProbabilityAverage()
         self.sample_classes: list[torch.Tensor] = []  # (R, n_test) predicted class per sample
+        self.sample_nll: list[torch.Tensor] = []  # (R,) test NLL of each sample
 
     @staticmethod
     def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
@@ -179,7 +194,7 @@ class Pack:
                     if k.startswith("backbone.")}
         for r, spec in enumerate(specs):
             model.backbone.load_state_dict(spec.init_state or backbone)
-            torch.manual_seed(spec.seed)
+            torch.manual_seed(spec.stream_seed(0))
             model.head.reset_parameters()
             load_run(net, r, model)
         model.load_state_dict(initial)  # the template leaves as it came
@@ -306,7 +321,8 @@ class Pack:
 
     @torch.no_grad()
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test probabilities (R, n, classes) of every run in eval mode, and the labels."""
+        """Probabilities (R, n, classes) of every run in eval mode on the test set followed by
+        the validation set (if any), and their labels."""
         self.sync_net()
         was_training = self.net.training
         self.net.eval()
@@ -315,7 +331,8 @@ class Pack:
         if self.device.type == "cpu":
             size = min(size, CPU_EVAL_CHUNK)
         probs, labels = [], []
-        for x, y in self.test.eval_chunks(size):
+        chunks = (chunk for task in self.eval_tasks for chunk in task.eval_chunks(size))
+        for x, y in chunks:
             batch = self.net.fold(x.unsqueeze(0).expand(self.runs, *x.shape))
             with self.autocast:
                 logits = self.net.head_logits(backbone(batch))
@@ -344,11 +361,15 @@ class Pack:
     def collect_sample(self, steps_done: int) -> None:
         """Add the current weights' test probabilities (`predict_refreshed`) to the model
         average."""
-        probs, _ = self.predict_refreshed()
+        probs, labels = self.predict_refreshed()
         finite = torch.isfinite(probs).flatten(1).all(1)
         self._mark_diverged(finite, steps_done)
-        self.average.update(torch.where(finite.view(-1, 1, 1), probs, 0.0))
-        self.sample_classes.append(probs.argmax(-1))
+        probs = torch.where(finite.view(-1, 1, 1), probs, 0.0)
+        self.average.update(probs)
+        test, test_labels = probs[:, : self.n_test], labels[: self.n_test]
+        self.sample_classes.append(test.argmax(-1))
+        picked = test.gather(2, test_labels.view(1, -1, 1).expand(self.runs, -1, 1))
+        self.sample_nll.append(-picked.clamp_min(1e-12).log().mean((1, 2)))
 
     # ----------------------------------------------------------------------------- outcomes
 
@@ -360,19 +381,26 @@ class Pack:
         alive = self.alive.tolist()
         diverged_at = self.diverged_at.tolist()
         losses = self.last_loss.tolist()
-        labels = labels.cpu()
+        labels, n = labels.cpu(), self.n_test
         bma = self.average.mean().cpu() if self.average.count else None
         diagnostics = self._diagnostics()
+        has_val = len(labels) > n
+
+        def scores(p: torch.Tensor | None, part: slice) -> dict[str, float] | None:
+            return None if p is None else classification_metrics(p[part], labels[part])
+
         out = []
         for r in range(self.runs):
             if not alive[r]:
                 out.append(RunOutcome("diverged", None, None, self.average.count,
                                       diverged_at[r], None, wall / self.runs, diagnostics[r]))
                 continue
+            final, avg = probs[r].cpu(), None if bma is None else bma[r]
+            test, val = slice(0, n), slice(n, None)
             out.append(RunOutcome(
-                "ok", classification_metrics(probs[r].cpu(), labels),
-                None if bma is None else classification_metrics(bma[r], labels),
-                self.average.count, steps, losses[r], wall / self.runs, diagnostics[r],
+                "ok", scores(final, test), scores(avg, test), self.average.count, steps,
+                losses[r], wall / self.runs, diagnostics[r],
+                scores(final, val) if has_val else None, scores(avg, val) if has_val else None,
             ))
         return out
 
@@ -385,7 +413,8 @@ class Pack:
         - `prior_mahalanobis_rms`: sqrt((theta - mu)^T Sigma^-1 (theta - mu) / D) of the final
           backbone against the run's prior (about 1 for a typical prior draw);
         - `sample_disagreement` (samplers): mean over pairs of samples of the fraction of test
-          points on which their predicted classes differ.
+          points on which their predicted classes differ;
+        - `sample_test_nll` (samplers): the test NLL of each sample in order (for R-hat).
         None where a value does not apply."""
         clipped = (self.clipped / self.settings.steps).tolist()
         none = [None] * self.runs
@@ -403,10 +432,12 @@ class Pack:
                                                          strict=True)]
         disagreement = (sample_disagreement(self.sample_classes)
                         if len(self.sample_classes) >= 2 else none)
+        nll = (torch.stack(self.sample_nll, 1).tolist() if self.sample_nll else none)
         return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r],
                  "max_preconditioned_step_curvature": effective[r],
                  "prior_mahalanobis_rms": distance[r],
-                 "sample_disagreement": disagreement[r]} for r in range(self.runs)]
+                 "sample_disagreement": disagreement[r], "sample_test_nll": nll[r]}
+                for r in range(self.runs)]
 
 
 def sample_disagreement(classes: Sequence[torch.Tensor]) -> list[float]:
@@ -430,13 +461,16 @@ def train_pack(
     channels_last: bool | None = None,
     progress: bool = False,
     trained: Sequence[Classifier] | None = None,
+    val: DeviceTask | None = None,
 ) -> list[RunOutcome]:
     """Train the runs `specs` as one pack and evaluate each; returns one outcome per run.
 
     `model` is the unpacked architecture; its backbone weights are every run's initial weights
-    unless a spec gives `init_state`. `pool` holds the training images on `device` (each run uses
-    its `train_indices`), `test` the test set. `precision="bf16"` runs forward and backward under
-    bfloat16 autocast (weights, prior term and optimiser state stay float32); `channels_last`
+    unless a spec gives `init_state`. `pool` holds the training images on `device` (each run
+    uses its `train_indices`), `test` the test set, `val` (optional) a validation set evaluated
+    alongside it (`RunOutcome.val_final` / `val_bma`). `precision="bf16"` runs forward and
+    backward under bfloat16 autocast (weights, prior term and optimiser state stay float32);
+    `channels_last`
     (default: on CUDA and CPU, where it measured faster) lays activations out channels-last.
     `trained`, if given, holds one model per run that receives the run's final weights and
     BatchNorm statistics. Subnormal floats are flushed to zero during the run (tiny prior
@@ -450,7 +484,7 @@ def train_pack(
     torch.set_flush_denormal(True)
     try:
         pack = Pack(model, pool, test, method, settings, specs, device, precision,
-                     channels_last)
+                    channels_last, val)
         steps = range(settings.steps)
         if progress:
             from tqdm.auto import tqdm

@@ -1,9 +1,9 @@
 """The report: run the notebooks with papermill, render them with nbconvert, link them up.
 
 `build_report` validates the profile and checks prior files BEFORE writing anything, then runs
-`notebooks/01_learn_prior` ... `05_report` in order (executed copies in
+`notebooks/01_learn_prior` ... `06_report` in order (executed copies in
 `outputs/<profile>/notebooks/`), renders each to HTML with code hidden (`outputs/<profile>/html/`),
-and writes `outputs/<profile>/report.html`: the rendered `05_report` with links to the
+and writes `outputs/<profile>/report.html`: the rendered `06_report` with links to the
 experiment pages. The pages are self-contained: figures are embedded as PNG, tables are plain
 HTML, and nbconvert's lab template is rendered without the scripts it loads from a CDN
 (require.js, MathJax, mermaid, widgets), so a page reads offline and a published report calls
@@ -22,13 +22,15 @@ from .config import load_profile, profile_path
 from .study import check_prior_files, output_dir, plan, prepare_priors, run_sweep
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_report")
+NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_temperature",
+             "06_report")
 PAGE_TITLES = {
     "01_learn_prior": "1. Learned priors",
     "02_rank": "2. Rank",
     "03_scale": "3. Scale",
     "04_inference": "4. Inference comparison",
-    "05_report": "Report",
+    "05_temperature": "5. Temperature",
+    "06_report": "Report",
     "explore": "Explore",
 }
 VERDICT_COLOURS = {
@@ -173,7 +175,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 def _nav(profile_name: str, current: str, prefix: str) -> str:
     links = " · ".join(
         f"<b>{PAGE_TITLES[n]}</b>" if n == current
-        else f'<a href="{prefix}{"../report.html" if n == "05_report" else n + ".html"}">'
+        else f'<a href="{prefix}{"../report.html" if n == "06_report" else n + ".html"}">'
              f"{PAGE_TITLES[n]}</a>"
         for n in NOTEBOOKS
     )
@@ -249,7 +251,7 @@ def build_report(
         timings[name] = round(time.perf_counter() - start, 1)
         log(f"[{name}] done in {timings[name]} s")
     for name in NOTEBOOKS:
-        is_report = name == "05_report"
+        is_report = name == "06_report"
         page = render_html(nb_dir / f"{name}.ipynb",
                            _nav(profile["name"], name, "html/" if is_report else ""))
         atomic_write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)

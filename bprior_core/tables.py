@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+from .mcmc import split_rhat
+from .records import headline_block, headline_name
 
 METRICS = ("accuracy", "nll", "ece", "brier")
 DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
@@ -19,10 +23,10 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
         cfg = r["config"]
-        metrics = r["metrics"]
-        head = metrics.get("bma") or metrics.get("final") or {}
-        final = metrics.get("final") or {}
+        head = headline_block(r) or {}
+        final = (r.get("metrics") or {}).get("final") or {}
         prior = cfg.get("prior") or {}
+        selection = r.get("selection") or {}
         row = {
             "experiment": cfg["experiment"],
             "arm": cfg["arm"],
@@ -32,10 +36,16 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
             "rank": prior.get("rank"),
             "trace": prior.get("trace", "scaled"),
             "scale": prior.get("scale"),
+            "rule": prior.get("rule"),
+            "eps": prior.get("eps"),
+            "draw": prior.get("draw", 0),
+            "temperature": (cfg.get("train") or {}).get("temperature"),
+            "chain": cfg.get("chain", 0),
+            "tuned_value": selection.get("value"),
             "n_train": cfg["n_train"],
             "seed": r["seed"],
             "status": r["status"],
-            "prediction": "bma" if metrics.get("bma") else "final",
+            "prediction": headline_name(r),
             "wall_time_s": r.get("wall_time_s"),
         }
         for m in METRICS:
@@ -123,3 +133,81 @@ def diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
 def to_html(table: pd.DataFrame) -> str:
     """A table as plain HTML without the index (readable offline, no scripts)."""
     return table.to_html(index=False, border=0, classes="bprior-table")
+
+
+def per_draw_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Test error % per inference arm and size for each prior draw (mean over the seeds that
+    used it), and the spread between draws: how much the verdicts depend on one prior draw."""
+    rows = select(frame, "inference")
+    rows = rows[rows["status"] == "ok"]
+    if rows.empty:
+        return rows
+    table = rows.pivot_table(index=["arm", "n_train"], columns="draw", values="error_pct",
+                             aggfunc="mean")
+    table.columns = [f"draw {int(c)}" for c in table.columns]
+    table["spread (max - min)"] = table.max(axis=1) - table.min(axis=1)
+    return table.round(2).reset_index()
+
+
+def single_vs_average(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per sampler arm and size: test error and NLL of one sample (the final iterate) beside
+    those of the model average, so the gain of averaging is visible apart from the method."""
+    rows = select(frame, "inference")
+    rows = rows[(rows["status"] == "ok") & (rows["prediction"] == "bma")]
+    if rows.empty:
+        return rows
+    rows = rows.assign(final_error_pct=100 * (1 - rows["final_accuracy"]))
+    out = rows.groupby(["arm", "n_train"], sort=False).agg(
+        **{"error % (one sample)": ("final_error_pct", "mean"),
+           "error % (average)": ("error_pct", "mean"),
+           "NLL (one sample)": ("final_nll", "mean"), "NLL (average)": ("nll", "mean"),
+           "ECE (one sample)": ("final_ece", "mean"), "ECE (average)": ("ece", "mean")})
+    return out.round(3).reset_index()
+
+
+def temperature_table(records: list[dict]) -> pd.DataFrame:
+    """Per temperature of the temperature experiment: test error, NLL and ECE of the model
+    average and of one sample (the final iterate), the split R-hat of the per-sample test NLL
+    over the chains (the largest over seeds; needs >= 2 chains of >= 4 samples), the mean
+    disagreement between samples and the prior Mahalanobis RMS."""
+    rows, chains = [], {}
+    for r in records:
+        cfg = r["config"]
+        if cfg["experiment"] != "temperature" or r["status"] != "ok":
+            continue
+        t = cfg["train"]["temperature"]
+        nll = (r.get("diagnostics") or {}).get("sample_test_nll")
+        if nll:
+            chains.setdefault((t, r["seed"]), []).append(nll)
+    frame = select(records_frame(records), "temperature") if records else pd.DataFrame()
+    if frame.empty:
+        return frame
+    ok = frame[frame["status"] == "ok"]
+    for t, group in ok.groupby("temperature", sort=True):
+        rhats = [split_rhat(c) for (tt, _), c in chains.items()
+                 if tt == t and len(c) >= 2 and len({len(x) for x in c}) == 1 and len(c[0]) >= 4]
+        rows.append({
+            "T": f"{t:g}", "chains": int(group["chain"].nunique()),
+            "runs": len(group), "diverged": int((frame["temperature"] == t).sum() - len(group)),
+            "error % (average)": group["error_pct"].mean(),
+            "error % (one sample)": 100 * (1 - group["final_accuracy"]).mean(),
+            "NLL (average)": group["nll"].mean(), "NLL (one sample)": group["final_nll"].mean(),
+            "ECE (average)": group["ece"].mean(),
+            "split R-hat (test NLL)": max(rhats) if rhats else np.nan,
+            "sample disagreement": group["sample_disagreement"].mean(),
+            "prior Mahalanobis RMS": group["prior_mahalanobis_rms"].mean(),
+        })
+    return pd.DataFrame(rows).round(3)
+
+
+def chosen_values_table(rows: list[dict]) -> pd.DataFrame:
+    """`selection.chosen_values` as a table: per arm and size, how often each grid value of its
+    strength parameter was chosen on validation (one choice per seed)."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    frame["value"] = [f"{v:g}" for v in frame["value"]]
+    frame["n_train"] = [str(int(n)) if n else "full" for n in frame["n_train"]]
+    table = frame.pivot_table(index=["arm", "parameter", "n_train"], columns="value",
+                              values="runs", aggfunc="sum", fill_value=0)
+    return table.reset_index()

@@ -250,7 +250,7 @@ def test_diverged_runs_ignored_and_counted():
     recs = world(1.0)
     for r in recs:
         cfg = r["config"]
-        if cfg["experiment"] == "inference" and cfg["arm"] == "sgd" and r["seed"] == 4:
+        if cfg["experiment"] == "inference" and cfg["arm"] == "sgd+zero" and r["seed"] == 4:
             r["status"], r["metrics"] = "diverged", {"final": None, "bma": None}
     claims = by_id(evaluate_claims(recs))
     c3 = claims["C3"]["evidence"]
@@ -262,7 +262,8 @@ def test_diverged_runs_ignored_and_counted():
 
 def test_missing_experiment_inconclusive():
     only_rank = [r for r in world(1.0) if r["config"]["experiment"] == "rank"]
-    claims = by_id(evaluate_claims(only_rank))
+    # a wide margin: the saturation comparisons (effects of 0.001) are then too small to matter
+    claims = by_id(evaluate_claims(only_rank, margins={"accuracy": 0.05}))
     assert claims["C1"]["verdict"] == "supported"
     for cid in CLAIM_IDS[1:]:
         assert claims[cid]["verdict"] == "inconclusive"

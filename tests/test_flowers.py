@@ -111,7 +111,8 @@ def test_draws_cover_the_reproductions_ranges() -> None:
 
 def test_device_tasks_feed_batch_streams(fake_root) -> None:
     key = DataKey("flowers102", str(fake_root), False, 0)
-    train, test = downstream_data(key, "cpu")
+    train, val, test = downstream_data(key, "cpu")
+    assert val is None
     assert train.num_classes == test.num_classes == 102
     stream = BatchStream(train, [torch.tensor([0, 1]), torch.tensor([1, 0])], 16,
                          [torch.Generator().manual_seed(s) for s in (0, 1)])

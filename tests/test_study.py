@@ -33,11 +33,22 @@ def flowers() -> dict:
 
 def expected_count(profile: dict) -> dict[str, int]:
     """Runs per experiment, from the grid the profile describes."""
-    exps, seeds = profile["experiments"], profile["seeds"]
+    exps = profile["experiments"]
+
+    def seeds(experiment: str) -> int:
+        return exps[experiment]["seeds"] or profile["seeds"]
+
+    scale, tuning, temp = exps["scale"], exps["inference"]["tuning"], exps["temperature"]
+    conventions = len(scale["rules"] or [0]) * len(scale["eps"] or [0])
+    grid = len(tuning["scales"]) if tuning["enabled"] else 1
     counts = {
-        "rank": len(exps["rank"]["ranks"]) * seeds * (2 if exps["rank"]["fixed_trace"] else 1),
-        "scale": len(exps["scale"]["priors"]) * len(exps["scale"]["scales"]) * seeds,
-        "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * seeds,
+        "rank": len(exps["rank"]["ranks"]) * seeds("rank")
+        * (2 if exps["rank"]["fixed_trace"] else 1),
+        "scale": (len(scale["priors"]) * len(scale["scales"]) * conventions + scale["scratch"])
+        * seeds("scale"),
+        "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * grid
+        * seeds("inference"),
+        "temperature": len(temp["temperatures"]) * temp["chains"] * seeds("temperature"),
     }
     return {k: v for k, v in counts.items() if exps[k]["enabled"]}
 
@@ -54,13 +65,14 @@ def test_plan_size_is_the_product_of_the_grid(name) -> None:
     per_experiment = Counter(r["config"]["experiment"] for r in runs)
     assert dict(per_experiment) == expected
     for experiment in study.EXPERIMENTS:
-        assert len(study.plan(profile, [experiment])) == expected[experiment]
+        assert len(study.plan(profile, [experiment])) == expected.get(experiment, 0)
 
 
-def test_flowers_plan_has_405_runs(flowers) -> None:
-    # 6 ranks x 2 traces x 5 seeds + 2 priors x 10 scales x 5 seeds + 7 sizes x 7 arms x 5 seeds
-    assert sum(expected_count(flowers).values()) == 405
-    assert len(study.plan(flowers)) == 405
+def test_flowers_plan_has_1038_runs(flowers) -> None:
+    # 6 ranks x 2 traces x 5 seeds + (2 priors x 2 rules x 2 eps x 10 scales + scratch) x 3 seeds
+    # + 7 sizes x 7 arms x 3 grid values x 5 seeds
+    assert sum(expected_count(flowers).values()) == 60 + 243 + 735
+    assert len(study.plan(flowers)) == 1038
 
 
 def test_run_ids_are_unique_and_stable(smoke) -> None:
@@ -103,7 +115,36 @@ def test_unknown_experiment_is_a_clear_error(smoke) -> None:
         study.plan(smoke, ["ranks"])
 
 
+def untuned(profile: dict) -> dict:
+    """A copy of `profile` with the inference arms untuned (fixed scale, trace matching)."""
+    out = copy.deepcopy(profile)
+    out["experiments"]["inference"]["tuning"]["enabled"] = False
+    return out
+
+
+def test_tuned_arms_run_once_per_grid_value(smoke) -> None:
+    runs = study.plan(smoke, ["inference"])
+    tuning = smoke["experiments"]["inference"]["tuning"]
+    per_arm: dict[str, set] = {}
+    for run in runs:
+        cfg = run["config"]
+        parameter, value = cfg["tuned"]["parameter"], cfg["tuned"]["value"]
+        per_arm.setdefault(cfg["arm"], set()).add(value)
+        kind = cfg["prior"]["kind"]
+        if kind == "learned":
+            assert parameter == "scale" and cfg["prior"]["scale"] == value
+        elif kind in ("zero", "isotropic"):
+            assert parameter == "variance" and cfg["prior"]["variance"] == value
+        else:
+            assert parameter == "weight_decay" and cfg["train"]["weight_decay"] == value
+    assert set(per_arm) == set(smoke["experiments"]["inference"]["arms"])
+    assert {len(v) for v in per_arm.values()} == {len(tuning["scales"])}
+    # grid values share a pack; the tuned value is not part of the pack key
+    assert len(study.make_packs(runs, 1000)) < len(runs)
+
+
 def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
+    smoke = untuned(smoke)
     runs = study.plan(smoke, ["inference"])
     bayes = smoke["experiments"]["inference"]["bayes_method"]
     expected = {
@@ -270,15 +311,17 @@ def test_execute_run_gives_every_arm_the_same_training_subset(
 ) -> None:
     seen = []
 
-    def fake_train(model, pool, test, method, settings, specs, device, precision):
+    def fake_train(model, pool, test, method, settings, specs, device, precision, val):
         for spec in specs:
             seen.append({"images": pool.images[spec.train_indices].clone(),
                          "labels": pool.labels[spec.train_indices].clone(), "n_test": len(test),
-                         "method": method, "prior": spec.prior, "seed": spec.seed})
+                         "method": method, "prior": spec.prior, "seed": spec.seed,
+                         "val": val})
         return [RunOutcome("ok", {"accuracy": 0.5}, None, 0, settings.steps, 0.1, 0.0)
                 for _ in specs]
 
     monkeypatch.setattr(execution, "train_pack", fake_train)
+    smoke = untuned(smoke)
     runs = study.plan(smoke, ["inference"])
     records = [study.execute_run(run, smoke) for run in runs]
     groups: dict[tuple[int, int], list[int]] = {}
@@ -289,6 +332,12 @@ def test_execute_run_gives_every_arm_the_same_training_subset(
         assert seen[i]["n_test"] == smoke["data"]["test_size"]
         assert (seen[i]["prior"] is None) == (cfg["prior"]["kind"] == "none")
         assert len(seen[i]["labels"]) == cfg["n_train"]
+        # the validation set is class-balanced and never part of a training subset
+        val = seen[i]["val"]
+        assert len(val) == smoke["data"]["val_size"]
+        assert torch.bincount(val.labels).tolist() == [smoke["data"]["val_size"] // 5] * 5
+        train_rows = seen[i]["images"].flatten(1)
+        assert not (train_rows.unsqueeze(1) == val.images.flatten(1).unsqueeze(0)).all(-1).any()
         assert records[i]["id"] == run["id"] and records[i]["config"] == cfg
     for members in groups.values():
         first = seen[members[0]]
@@ -452,7 +501,7 @@ def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
     paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
-    assert paths == {"ssl": prior_file} and backbone_file.exists()
+    assert paths == {("ssl", 0): prior_file} and backbone_file.exists()
     stored = GaussianPrior.load(prior_file)
     assert stored.meta["source_id"] == study.prior_source_id(profile, "ssl")
     assert stored.rank == 3
@@ -490,7 +539,7 @@ def test_learned_priors_are_repeatable(smoke, tmp_path):
     learned = []
     for folder in ("a", "b"):
         torch.manual_seed(1234 if folder == "a" else 4321)  # global RNG state must not matter
-        path = study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)["ssl"]
+        path = study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)["ssl", 0]
         learned.append(GaussianPrior.load(path))
     a, b = learned
     assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
@@ -511,7 +560,8 @@ def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, tmp_pa
         return study.execute_pack(pack, profile, root)
 
     for folder in ("a", "b"):
-        study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)
+        study.learn_priors(smoke, study.needed_draws(smoke, ["inference"]), root=tmp_path / folder,
+                           progress=False)
     with pytest.raises(RuntimeError, match="injected"):
         study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)
     study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)

@@ -1,4 +1,11 @@
-"""The downstream data of a study on its device: training pool and test set (cached per process)."""
+"""The downstream data of a study on its device: training pool, validation set and test set
+(cached per process).
+
+The validation set is drawn once (fixed seed, `val_size` images, the same number of every class)
+from the labelled pool and removed from it, so no training subset can contain a validation image;
+Flowers-102 uses a class-balanced subset of its official validation split instead. Validation
+data only ever selects hyper-parameters; the test set only ever measures the selected runs.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..data import fashion_mnist_task
+from ..data import balanced_subset, fashion_mnist_task
 from ..device_data import DeviceTask
 
 TEST_SUBSET_SEED = 12345
+VAL_SEED = 54321
 
 
 @dataclass(frozen=True)
@@ -22,11 +30,12 @@ class DataKey:
     root: str | None
     download: bool
     test_size: int
+    val_size: int = 0
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
         d = profile["data"]
-        return cls(d["dataset"], d["root"], d["download"], d["test_size"])
+        return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"])
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
@@ -37,16 +46,39 @@ def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
     return torch.sort(torch.randperm(n_total, generator=gen)[:n_test]).values
 
 
+def validation_indices(labels: torch.Tensor, val_size: int) -> torch.Tensor:
+    """A fixed class-balanced sample of `val_size` indices (val_size / classes of each class)."""
+    classes = len(torch.unique(labels))
+    if val_size % classes:
+        raise ValueError(f"a class-balanced validation set of {val_size} needs a multiple of the "
+                         f"{classes} classes")
+    return balanced_subset(labels, val_size // classes, VAL_SEED)
+
+
+def split_validation(pool: DeviceTask, val_size: int) -> tuple[DeviceTask, DeviceTask | None]:
+    """(pool without the validation images, validation set); (pool, None) for val_size 0."""
+    if not val_size:
+        return pool, None
+    labels = pool.labels.cpu()
+    val = validation_indices(labels, val_size)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val] = False
+    rest = keep.nonzero().flatten()
+    return pool.subset(rest.to(pool.device)), pool.subset(val.to(pool.device))
+
+
 @lru_cache(maxsize=2)
-def downstream_data(key: DataKey, device: str) -> tuple[DeviceTask, DeviceTask]:
-    """Training pool and test set of the downstream task, held on `device`."""
+def downstream_data(key: DataKey, device: str
+                    ) -> tuple[DeviceTask, DeviceTask | None, DeviceTask]:
+    """Training pool, validation set (None without one) and test set, held on `device`."""
     if key.dataset == "fashion_mnist":
         train = fashion_mnist_task("downstream", "train", key.root)
         test = fashion_mnist_task("downstream", "test", key.root)
         keep = _test_subset(len(test), key.test_size)
         if keep is not None:
             test = test.subset(keep)
-        return DeviceTask.from_task(train, device), DeviceTask.from_task(test, device)
+        pool, val = split_validation(DeviceTask.from_task(train, device), key.val_size)
+        return pool, val, DeviceTask.from_task(test, device)
     from ..flowers import flowers_device_task
 
     root = key.root or str(Path.home() / ".cache" / "bprior")
@@ -55,4 +87,9 @@ def downstream_data(key: DataKey, device: str) -> tuple[DeviceTask, DeviceTask]:
     keep = _test_subset(len(test), key.test_size)
     if keep is not None:
         test = test.subset(keep.to(test.device))
-    return train, test
+    val = None
+    if key.val_size:
+        official = flowers_device_task("val", root, device, key.download)
+        val = official.subset(validation_indices(official.labels.cpu(), key.val_size)
+                              .to(official.device))
+    return train, val, test

@@ -11,11 +11,9 @@ resumed sweep ends with exactly the numbers of an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,13 @@ from .errors import StudyError
 from .paths import result_path
 from .planning import digest, make_packs, plan
 from .priors import build_run_prior, check_prior_files, load_prior_and_backbone, prior_location
-from .resources import auto_pack_size, resolve_device
+from .resources import (
+    auto_pack_size,
+    resolve_device,
+    set_worker_threads,
+    threads_per_worker,
+    torch_threads,
+)
 
 Execute = Callable[[list[dict], dict, Path | None], list[dict]]
 
@@ -57,18 +61,27 @@ def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
     which lets the packed prior read a shared factor once."""
     cfg = run["config"]
     indices = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
-    source = cfg["prior"]["source"]
-    learned, backbone_state = load_prior_and_backbone(prior_location(profile, source, root))
+    source, draw = cfg["prior"]["source"], cfg["prior"]["draw"]
+    learned, backbone_state = load_prior_and_backbone(
+        prior_location(profile, source, root, draw))
     if learned.dim != dim:
         raise StudyError(f"prior {source!r} has D={learned.dim} parameters but model "
                          f"{cfg['model']!r} has {dim}")
     key = json.dumps(cfg["prior"], sort_keys=True)
     if key not in priors:
         priors[key] = build_run_prior(cfg["prior"], learned)
+    if cfg.get("init") == "scratch":
+        backbone_state = scratch_backbone(cfg["model"], cfg["seed"])
     spec = RunSpec(indices, cfg["seed"], priors[key], backbone_state,
                    lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"],
-                   temperature=cfg["train"]["temperature"])
+                   temperature=cfg["train"]["temperature"], chain=cfg.get("chain", 0))
     return spec, indices
+
+
+def scratch_backbone(model: str, seed: int) -> dict[str, torch.Tensor]:
+    """Randomly initialised backbone weights (no pretraining), seeded by the run's seed."""
+    torch.manual_seed(seed)
+    return build_model(model, 2).backbone.state_dict()
 
 
 def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, pack: int
@@ -80,6 +93,7 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
         "status": outcome.status,
         "seed": cfg["seed"],
         "metrics": {"final": outcome.final, "bma": outcome.bma},
+        "val_metrics": {"final": outcome.val_final, "bma": outcome.val_bma},
         "n_samples": outcome.n_samples,
         "steps_done": outcome.steps_done,
         "final_loss": outcome.final_loss,
@@ -96,7 +110,7 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
 def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> list[dict]:
     """Train one pack of runs (same `pack_key`) and return their result records (not written)."""
     device = resolve_device(profile["device"])
-    pool, test = downstream_data(DataKey.of(profile), device)
+    pool, val, test = downstream_data(DataKey.of(profile), device)
     cfg = runs[0]["config"]
     model = build_model(cfg["model"], pool.num_classes)
     labels, dim = pool.labels.cpu(), num_prior_parameters(model.backbone)
@@ -105,7 +119,7 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
                          strict=True)
     try:
         outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
-                              specs, device, profile["precision"])
+                              specs, device, profile["precision"], val=val)
     except torch.OutOfMemoryError as exc:
         raise StudyError(
             f"a pack of {len(runs)} runs does not fit in {device} memory; set a smaller "
@@ -138,25 +152,6 @@ def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
     """A run is done when its result file holds a record of the same configuration."""
     record = read_record(result_path(profile, run, root))
     return record is not None and record.get("config") == run["config"]
-
-
-def threads_per_worker(workers: int) -> int:
-    """Threads of each pack's process: the cores shared evenly between the workers."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-@contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def run_sweep(
@@ -200,7 +195,7 @@ def run_sweep(
     start = time.perf_counter()
     try:
         if workers <= 1 or len(todo) <= 1:
-            with _threads(threads):
+            with torch_threads(threads):
                 for members in todo:
                     store(execute(members, profile, root))
         else:
@@ -208,7 +203,7 @@ def run_sweep(
 
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                                     initializer=set_worker_threads, initargs=(threads,)) as pool:
                 futures = [pool.submit(execute, members, profile, root) for members in todo]
                 for future in as_completed(futures):
                     store(future.result())

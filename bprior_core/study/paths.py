@@ -23,10 +23,12 @@ def output_dir(profile: dict, root: Path | None = None) -> Path:
     return Path(root or default_outputs()) / profile["name"]
 
 
-def prior_paths(profile: dict, name: str, root: Path | None = None) -> tuple[Path, Path]:
-    """Where a learned prior and its backbone weights are stored."""
+def prior_paths(profile: dict, name: str, root: Path | None = None, draw: int = 0
+                ) -> tuple[Path, Path]:
+    """Where a learned prior (draw `draw`) and its backbone weights are stored."""
     folder = output_dir(profile, root) / "priors"
-    return folder / f"{name}.pt", folder / f"{name}_backbone.pt"
+    stem = name if draw == 0 else f"{name}-draw{draw}"
+    return folder / f"{stem}.pt", folder / f"{stem}_backbone.pt"
 
 
 def result_path(profile: dict, run: dict, root: Path | None = None) -> Path:

@@ -15,9 +15,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-EXPERIMENTS = ("rank", "scale", "inference")
-LEARN_SEED = 0
+EXPERIMENTS = ("rank", "scale", "inference", "temperature")
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
+# the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
+TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "variance",
+                   None: "weight_decay"}
+_GRID_KEY = {"scale": "scales", "variance": "variances", "weight_decay": "weight_decays"}
 
 
 def digest(obj: Any) -> str:
@@ -25,8 +28,15 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prior_source_id(profile: dict, name: str) -> dict:
-    """What identifies a prior: how it was learned, or which files it was read from."""
+def prior_draw(profile: dict, seed: int) -> int:
+    """The prior draw (prior-learning seed) that downstream seed `seed` uses: seed mod draws, so
+    each seed's paired differences carry its own prior draw's variation."""
+    return seed % profile["priors"]["draws"]
+
+
+def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
+    """What identifies a prior: how it was learned (with which seed), or which files it was read
+    from."""
     if profile["priors"]["source"] == "files":
         return {"files": profile["priors"]["files"][name],
                 "variance_floor": profile["priors"]["variance_floor"]}
@@ -35,27 +45,34 @@ def prior_source_id(profile: dict, name: str) -> dict:
         "learning": profile["priors"]["learning"],
         "data": profile["data"]["dataset"],
         "model": profile["model"],
-        "seed": LEARN_SEED,
+        "seed": draw,
     }
 
 
-def _prior_spec(profile: dict, kind: str, source: str, rank: int, scale: float) -> dict:
-    spec = {"kind": kind, "source": source, "source_id": prior_source_id(profile, source),
-            "truncation": "principal"}
-    if kind == "learned" or kind == "isotropic":
-        spec.update(rank=rank, scale=scale, rule=profile["priors"]["rescaling_rule"],
-                    eps=profile["priors"]["eps"])
-    if kind == "zero":
-        variance = profile["experiments"]["inference"]["nonlearned_variance"]
-        if variance is None:  # trace-matched to the rescaled learned prior
-            spec.update(rank=rank, scale=scale, rule=profile["priors"]["rescaling_rule"],
-                        eps=profile["priors"]["eps"])
+def _prior_spec(profile: dict, kind: str, source: str, seed: int, rank: int = 0,
+                scale: float = 1.0, variance: float | None = None, rule: str | None = None,
+                eps: float | None = None) -> dict:
+    """A run's prior: `learned` (truncated to `rank`, rescaled by `scale` under `rule` and
+    `eps`), `zero` / `isotropic` (variance given, or trace-matched to that learned prior when
+    `variance` is None) or `none`; always with the source prior draw it derives from."""
+    draw = prior_draw(profile, seed)
+    spec = {"kind": kind, "source": source, "draw": draw,
+            "source_id": prior_source_id(profile, source, draw)}
+    if kind == "none":
+        return spec
+    spec["truncation"] = "principal"
+    if kind in ("zero", "isotropic"):
         spec["variance"] = variance
+        if variance is not None:
+            return spec
+    spec.update(rank=rank, scale=scale,
+                rule=profile["priors"]["rescaling_rule"] if rule is None else rule,
+                eps=profile["priors"]["eps"] if eps is None else eps)
     return spec
 
 
 def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
-                 train: dict | None = None) -> dict:
+                 train: dict | None = None, **extra: Any) -> dict:
     config = {
         "experiment": experiment,
         "arm": arm,
@@ -64,22 +81,30 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
         "n_train": n_train,
         "seed": seed,
         "model": profile["model"],
-        "data": {k: profile["data"][k] for k in ("dataset", "subset_protocol", "test_size")},
+        "data": {k: profile["data"][k]
+                 for k in ("dataset", "subset_protocol", "test_size", "val_size")},
         "train": profile["train"] if train is None else train,
+        **extra,
     }
     return {"id": digest(config), "config": config}
 
 
-def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
-    """An inference arm `method+prior` -> (training method, prior kind). `sghmc`/`sgld` and the
-    `ensemble` control (the same sampler run at temperature 0) use the profile's bayes_method."""
-    bayes = profile["experiments"]["inference"]["bayes_method"]
+def arm_parts(arm: str) -> tuple[str, str | None]:
+    """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
     method, _, prior_kind = arm.partition("+")
+    return method, prior_kind or None
+
+
+def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
+    """An inference arm -> (training method, prior kind). `sghmc`/`sgld` and the `ensemble`
+    control (the same sampler run at temperature 0) use the profile's bayes_method."""
+    bayes = profile["experiments"]["inference"]["bayes_method"]
+    method, prior_kind = arm_parts(arm)
     if method == "sgd":
         method = "sgd_prior" if prior_kind else "sgd"
     elif method in ("sghmc", "sgld", "ensemble"):
         method = bayes
-    return method, prior_kind or None
+    return method, prior_kind
 
 
 def _arm_train(profile: dict, arm: str) -> dict:
@@ -89,54 +114,121 @@ def _arm_train(profile: dict, arm: str) -> dict:
     return profile["train"]
 
 
+def _seeds(profile: dict, cfg: dict) -> range:
+    return range(cfg.get("seeds") or profile["seeds"])
+
+
+def arm_grid(profile: dict, arm: str) -> list[tuple[str, float] | None]:
+    """The (parameter, value) grid an inference arm is tuned over, or [None] without tuning."""
+    tuning = profile["experiments"]["inference"]["tuning"]
+    if not tuning["enabled"]:
+        return [None]
+    parameter = TUNED_PARAMETER[arm_parts(arm)[1]]
+    return [(parameter, value) for value in tuning[_GRID_KEY[parameter]]]
+
+
+def _inference_runs(profile: dict, cfg: dict) -> list[dict]:
+    runs = []
+    for n in cfg["sizes"]:
+        for arm in cfg["arms"]:
+            method, kind = _arm_method_prior(profile, arm)
+            for point in arm_grid(profile, arm):
+                train, extra = _arm_train(profile, arm), {}
+                values = {"scale": cfg["scale"], "variance": cfg["nonlearned_variance"]}
+                if point is not None:
+                    parameter, value = point
+                    extra["tuned"] = {"parameter": parameter, "value": value}
+                    if parameter == "weight_decay":
+                        train = {**train, "weight_decay": value}
+                    else:
+                        values[parameter] = value
+                for s in _seeds(profile, cfg):
+                    prior = _prior_spec(profile, kind or "none", cfg["prior"], s, cfg["rank"],
+                                        values["scale"], values["variance"])
+                    runs.append(_planned_run(profile, "inference", arm, method, prior, n, s,
+                                             train, **extra))
+    return runs
+
+
+def _scale_runs(profile: dict, cfg: dict) -> list[dict]:
+    runs = []
+    rules = cfg["rules"] or [profile["priors"]["rescaling_rule"]]
+    eps_values = cfg["eps"] or [profile["priors"]["eps"]]
+    several = len(rules) * len(eps_values) > 1
+    for source in cfg["priors"]:
+        for rule in rules:
+            for eps in eps_values:
+                for scale in cfg["scales"]:
+                    arm = f"{source}@{scale:g}" + (f" ({rule}, eps {eps:g})" if several else "")
+                    runs += [_planned_run(profile, "scale", arm, cfg["method"],
+                                          _prior_spec(profile, "learned", source, s, cfg["rank"],
+                                                      scale, rule=rule, eps=eps),
+                                          cfg["n_train"], s) for s in _seeds(profile, cfg)]
+    if cfg["scratch"]:
+        runs += [_planned_run(profile, "scale", "scratch", "sgd",
+                              _prior_spec(profile, "none", cfg["priors"][0], s), cfg["n_train"],
+                              s, init="scratch") for s in _seeds(profile, cfg)]
+    return runs
+
+
+def _rank_runs(profile: dict, cfg: dict) -> list[dict]:
+    runs = []
+    traces = ("scaled", "fixed") if cfg["fixed_trace"] else ("scaled",)
+    for trace in traces:
+        for rank in cfg["ranks"]:
+            arm = f"rank={rank}" + (", fixed trace" if trace == "fixed" else "")
+            runs += [_planned_run(profile, "rank", arm, cfg["method"],
+                                  {**_prior_spec(profile, "learned", cfg["prior"], s, rank,
+                                                 cfg["scale"]), "trace": trace},
+                                  cfg["n_train"], s) for s in _seeds(profile, cfg)]
+    return runs
+
+
+def _temperature_runs(profile: dict, cfg: dict) -> list[dict]:
+    runs = []
+    for temperature in cfg["temperatures"]:
+        train = {**profile["train"], "temperature": temperature}
+        for s in _seeds(profile, cfg):
+            prior = _prior_spec(profile, "learned", cfg["prior"], s, cfg["rank"], cfg["scale"])
+            runs += [_planned_run(profile, "temperature", f"T={temperature:g}", cfg["method"],
+                                  prior, cfg["n_train"], s, train, chain=chain)
+                     for chain in range(cfg["chains"])]
+    return runs
+
+
+_PLANNERS = {"rank": _rank_runs, "scale": _scale_runs, "inference": _inference_runs,
+             "temperature": _temperature_runs}
+
+
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
     """Every run of the profile's enabled experiments, in a fixed order."""
-    runs, exps = [], profile["experiments"]
-    seeds = range(profile["seeds"])
+    runs = []
     for experiment in experiments:
         if experiment not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
-        cfg = exps[experiment]
-        if not cfg["enabled"]:
-            continue
-        if experiment == "rank":
-            traces = ("scaled", "fixed") if cfg["fixed_trace"] else ("scaled",)
-            for trace in traces:
-                for rank in cfg["ranks"]:
-                    prior = {**_prior_spec(profile, "learned", cfg["prior"], rank, cfg["scale"]),
-                             "trace": trace}
-                    arm = f"rank={rank}" + (", fixed trace" if trace == "fixed" else "")
-                    runs += [_planned_run(profile, "rank", arm, cfg["method"], prior,
-                                          cfg["n_train"], s) for s in seeds]
-        elif experiment == "scale":
-            for source in cfg["priors"]:
-                for scale in cfg["scales"]:
-                    prior = _prior_spec(profile, "learned", source, cfg["rank"], scale)
-                    runs += [_planned_run(profile, "scale", f"{source}@{scale:g}", cfg["method"],
-                                          prior, cfg["n_train"], s) for s in seeds]
-        elif experiment == "inference":
-            for n in cfg["sizes"]:
-                for arm in cfg["arms"]:
-                    method, kind = _arm_method_prior(profile, arm)
-                    prior = (None if kind is None else
-                             _prior_spec(profile, kind, cfg["prior"], cfg["rank"], cfg["scale"]))
-                    if prior is None:
-                        prior = {"kind": "none", "source": cfg["prior"],
-                                 "source_id": prior_source_id(profile, cfg["prior"])}
-                    runs += [_planned_run(profile, "inference", arm, method, prior, n, s,
-                                          _arm_train(profile, arm)) for s in seeds]
+        cfg = profile["experiments"][experiment]
+        if cfg["enabled"]:
+            runs += _PLANNERS[experiment](profile, cfg)
     return runs
 
 
 def needed_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[str]:
     """Names of the priors (`ssl`, `supervised`) the enabled experiments use."""
-    return sorted({run["config"]["prior"]["source"] for run in plan(profile, experiments)})
+    return sorted({name for name, _ in needed_draws(profile, experiments)})
+
+
+def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS
+                 ) -> list[tuple[str, int]]:
+    """(prior name, draw) pairs the enabled experiments use."""
+    return sorted({(run["config"]["prior"]["source"], run["config"]["prior"]["draw"])
+                   for run in plan(profile, experiments)})
 
 
 def pack_key(config: dict) -> str:
-    """What runs must share to train in one pack: everything but the seed, the prior, the arm's
-    name and the per-run training values."""
-    shared = {k: v for k, v in config.items() if k not in ("seed", "prior", "arm")}
+    """What runs must share to train in one pack: everything but the seed, chain, prior,
+    initial weights, the arm's name and tuned value, and the per-run training values."""
+    shared = {k: v for k, v in config.items()
+              if k not in ("seed", "prior", "arm", "chain", "tuned", "init")}
     shared["train"] = {k: v for k, v in config["train"].items() if k not in PER_RUN_TRAIN_KEYS}
     return digest(shared)
 

@@ -4,6 +4,7 @@ then truncated, rescaled or replaced by a baseline for each run."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +18,8 @@ from ..models import build_model
 from ..prior import GaussianPrior, load_authors_model_state, rescale
 from .errors import StudyError
 from .paths import prior_paths
-from .planning import EXPERIMENTS, LEARN_SEED, needed_priors, prior_source_id
-from .resources import resolve_device
+from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
+from .resources import resolve_device, set_worker_threads, threads_per_worker, torch_threads
 
 
 def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
@@ -53,35 +54,61 @@ def source_task(profile: dict) -> TensorTask:
 
 
 def learn_priors(
-    profile: dict, names: Iterable[str], root: Path | None = None, device="cpu", progress=True
-) -> dict[str, Path]:
-    """Learn (or reuse, if already stored with the same settings) the named priors."""
+    profile: dict, draws: Iterable[tuple[str, int] | str], root: Path | None = None,
+    device="cpu", progress=True,
+) -> dict[tuple[str, int], Path]:
+    """Learn (or reuse, if already stored with the same settings) the priors `(name, draw)` (a
+    bare name is draw 0); draw d is learned with seed d (initial weights, batch order,
+    augmentations). Each prior is learned with `threads_per_worker(workers)` threads, on the
+    CPU in `workers` processes at once, so priors do not depend on how they were scheduled."""
+    pairs = [(d, 0) if isinstance(d, str) else tuple(d) for d in draws]
+    paths = {(n, d): prior_paths(profile, n, root, d)[0] for n, d in pairs}
+    todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
+    workers = profile["workers"]
+    threads = threads_per_worker(workers)
+    if device == "cpu" and workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=set_worker_threads, initargs=(threads,)) as pool:
+            for future in [pool.submit(learn_one, profile, name, draw, root, device, False)
+                           for name, draw in todo]:
+                future.result()
+    else:
+        with torch_threads(threads):
+            for name, draw in todo:
+                learn_one(profile, name, draw, root, device, progress)
+    return paths
+
+
+def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
+    """Whether prior (name, draw) is stored with the profile's current learning settings."""
+    prior_file, backbone_file = prior_paths(profile, name, root, draw)
+    if not (prior_file.exists() and backbone_file.exists()):
+        return False
+    stored = GaussianPrior.load(prior_file)
+    return stored.meta.get("source_id") == prior_source_id(profile, name, draw)
+
+
+def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
+              progress: bool = True) -> Path:
+    """Learn prior `name` with seed `draw` on the source task and store it with its backbone."""
     objective = {"ssl": "simclr", "supervised": "supervised"}
     learning = dict(profile["priors"]["learning"])
     learning.pop("source_train_size")
-    settings = PriorLearningSettings(**learning)
-    paths = {}
-    for name in names:
-        prior_file, backbone_file = prior_paths(profile, name, root)
-        wanted = prior_source_id(profile, name)
-        if prior_file.exists() and backbone_file.exists():
-            stored = GaussianPrior.load(prior_file)
-            if stored.meta.get("source_id") == wanted:
-                paths[name] = prior_file
-                continue
-        torch.manual_seed(LEARN_SEED)  # the backbone's initial weights
-        model = build_model(profile["model"], num_classes=5)
-        prior, state = learn_prior(
-            model, source_task(profile), objective[name], settings, seed=LEARN_SEED,
-            device=device, progress=progress,
-        )
-        prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
-                              meta={**prior.meta, "source_id": wanted})
-        prior_file.parent.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(state, backbone_file)
-        prior.save(prior_file)
-        paths[name] = prior_file
-    return paths
+    prior_file, backbone_file = prior_paths(profile, name, root, draw)
+    torch.manual_seed(draw)  # the backbone's initial weights
+    model = build_model(profile["model"], num_classes=5)
+    prior, state = learn_prior(
+        model, source_task(profile), objective[name], PriorLearningSettings(**learning),
+        seed=draw, device=device, progress=progress,
+    )
+    prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
+                          meta={**prior.meta, "source_id": prior_source_id(profile, name, draw)})
+    prior_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(state, backbone_file)
+    prior.save(prior_file)
+    return prior_file
 
 
 @dataclass(frozen=True)
@@ -90,22 +117,24 @@ class PriorLocation:
     weights, or the prefix of the authors' four files with the variance floor to apply."""
 
     name: str
+    draw: int = 0
     files_prefix: str | None = None
     variance_floor: float | None = None
     prior_file: Path | None = None
     backbone_file: Path | None = None
 
 
-def prior_location(profile: dict, name: str, root: Path | None = None) -> PriorLocation:
-    """Where the profile's prior `name` lives."""
+def prior_location(profile: dict, name: str, root: Path | None = None, draw: int = 0
+                   ) -> PriorLocation:
+    """Where the profile's prior `name` (draw `draw`) lives."""
     if profile["priors"]["source"] == "files":
-        return PriorLocation(name, profile["priors"]["files"][name],
+        return PriorLocation(name, 0, profile["priors"]["files"][name],
                              profile["priors"]["variance_floor"])
-    prior_file, backbone_file = prior_paths(profile, name, root)
-    return PriorLocation(name, prior_file=prior_file, backbone_file=backbone_file)
+    prior_file, backbone_file = prior_paths(profile, name, root, draw)
+    return PriorLocation(name, draw, prior_file=prior_file, backbone_file=backbone_file)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[str, torch.Tensor]]:
     """The stored prior and its backbone weights (cached per process)."""
     if where.files_prefix is not None:
@@ -123,12 +152,14 @@ def prepare_priors(
     profile: dict, root: Path | None = None, progress: bool = True,
     experiments: Iterable[str] = EXPERIMENTS,
 ) -> dict[str, GaussianPrior]:
-    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use."""
-    names = needed_priors(profile, experiments)
+    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use;
+    returns the first draw of each."""
     check_prior_files(profile, experiments)
     if profile["priors"]["source"] == "learn":
-        learn_priors(profile, names, root, resolve_device(profile["device"]), progress)
-    return {n: load_prior_and_backbone(prior_location(profile, n, root))[0] for n in names}
+        learn_priors(profile, needed_draws(profile, experiments), root,
+                     resolve_device(profile["device"]), progress)
+    return {n: load_prior_and_backbone(prior_location(profile, n, root))[0]
+            for n in needed_priors(profile, experiments)}
 
 
 def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
@@ -139,15 +170,16 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
     that the rescaled prior's total variance equals that of the full-rank rescaled prior, so that
     ranks differ only in the shape of the covariance.
 
-    Baselines: `zero` is N(0, v I) with a given v, or (v unset) with v the average variance of the
-    rescaled learned prior; `isotropic` is N(pretrained weights, v I) with that same average
-    variance. So zero -> isotropic changes only the mean, isotropic -> learned only the shape of
-    the covariance."""
+    Baselines: `zero` is N(0, v I) and `isotropic` N(pretrained weights, v I), with a given v
+    (tuned on validation), or (v unset) with v the average variance of the rescaled learned
+    prior (trace matching; then zero -> isotropic changes only the mean, isotropic -> learned
+    only the shape of the covariance)."""
     kind = spec["kind"]
     if kind == "none":
         return None
-    if kind == "zero" and spec["variance"] is not None:
-        return GaussianPrior.isotropic(torch.zeros_like(learned.mean), spec["variance"])
+    if kind in ("zero", "isotropic") and spec.get("variance") is not None:
+        mean = learned.mean if kind == "isotropic" else torch.zeros_like(learned.mean)
+        return GaussianPrior.isotropic(mean, spec["variance"])
     scaled = rescale(learned.principal(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])
     if spec.get("trace") == "fixed":
         full = rescale(learned, spec["scale"], spec["rule"], spec["eps"])

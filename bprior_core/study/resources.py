@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -51,3 +54,26 @@ def auto_pack_size(device: str, model: str, dim: int, rank: int, batch_size: int
     if precision == "bf16":
         activations //= 2
     return max(1, min(MAX_PACK, int(0.8 * total) // (weights + activations)))
+
+
+def threads_per_worker(workers: int) -> int:
+    """Threads of each worker process: the cores shared evenly between the workers. Every
+    pack and every prior is computed with this many threads, whatever the back end and however
+    much work is left, because the thread count changes floating-point results."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def set_worker_threads(threads: int) -> None:
+    """Process-pool initializer: fix the worker's torch thread count."""
+    torch.set_num_threads(threads)
