@@ -3,6 +3,7 @@ then truncated, rescaled or replaced by a baseline for each run."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,7 +15,13 @@ from ..atomic import atomic_torch_save
 from ..data import TensorTask, fashion_mnist_task
 from ..learn import PriorLearningSettings, learn_prior
 from ..models import build_model
-from ..prior import GaussianPrior, load_authors_model_state, rescale
+from ..prior import (
+    GaussianPrior,
+    PriorFileError,
+    load_authors_model_state,
+    load_torch_file,
+    rescale,
+)
 from .errors import StudyError
 from .paths import prior_paths
 from .planning import EXPERIMENTS, LEARN_SEED, needed_priors, prior_source_id
@@ -52,6 +59,20 @@ def source_task(profile: dict) -> TensorTask:
     return task
 
 
+def _stored_source_id(prior_file: Path, backbone_file: Path) -> str | None:
+    """The `source_id` of a stored learned prior, or None when it or its backbone weights are
+    missing or cannot be read (a corrupt file is learned again, like a missing one)."""
+    if not (prior_file.exists() and backbone_file.exists()):
+        return None
+    try:
+        stored = GaussianPrior.load(prior_file)
+        load_torch_file(backbone_file)
+    except PriorFileError as exc:
+        warnings.warn(f"{exc}; learning this prior again", stacklevel=3)
+        return None
+    return stored.meta.get("source_id")
+
+
 def learn_priors(
     profile: dict, names: Iterable[str], root: Path | None = None, device="cpu", progress=True
 ) -> dict[str, Path]:
@@ -64,11 +85,9 @@ def learn_priors(
     for name in names:
         prior_file, backbone_file = prior_paths(profile, name, root)
         wanted = prior_source_id(profile, name)
-        if prior_file.exists() and backbone_file.exists():
-            stored = GaussianPrior.load(prior_file)
-            if stored.meta.get("source_id") == wanted:
-                paths[name] = prior_file
-                continue
+        if _stored_source_id(prior_file, backbone_file) == wanted:
+            paths[name] = prior_file
+            continue
         torch.manual_seed(LEARN_SEED)  # the backbone's initial weights
         model = build_model(profile["model"], num_classes=5)
         prior, state = learn_prior(
@@ -115,7 +134,7 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
     if not where.prior_file.exists():
         raise StudyError(f"prior {where.name!r} has not been learned yet ({where.prior_file} "
                          "missing); run the 01_learn_prior step (`bprior report` does it first)")
-    state = torch.load(where.backbone_file, map_location="cpu", weights_only=True)
+    state = load_torch_file(where.backbone_file)
     return GaussianPrior.load(where.prior_file), state
 
 
