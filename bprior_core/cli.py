@@ -7,9 +7,21 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .config import ProfileError, load_profile
-from .data import DataUnavailableError
+from .config import ProfileError, load_profile, profile_path
+from .data import DataFileError, DataUnavailableError
+from .prior import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
+
+# failures a user can fix (the message says how): one line on stderr and exit code 2, no
+# traceback. OSError covers missing files, permissions (a read-only outputs folder), full disks.
+EXPECTED_ERRORS = (ProfileError, StudyError, DataUnavailableError, DataFileError, PriorFileError,
+                   OSError)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message on one line (an OSError without one: its type and file)."""
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
 
 
 def _plan(args) -> int:
@@ -34,10 +46,13 @@ def _plan(args) -> int:
 
 def _run(args) -> int:
     from .study import prepare_priors, run_sweep
+    from .study.preflight import preflight
 
-    profile = load_profile(args.profile)
+    path = profile_path(args.profile)
+    profile = load_profile(path)
     experiments = args.experiment or list(EXPERIMENTS)
     root = Path(args.outputs) if args.outputs else None
+    preflight(profile, root, experiments, profile_file=path)  # before anything is learned
     prepare_priors(profile, root, experiments=experiments)
     counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack)
     print(counts)
@@ -89,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"plan": _plan, "run": _run, "report": _report}[args.command]
     try:
         return handler(args)
-    except (ProfileError, StudyError, DataUnavailableError, FileNotFoundError) as exc:
-        print(f"bprior: error: {exc}", file=sys.stderr)
+    except EXPECTED_ERRORS as exc:
+        print(f"bprior: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

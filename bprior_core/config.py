@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,9 +335,6 @@ def _check_protocol(p: dict) -> None:
             f"classes (a class-balanced validation set; {val_size} would leave classes empty "
             f"or unequal); use a multiple of {classes}, e.g. "
             f"{classes * max(1, val_size // classes)}")
-    for path, values in _lists(p):
-        if len(set(map(str, values))) != len(values):
-            raise ProfileError(f"{path}: {values} repeats a value; list each value once")
     temp = exps["temperature"]
     if temp["enabled"] and temp["chains"] < 3:
         raise ProfileError(f"experiments.temperature.chains: split R-hat needs at least 3 chains "
@@ -354,18 +352,6 @@ def _check_protocol(p: dict) -> None:
                            "priors.draws: 1 (several draws need priors.source: learn)")
 
 
-def _lists(p: dict, path: str = "") -> list[tuple[str, list]]:
-    """Every list value of the profile with its dotted path."""
-    found = []
-    for key, value in p.items():
-        sub = f"{path}.{key}" if path else key
-        if isinstance(value, dict):
-            found += _lists(value, sub)
-        elif isinstance(value, list):
-            found.append((sub, value))
-    return found
-
-
 def _check_train_settings(train: dict) -> None:
     """Build the training settings and the samplers' cyclical schedule now, so that their
     cross-field errors (e.g. more cycles than steps) surface before anything trains."""
@@ -376,11 +362,55 @@ def _check_train_settings(train: dict) -> None:
         raise ProfileError(f"train: {exc}") from None
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _check_name(name: str) -> None:
+    """A profile name is one folder name under outputs/: letters, digits, '-', '_', '.' only (no
+    path separators, no '..' that would write outside the outputs folder)."""
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise ProfileError(
+            f"name: {name!r} is not allowed; a profile name is used as the folder "
+            "outputs/<name>/, so it may hold only letters, digits, '-', '_' and '.' (no path "
+            "separators, not '.' or '..'), e.g. 'cpu-long'"
+        )
+
+
+def _list_fields(schema: dict, path: str = ""):
+    """(dotted key, Field) of every list-valued key of the schema."""
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if isinstance(spec, dict):
+            yield from _list_fields(spec, sub)
+        elif spec.kind is list:
+            yield sub, spec
+
+
+def _check_no_duplicates(profile: dict) -> None:
+    """Every list in a profile (arms, sizes, ranks, scales, priors) names each value once: a
+    repeated value would plan the same runs twice under one result file."""
+    for dotted, _ in _list_fields(SCHEMA):
+        values = profile
+        for key in dotted.split("."):
+            values = values[key]
+        seen: list = []
+        for value in values or []:
+            if value in seen:
+                unique = list(dict.fromkeys(values))
+                raise ProfileError(
+                    f"{dotted}: {value!r} is listed more than once in {values!r}; list each "
+                    f"value once, e.g. {unique!r}"
+                )
+            seen.append(value)
+
+
 def validate_profile(raw: dict) -> dict:
     """Validate a raw profile mapping; return it complete with defaults, or raise ProfileError."""
     profile = _validate(raw, SCHEMA, "")
     if not profile["name"]:
         raise ProfileError("name: every profile needs a name (used for outputs/<name>/)")
+    _check_name(profile["name"])
+    _check_no_duplicates(profile)
     _check_list_choices(profile)
     _check_consistency(profile)
     _check_protocol(profile)
@@ -404,11 +434,36 @@ def profile_path(name_or_path: str | Path) -> Path:
     return path
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last
+    value silently, so a profile could say `steps: 10` and later `steps: 1000`)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+            if first is not None:
+                raise ProfileError(
+                    f"duplicate key {key!r} on line {key_node.start_mark.line + 1} (first on "
+                    f"line {first}); each key may appear once per section: keep one of them"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
     try:

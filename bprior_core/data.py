@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ class DataUnavailableError(RuntimeError):
     """The data set is not on this machine and could not be downloaded."""
 
 
+class DataFileError(ValueError):
+    """A data file exists but is corrupt or truncated; the message names it."""
+
+
 @dataclass
 class TensorTask:
     """A classification task held in memory as tensors (images N x C x H x W, labels N)."""
@@ -50,14 +55,24 @@ class TensorTask:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) IDX file into a numpy array."""
+    """Read a (gzipped) IDX file into a numpy array; a corrupt or truncated file raises
+    DataFileError naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes (type 0x08)")
+    fix = ("the file is corrupt or truncated; replace it with a good copy (e.g. reinstall "
+           "`dataset-fashion-mnist`, or download the four IDX .gz files again)")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFileError(f"{path} cannot be read ({type(exc).__name__}: {exc}); {fix}") from exc
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise DataFileError(f"{path} is not an IDX file of unsigned bytes (type 0x08); {fix}")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64))
+    if len(data) != expected:
+        raise DataFileError(f"{path} holds {len(data)} bytes but its header {shape} needs "
+                            f"{expected}; {fix}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

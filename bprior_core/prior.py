@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,30 @@ def _with_transform(meta: dict[str, Any], **op: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- file helpers
 
 
+class PriorFileError(ValueError):
+    """A prior or weights file exists but cannot be used (corrupt, truncated, not a tensor file,
+    invalid values); the message names the file and says how to fix it."""
+
+
+def load_torch_file(path: PathLike, fix: str | None = None) -> Any:
+    """`torch.load(path)` on the CPU with weights_only=True; a file that cannot be read (corrupt,
+    truncated, not written by torch.save) raises PriorFileError naming it. A missing file raises
+    FileNotFoundError, an unreadable one (permissions) OSError, as usual."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
+            AttributeError, KeyError, IndexError) as exc:
+        hint = fix or ("replace it with a good copy (or delete it, if bprior wrote it, so that "
+                       "it is made again)")
+        raise PriorFileError(
+            f"{path} cannot be read as a torch file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); the file is corrupt "
+            f"or truncated: {hint}"
+        ) from exc
+
+
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
     """Detached contiguous CPU copy (so torch.save never writes a larger underlying storage)."""
     return t.detach().to("cpu").contiguous().clone()
@@ -120,14 +145,14 @@ def _load_authors_file(prefix: PathLike, suffix: str) -> Any:
             f"missing authors' prior file {path} (the '{suffix}' file); "
             f"the authors' format expects four files: {expected}"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch_file(path)
 
 
 def load_authors_model_state(prefix: PathLike) -> dict[str, torch.Tensor]:
     """Load `<prefix>_model.pt`, the backbone state_dict stored beside the authors' prior."""
     state = _load_authors_file(prefix, "model")
     if not isinstance(state, Mapping):
-        raise ValueError(f"{prefix}_model.pt does not hold a state_dict (got {type(state)})")
+        raise PriorFileError(f"{prefix}_model.pt does not hold a state_dict (got {type(state)})")
     return dict(state)
 
 
@@ -135,9 +160,9 @@ def _authors_tensor(prefix: PathLike, suffix: str, ndim: int) -> torch.Tensor:
     """Load an authors' prior tensor file and check it is a tensor with `ndim` dimensions."""
     t = _load_authors_file(prefix, suffix)
     if not isinstance(t, torch.Tensor):
-        raise ValueError(f"{prefix}_{suffix}.pt must hold a tensor, got {type(t).__name__}")
+        raise PriorFileError(f"{prefix}_{suffix}.pt must hold a tensor, got {type(t).__name__}")
     if t.ndim != ndim:
-        raise ValueError(f"{prefix}_{suffix}.pt must be {ndim}-D, got shape {tuple(t.shape)}")
+        raise PriorFileError(f"{prefix}_{suffix}.pt must be {ndim}-D, got shape {tuple(t.shape)}")
     return t
 
 
@@ -146,10 +171,12 @@ def _floor_variance(variance: torch.Tensor, floor: float | None, source: str) ->
     n_bad = int((variance <= 0).sum())
     if floor is None:
         if n_bad:
-            raise ValueError(
+            raise PriorFileError(
                 f"variance in {source} has {n_bad} non-positive entries "
                 f"(min {float(variance.min()):g}); variances must be > 0. "
-                "Pass variance_floor=<small positive float> to clamp them."
+                "Set the profile key priors.variance_floor to a small positive float (e.g. "
+                "1e-12) to clamp them (Python: GaussianPrior.from_authors_files(..., "
+                "variance_floor=...))."
             )
         return variance
     floor = _check_scale("variance_floor", floor)
@@ -487,11 +514,16 @@ class GaussianPrior:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"prior file not found: {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_torch_file(path)
         cls._check_payload(payload, path)
-        prior = cls(payload["mean"], payload["variance"], payload["cov_factor"], payload["meta"])
+        try:
+            prior = cls(payload["mean"], payload["variance"], payload["cov_factor"],
+                        payload["meta"])
+        except ValueError as exc:
+            raise PriorFileError(f"{path}: invalid prior: {exc}; replace the file (or delete "
+                                 "it, if bprior learned it, so that it is learned again)") from exc
         if prior.dim != payload["dim"] or prior.rank != payload["rank"]:
-            raise ValueError(
+            raise PriorFileError(
                 f"{path}: header says dim={payload['dim']}, rank={payload['rank']} but tensors "
                 f"give dim={prior.dim}, rank={prior.rank}"
             )
@@ -506,18 +538,18 @@ class GaussianPrior:
         """Raise ValueError unless `payload` is a dict in this library's format, version 1."""
         tag = payload.get("format") if isinstance(payload, Mapping) else None
         if tag != FORMAT_TAG:
-            raise ValueError(
+            raise PriorFileError(
                 f"{path} is not a bprior prior file: format tag {tag!r}, expected {FORMAT_TAG!r}"
             )
         if payload.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
+            raise PriorFileError(
                 f"{path}: unsupported format_version {payload.get('format_version')!r} "
                 f"(this code reads {FORMAT_VERSION})"
             )
         missing = [k for k in ("mean", "variance", "cov_factor", "meta", "dim", "rank")
                    if k not in payload]
         if missing:
-            raise ValueError(f"{path}: prior file lacks keys {missing}")
+            raise PriorFileError(f"{path}: prior file lacks keys {missing}")
 
     # ------------------------------------------------------------------------- authors' format
 
@@ -546,7 +578,12 @@ class GaussianPrior:
         meta = {"source": "authors_files", "prefix": os.fspath(prefix),
                 "stored_rank": covmat.shape[0], "variance_floor": variance_floor,
                 "n_variance_clamped": n_clamped if variance_floor is not None else 0}
-        prior = cls(mean, variance, covmat, meta)
+        try:
+            prior = cls(mean, variance, covmat, meta)
+        except ValueError as exc:
+            raise PriorFileError(
+                f"the authors' prior files {os.fspath(prefix)}_{{mean,variance,covmat}}.pt hold "
+                f"invalid values: {exc}; replace them with good copies") from exc
         prior = prior if rank is None else prior.truncated(rank)
         if model_state:
             return prior, load_authors_model_state(prefix)
@@ -558,7 +595,7 @@ class GaussianPrior:
         if covmat.shape[1] == dim:
             return
         hint = " (it looks transposed: expected K x D)" if covmat.shape[0] == dim else ""
-        raise ValueError(
+        raise PriorFileError(
             f"{prefix}_covmat.pt has shape {tuple(covmat.shape)} but the mean has D={dim} "
             f"entries{hint}"
         )

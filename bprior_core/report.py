@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .config import load_profile, profile_path
-from .study import check_prior_files, output_dir, plan, prepare_priors, run_sweep
+from .study import output_dir, plan, prepare_priors, run_sweep
+from .study.preflight import preflight
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_temperature",
@@ -223,7 +224,8 @@ def build_report(
 
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
-    check_prior_files(profile)  # raises StudyError before anything is written
+    # outputs writable and owned by this file, device, prior files, training sizes
+    preflight(profile, root, profile_file=path)
     out = output_dir(profile, root)
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)

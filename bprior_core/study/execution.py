@@ -24,10 +24,12 @@ from ..atomic import atomic_write
 from ..config import load_profile
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
+from ..jsonsafe import to_plain
 from ..models import build_model, num_prior_parameters
 from ..train import TrainSettings
 from .datasets import DataKey, downstream_data
 from .errors import StudyError
+from .lock import holds_profile_lock
 from .paths import result_path
 from .planning import digest, make_packs, plan
 from .priors import build_run_prior, check_prior_files, load_prior_and_backbone, prior_location
@@ -135,8 +137,10 @@ def execute_run(run: dict, profile: dict, root: Path | None = None) -> dict:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=1, sort_keys=True))
+    """Write standard JSON (NaN/inf stored as null) to a temporary file in the same folder, then
+    rename it into place."""
+    plain = to_plain(obj)
+    atomic_write(path, lambda f: json.dump(plain, f, indent=1, sort_keys=True, allow_nan=False))
 
 
 def read_record(path: Path) -> dict | None:
@@ -154,6 +158,7 @@ def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
     return record is not None and record.get("config") == run["config"]
 
 
+@holds_profile_lock  # a second process on the same profile and outputs stops at once
 def run_sweep(
     profile: dict,
     runs: list[dict],

@@ -3,6 +3,7 @@ then truncated, rescaled or replaced by a baseline for each run."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,13 @@ from ..atomic import atomic_torch_save
 from ..data import TensorTask, fashion_mnist_task
 from ..learn import PriorLearningSettings, learn_prior
 from ..models import build_model
-from ..prior import GaussianPrior, load_authors_model_state, rescale
+from ..prior import (
+    GaussianPrior,
+    PriorFileError,
+    load_authors_model_state,
+    load_torch_file,
+    rescale,
+)
 from .errors import StudyError
 from .paths import prior_paths
 from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
@@ -53,6 +60,20 @@ def source_task(profile: dict) -> TensorTask:
     return task
 
 
+def _stored_source_id(prior_file: Path, backbone_file: Path) -> str | None:
+    """The `source_id` of a stored learned prior, or None when it or its backbone weights are
+    missing or cannot be read (a corrupt file is learned again, like a missing one)."""
+    if not (prior_file.exists() and backbone_file.exists()):
+        return None
+    try:
+        stored = GaussianPrior.load(prior_file)
+        load_torch_file(backbone_file)
+    except PriorFileError as exc:
+        warnings.warn(f"{exc}; learning this prior again", stacklevel=3)
+        return None
+    return stored.meta.get("source_id")
+
+
 def learn_priors(
     profile: dict, draws: Iterable[tuple[str, int] | str], root: Path | None = None,
     device="cpu", progress=True,
@@ -82,12 +103,9 @@ def learn_priors(
 
 
 def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
-    """Whether prior (name, draw) is stored with the profile's current learning settings."""
-    prior_file, backbone_file = prior_paths(profile, name, root, draw)
-    if not (prior_file.exists() and backbone_file.exists()):
-        return False
-    stored = GaussianPrior.load(prior_file)
-    return stored.meta.get("source_id") == prior_source_id(profile, name, draw)
+    """Whether prior (name, draw) is stored, readable, with the current learning settings."""
+    stored = _stored_source_id(*prior_paths(profile, name, root, draw))
+    return stored == prior_source_id(profile, name, draw)
 
 
 def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
@@ -144,7 +162,7 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
     if not where.prior_file.exists():
         raise StudyError(f"prior {where.name!r} has not been learned yet ({where.prior_file} "
                          "missing); run the 01_learn_prior step (`bprior report` does it first)")
-    state = torch.load(where.backbone_file, map_location="cpu", weights_only=True)
+    state = load_torch_file(where.backbone_file)
     return GaussianPrior.load(where.prior_file), state
 
 

@@ -1,0 +1,158 @@
+"""Checks that run before anything is learned or trained, so that a study fails in seconds with a
+message naming the key or file, not after an hour of prior learning with a traceback.
+
+`preflight` checks, in order: that the prior files the experiments need exist, that the device
+exists, that every training size can be drawn from the downstream training pool
+(`check_training_sizes`; this loads the data, so a missing or corrupt data file shows here too),
+that the outputs folder is writable, and that it belongs to this profile file (`claim_outputs`).
+Only the last two write anything (`outputs/<name>/` and its `profile.json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_write_text
+from ..config import ProfileError
+from .datasets import DataKey, downstream_data
+from .errors import StudyError
+from .paths import output_dir
+from .planning import EXPERIMENTS
+from .priors import check_prior_files
+from .resources import resolve_device
+
+PROFILE_RECORD = "profile.json"
+# the profile key that holds the training sizes of each experiment
+SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",),
+             "temperature": ("n_train",)}
+
+
+def preflight(
+    profile: dict, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
+    profile_file: str | Path | None = None,
+) -> str:
+    """Check everything a study needs before it learns or trains anything; return the device.
+
+    Raises ProfileError (a profile value cannot work: training sizes) or StudyError (the outputs
+    folder belongs to another profile file or is not writable, the device or a prior file is
+    missing). `profile_file`: the YAML file the profile was read from (the CLI and the report
+    pass it), for `claim_outputs`; None (a profile built in Python) skips that check."""
+    experiments = list(experiments)
+    check_prior_files(profile, experiments)
+    device = resolve_device(profile["device"])
+    pool, _, _ = downstream_data(DataKey.of(profile), device)
+    check_training_sizes(profile, pool.labels.cpu(), experiments)
+    # the checks above write nothing; these two create outputs/<name>/
+    check_outputs_writable(profile, root)
+    if profile_file is not None:
+        claim_outputs(profile, profile_file, root)
+    return device
+
+
+def check_outputs_writable(profile: dict, root: Path | None = None) -> Path:
+    """Create `outputs/<name>/` and a temporary file in it, or raise StudyError naming it."""
+    folder = output_dir(profile, root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise StudyError(
+            f"the outputs folder {folder} is not writable ({exc.strerror or exc}); fix its "
+            "permissions, or choose another folder with --outputs or $BPRIOR_OUTPUTS"
+        ) from None
+    return folder
+
+
+def profile_digest(profile: dict) -> str:
+    """A digest of the validated profile's content (comments and layout do not count)."""
+    return hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = None) -> None:
+    """Refuse two different profile files with the same `name`, which would share (and mix)
+    `outputs/<name>/`.
+
+    `outputs/<name>/profile.json` records the profile file that owns the folder (its resolved
+    path) and the digest of its validated content. A later run is accepted when it comes from
+    the same file, whatever its content now: editing a profile and running it again is the normal
+    workflow (results are keyed by each run's configuration hash, stale files are ignored); the
+    recorded digest is updated. A run from another file is accepted when its content is the same
+    as the owner's (a copy of the file), or when the owner file no longer exists (the file was
+    moved: the new path takes over). Otherwise it is refused with a StudyError saying how to fix
+    it: give one profile another name, or delete the folder."""
+    folder = output_dir(profile, root)
+    record_path = folder / PROFILE_RECORD
+    path, digest = str(Path(profile_file).resolve()), profile_digest(profile)
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        owner, owner_digest = str(record["profile_file"]), str(record["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        owner = owner_digest = None  # no record yet (or an unreadable one): this file owns it
+    if owner is not None and owner != path:
+        if digest == owner_digest:
+            return  # a copy of the owner's profile: same results
+        if Path(owner).exists():
+            raise StudyError(
+                f"profile {profile['name']!r} from {path} is not the profile whose results are "
+                f"in {folder} ({owner}, recorded in {record_path}): two different profile files "
+                "have the same name and would mix their results. Give this profile another "
+                f"`name:`, or delete {folder} to start over with this file"
+            )
+    atomic_write_text(record_path, json.dumps(
+        {"name": profile["name"], "profile_file": path, "digest": digest}, indent=1) + "\n")
+
+
+def _sizes(profile: dict, experiments: Iterable[str]):
+    """(dotted key, list of training sizes) of the enabled experiments."""
+    for experiment in experiments:
+        cfg = profile["experiments"][experiment]
+        if not cfg["enabled"]:
+            continue
+        for key in SIZE_KEYS[experiment]:
+            value = cfg[key]
+            yield f"experiments.{experiment}.{key}", value if isinstance(value, list) else [value]
+
+
+def check_training_sizes(
+    profile: dict, labels: torch.Tensor, experiments: Iterable[str] = EXPERIMENTS
+) -> None:
+    """Every training size must be drawable from the pool `labels` (0 = the full pool): at most
+    the pool's size, and with `subset_protocol: balanced` a multiple of the number of classes
+    with no more per class than the smallest class holds (`data.few_shot_indices`)."""
+    n_pool = len(labels)
+    counts = torch.bincount(labels)
+    counts = counts[counts > 0]
+    n_classes, smallest = len(counts), int(counts.min())
+    balanced = profile["data"]["subset_protocol"] == "balanced"
+    for key, sizes in _sizes(profile, experiments):
+        for n in sizes:
+            if n > n_pool:
+                raise ProfileError(
+                    f"{key}: {n} training images are more than the {n_pool} of the downstream "
+                    f"training pool; use at most {n_pool}, or 0 for the full pool"
+                )
+            if not balanced or n in (0, n_pool):
+                continue
+            largest = n_classes * smallest
+            if n % n_classes:
+                lower, upper = n - n % n_classes, n - n % n_classes + n_classes
+                near = " or ".join(str(v) for v in (lower, upper) if 0 < v <= largest)
+                raise ProfileError(
+                    f"{key}: {n} training images cannot be split evenly over the {n_classes} "
+                    f"downstream classes (subset_protocol 'balanced' takes n/{n_classes} of "
+                    f"each); use a multiple of {n_classes} between {n_classes} and {largest} "
+                    f"(e.g. {near}), 0 for the full pool, or subset_protocol 'reproduction'"
+                )
+            if n > largest:
+                raise ProfileError(
+                    f"{key}: {n} training images need {n // n_classes} per class but the "
+                    f"smallest downstream class has {smallest}; use at most {largest}, or 0 for "
+                    "the full pool"
+                )
