@@ -639,7 +639,7 @@ def _inference_table(
 
 
 def pooled(
-    terms: Sequence[tuple[float, Mapping[int, Mapping[int, float]]]], level: float = LEVEL,
+    terms: Sequence[tuple[float, Mapping[int, Mapping[int, float]]]], level: float | None = None,
 ) -> tuple[Comparison, list[dict], list[int]]:
     """A per-seed contrast per size and pooled (per seed, mean over the common sizes).
 

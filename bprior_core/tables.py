@@ -211,3 +211,16 @@ def chosen_values_table(rows: list[dict]) -> pd.DataFrame:
     table = frame.pivot_table(index=["arm", "parameter", "n_train"], columns="value",
                               values="runs", aggfunc="sum", fill_value=0)
     return table.reset_index()
+
+
+def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scale experiment's rows split in two: rescaled-prior runs with a `prior, convention`
+    column (e.g. `ssl (same, eps 0)`), and the from-scratch runs."""
+    part = select(frame, "scale")
+    if part.empty:
+        return part, part
+    scaled = part[part["arm"] != "scratch"].copy()
+    scaled["prior, convention"] = [f"{p} ({r}, eps {e:g})" for p, r, e in
+                                   zip(scaled["prior_source"], scaled["rule"], scaled["eps"],
+                                       strict=True)]
+    return scaled, part[part["arm"] == "scratch"]

@@ -355,3 +355,79 @@ def test_data_efficiency_is_the_slope_of_the_gain_in_log_n():
     assert part["sizes_fitted"] == [5, 50, 500]
     assert claim["evidence"]["effect"] == pytest.approx(0.05, abs=1e-9)
     assert claim["verdict"] == "supported"
+
+
+# ----------------------------------------------------------------------------- Holm, C2, C3
+
+
+def test_holm_levels_hand_computed():
+    # sorted p: 0.005 (vs 0.05/4: rejected), 0.01 (vs 0.05/3: rejected), 0.03 (vs 0.05/2: fails),
+    # 0.04 (judged at the failing level, so not rejected either)
+    levels = claims_module.holm_levels([0.01, 0.04, 0.03, 0.005])
+    assert levels == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2, 1 - 0.05 / 4])
+    assert claims_module.holm_levels([0.9, 0.001]) == pytest.approx([1 - 0.05, 1 - 0.05 / 2])
+
+
+def c3_records(differences: list[float]) -> list[dict]:
+    out = []
+    for seed, d in enumerate(differences):
+        out.append(record("inference", "sgd+zero", seed, 0.6 + 0.01 * seed))
+        out.append(record("inference", "sgd+learned", seed, 0.6 + 0.01 * seed + d))
+    return out
+
+
+def test_a_simple_claims_p_value_is_its_t_test_p_value():
+    d = [0.01, 0.03, -0.005, 0.02, 0.015]
+    p = claims_module.claim_p_value(claims_module.claim_loss_surface, c3_records(d),
+                                    "accuracy", 0.01)
+    assert p == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-3)
+
+
+def test_claims_are_judged_at_their_holm_level():
+    out = by_id(evaluate_claims(c3_records([0.01, 0.03, -0.005, 0.02, 0.015])))
+    holm = out["C3"]["evidence"]["holm"]
+    # only C3 has data: the others have p = 1, so C3 is first and judged at 1 - 0.05 / 7
+    assert holm["family"] == 7 and holm["level"] == pytest.approx(1 - 0.05 / 7)
+    assert out["C3"]["evidence"]["level"] == pytest.approx(holm["level"])
+    # p = 0.058 > 0.05 / 7: the interval at the adjusted level contains 0 and reaches the margin
+    assert out["C3"]["verdict"] == "inconclusive"
+    assert verdicts(c3_records([0.02, 0.021, 0.019, 0.0205, 0.0195]))["C3"] == "supported"
+
+
+def test_c3_compares_with_the_tuned_zero_mean_prior_not_plain_sgd():
+    recs = c3_records([0.02, 0.021, 0.019, 0.0205, 0.0195])
+    recs += [record("inference", "sgd", s, 0.99) for s in SEEDS]  # plain sgd would win
+    c3 = by_id(evaluate_claims(recs))["C3"]
+    assert c3["evidence"]["arms"] == ["sgd+learned", "sgd+zero"]
+    assert c3["verdict"] == "supported"
+
+
+def scale_record(rule: str, eps: float, scale: float | None, seed: int, acc: float) -> dict:
+    prior = ({"kind": "none", "source": "ssl"} if scale is None else
+             {"kind": "learned", "source": "ssl", "rank": 5, "scale": scale, "rule": rule,
+              "eps": eps})
+    r = record("scale", "scratch" if scale is None else f"ssl@{scale:g}", seed, acc, prior=prior)
+    if scale is None:
+        r["config"]["init"] = "scratch"
+    return r
+
+
+def test_c2_judges_the_profile_convention_and_reports_the_others_and_scratch():
+    rising = {1.0: 0.0, 1e2: 0.1, 1e4: 0.2, 1e6: 0.15}
+    recs = []
+    for s in SEEDS:
+        for scale, off in rising.items():
+            recs.append(scale_record("same", 0.0, scale, s, 0.5 + off + noise(s, 0)))
+            recs.append(scale_record("authors", 0.1, scale, s, 0.7 + noise(s, 1)))  # flat
+        recs.append(scale_record("", 0.0, None, s, 0.6 + noise(s, 2)))
+    same = by_id(evaluate_claims(recs, convention=("same", 0.0)))["C2"]
+    authors = by_id(evaluate_claims(recs, convention=("authors", 0.1)))["C2"]
+    assert same["evidence"]["convention"] == "same, eps 0"
+    assert authors["evidence"]["convention"] == "authors, eps 0.1"
+    assert set(same["evidence"]["by_convention"]) == {"same, eps 0", "authors, eps 0.1"}
+    assert same["evidence"]["sources"]["ssl"]["a"]["verdict"] == "supported"
+    assert authors["evidence"]["sources"]["ssl"]["a"]["verdict"] != "supported"
+    # un-rescaled (0.5) vs from scratch (0.6): the un-rescaled prior is 10 points worse
+    scratch = same["evidence"]["sources"]["ssl"]["scratch"]
+    assert scratch["effect"] == pytest.approx(-0.1, abs=0.01)
+    assert "from scratch" in same["summary"]

@@ -230,3 +230,28 @@ def test_missing_or_invalid_profile_file(tmp_path) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(wrong)
     assert str(wrong) in str(info.value) and "train.momentum" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- the protocol keys
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("claims.margins.accuracy", 0.0, "claims.margins.accuracy"),
+    ("claims.margins.nll", -0.02, "claims.margins.nll"),
+    ("experiments.inference.tuning.scales", [1.0e+3], "at least 2 values"),
+    ("experiments.inference.tuning.variances", [0.1, 1.0, 10.0], "same number of grid values"),
+    ("data.val_size", 3, "leave classes empty"),
+    ("data.val_size", 52, "multiple of 5"),
+    ("experiments.temperature.chains", 2, "at least 3 chains"),
+    ("experiments.scale.rules", ["authors"], "must be among the swept"),
+    ("experiments.scale.eps", [0.1, 0.1], "more than once"),
+])
+def test_protocol_bad_input_is_refused_before_anything_runs(dotted, value, expected) -> None:
+    assert expected in error_of(with_value(raw(), dotted, value))
+
+
+def test_tuning_needs_a_validation_set_and_files_need_one_draw() -> None:
+    assert "data.val_size" in error_of(with_value(raw(), "data.val_size", 0))
+    files = with_value(raw(), "priors.source", "files")
+    files["experiments"]["scale"]["enabled"] = False
+    assert "priors.draws: 1" in error_of(with_value(files, "priors.draws", 3))

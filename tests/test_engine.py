@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -254,3 +255,23 @@ def test_bf16_precision_trains_close_to_fp32(pool, test_set, learned_prior) -> N
                       precision="bf16")[0]
     assert bf16.status == "ok"
     assert abs(bf16.final["nll"] - fp32.final["nll"]) < 0.05
+
+
+def test_validation_metrics_per_sample_nll_and_chains(pool, test_set, learned_prior,
+                                                     downstream_test) -> None:
+    """A validation set is scored beside the test set without changing the test metrics; each
+    sample's test NLL is recorded (the model average's NLL is at most their mean, by convexity
+    of -log); another chain on the same subset follows a different path."""
+    spec = _specs(pool, learned_prior, "sghmc")[0]
+    val = DeviceTask.from_task(downstream_test.subset(torch.arange(64, 96)), "cpu")
+    plain = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [spec])[0]
+    scored = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [spec], val=val)[0]
+    assert plain.val_final is None and plain.val_bma is None
+    assert scored.final == plain.final and scored.bma == plain.bma
+    assert set(scored.val_bma) == {"accuracy", "nll", "ece", "brier"}
+    nll = scored.diagnostics["sample_test_nll"]
+    assert len(nll) == scored.n_samples >= 2
+    assert scored.bma["nll"] <= sum(nll) / len(nll) + 1e-6
+    other = dataclasses.replace(spec, chain=1)
+    chained = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [other])[0]
+    assert chained.diagnostics["sample_test_nll"] != plain.diagnostics["sample_test_nll"]

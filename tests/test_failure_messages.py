@@ -44,7 +44,8 @@ def authors_files(tmp_path: Path) -> Path:
 
 def files_profile(tmp_path: Path, prefix: Path) -> Path:
     return write_profile(tmp_path, **{"priors.source": "files",
-                                      "priors.files": {"ssl": str(prefix), "supervised": None}})
+                                      "priors.files": {"ssl": str(prefix), "supervised": None},
+                                      "priors.draws": 1})
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -24,7 +24,7 @@ def smoke() -> dict:
 def learned_roots(smoke, tmp_path_factory) -> Path:
     """A folder with the smoke priors learned once; tests copy it."""
     root = tmp_path_factory.mktemp("priors")
-    study.learn_priors(smoke, ["ssl", "supervised"], root=root, progress=False)
+    study.learn_priors(smoke, study.needed_draws(smoke), root=root, progress=False)
     return root
 
 
@@ -141,7 +141,7 @@ def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypa
         seen.append(torch.get_num_threads())
         return [{"id": r["id"], "config": r["config"], "status": "ok"} for r in pack]
 
-    monkeypatch.setattr(execution.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(resources.os, "cpu_count", lambda: 4)
     runs = study.plan(smoke, ["rank"])[:1]
     study.run_sweep(smoke, runs, tmp_path, workers=2, progress=False, execute=execute)
     assert seen == [2]

@@ -595,3 +595,24 @@ def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path
     prior, state = study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
     assert torch.equal(prior.variance[:3], torch.full((3,), 1e-12)) and prior.rank == 2
     assert set(state) == set(model.backbone.state_dict())
+
+
+def test_each_seed_uses_its_own_prior_draw(smoke) -> None:
+    draws = smoke["priors"]["draws"]
+    assert draws >= 2
+    for run in study.plan(smoke):
+        prior = run["config"]["prior"]
+        assert prior["draw"] == run["config"]["seed"] % draws
+        assert prior["source_id"]["seed"] == prior["draw"]
+    assert study.needed_draws(smoke, ["rank"]) == [("ssl", d) for d in range(draws)]
+
+
+def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
+    profile = copy.deepcopy(smoke)
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2)
+    paths = study.learn_priors(profile, [("ssl", 0), ("ssl", 1)], root=tmp_path, progress=False)
+    assert paths[("ssl", 0)] != paths[("ssl", 1)]
+    first, second = (GaussianPrior.load(paths["ssl", d]) for d in (0, 1))
+    assert first.meta["source_id"]["seed"] == 0 and second.meta["source_id"]["seed"] == 1
+    assert not torch.equal(first.mean, second.mean)

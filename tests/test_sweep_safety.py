@@ -138,6 +138,8 @@ def without_timing(path: Path) -> dict:
 def test_two_worker_sweep_with_one_run_left_resumes_byte_identical(smoke, tmp_path) -> None:
     profile = copy.deepcopy(smoke)
     profile.update(seeds=2, workers=2, pack=1)
+    profile["priors"]["draws"] = 1
+    profile["experiments"]["inference"]["tuning"]["enabled"] = False
     profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=4,
                                          collect_every=2, bn_refresh_batches=1, max_rank=2)
     profile["experiments"]["inference"].update(sizes=[5], arms=["sgd", "sgd+learned"], rank=2)
