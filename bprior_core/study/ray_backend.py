@@ -103,6 +103,11 @@ def connect(backend: str, address: str | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray enables token authentication on the clusters it starts, but a driver given an
+            # explicit address sends the token only when told to
+            first += ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token and "
+                      "give this machine its token (`ray get-auth-token` on the head node)")
         raise StudyError(f"cannot connect to {where}: {first}") from None
     return True
 
