@@ -47,14 +47,18 @@ def _plan(args) -> int:
 def _run(args) -> int:
     from .study import prepare_priors, run_sweep
     from .study.preflight import preflight
+    from .study.ray_backend import connect
 
     path = profile_path(args.profile)
     profile = load_profile(path)
     experiments = args.experiment or list(EXPERIMENTS)
     root = Path(args.outputs) if args.outputs else None
     preflight(profile, root, experiments, profile_file=path)  # before anything is learned
+    backend = args.backend or profile["backend"]
+    connect(backend, args.address)  # a back end that is not ready fails before anything is written
     prepare_priors(profile, root, experiments=experiments)
-    counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack)
+    counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack,
+                       backend=backend, address=args.address)
     print(counts)
     return 0
 
@@ -62,7 +66,8 @@ def _run(args) -> int:
 def _report(args) -> int:
     from .report import build_report
 
-    build_report(args.profile, Path(args.outputs) if args.outputs else None, pack=args.pack)
+    build_report(args.profile, Path(args.outputs) if args.outputs else None, pack=args.pack,
+                 backend=args.backend, address=args.address)
     return 0
 
 
@@ -97,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("run", "report"):
             p.add_argument("--pack", type=_pack_size, default=None, metavar="N",
                            help="runs trained together per pack (overrides the profile's `pack`)")
+            p.add_argument("--backend", choices=("local", "ray"), default=None,
+                           help="where packs run: this machine's processes or Ray tasks "
+                           "(overrides the profile's `backend`)")
+            p.add_argument("--address", default=None, metavar="ADDRESS",
+                           help="with --backend ray: the Ray cluster to join (auto, HOST:PORT or "
+                           "ray://HOST:PORT); default: start a local Ray instance")
         if name == "run":
             p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                            help="only this experiment (repeatable)")

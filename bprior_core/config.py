@@ -101,6 +101,8 @@ SCHEMA: dict[str, Any] = {
     "device": _choice("auto", "cpu", "cuda", "mps"),
     "seeds": _int(1, 100, 5),
     "workers": _int(1, 64, 1),
+    # where packs run: processes of this machine, or Ray tasks (study/ray_backend.py)
+    "backend": _choice("local", "ray"),
     "pack": Field(int, 1, lo=1, hi=4096, auto=True),
     "precision": _choice(*PRECISIONS),
     "model": _choice("small_resnet", "resnet50"),

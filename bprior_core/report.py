@@ -22,6 +22,7 @@ from .atomic import atomic_write_text
 from .config import load_profile, profile_path
 from .study import output_dir, plan, prepare_priors, run_sweep
 from .study.preflight import preflight
+from .study.ray_backend import connect
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_temperature",
@@ -277,17 +278,21 @@ def _insert_after_body(page: str, block: str) -> str:
 
 def build_report(
     profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None,
-    progress: bool = True, pack: int | None = None,
+    progress: bool = True, pack: int | None = None, backend: str | None = None,
+    address: str | None = None,
 ) -> Path:
     """Run every notebook for a profile and write `outputs/<profile>/report.html`.
 
-    `pack` overrides the profile's runs per pack (the CLI's --pack)."""
+    `pack` overrides the profile's runs per pack (the CLI's --pack); `backend` its back end, on
+    the Ray cluster at `address` for `ray` (`study.ray_backend`)."""
     import papermill
 
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
     # outputs writable and owned by this file, device, prior files, training sizes
     preflight(profile, root, profile_file=path)
+    backend = backend or profile["backend"]
+    connect(backend, address)  # so does a back end that is not ready
     out = output_dir(profile, root)
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)
@@ -299,7 +304,8 @@ def build_report(
     start = time.perf_counter()
     prepare_priors(profile, root, progress=progress)
     timings = {"priors": round(time.perf_counter() - start, 1)}
-    counts = run_sweep(profile, runs, root, progress=progress, pack=pack)
+    counts = run_sweep(profile, runs, root, progress=progress, pack=pack, backend=backend,
+                       address=address)
     timings["runs"] = counts["wall_time_s"]
     log(f"runs: {counts}")
     params = {"profile": str(path.resolve()), "outputs_root": str(out.parent.resolve()),

@@ -167,12 +167,15 @@ def run_sweep(
     progress: bool = True,
     execute: Execute = execute_pack,
     pack: int | None = None,
+    backend: str | None = None,
+    address: str | None = None,
 ) -> dict[str, int]:
     """Execute the packs that hold a run not done yet; write each new record atomically.
 
     Returns counts of planned / skipped (already done) / ran / diverged runs and the wall time.
     `pack` overrides the profile's pack size; `workers` its number of worker processes (always 1
-    on an accelerator).
+    on an accelerator). `backend` (default: the profile's) is `local` or `ray` (`ray_backend`,
+    on the Ray cluster at `address` or a local Ray instance).
     """
     from tqdm.auto import tqdm
 
@@ -199,7 +202,11 @@ def run_sweep(
 
     start = time.perf_counter()
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if (backend or profile.get("backend", "local")) == "ray":
+            from .ray_backend import run_packs
+
+            run_packs(todo, profile, root, execute, threads, store, address)
+        elif workers <= 1 or len(todo) <= 1:
             with torch_threads(threads):
                 for members in todo:
                     store(execute(members, profile, root))

@@ -155,6 +155,8 @@ def prior_location(profile: dict, name: str, root: Path | None = None, draw: int
 @lru_cache(maxsize=8)
 def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[str, torch.Tensor]]:
     """The stored prior and its backbone weights (cached per process)."""
+    if where in _preloaded:
+        return _preloaded[where]
     if where.files_prefix is not None:
         prior = GaussianPrior.from_authors_files(where.files_prefix,
                                                  variance_floor=where.variance_floor)
@@ -164,6 +166,21 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
                          "missing); run the 01_learn_prior step (`bprior report` does it first)")
     state = load_torch_file(where.backbone_file)
     return GaussianPrior.load(where.prior_file), state
+
+
+# Priors handed in by a back end whose workers cannot read the driver's files (`ray_backend`):
+# `load_prior_and_backbone` returns these without looking for files.
+_preloaded: dict[PriorLocation, tuple[GaussianPrior, dict[str, torch.Tensor]]] = {}
+
+
+def preload_priors(
+    priors: dict[PriorLocation, tuple[GaussianPrior, dict[str, torch.Tensor]]],
+) -> None:
+    """Make `load_prior_and_backbone` return these (prior, backbone weights) pairs instead of
+    reading their files, and forget what it cached before; `preload_priors({})` undoes it."""
+    _preloaded.clear()
+    _preloaded.update(priors)
+    load_prior_and_backbone.cache_clear()
 
 
 def prepare_priors(

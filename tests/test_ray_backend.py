@@ -1,0 +1,240 @@
+"""The Ray back end: the local back end's result files, packs retried when a worker dies, resume,
+and one-line errors for a missing `ray` package or an unreachable cluster.
+
+`ray` is imported plainly: CI installs the extra (`make test` installs `.[test,ray]`), so a
+missing package is a failure here, not a skip."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+import yaml
+
+from bprior_core import study
+from bprior_core.cli import main
+from bprior_core.config import ProfileError, load_profile, validate_profile
+
+TIMING = ("wall_time_s",)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance with 2 CPUs for the module; the hooks below are defined in this test
+    module, which workers cannot import, so they travel by value."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+             log_to_driver=False)
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(module)
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict:
+    """The smoke profile cut to a 2-run rank sweep (as tests/test_study.py's mini study)."""
+    profile = copy.deepcopy(load_profile("smoke"))
+    profile["seeds"] = 1
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2, bn_refresh_batches=1)
+    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
+    return profile
+
+
+# one thread per pack (cores // workers) keeps two packs side by side on the 2 CPUs, and the
+# tiny tensors fast
+WORKERS = os.cpu_count() or 1
+
+
+@pytest.fixture(scope="module")
+def learned(tiny, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("learned")
+    # priors are learned with cores // workers threads: the CLI run below uses WORKERS too
+    study.learn_priors({**tiny, "workers": WORKERS}, study.needed_draws(tiny, ["rank"]),
+                       root=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_results(tiny, learned, tmp_path_factory) -> dict[str, dict]:
+    """The local back end's records, one pack at a time in this process (1 thread each)."""
+    root = tmp_path_factory.mktemp("local")
+    shutil.copytree(learned, root, dirs_exist_ok=True)
+    runs = study.plan(tiny, ["rank"])
+    for run in runs:
+        study.run_sweep(tiny, [run], root, workers=WORKERS, progress=False, pack=1)
+    return records(tiny, runs, root)
+
+
+def records(profile: dict, runs: list[dict], root: Path) -> dict[str, dict]:
+    """Each run's stored record without its timing fields."""
+    out = {}
+    for run in runs:
+        record = json.loads(study.result_path(profile, run, root).read_text())
+        out[run["id"]] = {k: v for k, v in record.items() if k not in TIMING}
+    return out
+
+
+def fresh(learned: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "outputs"
+    shutil.copytree(learned, root)
+    return root
+
+
+def without_prior_files(members, profile, root):
+    """On a worker: a pack that fails if it reads a prior file (it gets the driver's priors)."""
+    from unittest import mock
+
+    from bprior_core.prior import GaussianPrior
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Ray worker read a prior file")
+
+    with mock.patch.object(GaussianPrior, "load", refuse):
+        out = study.execute_pack(members, profile, root)
+    return [{**r, "worker_threads": torch.get_num_threads()} for r in out]
+
+
+def dies_once(members, profile, root):
+    """On a worker: the first attempt at each pack kills its worker process."""
+    marker = Path(root) / f"attempted-{members[0]['id']}"
+    if not marker.exists():
+        marker.touch()
+        os._exit(1)
+    return study.execute_pack(members, profile, root)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_ray_writes_the_local_back_ends_result_files(ray_local, tiny, learned, local_results,
+                                                      tmp_path) -> None:
+    root = fresh(learned, tmp_path)
+    runs = study.plan(tiny, ["rank"])
+    counts = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
+                             backend="ray", execute=without_prior_files)
+    assert counts["ran"] == len(runs) == 2 and counts["skipped"] == 0
+    got = records(tiny, runs, root)
+    assert {r.pop("worker_threads") for r in got.values()} == {1}
+    assert got == local_results
+    for run in runs:  # back to a plain record
+        study.write_json_atomic(
+            {**got[run["id"]], "wall_time_s": 0.0}, study.result_path(tiny, run, root))
+
+    # resume: a lost result file retrains only its pack, to the same numbers
+    study.result_path(tiny, runs[1], root).unlink()
+    again = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
+                            backend="ray")
+    assert again["skipped"] == 1 and again["ran"] == 1
+    assert records(tiny, runs, root) == local_results
+
+
+def test_a_pack_whose_worker_dies_is_retried(ray_local, tiny, learned, local_results,
+                                             tmp_path) -> None:
+    root = fresh(learned, tmp_path)
+    runs = study.plan(tiny, ["rank"])
+    counts = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
+                             backend="ray", execute=dies_once)
+    assert counts["ran"] == len(runs)
+    assert len(list(root.glob("attempted-*"))) == len(runs)  # every pack died once
+    assert records(tiny, runs, root) == local_results
+
+
+def test_a_packs_own_error_reaches_the_driver_unretried(ray_local, tiny, learned,
+                                                        tmp_path) -> None:
+    def fails(members, profile, root):
+        (Path(root) / f"attempt-{os.getpid()}-{len(list(Path(root).glob('attempt-*')))}").touch()
+        raise study.StudyError("this pack does not fit")
+
+    root = fresh(learned, tmp_path)
+    runs = study.plan(tiny, ["rank"])[:1]
+    with pytest.raises(study.StudyError, match="^this pack does not fit$"):
+        study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
+                        backend="ray", execute=fails)
+    assert len(list(root.glob("attempt-*"))) == 1
+    assert not (study.output_dir(tiny, root) / "runs").exists()
+
+
+def test_the_profiles_backend_key_is_the_default(ray_local, tiny, learned, tmp_path) -> None:
+    def where(members, profile, root):
+        return [{"id": r["id"], "config": r["config"], "status": "ok", "pid": os.getpid()}
+                for r in members]
+
+    runs = study.plan(tiny, ["rank"])
+    profile = {**tiny, "backend": "ray"}
+    root = fresh(learned, tmp_path)
+    study.run_sweep(profile, runs, root, workers=WORKERS, progress=False, execute=where)
+    pids = {json.loads(study.result_path(tiny, r, root).read_text())["pid"] for r in runs}
+    assert os.getpid() not in pids
+    with pytest.raises(ProfileError, match="backend.*'local', 'ray'"):
+        validate_profile({**yaml.safe_load(yaml.safe_dump(tiny)), "backend": "dask"})
+
+
+def test_cli_run_with_the_ray_backend(ray_local, tiny, local_results, tmp_path, capsys) -> None:
+    """`bprior run --backend ray` on a profile file: priors learned on the driver, packs on Ray,
+    the local back end's records."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**tiny, "workers": WORKERS, "pack": 1}))
+    out = tmp_path / "outputs"
+    assert main(["run", "--profile", str(path), "--outputs", str(out), "--experiment", "rank",
+                 "--backend", "ray"]) == 0
+    assert "'ran': 2" in capsys.readouterr().out
+    assert records(tiny, study.plan(tiny, ["rank"]), out) == local_results
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("bprior: error: ")
+    return err
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_without_ray_installed_the_cli_says_how_to_install_it(command, monkeypatch, tmp_path,
+                                                               capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "outputs"
+    assert main([command, "--profile", "smoke", "--outputs", str(out), "--backend", "ray"]) == 2
+    assert "pip install -e '.[ray]'" in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_an_unreachable_address_fails_before_anything_is_written(command, tmp_path,
+                                                                  capsys) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    out = tmp_path / "outputs"
+    assert main([command, "--profile", "smoke", "--outputs", str(out), "--backend", "ray",
+                 "--address", address]) == 2
+    assert address in one_line_error(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--address", "127.0.0.1:6379"], "--address is for the Ray back end"),
+    (["--backend", "ray", "--address", "nowhere"], "expected auto, HOST:PORT"),
+])
+def test_address_misuse_is_one_line(extra, message, tmp_path, capsys) -> None:
+    out = tmp_path / "outputs"
+    assert main(["run", "--profile", "smoke", "--outputs", str(out), *extra]) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()
