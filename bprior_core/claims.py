@@ -37,7 +37,8 @@ import numpy as np
 from scipy import stats
 
 from .atomic import atomic_write_text
-from .records import headline_value
+from .jsonsafe import to_plain
+from .records import arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 
 MIN_SEEDS = 3
@@ -344,7 +345,7 @@ def _fmt(c: Comparison, metric: str) -> str:
 
 
 def _arm_label(arm: str) -> str:
-    method, _, prior = arm.partition("+")
+    method, prior = arm_parts(arm)
     label = ARM_LABELS.get(method, method)
     return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
 
@@ -866,23 +867,6 @@ def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accurac
 
 
 # ----------------------------------------------------------------------------- entry points
-
-
-def to_plain(obj: Any) -> Any:
-    """JSON-ready copy: plain floats/ints, lists for tuples, str keys, None for NaN/inf."""
-    if isinstance(obj, Comparison):
-        return to_plain(obj.to_dict())
-    if isinstance(obj, Mapping):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 BUILDERS = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,

@@ -17,7 +17,10 @@ import numpy as np
 
 def to_plain(obj: Any) -> Any:
     """JSON-ready copy: plain floats/ints/bools, lists for tuples and sets, str keys, None for
-    NaN/inf; anything else is returned unchanged."""
+    NaN/inf, an object with a `to_dict` method as that dict; anything else is returned
+    unchanged."""
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return to_plain(obj.to_dict())
     if isinstance(obj, Mapping):
         return {str(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set):

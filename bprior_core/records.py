@@ -1,4 +1,5 @@
-"""Reading a run's result record: the one place that says which prediction is a run's headline.
+"""Reading a run's result record: the one place that says which prediction is a run's headline,
+and how an inference arm's name (`method+prior`) is read.
 
 A run's headline prediction is its Bayesian model average when it collected samples, else its
 final iterate. Test metrics live in `metrics`, validation metrics in `val_metrics`, each as
@@ -34,3 +35,9 @@ def headline_value(record: Mapping[str, Any], metric: str, split: str = "test") 
     if value is None or not math.isfinite(float(value)):
         return None
     return float(value)
+
+
+def arm_parts(arm: str) -> tuple[str, str | None]:
+    """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
+    method, _, prior_kind = arm.partition("+")
+    return method, prior_kind or None

@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ..records import arm_parts
+
 EXPERIMENTS = ("rank", "scale", "inference", "temperature")
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
 # the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
@@ -89,12 +91,6 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
     return {"id": digest(config), "config": config}
 
 
-def arm_parts(arm: str) -> tuple[str, str | None]:
-    """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
-    method, _, prior_kind = arm.partition("+")
-    return method, prior_kind or None
-
-
 def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
     """An inference arm -> (training method, prior kind). `sghmc`/`sgld` and the `ensemble`
     control (the same sampler run at temperature 0) use the profile's bayes_method."""
@@ -109,7 +105,7 @@ def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
 
 def _arm_train(profile: dict, arm: str) -> dict:
     """The training settings of an arm: the profile's, at temperature 0 for the ensemble."""
-    if arm.startswith("ensemble+"):
+    if arm_parts(arm)[0] == "ensemble":
         return {**profile["train"], "temperature": 0.0}
     return profile["train"]
 
