@@ -53,9 +53,9 @@ def _run(args) -> int:
     profile = load_profile(path)
     experiments = args.experiment or list(EXPERIMENTS)
     root = Path(args.outputs) if args.outputs else None
-    preflight(profile, root, experiments, profile_file=path)  # before anything is learned
     backend = args.backend or profile["backend"]
     connect(backend, args.address)  # a back end that is not ready fails before anything is written
+    preflight(profile, root, experiments, profile_file=path)  # before anything is learned
     prepare_priors(profile, root, experiments=experiments)
     counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack,
                        backend=backend, address=args.address)

@@ -289,10 +289,10 @@ def build_report(
 
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
+    backend = backend or profile["backend"]
+    connect(backend, address)  # a back end that is not ready fails before anything is written
     # outputs writable and owned by this file, device, prior files, training sizes
     preflight(profile, root, profile_file=path)
-    backend = backend or profile["backend"]
-    connect(backend, address)  # so does a back end that is not ready
     out = output_dir(profile, root)
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)
