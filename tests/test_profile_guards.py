@@ -3,27 +3,12 @@ entries, duplicate YAML keys, names that are not one folder name)."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import yaml
+from test_config import raw, with_value  # the profile helpers, written once
 
 from bprior_core import config
 from bprior_core.config import ProfileError, load_profile, validate_profile
-
-
-def raw(name: str = "smoke") -> dict:
-    return yaml.safe_load((config.PARAMS_DIR / f"{name}.yaml").read_text())
-
-
-def with_value(base: dict, dotted: str, value) -> dict:
-    out = copy.deepcopy(base)
-    *parents, last = dotted.split(".")
-    node = out
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[last] = value
-    return out
 
 
 @pytest.mark.parametrize(
