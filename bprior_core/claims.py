@@ -1,25 +1,17 @@
 """Verdicts on the paper's claims, computed from the study's result records.
 
-Every comparison is paired over seeds: the same seed draws the same training subset in every
-arm, so for two arms A and B we take the seeds present (status "ok") in both, form
-d_s = m_A(s) - m_B(s), oriented so that positive means "A is better" (for metrics where lower
-is better the sign is flipped), and report the mean, its standard error (sample std, ddof=1,
-over sqrt(n)) and a Student-t interval. An effect is significant when the interval excludes 0.
-With fewer than MIN_SEEDS paired seeds a comparison is "inconclusive".
-
-Verdicts, with the effect oriented so that positive = the claim's direction and a `margin` (the
-smallest effect that matters, per metric: `MARGINS`, or the profile's `claims.margins`):
-"supported" (the interval's lower bound > 0), "contradicted" (its upper bound < 0), "not
-supported" (the interval contains 0 and its upper bound < margin: any effect is too small to
-matter), "inconclusive" (the interval contains 0 and reaches the margin: too uncertain to say;
-also too few seeds or missing data). Compound claims combine their parts with `combine`:
-contradicted if
-any part is contradicted; else inconclusive if any part is inconclusive; else supported if all
-parts are supported; else not supported.
+Every comparison is paired over seeds (`paired`): the same seed draws the same training subset
+in every arm, so two arms are compared on the seeds present (status "ok") in both, oriented so
+that positive means the claim's direction. Each metric has a `margin`, the smallest effect that
+matters (`MARGINS`, or the profile's `claims.margins`), and a claim is judged at its Holm-adjusted
+level over the seven claims. The verdict words and the rule that combines the parts of compound
+claims are `paired.verdict` and `paired.combine`; the prose of each claim and rule lives in
+`claim_text`.
 
 The headline prediction of a run is its Bayesian model average when present, else its final
-iterate. Diverged runs count as missing and are reported as `n_diverged` in each claim's evidence.
-Training size 0 in a config means "the full training set" and sorts as the largest size.
+iterate (`records`). Diverged runs count as missing and are reported as `n_diverged` in each
+claim's evidence. Training size 0 in a config means "the full training set" and sorts as the
+largest size.
 """
 
 from __future__ import annotations
@@ -29,194 +21,65 @@ import json
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from . import paired
 from .atomic import atomic_write_text
+from .claim_text import (
+    ARM_LABELS,
+    RULE_C1,
+    RULE_C2,
+    RULE_C4,
+    RULE_C4B,
+    RULE_C5,
+    RULE_H1,
+    RULE_POOLED,
+    TEXT,
+)
 from .jsonsafe import to_plain
+from .paired import MIN_SEEDS, VERDICTS, Comparison, Seeded, combine, contrast, verdict
 from .records import arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 
-MIN_SEEDS = 3
-LEVEL = 0.95
 METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "brier": False}
-VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
 # smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
 MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier": 0.01}
 _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
-_LEVEL: ContextVar[float] = ContextVar("claim_level", default=LEVEL)
-FAMILY_ALPHA = 1.0 - LEVEL  # family-wise error rate over the claims (Holm)
+_LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
+FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
-MARGIN_RULE = ("An interval that contains 0 gives 'not supported' when its upper bound stays "
-               "below the claim's margin (the smallest effect that matters) and 'inconclusive' "
-               "when it reaches the margin.")
-COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
-                "if any part is inconclusive; else supported if all parts are supported; else "
-                "not supported. " + MARGIN_RULE)
+__all__ = ["CLAIM_IDS", "MARGINS", "METRICS", "MIN_SEEDS", "VERDICTS", "claim_p_value",
+           "collect", "evaluate_claims", "evaluate_claims_by_metric", "gains_by_size", "headline",
+           "write_claims_json"]
 
-Seeded = dict[int, float]  # seed -> headline metric
 Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
 
-TEXT: dict[str, tuple[str, str, str, str]] = {
-    "C1": (
-        "Rank of the low-rank covariance",
-        "Increasing the rank of the learned prior's low-rank covariance from zero improves "
-        "performance until it saturates at a small rank.",
-        "On CIFAR-10 performance improved as the rank grew from zero and saturated at a "
-        "relatively small rank.",
-        "On Flowers-102 (SimCLR prior, scale 1e5, ranks 0-5) the rank had no visible effect "
-        "(test error flat at about 14.5-15.5%).",
-    ),
-    "C2": (
-        "Rescaling the prior",
-        "An un-rescaled prior performs worse; a more diffuse prior (larger scale) improves "
-        "performance up to an optimum, and very large scales (near-uniform prior) hurt again.",
-        "On CIFAR-10 an un-rescaled prior could be worse than no prior; performance rose with "
-        "the scale up to a point and fell again as the prior approached uniform.",
-        "Confirmed that the un-rescaled prior hurts and that larger scales help (SimCLR 1e2-1e5, "
-        "torchvision 1e4-1e8), but found no fall in performance up to scale 1e9.",
-    ),
-    "C3": (
-        "Modified loss surface",
-        "Putting the learned prior into the downstream loss (SGD + learned prior) beats "
-        "standard SGD fine-tuning (SGD with a zero-mean prior, i.e. tuned weight decay).",
-        "SGD with the learned prior beat SGD with a non-learned prior at every CIFAR-10 size "
-        "(e.g. 26.8% vs 36.8% test error at n=1k).",
-        "Confirmed on Flowers-102: learned-prior models beat non-learned-prior models, most at "
-        "moderate training sizes.",
-    ),
-    "C4": (
-        "Bayesian boost over SGD",
-        "Bayesian inference (SG-MCMC with model averaging) with the learned prior beats SGD "
-        "with the same learned prior.",
-        "Bayesian inference with the learned prior had the lowest CIFAR-10 error at every size "
-        "(e.g. 21.6% vs 26.8% for SGD + learned prior at n=1k).",
-        "Found the claim ambiguous; read as Bayes vs SGD it held only on small Flowers-102 "
-        "subsets, with SGD equal or better on larger ones (their Bayes runs had no BMA).",
-    ),
-    "C4b": (
-        "Bayesian boost larger with the learned prior",
-        "The gain of Bayesian inference over SGD is larger with the learned prior than with "
-        "the non-learned zero-mean prior.",
-        "The paper says Bayesian learning gives a particular boost with informative priors, "
-        "without naming the comparison.",
-        "Read as learned vs non-learned prior the reproduction fully confirmed a substantial "
-        "gain, largest at moderate sizes; the interaction itself was not tested.",
-    ),
-    "C5": (
-        "Data efficiency",
-        "The learned prior's gain over the non-learned prior is larger for small downstream "
-        "training sets.",
-        "On CIFAR-10 the learned-prior gain over the non-learned prior was 8-12 points at "
-        "n <= 1k and under 1 point at n >= 10k.",
-        "Confirmed: the gap between learned and non-learned priors was larger on smaller "
-        "Flowers-102 subsets.",
-    ),
-    "H1": (
-        "Learned vs isotropic prior (Harvey et al.)",
-        "The learned low-rank SWAG prior beats an isotropic Gaussian prior centred at the "
-        "pretrained weights.",
-        "The paper's non-learned baseline was a zero-mean isotropic prior; it did not compare "
-        "against an isotropic prior centred at the pretrained weights.",
-        "Harvey et al. (TMLR 2024) found the isotropic prior centred at the pretrained weights "
-        "competitive with the learned low-rank prior (e.g. Flowers-102 n=1020: 88.6% vs 88.4%).",
-    ),
-}
 
-ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
-              "learned": "learned prior",
-              "zero": "zero-mean prior", "isotropic": "isotropic prior"}
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A paired effect over seeds (positive = the claimed direction) with its t interval."""
-
-    effect: float | None
-    se: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    seeds: tuple[int, ...]
-    level: float = LEVEL
-    margin: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, with the verdict this comparison alone would give."""
-        return {"effect": self.effect, "se": self.se, "ci_low": self.ci_low,
-                "ci_high": self.ci_high, "n_seeds": self.n, "seeds": list(self.seeds),
-                "level": self.level, "margin": self.margin, "verdict": verdict(self)}
+# ----------------------------------------------------------------------------- claim context
 
 
 def one_sample(values: Mapping[int, float], level: float | None = None) -> Comparison:
-    """Mean of per-seed values with its standard error and Student-t interval; the margin and
-    the default level are those of the claim being evaluated (`with_margin`)."""
-    level = _LEVEL.get() if level is None else level
-    seeds = tuple(sorted(values))
-    margin = _MARGIN.get()
-    x = np.array([values[s] for s in seeds], dtype=float)
-    if x.size == 0:
-        return Comparison(None, None, None, None, 0, seeds, level, margin)
-    effect = float(x.mean())
-    if x.size < 2:
-        return Comparison(effect, None, None, None, 1, seeds, level, margin)
-    se = float(x.std(ddof=1) / math.sqrt(x.size))
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * se
-    return Comparison(effect, se, effect - half, effect + half, int(x.size), seeds, level,
-                      margin)
+    """`paired.one_sample` at the level (default) and margin of the claim being evaluated."""
+    return paired.one_sample(values, _LEVEL.get() if level is None else level, _MARGIN.get())
 
 
-def contrast(terms: Sequence[tuple[float, Mapping[int, float]]]) -> Seeded:
-    """Per-seed linear combination sum(coef * values[seed]) over seeds present in every term."""
-    if not terms:
-        return {}
-    common = set.intersection(*(set(values) for _, values in terms))
-    return {s: float(sum(coef * values[s] for coef, values in terms)) for s in sorted(common)}
-
-
-def paired_difference(
-    a: Mapping[int, float], b: Mapping[int, float], higher_is_better: bool = True,
-    level: float | None = None,
-) -> Comparison:
-    """Paired A - B over common seeds, oriented so that positive means A is better."""
-    sign = 1.0 if higher_is_better else -1.0
-    return one_sample(contrast([(sign, a), (-sign, b)]), level)
-
-
-def bonferroni(m: int, level: float | None = None) -> float:
-    """Per-comparison confidence level keeping the family-wise level over m comparisons."""
-    level = _LEVEL.get() if level is None else level
-    return 1.0 - (1.0 - level) / max(m, 1)
-
-
-def verdict(c: Comparison) -> str:
-    """Verdict of one oriented comparison (positive effect = claim holds): supported if the
-    interval is above 0, contradicted if below, not supported if it contains 0 but stays below
-    the margin, else (or without a margin, or with too few seeds) inconclusive."""
-    if c.n < MIN_SEEDS or c.ci_low is None or c.ci_high is None:
-        return "inconclusive"
-    if c.ci_low > 0:
-        return "supported"
-    if c.ci_high < 0:
-        return "contradicted"
-    if c.margin is not None and c.ci_high < c.margin:
-        return "not supported"
-    return "inconclusive"
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
+                      higher_is_better: bool = True, level: float | None = None) -> Comparison:
+    """`paired.paired_difference` at the level (default) and margin of the claim evaluated."""
+    return paired.paired_difference(a, b, higher_is_better,
+                                    _LEVEL.get() if level is None else level, _MARGIN.get())
 
 
 def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
-    """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`);
-    every comparison made inside carries it and it is stored in the claim's evidence."""
+    """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`) and
+    a confidence level; every comparison made inside carries them and the margin is stored in
+    the claim's evidence."""
     @functools.wraps(claim)
     def wrapped(records, metric: str = "accuracy", margin: float | None = None,
-                level: float = LEVEL) -> dict:
+                level: float = paired.LEVEL) -> dict:
         _check_metric(metric)
         value = MARGINS[metric] if margin is None else float(margin)
         if not value > 0:
@@ -233,15 +96,6 @@ def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
         return out
 
     return wrapped
-
-
-def combine(verdicts: Sequence[str]) -> str:
-    """Verdict of a compound claim from its parts' verdicts (see COMBINE_RULE)."""
-    if not verdicts or "contradicted" in verdicts:
-        return "contradicted" if verdicts else "inconclusive"
-    if "inconclusive" in verdicts:
-        return "inconclusive"
-    return "supported" if all(v == "supported" for v in verdicts) else "not supported"
 
 
 # ----------------------------------------------------------------------------- records
@@ -309,7 +163,7 @@ def _pick(table: Mapping[Any, Seeded], val_nll: Mapping[Any, Seeded], keys: Sequ
     level over the candidates (picking the best on test is otherwise optimistic)."""
     if any(val_nll.get(k) for k in keys):
         return best_by_validation(val_nll, keys), _LEVEL.get(), "validation"
-    return _best(table, keys, higher_is_better), bonferroni(len(keys)), "test"
+    return _best(table, keys, higher_is_better), paired.bonferroni(len(keys), _LEVEL.get()), "test"
 
 
 def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bool) -> Any:
@@ -389,19 +243,6 @@ def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str)
 
 
 # ----------------------------------------------------------------------------- C1 rank
-
-RULE_C1 = (
-    "(a) the best rank >= 1 (lowest mean validation NLL; without validation metrics the best "
-    "test mean with a Bonferroni-corrected interval over the m ranks >= 1) vs rank 0, paired over "
-    "seeds: supported if it excludes 0 upwards; contradicted if every rank >= 1 is significantly "
-    "below rank 0; else not supported. (b) saturation rank = smallest rank >= 1 not "
-    "significantly worse than the best rank >= 1: supported if <= max(2, max rank / 2), else "
-    "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
-    "(c) where the rank experiment also ran at fixed total variance (every rank's diagonal "
-    "raised to the full-rank prior's trace), (a) again on those runs, so that a rank effect is "
-    "not a trace effect. Ranks keep the top principal directions of the deviations. "
-    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE
-)
 
 
 def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
@@ -489,32 +330,14 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
 
 # ----------------------------------------------------------------------------- C2 scale
 
-RULE_C2 = (
-    "Per prior source, under the profile's rescaling convention (rule and eps), paired over "
-    "seeds: (a) the best rescaled scale (lowest mean validation NLL, excluding the smallest; "
-    "without validation metrics the best test mean, Bonferroni-corrected) vs the smallest scale "
-    "(un-rescaled): supported if better, contradicted if worse, else not supported; (b) per-seed "
-    "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
-    "scale (chosen the same way; the whole sweep if the smallest is best): supported if "
-    "rising, contradicted if falling; (c) the best scale below the largest vs the largest "
-    "scale: supported if it falls at the largest scale, contradicted if the largest is "
-    "significantly better (still rising), else not supported (a plateau). "
-    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE +
-    " The overall verdict combines the per-source verdicts the same way. The other swept "
-    "conventions get the same verdicts in `by_convention`; the from-scratch arm (no "
-    "pretraining, no prior) is compared with the un-rescaled prior in `scratch`, for the "
-    "paper's remark that an un-rescaled prior can be worse than no prior (evidence only)."
-)
 _CONVENTION: ContextVar[tuple[str, float] | None] = ContextVar("c2_convention", default=None)
 
 
 def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -> Seeded:
     """Per-seed slope of the oriented metric against log10(scale), seeds present at all scales."""
     sign = 1.0 if hib else -1.0
-    seeds = set.intersection(*(set(table[s]) for s in scales))
-    x = np.log10(np.asarray(scales, dtype=float))
-    return {seed: sign * float(np.polyfit(x, [table[s][seed] for s in scales], 1)[0])
-            for seed in sorted(seeds)}
+    per_seed = paired.slopes(np.log10(np.asarray(scales, dtype=float)), [table[s] for s in scales])
+    return {seed: sign * slope for seed, slope in per_seed.items()}
 
 
 def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib: bool) -> dict:
@@ -686,24 +509,6 @@ def _pair_summary(part: dict, metric: str) -> str:
 # also "standard SGD fine-tuning" for C3; an untuned `sgd` arm (weight decay 1e-4) would compare
 # a tuned arm with an untuned one.
 NONLEARNED = "zero"
-NONLEARNED_TEXT = (
-    "C3, C4b and C5 share one non-learned comparison: the zero-mean isotropic prior (the paper's "
-    "non-learned prior) with its variance tuned on the validation set like every other arm. "
-    "Tuned, it is SGD with tuned weight decay, i.e. standard fine-tuning, so C3 (SGD + learned "
-    "prior vs standard SGD) uses it too.")
-
-RULE_POOLED = (
-    "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
-    "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
-    "contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive. " + MARGIN_RULE
-)
-RULE_C4 = RULE_POOLED + (
-    " Where the profile has the `ensemble+learned` control (the sampler's schedule and samples "
-    "at temperature 0: a cyclical snapshot ensemble), the claim also needs the sampler to beat "
-    "that ensemble, so that a gain from averaging snapshots is not read as a Bayesian gain; "
-    "the two parts combine as: " + COMBINE_RULE
-)
 
 
 def _simple_claim(cid: str, table: Mapping[str, Sized], div: Mapping[str, int], hib: bool,
@@ -747,14 +552,6 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     return _claim("C4", combine([p["verdict"] for p in parts]), RULE_C4, evidence, summary)
 
 
-RULE_C4B = (
-    "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
-    "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
-    "mean over sizes, 95% t interval: supported if > 0, contradicted if < 0, else not "
-    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
-)
-
-
 @with_margin
 def claim_bayes_interaction(
     records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
@@ -777,17 +574,6 @@ def claim_bayes_interaction(
     return _claim("C4b", verdict(c), RULE_C4B, evidence, summary)
 
 
-RULE_C5 = (
-    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: the "
-    "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
-    "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
-    "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
-    "per decade of n; 95% t interval: supported if > 0, contradicted if < 0; fewer than "
-    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is read "
-    "per decade. " + COMBINE_RULE
-)
-
-
 def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:
     """Gain per size, and the per-seed slope of the gain in log10(n) (negated: positive = the
     gain is larger for smaller training sets)."""
@@ -799,12 +585,9 @@ def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: 
     if len(fitted) < 2:
         return {**part, "comparison": one_sample({}), "verdict": "inconclusive"}
     sign = 1.0 if hib else -1.0
-    gains = {n: contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted}
-    seeds = set.intersection(*(set(g) for g in gains.values()))
-    x = np.log10(np.asarray(fitted, dtype=float))
-    slopes = {seed: -float(np.polyfit(x, [gains[n][seed] for n in fitted], 1)[0])
-              for seed in sorted(seeds)}
-    c = one_sample(slopes)
+    gains = [contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted]
+    rises = paired.slopes(np.log10(np.asarray(fitted, dtype=float)), gains)
+    c = one_sample({seed: -slope for seed, slope in rises.items()})
     return {**part, "sizes_fitted": fitted, "comparison": c, "verdict": verdict(c)}
 
 
@@ -841,14 +624,6 @@ def _efficiency_summary(part: dict, metric: str) -> str:
             f"{_sizes_text(part['sizes_fitted'])}: {_fmt(part['comparison'], metric)}")
 
 
-RULE_H1 = (
-    "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
-    "pooled over sizes as the per-seed mean of the paired differences, 95% t interval: "
-    "supported if > 0, contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
-)
-
-
 @with_margin
 def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """H1 (Harvey et al.): the learned prior beats an isotropic prior at the pretrained weights."""
@@ -871,27 +646,7 @@ def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accurac
 
 BUILDERS = (claim_rank, claim_scale, claim_loss_surface, claim_bayes_boost,
             claim_bayes_interaction, claim_data_efficiency, claim_isotropic)
-HOLM_RULE = (
-    "Holm's step-down correction over the seven claims (family-wise error 5% per metric): each "
-    "claim's p-value is the smallest alpha at which its verdict is decisive (supported or "
-    "contradicted); sorted by p-value, the i-th claim is judged with intervals at level "
-    "1 - 0.05 / (7 - i + 1) until one fails, and every later claim at that failing level.")
 _P_RANGE = (1e-6, 0.5)
-
-
-def holm_levels(p_values: Sequence[float], alpha: float = FAMILY_ALPHA) -> list[float]:
-    """Confidence levels of Holm's step-down procedure: the hypothesis with the i-th smallest
-    p-value (i = 1..m) is tested at alpha / (m - i + 1) until the first that fails; that one and
-    every later one are tested at the failing level (so none of them is rejected)."""
-    m = len(p_values)
-    levels = [0.0] * m
-    stop = None
-    for rank, i in enumerate(sorted(range(m), key=lambda j: p_values[j])):
-        a = alpha / (m - rank)
-        if stop is None and not p_values[i] < a:
-            stop = a
-        levels[i] = 1.0 - (a if stop is None else stop)
-    return levels
 
 
 def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any]],
@@ -930,7 +685,7 @@ def evaluate_claims(
                             else (str(convention[0]), float(convention[1])))
     try:
         p_values = [claim_p_value(build, selected, metric, margin) for build in BUILDERS]
-        levels = holm_levels(p_values)
+        levels = paired.holm_levels(p_values, FAMILY_ALPHA)
         claims = []
         for build, p, level in zip(BUILDERS, p_values, levels, strict=True):
             claim = to_plain(build(selected, metric, margin, level))

@@ -17,8 +17,8 @@ import json
 import time
 from pathlib import Path
 
-from . import claims
 from .atomic import atomic_write_text
+from .claim_text import HOLM_RULE, NONLEARNED_TEXT
 from .config import load_profile, profile_path
 from .study import output_dir, plan, prepare_priors, run_sweep
 from .study.preflight import preflight
@@ -172,8 +172,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   NLL {margins['nll']:g}, ECE {margins['ece']:g}): *supported* if the interval's lower bound
   > 0, *contradicted* if its upper bound < 0, *not supported* if it contains 0 and stays below
   the margin, *inconclusive* if it contains 0 and reaches the margin (or too few seeds).
-  {claims.HOLM_RULE} Each claim's adjusted level is in its evidence (`holm`).
-- **Non-learned comparison**: {claims.NONLEARNED_TEXT}
+  {HOLM_RULE} Each claim's adjusted level is in its evidence (`holm`).
+- **Non-learned comparison**: {NONLEARNED_TEXT}
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """

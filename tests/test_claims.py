@@ -13,16 +13,9 @@ from scipy import stats
 from bprior_core import claims as claims_module
 from bprior_core.claims import (
     CLAIM_IDS,
-    MIN_SEEDS,
-    Comparison,
-    bonferroni,
-    combine,
     evaluate_claims,
     evaluate_claims_by_metric,
     headline,
-    one_sample,
-    paired_difference,
-    verdict,
     write_claims_json,
 )
 
@@ -100,52 +93,6 @@ def by_id(claims: list[dict]) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- statistics
 
 
-def test_paired_difference_hand_computed():
-    # d = [1, 2, 3]: mean 2, sd 1, se 1/sqrt(3), t_{0.975, 2} = 4.302652729911275.
-    c = paired_difference({0: 2.0, 1: 4.0, 2: 6.0}, {0: 1.0, 1: 2.0, 2: 3.0, 9: 0.0})
-    half = 4.302652729911275 / math.sqrt(3)
-    assert c.n == 3 and c.seeds == (0, 1, 2)
-    assert c.effect == pytest.approx(2.0)
-    assert c.se == pytest.approx(1 / math.sqrt(3))
-    assert (c.ci_low, c.ci_high) == pytest.approx((2 - half, 2 + half))
-
-
-def test_paired_difference_matches_scipy():
-    a = {0: 0.71, 1: 0.69, 2: 0.74, 3: 0.70, 4: 0.72}
-    b = {0: 0.66, 1: 0.68, 2: 0.69, 3: 0.61, 4: 0.70, 7: 0.5}
-    c = paired_difference(a, b)
-    xa, xb = np.array([a[s] for s in range(5)]), np.array([b[s] for s in range(5)])
-    d = xa - xb
-    se = d.std(ddof=1) / np.sqrt(5)
-    ci = stats.ttest_rel(xa, xb).confidence_interval(0.95)
-    assert c.effect == pytest.approx(d.mean())
-    assert c.se == pytest.approx(se)
-    assert (c.ci_low, c.ci_high) == pytest.approx((ci.low, ci.high))
-    assert c.ci_high - c.effect == pytest.approx(stats.t.ppf(0.975, 4) * se)
-
-
-def test_paired_difference_lower_is_better_flips_sign():
-    up = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.5, 2: 1.0})
-    down = paired_difference({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.5, 2: 1.0},
-                             higher_is_better=False)
-    assert down.effect == pytest.approx(-up.effect)
-    assert (down.ci_low, down.ci_high) == pytest.approx((-up.ci_high, -up.ci_low))
-
-
-def test_small_samples_and_verdicts():
-    assert one_sample({}).effect is None and verdict(one_sample({})) == "inconclusive"
-    single = one_sample({3: 0.5})
-    assert single.n == 1 and single.se is None and verdict(single) == "inconclusive"
-    two = one_sample({0: 1.0, 1: 1.1})  # significant-looking, but below MIN_SEEDS
-    assert MIN_SEEDS == 3 and verdict(two) == "inconclusive"
-    assert verdict(Comparison(1.0, 0.1, 0.5, 1.5, 3, (0, 1, 2))) == "supported"
-    assert verdict(Comparison(-1.0, 0.1, -1.5, -0.5, 3, (0, 1, 2))) == "contradicted"
-    # an interval that contains 0: not supported below the margin, else inconclusive
-    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2), margin=0.5)) == "not supported"
-    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2), margin=0.4)) == "inconclusive"
-    assert verdict(Comparison(0.1, 0.1, -0.2, 0.4, 3, (0, 1, 2))) == "inconclusive"
-
-
 def test_margin_reaches_every_comparison_and_the_evidence():
     flat = world(0.0)
     for metric, margin in (("accuracy", 0.01), ("nll", 0.02)):
@@ -155,24 +102,6 @@ def test_margin_reaches_every_comparison_and_the_evidence():
     assert all(c["evidence"]["margin"] == 5.0 for c in wide.values())
     with pytest.raises(ValueError, match="margin must be > 0"):
         evaluate_claims(flat, margins={"accuracy": 0.0})
-
-
-def test_bonferroni_widens_interval():
-    d = {0: 0.01, 1: 0.03, 2: 0.02, 3: 0.025}
-    assert bonferroni(5) == pytest.approx(0.99)
-    plain, strict = one_sample(d), one_sample(d, bonferroni(5))
-    assert strict.ci_low < plain.ci_low and strict.ci_high > plain.ci_high
-
-
-def test_combine_rule():
-    assert combine(["supported", "supported"]) == "supported"
-    assert combine(["supported", "not supported"]) == "not supported"
-    assert combine(["supported", "inconclusive", "not supported"]) == "inconclusive"
-    assert combine(["inconclusive", "contradicted"]) == "contradicted"
-    assert combine([]) == "inconclusive"
-
-
-# ----------------------------------------------------------------------------- records
 
 
 def test_headline_prefers_bma_and_skips_diverged():
@@ -358,14 +287,6 @@ def test_data_efficiency_is_the_slope_of_the_gain_in_log_n():
 
 
 # ----------------------------------------------------------------------------- Holm, C2, C3
-
-
-def test_holm_levels_hand_computed():
-    # sorted p: 0.005 (vs 0.05/4: rejected), 0.01 (vs 0.05/3: rejected), 0.03 (vs 0.05/2: fails),
-    # 0.04 (judged at the failing level, so not rejected either)
-    levels = claims_module.holm_levels([0.01, 0.04, 0.03, 0.005])
-    assert levels == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2, 1 - 0.05 / 4])
-    assert claims_module.holm_levels([0.9, 0.001]) == pytest.approx([1 - 0.05, 1 - 0.05 / 2])
 
 
 def c3_records(differences: list[float]) -> list[dict]:

@@ -1,0 +1,180 @@
+"""The claims' prose: what each claim says, what the paper and the reproduction found, and the
+rule that turns its comparisons into a verdict (shown in the report beside every verdict).
+
+Kept apart from `claims` so that the wording can be read and edited without the logic; the rules
+must describe what `claims` computes (its tests check the verdicts, this file the words).
+"""
+
+from __future__ import annotations
+
+from .paired import MIN_SEEDS
+
+TEXT: dict[str, tuple[str, str, str, str]] = {
+    "C1": (
+        "Rank of the low-rank covariance",
+        "Increasing the rank of the learned prior's low-rank covariance from zero improves "
+        "performance until it saturates at a small rank.",
+        "On CIFAR-10 performance improved as the rank grew from zero and saturated at a "
+        "relatively small rank.",
+        "On Flowers-102 (SimCLR prior, scale 1e5, ranks 0-5) the rank had no visible effect "
+        "(test error flat at about 14.5-15.5%).",
+    ),
+    "C2": (
+        "Rescaling the prior",
+        "An un-rescaled prior performs worse; a more diffuse prior (larger scale) improves "
+        "performance up to an optimum, and very large scales (near-uniform prior) hurt again.",
+        "On CIFAR-10 an un-rescaled prior could be worse than no prior; performance rose with "
+        "the scale up to a point and fell again as the prior approached uniform.",
+        "Confirmed that the un-rescaled prior hurts and that larger scales help (SimCLR 1e2-1e5, "
+        "torchvision 1e4-1e8), but found no fall in performance up to scale 1e9.",
+    ),
+    "C3": (
+        "Modified loss surface",
+        "Putting the learned prior into the downstream loss (SGD + learned prior) beats "
+        "standard SGD fine-tuning (SGD with a zero-mean prior, i.e. tuned weight decay).",
+        "SGD with the learned prior beat SGD with a non-learned prior at every CIFAR-10 size "
+        "(e.g. 26.8% vs 36.8% test error at n=1k).",
+        "Confirmed on Flowers-102: learned-prior models beat non-learned-prior models, most at "
+        "moderate training sizes.",
+    ),
+    "C4": (
+        "Bayesian boost over SGD",
+        "Bayesian inference (SG-MCMC with model averaging) with the learned prior beats SGD "
+        "with the same learned prior.",
+        "Bayesian inference with the learned prior had the lowest CIFAR-10 error at every size "
+        "(e.g. 21.6% vs 26.8% for SGD + learned prior at n=1k).",
+        "Found the claim ambiguous; read as Bayes vs SGD it held only on small Flowers-102 "
+        "subsets, with SGD equal or better on larger ones (their Bayes runs had no BMA).",
+    ),
+    "C4b": (
+        "Bayesian boost larger with the learned prior",
+        "The gain of Bayesian inference over SGD is larger with the learned prior than with "
+        "the non-learned zero-mean prior.",
+        "The paper says Bayesian learning gives a particular boost with informative priors, "
+        "without naming the comparison.",
+        "Read as learned vs non-learned prior the reproduction fully confirmed a substantial "
+        "gain, largest at moderate sizes; the interaction itself was not tested.",
+    ),
+    "C5": (
+        "Data efficiency",
+        "The learned prior's gain over the non-learned prior is larger for small downstream "
+        "training sets.",
+        "On CIFAR-10 the learned-prior gain over the non-learned prior was 8-12 points at "
+        "n <= 1k and under 1 point at n >= 10k.",
+        "Confirmed: the gap between learned and non-learned priors was larger on smaller "
+        "Flowers-102 subsets.",
+    ),
+    "H1": (
+        "Learned vs isotropic prior (Harvey et al.)",
+        "The learned low-rank SWAG prior beats an isotropic Gaussian prior centred at the "
+        "pretrained weights.",
+        "The paper's non-learned baseline was a zero-mean isotropic prior; it did not compare "
+        "against an isotropic prior centred at the pretrained weights.",
+        "Harvey et al. (TMLR 2024) found the isotropic prior centred at the pretrained weights "
+        "competitive with the learned low-rank prior (e.g. Flowers-102 n=1020: 88.6% vs 88.4%).",
+    ),
+}
+
+
+ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
+              "learned": "learned prior",
+              "zero": "zero-mean prior", "isotropic": "isotropic prior"}
+
+
+MARGIN_RULE = ("An interval that contains 0 gives 'not supported' when its upper bound stays "
+               "below the claim's margin (the smallest effect that matters) and 'inconclusive' "
+               "when it reaches the margin.")
+
+
+COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
+                "if any part is inconclusive; else supported if all parts are supported; else "
+                "not supported. " + MARGIN_RULE)
+
+
+RULE_C1 = (
+    "(a) the best rank >= 1 (lowest mean validation NLL; without validation metrics the best "
+    "test mean with a Bonferroni-corrected interval over the m ranks >= 1) vs rank 0, paired over "
+    "seeds: supported if it excludes 0 upwards; contradicted if every rank >= 1 is significantly "
+    "below rank 0; else not supported. (b) saturation rank = smallest rank >= 1 not "
+    "significantly worse than the best rank >= 1: supported if <= max(2, max rank / 2), else "
+    "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
+    "(c) where the rank experiment also ran at fixed total variance (every rank's diagonal "
+    "raised to the full-rank prior's trace), (a) again on those runs, so that a rank effect is "
+    "not a trace effect. Ranks keep the top principal directions of the deviations. "
+    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE
+)
+
+
+RULE_C2 = (
+    "Per prior source, under the profile's rescaling convention (rule and eps), paired over "
+    "seeds: (a) the best rescaled scale (lowest mean validation NLL, excluding the smallest; "
+    "without validation metrics the best test mean, Bonferroni-corrected) vs the smallest scale "
+    "(un-rescaled): supported if better, contradicted if worse, else not supported; (b) per-seed "
+    "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
+    "scale (chosen the same way; the whole sweep if the smallest is best): supported if "
+    "rising, contradicted if falling; (c) the best scale below the largest vs the largest "
+    "scale: supported if it falls at the largest scale, contradicted if the largest is "
+    "significantly better (still rising), else not supported (a plateau). "
+    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE +
+    " The overall verdict combines the per-source verdicts the same way. The other swept "
+    "conventions get the same verdicts in `by_convention`; the from-scratch arm (no "
+    "pretraining, no prior) is compared with the un-rescaled prior in `scratch`, for the "
+    "paper's remark that an un-rescaled prior can be worse than no prior (evidence only)."
+)
+
+
+RULE_POOLED = (
+    "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
+    "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
+    "contradicted if < 0, else not supported; fewer than "
+    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive. " + MARGIN_RULE
+)
+
+
+RULE_C4 = RULE_POOLED + (
+    " Where the profile has the `ensemble+learned` control (the sampler's schedule and samples "
+    "at temperature 0: a cyclical snapshot ensemble), the claim also needs the sampler to beat "
+    "that ensemble, so that a gain from averaging snapshots is not read as a Bayesian gain; "
+    "the two parts combine as: " + COMBINE_RULE
+)
+
+
+RULE_C4B = (
+    "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
+    "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
+    "mean over sizes, 95% t interval: supported if > 0, contradicted if < 0, else not "
+    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
+)
+
+
+RULE_C5 = (
+    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: the "
+    "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
+    "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
+    "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
+    "per decade of n; 95% t interval: supported if > 0, contradicted if < 0; fewer than "
+    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is read "
+    "per decade. " + COMBINE_RULE
+)
+
+
+RULE_H1 = (
+    "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
+    "pooled over sizes as the per-seed mean of the paired differences, 95% t interval: "
+    "supported if > 0, contradicted if < 0, else not supported; fewer than "
+    f"{MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
+)
+
+
+HOLM_RULE = (
+    "Holm's step-down correction over the seven claims (family-wise error 5% per metric): each "
+    "claim's p-value is the smallest alpha at which its verdict is decisive (supported or "
+    "contradicted); sorted by p-value, the i-th claim is judged with intervals at level "
+    "1 - 0.05 / (7 - i + 1) until one fails, and every later claim at that failing level.")
+
+
+NONLEARNED_TEXT = (
+    "C3, C4b and C5 share one non-learned comparison: the zero-mean isotropic prior (the paper's "
+    "non-learned prior) with its variance tuned on the validation set like every other arm. "
+    "Tuned, it is SGD with tuned weight decay, i.e. standard fine-tuning, so C3 (SGD + learned "
+    "prior vs standard SGD) uses it too.")
