@@ -15,7 +15,8 @@ import torch
 
 from bprior_core.data import TensorTask
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
-from bprior_core.prior import GaussianPrior, load_authors_model_state, rescale
+from bprior_core.prior import GaussianPrior, rescale
+from bprior_core.prior_files import load_authors_model_state, load_authors_prior, save_authors_prior
 from bprior_core.train import TrainSettings, train_and_evaluate
 
 
@@ -40,8 +41,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         prefix = f"{tmp}/resnet50_synthetic"
-        synthetic_prior(model, 5, gen).to_authors_files(prefix, model.backbone.state_dict())
-        prior = GaussianPrior.from_authors_files(prefix, rank=5)
+        save_authors_prior(synthetic_prior(model, 5, gen), prefix, model.backbone.state_dict())
+        prior = load_authors_prior(prefix, rank=5)
         state = load_authors_model_state(prefix)
     print("authors' files round trip: rank", prior.rank, "dim", prior.dim)
 

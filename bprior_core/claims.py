@@ -61,12 +61,12 @@ Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
 # ----------------------------------------------------------------------------- claim context
 
 
-def one_sample(values: Mapping[int, float], level: float | None = None) -> Comparison:
+def _one_sample(values: Mapping[int, float], level: float | None = None) -> Comparison:
     """`paired.one_sample` at the level (default) and margin of the claim being evaluated."""
     return paired.one_sample(values, _LEVEL.get() if level is None else level, _MARGIN.get())
 
 
-def paired_difference(a: Mapping[int, float], b: Mapping[int, float],
+def _paired_difference(a: Mapping[int, float], b: Mapping[int, float],
                       higher_is_better: bool = True, level: float | None = None) -> Comparison:
     """`paired.paired_difference` at the level (default) and margin of the claim evaluated."""
     return paired.paired_difference(a, b, higher_is_better,
@@ -252,7 +252,7 @@ def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
         return {"part": "a", "verdict": "inconclusive", "best_rank": None,
                 "comparison": None, "per_rank": [], "reason": "rank 0 or ranks >= 1 missing"}
     best, level, chosen_on = _pick(table, val, ranks, hib)
-    comps = {r: paired_difference(table[r], table[0], hib, level) for r in ranks}
+    comps = {r: _paired_difference(table[r], table[0], hib, level) for r in ranks}
     v = verdict(comps[best])
     if v == "contradicted" and not all(verdict(c) == "contradicted" for c in comps.values()):
         v = "not supported"
@@ -272,7 +272,7 @@ def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
         return {**part, "verdict": "inconclusive", "reason": "too few seeds for the best rank"}
     saturation = best
     for r in (r for r in ranks if r < best):
-        c = paired_difference(table[r], table[best], hib)
+        c = _paired_difference(table[r], table[best], hib)
         part["per_rank"].append({"rank": r, "vs_rank": best, **c.to_dict()})
         if verdict(c) == "inconclusive":
             return {**part, "verdict": "inconclusive",
@@ -348,11 +348,11 @@ def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib
     others, below = scales[1:], scales[:-1]
     if others:
         best_other, level, chosen_on = _pick(table, val, others, hib)
-        c = paired_difference(table[best_other], table[smin], hib, level)
+        c = _paired_difference(table[best_other], table[smin], hib, level)
         parts["a"] = {"best_scale": best_other, "vs_scale": smin, "chosen_on": chosen_on,
                       **c.to_dict()}
         peak, level, chosen_on = _pick(table, val, below, hib)
-        c = paired_difference(table[peak], table[smax], hib, level)
+        c = _paired_difference(table[peak], table[smax], hib, level)
         parts["c"] = {"best_scale": peak, "vs_scale": smax, "chosen_on": chosen_on,
                       **c.to_dict()}
     else:
@@ -360,7 +360,7 @@ def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib
     best = _pick(table, val, scales, hib)[0]
     segment = scales[: scales.index(best) + 1] if best != smin else scales
     if len(segment) >= 2:
-        c = one_sample(_slopes(table, segment, hib))
+        c = _one_sample(_slopes(table, segment, hib))
         parts["b"] = {"best_scale": best, "segment": segment, "slope_per_decade": c.effect,
                       **c.to_dict()}
     else:
@@ -426,7 +426,7 @@ def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") 
             sub = {k[3]: table[k] for k in keys}
             parts = _scale_parts(sub, {k[3]: val.get(k, {}) for k in keys}, hib)
             if scratch:
-                parts["scratch"] = paired_difference(sub[min(sub)], scratch, hib).to_dict()
+                parts["scratch"] = _paired_difference(sub[min(sub)], scratch, hib).to_dict()
             parts["n_diverged"] = sum(n for k, n in div.items() if k in keys)
             sources[src] = parts
         by_convention[_convention_label(convention)] = {
@@ -473,8 +473,8 @@ def pooled(
     per_size = {n: contrast([(coef, t[n]) for coef, t in terms]) for n in sizes}
     seeds = (set.intersection(*(set(d) for d in per_size.values())) if per_size else set())
     mean_d = {s: float(np.mean([per_size[n][s] for n in sizes])) for s in sorted(seeds)}
-    rows = [{"n_train": n, **one_sample(per_size[n], level).to_dict()} for n in sizes]
-    return one_sample(mean_d, level), rows, sizes
+    rows = [{"n_train": n, **_one_sample(per_size[n], level).to_dict()} for n in sizes]
+    return _one_sample(mean_d, level), rows, sizes
 
 
 def _pair_terms(hib: bool, a: Sized, b: Sized) -> list[tuple[float, Sized]]:
@@ -579,15 +579,15 @@ def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: 
     gain is larger for smaller training sets)."""
     a, b = table.get(learned, {}), table.get(zero, {})
     sizes = sorted(set(a) & set(b), key=_size_key)
-    per_size = [{"n_train": n, **paired_difference(a[n], b[n], hib).to_dict()} for n in sizes]
+    per_size = [{"n_train": n, **_paired_difference(a[n], b[n], hib).to_dict()} for n in sizes]
     part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes, "gain_per_size": per_size}
     fitted = [n for n in sizes if n]
     if len(fitted) < 2:
-        return {**part, "comparison": one_sample({}), "verdict": "inconclusive"}
+        return {**part, "comparison": _one_sample({}), "verdict": "inconclusive"}
     sign = 1.0 if hib else -1.0
     gains = [contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted]
     rises = paired.slopes(np.log10(np.asarray(fitted, dtype=float)), gains)
-    c = one_sample({seed: -slope for seed, slope in rises.items()})
+    c = _one_sample({seed: -slope for seed, slope in rises.items()})
     return {**part, "sizes_fitted": fitted, "comparison": c, "verdict": verdict(c)}
 
 

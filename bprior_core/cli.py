@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 from .config import ProfileError, load_profile, profile_path
 from .data import DataFileError, DataUnavailableError
-from .prior import PriorFileError
+from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
 
 # failures a user can fix (the message says how): one line on stderr and exit code 2, no
@@ -24,7 +25,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _plan(args) -> int:
+def _plan_command(args) -> int:
     profile = load_profile(args.profile)
     runs = plan(profile)
     root = Path(args.outputs) if args.outputs else None
@@ -44,7 +45,7 @@ def _plan(args) -> int:
     return 0
 
 
-def _run(args) -> int:
+def _run_command(args) -> int:
     from .study import prepare_priors, run_sweep
     from .study.preflight import preflight
     from .study.ray_backend import connect
@@ -63,7 +64,7 @@ def _run(args) -> int:
     return 0
 
 
-def _report(args) -> int:
+def _report_command(args) -> int:
     from .report import build_report
 
     build_report(args.profile, Path(args.outputs) if args.outputs else None, pack=args.pack,
@@ -112,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                            help="only this experiment (repeatable)")
     args = parser.parse_args(argv)
-    handler = {"plan": _plan, "run": _run, "report": _report}[args.command]
+    handler = {"plan": _plan_command, "run": _run_command, "report": _report_command}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:  # `bprior plan -v | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except EXPECTED_ERRORS as exc:
         print(f"bprior: error: {_one_line(exc)}", file=sys.stderr)
         return 2

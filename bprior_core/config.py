@@ -463,7 +463,13 @@ def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path} is not a UTF-8 text file (byte {exc.start}: "
+                           f"{exc.object[exc.start:exc.start + 1]!r}); a profile is YAML saved as "
+                           "UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:

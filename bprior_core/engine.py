@@ -34,7 +34,7 @@ from .metrics import ProbabilityAverage, classification_metrics
 from .models import Classifier, prior_parameters, refresh_batchnorm
 from .packed_prior import PackedPrior
 from .packing import PackedClassifier, extract_run, load_run, run_view
-from .prior import GaussianPrior
+from .prior import GaussianPrior, check_covers
 from .samplers import CosineSchedule, CyclicalSchedule, Schedule
 from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
 
@@ -122,9 +122,8 @@ def _check_pack(method: str, specs: Sequence[RunSpec], model: Classifier, precis
         if method != "sgd" and spec.prior is None:
             raise ValueError(f"method {method!r} needs a prior (run {i} has none); only 'sgd' "
                              "runs without one")
-        if spec.prior is not None and spec.prior.dim != dim:
-            raise ValueError(f"prior of run {i} has D={spec.prior.dim} parameters but the "
-                             f"model's backbone has {dim}")
+        if spec.prior is not None:
+            check_covers(spec.prior, dim, f"the prior of run {i}")
 
 
 class Pack:

@@ -10,9 +10,8 @@ Two rescaling rules exist (see ``rescale``):
 * ``"same"`` (the paper's text): Sigma' = s * diag(variance) + s * F^T F + eps * I.
 * ``"authors"`` (the authors' code): Sigma' = s^2 * F^T F + diag(s * variance + eps).
 
-Two file formats are supported: this library's own single file (``save`` / ``load``) and the
-authors' four files ``<prefix>_{mean,variance,covmat,model}.pt`` (``from_authors_files`` /
-``to_authors_files``), whose covmat rows are F itself (deviations already divided by sqrt(K-1)).
+Files (this library's format and the authors' four files) are read and written by
+`prior_files`; this module is the mathematics only.
 """
 
 from __future__ import annotations
@@ -20,23 +19,13 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import pickle
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_torch_save
-
-FORMAT_TAG = "bprior-gaussian-prior"
-FORMAT_VERSION = 1
-AUTHORS_SUFFIXES = ("mean", "variance", "covmat", "model")
 _SCAN_CHUNK = 1 << 22  # entries per chunk when scanning for NaN/inf (few, cheap temporaries)
 _COL_CHUNK = 1 << 18  # columns per chunk when building the K x K matrix (float64 temporaries)
-
-PathLike = str | os.PathLike
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -82,7 +71,7 @@ def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return copy.deepcopy(dict(meta))
 
 
-def _check_scale(name: str, value: float, allow_zero: bool = False) -> float:
+def check_scale(name: str, value: float, allow_zero: bool = False) -> float:
     """Return `value` as float if finite and > 0 (>= 0 when `allow_zero`), else raise."""
     value = float(value)
     ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
@@ -92,95 +81,19 @@ def _check_scale(name: str, value: float, allow_zero: bool = False) -> float:
     return value
 
 
+def check_covers(prior: GaussianPrior, dim: int, name: str = "the prior") -> None:
+    """Raise ValueError unless `prior` covers exactly the `dim` parameters of a model's backbone
+    (a prior learned for another model, or another part of it, does not fit)."""
+    if prior.dim != dim:
+        raise ValueError(f"{name} has D={prior.dim} parameters but the model's backbone has "
+                         f"{dim}; a prior fits only the model (and backbone) it was learned for")
+
+
 def _with_transform(meta: dict[str, Any], **op: Any) -> dict[str, Any]:
     """Return a copy of `meta` with `op` appended to its "transforms" provenance list."""
     out = copy.deepcopy(meta)
     out["transforms"] = [*out.get("transforms", []), op]
     return out
-
-
-# ----------------------------------------------------------------------------- file helpers
-
-
-class PriorFileError(ValueError):
-    """A prior or weights file exists but cannot be used (corrupt, truncated, not a tensor file,
-    invalid values); the message names the file and says how to fix it."""
-
-
-def load_torch_file(path: PathLike, fix: str | None = None) -> Any:
-    """`torch.load(path)` on the CPU with weights_only=True; a file that cannot be read (corrupt,
-    truncated, not written by torch.save) raises PriorFileError naming it. A missing file raises
-    FileNotFoundError, an unreadable one (permissions) OSError, as usual."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
-            AttributeError, KeyError, IndexError) as exc:
-        hint = fix or ("replace it with a good copy (or delete it, if bprior wrote it, so that "
-                       "it is made again)")
-        raise PriorFileError(
-            f"{path} cannot be read as a torch file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); the file is corrupt "
-            f"or truncated: {hint}"
-        ) from exc
-
-
-def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
-    """Detached contiguous CPU copy (so torch.save never writes a larger underlying storage)."""
-    return t.detach().to("cpu").contiguous().clone()
-
-
-def _authors_paths(prefix: PathLike) -> dict[str, Path]:
-    """Map each of the authors' four suffixes to its file path `<prefix>_<suffix>.pt`."""
-    return {s: Path(f"{os.fspath(prefix)}_{s}.pt") for s in AUTHORS_SUFFIXES}
-
-
-def _load_authors_file(prefix: PathLike, suffix: str) -> Any:
-    """Load one of the authors' files with weights_only=True, naming it if it is missing."""
-    path = _authors_paths(prefix)[suffix]
-    if not path.is_file():
-        expected = ", ".join(f"{os.fspath(prefix)}_{s}.pt" for s in AUTHORS_SUFFIXES)
-        raise FileNotFoundError(
-            f"missing authors' prior file {path} (the '{suffix}' file); "
-            f"the authors' format expects four files: {expected}"
-        )
-    return load_torch_file(path)
-
-
-def load_authors_model_state(prefix: PathLike) -> dict[str, torch.Tensor]:
-    """Load `<prefix>_model.pt`, the backbone state_dict stored beside the authors' prior."""
-    state = _load_authors_file(prefix, "model")
-    if not isinstance(state, Mapping):
-        raise PriorFileError(f"{prefix}_model.pt does not hold a state_dict (got {type(state)})")
-    return dict(state)
-
-
-def _authors_tensor(prefix: PathLike, suffix: str, ndim: int) -> torch.Tensor:
-    """Load an authors' prior tensor file and check it is a tensor with `ndim` dimensions."""
-    t = _load_authors_file(prefix, suffix)
-    if not isinstance(t, torch.Tensor):
-        raise PriorFileError(f"{prefix}_{suffix}.pt must hold a tensor, got {type(t).__name__}")
-    if t.ndim != ndim:
-        raise PriorFileError(f"{prefix}_{suffix}.pt must be {ndim}-D, got shape {tuple(t.shape)}")
-    return t
-
-
-def _floor_variance(variance: torch.Tensor, floor: float | None, source: str) -> torch.Tensor:
-    """Clamp non-positive variances to `floor`, or raise (floor None) naming the file and fix."""
-    n_bad = int((variance <= 0).sum())
-    if floor is None:
-        if n_bad:
-            raise PriorFileError(
-                f"variance in {source} has {n_bad} non-positive entries "
-                f"(min {float(variance.min()):g}); variances must be > 0. "
-                "Set the profile key priors.variance_floor to a small positive float (e.g. "
-                "1e-12) to clamp them (Python: GaussianPrior.from_authors_files(..., "
-                "variance_floor=...))."
-            )
-        return variance
-    floor = _check_scale("variance_floor", floor)
-    return variance.clamp_min(floor)
 
 
 # ----------------------------------------------------------------------------- the prior
@@ -316,7 +229,7 @@ class GaussianPrior:
         With ``mean`` = pretrained weights this is the L2-SP style baseline of Harvey et al.; with
         ``torch.zeros(D)`` it is the authors' zero-mean "non-learned" prior.
         """
-        variance = _check_scale("isotropic variance", variance)
+        variance = check_scale("isotropic variance", variance)
         if not isinstance(mean, torch.Tensor):
             raise ValueError(f"mean must be a torch.Tensor, got {type(mean).__name__}")
         return cls(mean, torch.full_like(mean, variance), None, meta)
@@ -387,10 +300,10 @@ class GaussianPrior:
         ``cov_scale`` defaults to ``variance_scale``: the paper's text scales "the variance and
         covariance" by one factor. Implemented as F' = sqrt(cov_scale) * F.
         """
-        variance_scale = _check_scale("variance_scale", variance_scale)
+        variance_scale = check_scale("variance_scale", variance_scale)
         cov_scale = variance_scale if cov_scale is None else cov_scale
-        cov_scale = _check_scale("cov_scale", cov_scale, allow_zero=True)
-        eps = _check_scale("eps", eps, allow_zero=True)
+        cov_scale = check_scale("cov_scale", cov_scale, allow_zero=True)
+        eps = check_scale("eps", eps, allow_zero=True)
         op = {"op": "rescaled", "variance_scale": variance_scale, "cov_scale": cov_scale,
               "eps": eps}
         return self._scaled(variance_scale, math.sqrt(cov_scale), eps, op)
@@ -401,8 +314,8 @@ class GaussianPrior:
         The low-rank part grows with s^2 while the diagonal grows with s (their loader multiplies
         F by s, not sqrt(s)); defaults there are s = 1e10, eps = 0.1.
         """
-        s = _check_scale("s", s)
-        eps = _check_scale("eps", eps, allow_zero=True)
+        s = check_scale("s", s)
+        eps = check_scale("eps", eps, allow_zero=True)
         return self._scaled(s, s, eps, {"op": "rescaled_authors", "s": s, "eps": eps})
 
     def diag_of_covariance(self) -> torch.Tensor:
@@ -488,130 +401,6 @@ class GaussianPrior:
             z2 = torch.randn((n, self.rank), **kw)
             out = out + z2 @ self._cov_factor
         return out
-
-    # ------------------------------------------------------------------------- own format
-
-    def save(self, path: PathLike) -> None:
-        """Write this prior to one file (torch.save of a dict), atomically."""
-        payload = {
-            "format": FORMAT_TAG,
-            "format_version": FORMAT_VERSION,
-            "mean": _cpu_copy(self._mean),
-            "variance": _cpu_copy(self._variance),
-            "cov_factor": _cpu_copy(self._cov_factor),
-            "meta": copy.deepcopy(self._meta),
-            "dim": self.dim,
-            "rank": self.rank,
-        }
-        atomic_torch_save(payload, path)
-
-    @classmethod
-    def load(cls, path: PathLike, expected_dim: int | None = None) -> GaussianPrior:
-        """Read a prior written by ``save`` (on CPU), checking format, sizes and validity.
-
-        ``expected_dim``: the model backbone's parameter count; a mismatch raises ValueError.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"prior file not found: {path}")
-        payload = load_torch_file(path)
-        cls._check_payload(payload, path)
-        try:
-            prior = cls(payload["mean"], payload["variance"], payload["cov_factor"],
-                        payload["meta"])
-        except ValueError as exc:
-            raise PriorFileError(f"{path}: invalid prior: {exc}; replace the file (or delete "
-                                 "it, if bprior learned it, so that it is learned again)") from exc
-        if prior.dim != payload["dim"] or prior.rank != payload["rank"]:
-            raise PriorFileError(
-                f"{path}: header says dim={payload['dim']}, rank={payload['rank']} but tensors "
-                f"give dim={prior.dim}, rank={prior.rank}"
-            )
-        if expected_dim is not None and prior.dim != expected_dim:
-            raise ValueError(
-                f"prior has D={prior.dim} parameters but the model's backbone has {expected_dim}"
-            )
-        return prior
-
-    @staticmethod
-    def _check_payload(payload: Any, path: Path) -> None:
-        """Raise ValueError unless `payload` is a dict in this library's format, version 1."""
-        tag = payload.get("format") if isinstance(payload, Mapping) else None
-        if tag != FORMAT_TAG:
-            raise PriorFileError(
-                f"{path} is not a bprior prior file: format tag {tag!r}, expected {FORMAT_TAG!r}"
-            )
-        if payload.get("format_version") != FORMAT_VERSION:
-            raise PriorFileError(
-                f"{path}: unsupported format_version {payload.get('format_version')!r} "
-                f"(this code reads {FORMAT_VERSION})"
-            )
-        missing = [k for k in ("mean", "variance", "cov_factor", "meta", "dim", "rank")
-                   if k not in payload]
-        if missing:
-            raise PriorFileError(f"{path}: prior file lacks keys {missing}")
-
-    # ------------------------------------------------------------------------- authors' format
-
-    @classmethod
-    def from_authors_files(
-        cls,
-        prefix: PathLike,
-        rank: int | None = None,
-        model_state: bool = False,
-        variance_floor: float | None = None,
-    ) -> GaussianPrior | tuple[GaussianPrior, dict[str, torch.Tensor]]:
-        """Load the authors' prior ``<prefix>_{mean,variance,covmat}.pt`` (covmat rows = F).
-
-        ``rank``: keep the first `rank` rows (None = all stored). ``variance_floor``: the authors'
-        variance (E[x^2] - E[x]^2) can hold zeros or tiny negatives; None raises on them, a float
-        clamps them up to it. ``model_state=True`` also loads ``<prefix>_model.pt`` and returns
-        ``(prior, state_dict)``; otherwise the model file is not needed. Variance and covmat are
-        cast to the mean's dtype.
-        """
-        mean = _authors_tensor(prefix, "mean", 1)
-        variance = _authors_tensor(prefix, "variance", 1).to(mean.dtype)
-        covmat = _authors_tensor(prefix, "covmat", 2).to(mean.dtype)
-        cls._check_covmat_shape(covmat, mean.numel(), prefix)
-        n_clamped = int((variance <= 0).sum())
-        variance = _floor_variance(variance, variance_floor, f"{prefix}_variance.pt")
-        meta = {"source": "authors_files", "prefix": os.fspath(prefix),
-                "stored_rank": covmat.shape[0], "variance_floor": variance_floor,
-                "n_variance_clamped": n_clamped if variance_floor is not None else 0}
-        try:
-            prior = cls(mean, variance, covmat, meta)
-        except ValueError as exc:
-            raise PriorFileError(
-                f"the authors' prior files {os.fspath(prefix)}_{{mean,variance,covmat}}.pt hold "
-                f"invalid values: {exc}; replace them with good copies") from exc
-        prior = prior if rank is None else prior.truncated(rank)
-        if model_state:
-            return prior, load_authors_model_state(prefix)
-        return prior
-
-    @staticmethod
-    def _check_covmat_shape(covmat: torch.Tensor, dim: int, prefix: PathLike) -> None:
-        """Raise ValueError unless covmat is K x D (hinting when it looks transposed)."""
-        if covmat.shape[1] == dim:
-            return
-        hint = " (it looks transposed: expected K x D)" if covmat.shape[0] == dim else ""
-        raise PriorFileError(
-            f"{prefix}_covmat.pt has shape {tuple(covmat.shape)} but the mean has D={dim} "
-            f"entries{hint}"
-        )
-
-    def to_authors_files(
-        self, prefix: PathLike, backbone_state_dict: Mapping[str, torch.Tensor] | None = None
-    ) -> None:
-        """Write ``<prefix>_{mean,variance,covmat}.pt`` (covmat K x D = F) and, if given, the
-        backbone state_dict as ``<prefix>_model.pt``; each file is written atomically."""
-        paths = _authors_paths(prefix)
-        atomic_torch_save(_cpu_copy(self._mean), paths["mean"])
-        atomic_torch_save(_cpu_copy(self._variance), paths["variance"])
-        atomic_torch_save(_cpu_copy(self._cov_factor), paths["covmat"])
-        if backbone_state_dict is not None:
-            state = {k: _cpu_copy(v) for k, v in backbone_state_dict.items()}
-            atomic_torch_save(state, paths["model"])
 
 
 # ----------------------------------------------------------------------------- rescaling by name

@@ -95,6 +95,24 @@ def evidence_html(claims: list[dict]) -> str:
     return "".join(parts)
 
 
+def grid_edges_markdown(rows: list[dict]) -> str:
+    """`selection.grid_edges` in words: which tuned arms chose an end of their grid, how often."""
+    if not rows:
+        return "No tuned arms in this profile."
+    found = []
+    for r in rows:
+        for side, count, value in (("smallest", r["at_low"], r["grid"][0]),
+                                   ("largest", r["at_high"], r["grid"][-1])):
+            if count:
+                found.append(f"`{r['arm']}` chose the {side} {r['parameter']} of its grid "
+                             f"({value:g}) in {count} of {r['choices']} choices")
+    if not found:
+        return "**Grid edges.** Every validation choice lies inside its arm's grid."
+    return ("**Grid edges.** " + "; ".join(found) + ". A choice on the edge of the grid means "
+            "the best value may lie beyond it: that arm is tuned only as well as its grid allows "
+            "(widen `experiments.inference.tuning` on that side to find out).")
+
+
 def methods_markdown(profile: dict, records: list[dict]) -> str:
     """The settings and conventions that change results, stated from the profile."""
     t, learning, exps = profile["train"], profile["priors"]["learning"], profile["experiments"]

@@ -86,3 +86,24 @@ def chosen_values(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
         counts[key] = counts.get(key, 0) + 1
     return [{"arm": a, "n_train": n, "parameter": p, "value": v, "runs": c}
             for (a, n, p, v), c in sorted(counts.items(), key=lambda kv: kv[0])]
+
+
+def grid_edges(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """Per tuned arm: how many of its validation choices fell on the smallest or the largest
+    value of its grid. A choice on the edge says the best value may lie outside the grid, so the
+    arm was not tuned as well as it could be (and a comparison between arms may say more about
+    the grids than about the priors). Rows: arm, parameter, grid (sorted), choices, at_low,
+    at_high."""
+    rows: dict[str, dict] = {}
+    for record in selected:
+        sel = record.get("selection")
+        if not sel:
+            continue
+        grid = sorted(sel["candidates"])
+        row = rows.setdefault(record["config"]["arm"], {
+            "arm": record["config"]["arm"], "parameter": sel["parameter"], "grid": grid,
+            "choices": 0, "at_low": 0, "at_high": 0})
+        row["choices"] += 1
+        row["at_low"] += int(len(grid) > 1 and sel["value"] == grid[0])
+        row["at_high"] += int(len(grid) > 1 and sel["value"] == grid[-1])
+    return [rows[arm] for arm in sorted(rows)]

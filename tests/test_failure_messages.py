@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,13 @@ import yaml
 from bprior_core import config, data, study
 from bprior_core.cli import main
 from bprior_core.models import build_model, flat_parameters
-from bprior_core.prior import GaussianPrior, PriorFileError
+from bprior_core.prior import GaussianPrior
+from bprior_core.prior_files import (
+    PriorFileError,
+    load_authors_prior,
+    load_prior,
+    save_authors_prior,
+)
 from bprior_core.study import preflight as preflight_module
 
 
@@ -37,8 +45,8 @@ def authors_files(tmp_path: Path) -> Path:
     model = build_model("small_resnet", 5)
     mean = flat_parameters(model.backbone).detach()
     prefix = tmp_path / "published"
-    GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(3, mean.numel())
-                  ).to_authors_files(prefix, model.backbone.state_dict())
+    published = GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(3, mean.numel()))
+    save_authors_prior(published, prefix, model.backbone.state_dict())
     return prefix
 
 
@@ -102,7 +110,7 @@ def test_corrupt_learned_prior_file_names_it(tmp_path) -> None:
     path = tmp_path / "ssl.pt"
     path.write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(PriorFileError, match=str(path)):
-        GaussianPrior.load(path)
+        load_prior(path)
 
 
 def test_truncated_data_file_is_one_line_naming_it(tmp_path, capsys, no_training) -> None:
@@ -120,6 +128,17 @@ def test_truncated_data_file_is_one_line_naming_it(tmp_path, capsys, no_training
                       str(tmp_path / "out"))
     assert rc == 2
     assert_one_line(err, str(images), "truncated")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["plan", "run", "report"])
+def test_profile_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys, command) -> None:
+    profile = tmp_path / "latin1.yaml"
+    profile.write_bytes("name: smoke\ndescription: caf\u00e9\n".encode("latin-1"))
+    rc, err = run_cli(capsys, command, "--profile", str(profile), "--outputs",
+                      str(tmp_path / "out"))
+    assert rc == 2
+    assert_one_line(err, str(profile), "not a UTF-8 text file", "byte 28")
     assert not (tmp_path / "out").exists()
 
 
@@ -165,7 +184,7 @@ def test_variance_fix_names_the_profile_key(tmp_path) -> None:
     variance[:2] = 0.0
     torch.save(variance, f"{prefix}_variance.pt")
     with pytest.raises(PriorFileError) as info:
-        GaussianPrior.from_authors_files(prefix)
+        load_authors_prior(prefix)
     assert "priors.variance_floor" in str(info.value) and f"{prefix}_variance.pt" in str(info.value)
 
 
@@ -176,11 +195,23 @@ def test_corrupt_learned_prior_is_learned_again(tmp_path, damaged) -> None:
                                          collect_every=2, bn_refresh_batches=1, max_rank=2)
     study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
-    first = GaussianPrior.load(prior_file)
+    first = load_prior(prior_file)
     target = prior_file if damaged == "prior" else backbone_file
     target.write_bytes(target.read_bytes()[:100])
     with pytest.warns(UserWarning, match="learning this prior again"):
         study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
-    again = GaussianPrior.load(prior_file)
+    again = load_prior(prior_file)
     assert torch.equal(first.mean, again.mean) and torch.equal(first.cov_factor, again.cov_factor)
     torch.load(backbone_file, weights_only=True)  # readable again
+
+
+def test_a_reader_that_leaves_the_pipe_early_ends_the_command_quietly() -> None:
+    """`bprior plan -v | head`: no error line when the reader closes the pipe (the gpu plan's
+    200 kB outgrow the pipe's buffer, so the write fails while the command still runs)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bprior_core", "plan", "-v", "--profile",
+                             "gpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"profile gpu: ")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert err == b"" and proc.returncode == 141

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -84,19 +85,39 @@ def test_unavailable_device_is_refused(smoke, tmp_path, monkeypatch) -> None:
         study.preflight.preflight(profile, tmp_path)
 
 
-def test_cli_refuses_bad_sizes_before_learning(tmp_path, capsys, monkeypatch) -> None:
+@pytest.fixture
+def seven(tmp_path, monkeypatch) -> Path:
+    """A smoke profile file with inference size 7 (not a multiple of 5 classes); learning or
+    training anything fails the test."""
     def refuse(*args, **kwargs):
-        raise AssertionError("prior learning started")
+        raise AssertionError("learning or training started")
 
     monkeypatch.setattr(study.priors, "learn_prior", refuse)
+    monkeypatch.setattr(study.execution, "train_pack", refuse)
     raw = yaml.safe_load((config.PARAMS_DIR / "smoke.yaml").read_text())
     raw["experiments"]["inference"]["sizes"] = [5, 7]
     path = tmp_path / "seven.yaml"
     path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_cli_refuses_bad_sizes_before_learning(seven, tmp_path, capsys) -> None:
+    path = seven
     assert main(["run", "--profile", str(path), "--outputs", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "experiments.inference.sizes: 7" in err and "multiple of 5" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_notebook_entry_points_check_before_they_learn_or_train(seven, tmp_path):
+    """`study.run_experiment` (notebooks 02-05) runs preflight first; notebook 01 calls
+    `preflight` before `prepare_priors`."""
+    for profile in (str(seven), load_profile(seven)):  # a path, or a profile already read
+        with pytest.raises(ProfileError, match="experiments.inference.sizes: 7"):
+            study.run_experiment(profile, "inference", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    source = (config.PARAMS_DIR.parent / "notebooks" / "01_learn_prior.ipynb").read_text()
+    assert source.index("preflight(cfg") < source.index("study.prepare_priors(")
 
 
 # ------------------------------------------------------------------- same name, other file

@@ -9,7 +9,14 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from bprior_core.prior import RESCALING_RULES, GaussianPrior, load_authors_model_state, rescale
+from bprior_core.prior import RESCALING_RULES, GaussianPrior, check_covers, rescale
+from bprior_core.prior_files import (
+    load_authors_model_state,
+    load_authors_prior,
+    load_prior,
+    save_authors_prior,
+    save_prior,
+)
 
 D, K = 7, 3
 
@@ -305,8 +312,8 @@ def test_defaults_rank_zero_and_empty_meta() -> None:
 def test_save_load_round_trip(tmp_path) -> None:
     prior = make_prior().truncated(2)
     path = tmp_path / "sub" / "prior.pt"
-    prior.save(path)
-    loaded = GaussianPrior.load(path, expected_dim=D)
+    save_prior(prior, path)
+    loaded = load_prior(path, expected_dim=D)
     assert loaded.mean.equal(prior.mean) and loaded.variance.equal(prior.variance)
     assert loaded.cov_factor.equal(prior.cov_factor) and loaded.rank == 2
     assert loaded.meta == prior.meta and loaded.meta["param_names"] == ["w"]
@@ -317,41 +324,41 @@ def test_save_load_round_trip(tmp_path) -> None:
 
 def test_save_of_truncated_view_stores_only_kept_rows(tmp_path) -> None:
     big = make_prior(d=50_000, k=8)
-    big.truncated(1).save(tmp_path / "a.pt")
-    big.save(tmp_path / "b.pt")
+    save_prior(big.truncated(1), tmp_path / "a.pt")
+    save_prior(big, tmp_path / "b.pt")
     assert (tmp_path / "a.pt").stat().st_size < 0.5 * (tmp_path / "b.pt").stat().st_size
 
 
 def test_load_errors(tmp_path) -> None:
     prior = make_prior()
     path = tmp_path / "prior.pt"
-    prior.save(path)
-    with pytest.raises(ValueError, match=f"prior has D={D} parameters but the model's backbone "
-                                         "has 23508032"):
-        GaussianPrior.load(path, expected_dim=23_508_032)
+    save_prior(prior, path)
+    with pytest.raises(ValueError, match=f"prior.pt has D={D} parameters but the model's "
+                                         "backbone has 23508032"):
+        load_prior(path, expected_dim=23_508_032)
     with pytest.raises(FileNotFoundError, match="prior file not found: .*nope.pt"):
-        GaussianPrior.load(tmp_path / "nope.pt")
+        load_prior(tmp_path / "nope.pt")
     torch.save({"format": "something-else", "mean": prior.mean}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a bprior prior file: format tag 'something-else'"):
-        GaussianPrior.load(tmp_path / "bad.pt")
+        load_prior(tmp_path / "bad.pt")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     with pytest.raises(ValueError, match="not a bprior prior file"):
-        GaussianPrior.load(tmp_path / "tensor.pt")
+        load_prior(tmp_path / "tensor.pt")
 
 
 def test_load_rejects_header_mismatch_and_invalid_tensors(tmp_path) -> None:
     prior = make_prior()
-    prior.save(tmp_path / "p.pt")
+    save_prior(prior, tmp_path / "p.pt")
     payload = torch.load(tmp_path / "p.pt", weights_only=True)
     payload["rank"] = 5
     torch.save(payload, tmp_path / "rank.pt")
     with pytest.raises(ValueError, match="header says dim=7, rank=5"):
-        GaussianPrior.load(tmp_path / "rank.pt")
+        load_prior(tmp_path / "rank.pt")
     payload["rank"] = K
     payload["variance"] = -payload["variance"]
     torch.save(payload, tmp_path / "neg.pt")
     with pytest.raises(ValueError, match="variance has 7 negative entries"):
-        GaussianPrior.load(tmp_path / "neg.pt")
+        load_prior(tmp_path / "neg.pt")
 
 
 # ----------------------------------------------------------------------------- authors' format
@@ -361,49 +368,49 @@ def test_authors_files_round_trip(tmp_path) -> None:
     prior = make_prior().to(dtype=torch.float32)
     state = {"conv.weight": torch.randn(2, 3), "bn.running_mean": torch.zeros(2)}
     prefix = tmp_path / "simclr"
-    prior.to_authors_files(prefix, backbone_state_dict=state)
+    save_authors_prior(prior, prefix, backbone_state_dict=state)
     assert torch.load(f"{prefix}_covmat.pt", weights_only=True).shape == (K, D)
-    loaded, loaded_state = GaussianPrior.from_authors_files(prefix, model_state=True)
+    loaded, loaded_state = load_authors_prior(prefix, model_state=True)
     assert loaded.mean.equal(prior.mean) and loaded.variance.equal(prior.variance)
     assert loaded.cov_factor.equal(prior.cov_factor)
     assert loaded.meta["stored_rank"] == K
     assert loaded_state.keys() == state.keys()
     assert all(loaded_state[k].equal(v) for k, v in state.items())
     assert load_authors_model_state(prefix)["conv.weight"].equal(state["conv.weight"])
-    two = GaussianPrior.from_authors_files(prefix, rank=2)
+    two = load_authors_prior(prefix, rank=2)
     assert two.rank == 2 and two.cov_factor.equal(prior.cov_factor[:2])
 
 
 def test_authors_files_without_model_file(tmp_path) -> None:
     prefix = tmp_path / "p"
-    make_prior().to_authors_files(prefix)
-    assert GaussianPrior.from_authors_files(prefix).rank == K
+    save_authors_prior(make_prior(), prefix)
+    assert load_authors_prior(prefix).rank == K
     with pytest.raises(FileNotFoundError, match=r"p_model\.pt \(the 'model' file\).*four files"):
-        GaussianPrior.from_authors_files(prefix, model_state=True)
+        load_authors_prior(prefix, model_state=True)
 
 
 @pytest.mark.parametrize("missing", ["mean", "variance", "covmat"])
 def test_authors_files_missing_file_is_named(tmp_path, missing: str) -> None:
     prefix = tmp_path / "p"
-    make_prior().to_authors_files(prefix, backbone_state_dict={"w": torch.zeros(1)})
+    save_authors_prior(make_prior(), prefix, backbone_state_dict={"w": torch.zeros(1)})
     (tmp_path / f"p_{missing}.pt").unlink()
     with pytest.raises(FileNotFoundError, match=rf"p_{missing}\.pt \(the '{missing}' file\); "
                                                 "the authors' format expects four files"):
-        GaussianPrior.from_authors_files(prefix)
+        load_authors_prior(prefix)
 
 
 def test_authors_files_rank_and_variance_floor(tmp_path) -> None:
     prefix = tmp_path / "p"
     prior = make_prior()
-    prior.to_authors_files(prefix)
+    save_authors_prior(prior, prefix)
     with pytest.raises(ValueError, match="requested rank 7 but this prior stores only 3"):
-        GaussianPrior.from_authors_files(prefix, rank=7)
+        load_authors_prior(prefix, rank=7)
     bad = prior.variance.clone()
     bad[0], bad[1] = 0.0, -1e-9
     torch.save(bad, f"{prefix}_variance.pt")
     with pytest.raises(ValueError, match="has 2 non-positive entries.*variance_floor"):
-        GaussianPrior.from_authors_files(prefix)
-    floored = GaussianPrior.from_authors_files(prefix, variance_floor=1e-8)
+        load_authors_prior(prefix)
+    floored = load_authors_prior(prefix, variance_floor=1e-8)
     assert floored.variance[:2].tolist() == [1e-8, 1e-8]
     assert floored.variance[2:].equal(prior.variance[2:])
     assert floored.meta["n_variance_clamped"] == 2
@@ -412,10 +419,10 @@ def test_authors_files_rank_and_variance_floor(tmp_path) -> None:
 def test_authors_files_transposed_covmat(tmp_path) -> None:
     prefix = tmp_path / "p"
     prior = make_prior()
-    prior.to_authors_files(prefix)
+    save_authors_prior(prior, prefix)
     torch.save(prior.cov_factor.T.contiguous(), f"{prefix}_covmat.pt")
     with pytest.raises(ValueError, match="looks transposed"):
-        GaussianPrior.from_authors_files(prefix)
+        load_authors_prior(prefix)
 
 
 def test_principal_truncation_keeps_the_best_low_rank_approximation() -> None:
@@ -455,3 +462,11 @@ def test_with_trace_fixes_the_total_variance() -> None:
     # below its float64 sum) is left as it is, not refused
     same = prior.with_trace(target * (1 - 1e-12))
     assert torch.equal(same.variance, prior.variance)
+
+
+def test_check_covers_names_the_prior_and_both_sizes() -> None:
+    prior = make_prior()
+    check_covers(prior, D)  # fits: no error
+    with pytest.raises(ValueError, match=f"prior 'ssl' has D={D} parameters but the model's "
+                                         f"backbone has {D + 1}; a prior fits only"):
+        check_covers(prior, D + 1, "prior 'ssl'")

@@ -76,6 +76,12 @@ def local_results(tiny, learned, tmp_path_factory) -> dict[str, dict]:
     return records(tiny, runs, root)
 
 
+def ray_sweep(profile: dict, runs: list[dict], root: Path, **kwargs) -> dict[str, int]:
+    """`run_sweep` on the Ray back end as these tests run it (one run per pack)."""
+    return study.run_sweep(profile, runs, root, workers=WORKERS, progress=False, pack=1,
+                           backend="ray", **kwargs)
+
+
 def records(profile: dict, runs: list[dict], root: Path) -> dict[str, dict]:
     """Each run's stored record without its timing fields."""
     out = {}
@@ -95,12 +101,11 @@ def without_prior_files(members, profile, root):
     """On a worker: a pack that fails if it reads a prior file (it gets the driver's priors)."""
     from unittest import mock
 
-    from bprior_core.prior import GaussianPrior
-
     def refuse(*args, **kwargs):
         raise AssertionError("a Ray worker read a prior file")
 
-    with mock.patch.object(GaussianPrior, "load", refuse):
+    with (mock.patch.object(study.priors, "load_prior", refuse),
+          mock.patch.object(study.priors, "load_torch_file", refuse)):
         out = study.execute_pack(members, profile, root)
     return [{**r, "worker_threads": torch.get_num_threads()} for r in out]
 
@@ -121,8 +126,7 @@ def test_ray_writes_the_local_back_ends_result_files(ray_local, tiny, learned, l
                                                       tmp_path) -> None:
     root = fresh(learned, tmp_path)
     runs = study.plan(tiny, ["rank"])
-    counts = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
-                             backend="ray", execute=without_prior_files)
+    counts = ray_sweep(tiny, runs, root, execute=without_prior_files)
     assert counts["ran"] == len(runs) == 2 and counts["skipped"] == 0
     got = records(tiny, runs, root)
     assert {r.pop("worker_threads") for r in got.values()} == {1}
@@ -133,8 +137,7 @@ def test_ray_writes_the_local_back_ends_result_files(ray_local, tiny, learned, l
 
     # resume: a lost result file retrains only its pack, to the same numbers
     study.result_path(tiny, runs[1], root).unlink()
-    again = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
-                            backend="ray")
+    again = ray_sweep(tiny, runs, root)
     assert again["skipped"] == 1 and again["ran"] == 1
     assert records(tiny, runs, root) == local_results
 
@@ -143,8 +146,7 @@ def test_a_pack_whose_worker_dies_is_retried(ray_local, tiny, learned, local_res
                                              tmp_path) -> None:
     root = fresh(learned, tmp_path)
     runs = study.plan(tiny, ["rank"])
-    counts = study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
-                             backend="ray", execute=dies_once)
+    counts = ray_sweep(tiny, runs, root, execute=dies_once)
     assert counts["ran"] == len(runs)
     assert len(list(root.glob("attempted-*"))) == len(runs)  # every pack died once
     assert records(tiny, runs, root) == local_results
@@ -159,8 +161,7 @@ def test_a_packs_own_error_reaches_the_driver_unretried(ray_local, tiny, learned
     root = fresh(learned, tmp_path)
     runs = study.plan(tiny, ["rank"])[:1]
     with pytest.raises(study.StudyError, match="^this pack does not fit$"):
-        study.run_sweep(tiny, runs, root, workers=WORKERS, progress=False, pack=1,
-                        backend="ray", execute=fails)
+        ray_sweep(tiny, runs, root, execute=fails)
     assert len(list(root.glob("attempt-*"))) == 1
     assert not (study.output_dir(tiny, root) / "runs").exists()
 

@@ -14,7 +14,13 @@ import pytest
 
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
-from bprior_core.report import NOTEBOOK_DIR, NOTEBOOKS, build_report, render_html
+from bprior_core.report import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    build_report,
+    grid_edges_markdown,
+    render_html,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # a 1x1 PNG
@@ -96,6 +102,7 @@ def test_report_holds_verdict_table_and_figures(smoke_report):
     figures = re.findall(r'<img[^>]+src="data:image/png;base64,', page)
     assert len(figures) >= 3, "rank, scale and inference figures must be embedded"
     assert "Temperature T = " in page and "Rescaling rule" in page and "15 equal-width" in page
+    assert "Grid edges." in page  # the smoke profile tunes its arms
     assert "def " not in page, "code cells must be hidden"
     assert 'href="html/02_rank.html"' in page
     for html_page in [report, *sorted((out / "html").glob("*.html"))]:
@@ -173,3 +180,14 @@ def test_plan_lists_gpu_profile(capsys):
     assert main(["plan", "--profile", "flowers102-resnet50"]) == 0
     text = capsys.readouterr().out
     assert "1038 runs" in text and "sghmc+learned" in text
+
+
+def test_grid_edges_in_words():
+    rows = [{"arm": "sgd+learned", "parameter": "scale", "grid": [1e3, 1e5, 1e7], "choices": 6,
+             "at_low": 1, "at_high": 4},
+            {"arm": "sgd+zero", "parameter": "variance", "grid": [0.1, 10.0], "choices": 6,
+             "at_low": 0, "at_high": 0}]
+    text = grid_edges_markdown(rows)
+    assert "`sgd+learned` chose the smallest scale of its grid (1000) in 1 of 6 choices" in text
+    assert "the largest scale of its grid (1e+07) in 4 of 6" in text and "sgd+zero" not in text
+    assert "inside" in grid_edges_markdown(rows[1:]) and grid_edges_markdown([]).startswith("No")

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from bprior_core import claims
-from bprior_core.selection import best_by_validation, chosen_values, select_tuned
+from bprior_core.selection import best_by_validation, chosen_values, grid_edges, select_tuned
 
 
 def run(arm: str, value: float, seed: int, val_nll: float, test_acc: float, *, n: int = 50,
@@ -102,3 +102,21 @@ def test_c1_best_rank_is_the_validation_choice_not_the_test_best():
     assert c1["evidence"]["parts"]["a"]["best_rank"] == 1
     assert c1["evidence"]["parts"]["a"]["chosen_on"] == "validation"
     assert c1["evidence"]["effect"] == pytest.approx(0.02)
+
+
+def test_grid_edges_count_choices_on_either_end_of_the_grid():
+    records = []
+    for s in range(4):  # sgd+learned: seeds 0-2 choose 1e7 (the top), seed 3 chooses 1e5
+        for v in (1e3, 1e5, 1e7):
+            best = 1e5 if s == 3 else 1e7
+            records.append(run("sgd+learned", v, s, val_nll=0.1 if v == best else 0.9,
+                               test_acc=0.5))
+    for s in range(2):  # sgd+zero: always the smallest variance
+        for v in (10.0, 0.1):
+            records.append(run("sgd+zero", v, s, val_nll=0.1 if v == 0.1 else 0.9, test_acc=0.5))
+    assert grid_edges(select_tuned(records)) == [
+        {"arm": "sgd+learned", "parameter": "scale", "grid": [1e3, 1e5, 1e7], "choices": 4,
+         "at_low": 0, "at_high": 3},
+        {"arm": "sgd+zero", "parameter": "variance", "grid": [0.1, 10.0], "choices": 2,
+         "at_low": 2, "at_high": 0}]
+    assert grid_edges(records) == []  # nothing selected yet: no choices

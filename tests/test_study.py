@@ -17,6 +17,7 @@ from bprior_core.config import load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
+from bprior_core.prior_files import load_prior, save_authors_prior
 from bprior_core.study import execution
 from bprior_core.train import BAYESIAN_METHODS, RunOutcome
 
@@ -502,7 +503,7 @@ def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
     assert paths == {("ssl", 0): prior_file} and backbone_file.exists()
-    stored = GaussianPrior.load(prior_file)
+    stored = load_prior(prior_file)
     assert stored.meta["source_id"] == study.prior_source_id(profile, "ssl")
     assert stored.rank == 3
     mtime = prior_file.stat().st_mtime_ns
@@ -540,7 +541,7 @@ def test_learned_priors_are_repeatable(smoke, tmp_path):
     for folder in ("a", "b"):
         torch.manual_seed(1234 if folder == "a" else 4321)  # global RNG state must not matter
         path = study.learn_priors(smoke, ["ssl"], root=tmp_path / folder, progress=False)["ssl", 0]
-        learned.append(GaussianPrior.load(path))
+        learned.append(load_prior(path))
     a, b = learned
     assert torch.equal(a.mean, b.mean) and torch.equal(a.variance, b.variance)
     assert torch.equal(a.cov_factor, b.cov_factor)
@@ -584,8 +585,8 @@ def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path
     variance = torch.full_like(mean, 1e-4)
     variance[:3] = 0.0
     prefix = tmp_path / "published"
-    GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(2, mean.numel())).to_authors_files(
-        prefix, model.backbone.state_dict())
+    published = GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(2, mean.numel()))
+    save_authors_prior(published, prefix, model.backbone.state_dict())
     torch.save(variance, f"{prefix}_variance.pt")
     profile = copy.deepcopy(smoke)
     profile["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None})
@@ -613,6 +614,6 @@ def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
                                          collect_every=2)
     paths = study.learn_priors(profile, [("ssl", 0), ("ssl", 1)], root=tmp_path, progress=False)
     assert paths[("ssl", 0)] != paths[("ssl", 1)]
-    first, second = (GaussianPrior.load(paths["ssl", d]) for d in (0, 1))
+    first, second = (load_prior(paths["ssl", d]) for d in (0, 1))
     assert first.meta["source_id"]["seed"] == 0 and second.meta["source_id"]["seed"] == 1
     assert not torch.equal(first.mean, second.mean)

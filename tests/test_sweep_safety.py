@@ -1,5 +1,5 @@
 """Issue 8: result files are standard JSON (NaN stored as null), one process per profile runs a
-sweep, and a sweep with several workers resumes to byte-identical result files."""
+sweep or learns priors, and a sweep with several workers resumes to byte-identical result files."""
 
 from __future__ import annotations
 
@@ -91,6 +91,22 @@ def test_a_held_lock_stops_a_second_sweep(smoke, tmp_path) -> None:
                             RuntimeError("boom")))
     with profile_lock(smoke, tmp_path):
         pass
+
+
+def test_a_held_lock_stops_prior_learning_but_not_reading(smoke, tmp_path, monkeypatch) -> None:
+    smoke = dict(smoke, workers=1)  # learned in this process, where learn_one is replaced
+    learned = []
+    monkeypatch.setattr(study.priors, "learn_one", lambda *a, **k: learned.append(a[1:3]))
+    with profile_lock(smoke, tmp_path):
+        with pytest.raises(study.StudyError, match="another bprior process is running profile"):
+            study.learn_priors(smoke, [("ssl", 0)], tmp_path, progress=False)
+        assert learned == []  # nothing learned while another process holds the lock
+        monkeypatch.setattr(study.priors, "_is_stored", lambda *a: True)
+        paths = study.learn_priors(smoke, [("ssl", 0)], tmp_path, progress=False)
+        assert list(paths) == [("ssl", 0)]  # stored priors are read without the lock
+    monkeypatch.setattr(study.priors, "_is_stored", lambda *a: False)
+    study.learn_priors(smoke, [("ssl", 0), ("supervised", 1)], tmp_path, progress=False)
+    assert learned == [("ssl", 0), ("supervised", 1)]
 
 
 def test_a_second_process_is_refused_while_the_first_runs(smoke, tmp_path) -> None:

@@ -44,7 +44,7 @@ __all__ = [
     "EXPERIMENTS", "StudyError", "build_run_prior", "check_prior_files", "default_outputs",
     "execute_pack", "execute_run", "is_done", "learn_priors", "load_prior_and_backbone",
     "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
-    "prepare_priors", "prior_location", "prior_paths", "prior_source_id", "read_record",
-    "resolve_device", "resolve_pack_size", "result_path", "run_experiment", "run_sweep",
-    "source_task", "write_json_atomic",
+    "prepare_priors", "prior_location", "prior_paths", "prior_source_id",
+    "read_record", "resolve_device", "resolve_pack_size", "result_path", "run_experiment",
+    "run_sweep", "source_task", "write_json_atomic",
 ]

@@ -21,18 +21,20 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write
-from ..config import load_profile
+from ..config import load_profile, profile_path
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
 from ..jsonsafe import to_plain
 from ..models import build_model, num_prior_parameters
+from ..prior import check_covers
 from ..train import TrainSettings
 from .datasets import DataKey, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import result_path
 from .planning import digest, make_packs, plan
-from .priors import build_run_prior, check_prior_files, load_prior_and_backbone, prior_location
+from .preflight import preflight
+from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
     auto_pack_size,
     resolve_device,
@@ -66,9 +68,10 @@ def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
     source, draw = cfg["prior"]["source"], cfg["prior"]["draw"]
     learned, backbone_state = load_prior_and_backbone(
         prior_location(profile, source, root, draw))
-    if learned.dim != dim:
-        raise StudyError(f"prior {source!r} has D={learned.dim} parameters but model "
-                         f"{cfg['model']!r} has {dim}")
+    try:
+        check_covers(learned, dim, f"prior {source!r} (model {cfg['model']!r})")
+    except ValueError as exc:
+        raise StudyError(str(exc)) from None
     key = json.dumps(cfg["prior"], sort_keys=True)
     if key not in priors:
         priors[key] = build_run_prior(cfg["prior"], learned)
@@ -242,8 +245,13 @@ def load_results(
 def run_experiment(
     profile_or_name: dict | str, experiment: str, root: Path | None = None, progress: bool = True
 ) -> dict[str, int]:
-    """Plan and execute one experiment of a profile (what the notebooks call)."""
-    profile = (load_profile(profile_or_name) if isinstance(profile_or_name, str)
-               else profile_or_name)
-    check_prior_files(profile, [experiment])
+    """Check (`preflight`), plan and execute one experiment of a profile (what the notebooks
+    call). Given a profile name or path, the outputs folder is also checked to belong to that
+    profile file."""
+    if isinstance(profile_or_name, str):
+        profile_file = profile_path(profile_or_name)
+        profile = load_profile(profile_file)
+    else:
+        profile, profile_file = profile_or_name, None
+    preflight(profile, root, [experiment], profile_file=profile_file)
     return run_sweep(profile, plan(profile, [experiment]), root, progress=progress)

@@ -1,10 +1,12 @@
-"""One process per profile: a lock file in `outputs/<name>/` held while a sweep executes.
+"""One process per profile: a lock file in `outputs/<name>/` held while a sweep executes or
+priors are learned.
 
 Two `bprior run` (or `report`) processes on the same profile and outputs folder would otherwise
-both see the same runs missing and train them twice. The lock is an advisory `fcntl.flock` on
-`outputs/<name>/.bprior.lock`, taken without waiting: the second process stops at once with a
-StudyError naming the profile and the lock file. The operating system releases the lock when the
-holder exits, however it exits (crash, kill -9), so a stale lock file never blocks a later run.
+both see the same runs (or priors) missing and train them twice. The lock is an advisory
+`fcntl.flock` on `outputs/<name>/.bprior.lock`, taken without waiting: the second process stops
+at once with a StudyError naming the profile and the lock file. The operating system releases
+the lock when the holder exits, however it exits (crash, kill -9), so a stale lock file never
+blocks a later run.
 Where `fcntl` does not exist (Windows) runs are not locked.
 """
 

@@ -16,14 +16,17 @@ from ..atomic import atomic_torch_save
 from ..data import TensorTask, fashion_mnist_task
 from ..learn import PriorLearningSettings, learn_prior
 from ..models import build_model
-from ..prior import (
-    GaussianPrior,
+from ..prior import GaussianPrior, rescale
+from ..prior_files import (
     PriorFileError,
     load_authors_model_state,
+    load_authors_prior,
+    load_prior,
     load_torch_file,
-    rescale,
+    save_prior,
 )
 from .errors import StudyError
+from .lock import profile_lock
 from .paths import prior_paths
 from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
 from .resources import resolve_device, set_worker_threads, threads_per_worker, torch_threads
@@ -66,7 +69,7 @@ def _stored_source_id(prior_file: Path, backbone_file: Path) -> str | None:
     if not (prior_file.exists() and backbone_file.exists()):
         return None
     try:
-        stored = GaussianPrior.load(prior_file)
+        stored = load_prior(prior_file)
         load_torch_file(backbone_file)
     except PriorFileError as exc:
         warnings.warn(f"{exc}; learning this prior again", stacklevel=3)
@@ -81,10 +84,22 @@ def learn_priors(
     """Learn (or reuse, if already stored with the same settings) the priors `(name, draw)` (a
     bare name is draw 0); draw d is learned with seed d (initial weights, batch order,
     augmentations). Each prior is learned with `threads_per_worker(workers)` threads, on the
-    CPU in `workers` processes at once, so priors do not depend on how they were scheduled."""
+    CPU in `workers` processes at once, so priors do not depend on how they were scheduled.
+    Learning holds the profile's lock (`lock.profile_lock`): a second process stops at once
+    instead of learning the same priors."""
     pairs = [(d, 0) if isinstance(d, str) else tuple(d) for d in draws]
     paths = {(n, d): prior_paths(profile, n, root, d)[0] for n, d in pairs}
-    todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
+    if all(_is_stored(profile, n, d, root) for n, d in pairs):
+        return paths
+    with profile_lock(profile, root):
+        todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
+        _learn(profile, todo, root, device, progress)
+    return paths
+
+
+def _learn(profile: dict, todo: list[tuple[str, int]], root: Path | None, device: str,
+           progress: bool) -> None:
+    """Learn the priors `todo`, in worker processes on the CPU when there are several."""
     workers = profile["workers"]
     threads = threads_per_worker(workers)
     if device == "cpu" and workers > 1 and len(todo) > 1:
@@ -99,7 +114,6 @@ def learn_priors(
         with torch_threads(threads):
             for name, draw in todo:
                 learn_one(profile, name, draw, root, device, progress)
-    return paths
 
 
 def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
@@ -125,7 +139,7 @@ def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, dev
                           meta={**prior.meta, "source_id": prior_source_id(profile, name, draw)})
     prior_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, backbone_file)
-    prior.save(prior_file)
+    save_prior(prior, prior_file)
     return prior_file
 
 
@@ -158,14 +172,13 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
     if where in _preloaded:
         return _preloaded[where]
     if where.files_prefix is not None:
-        prior = GaussianPrior.from_authors_files(where.files_prefix,
-                                                 variance_floor=where.variance_floor)
+        prior = load_authors_prior(where.files_prefix, variance_floor=where.variance_floor)
         return prior, load_authors_model_state(where.files_prefix)
     if not where.prior_file.exists():
         raise StudyError(f"prior {where.name!r} has not been learned yet ({where.prior_file} "
                          "missing); run the 01_learn_prior step (`bprior report` does it first)")
     state = load_torch_file(where.backbone_file)
-    return GaussianPrior.load(where.prior_file), state
+    return load_prior(where.prior_file), state
 
 
 # Priors handed in by a back end whose workers cannot read the driver's files (`ray_backend`):
