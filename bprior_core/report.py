@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .claim_text import HOLM_RULE, NONLEARNED_TEXT
+from .claims import MARGINS
 from .config import load_profile, profile_path
 from .study import output_dir, plan, prepare_priors, run_sweep
 from .study.preflight import preflight
@@ -95,22 +96,35 @@ def evidence_html(claims: list[dict]) -> str:
     return "".join(parts)
 
 
-def grid_edges_markdown(rows: list[dict]) -> str:
-    """`selection.grid_edges` in words: which tuned arms chose an end of their grid, how often."""
+def grid_edges_markdown(rows: list[dict], flat: float = MARGINS["nll"]) -> str:
+    """`selection.grid_edges` in words: which tuned arms chose an end of their grid, how often,
+    and whether the metric still improved there (a validation NLL gain over the next value
+    inward of at least `flat` nats, the NLL margin) or had flattened out."""
     if not rows:
         return "No tuned arms in this profile."
-    found = []
+    found, improving = [], False
     for r in rows:
-        for side, count, value in (("smallest", r["at_low"], r["grid"][0]),
-                                   ("largest", r["at_high"], r["grid"][-1])):
-            if count:
-                found.append(f"`{r['arm']}` chose the {side} {r['parameter']} of its grid "
-                             f"({value:g}) in {count} of {r['choices']} choices")
+        for side, count, value, inward, gain in (
+                ("smallest", r["at_low"], r["grid"][0], r["grid"][1:2], r["low_gain"]),
+                ("largest", r["at_high"], r["grid"][-1], r["grid"][-2:-1], r["high_gain"])):
+            if not count:
+                continue
+            text = (f"`{r['arm']}` chose the {side} {r['parameter']} of its grid ({value:g}) in "
+                    f"{count} of {r['choices']} choices")
+            if gain is not None and inward:
+                trend = "still improving" if gain >= flat else "flat"
+                improving |= gain >= flat
+                text += (f", on average {gain:.3f} nats of validation NLL better than "
+                         f"{inward[0]:g} ({trend})")
+            found.append(text)
     if not found:
         return "**Grid edges.** Every validation choice lies inside its arm's grid."
-    return ("**Grid edges.** " + "; ".join(found) + ". A choice on the edge of the grid means "
-            "the best value may lie beyond it: that arm is tuned only as well as its grid allows "
-            "(widen `experiments.inference.tuning` on that side to find out).")
+    advice = ("Where the metric is still improving at the edge, the best value may lie beyond "
+              "the grid and that arm is tuned only as well as its grid allows: widen "
+              "`experiments.inference.tuning` on that side." if improving else
+              f"Every edge gain is below {flat:g} nats (the NLL margin): the metric has "
+              "flattened out there, so a wider grid would change little.")
+    return "**Grid edges.** " + "; ".join(found) + ". " + advice
 
 
 def methods_markdown(profile: dict, records: list[dict]) -> str:

@@ -90,20 +90,33 @@ def chosen_values(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
 
 def grid_edges(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Per tuned arm: how many of its validation choices fell on the smallest or the largest
-    value of its grid. A choice on the edge says the best value may lie outside the grid, so the
-    arm was not tuned as well as it could be (and a comparison between arms may say more about
-    the grids than about the priors). Rows: arm, parameter, grid (sorted), choices, at_low,
-    at_high."""
+    value of its grid, and by how much the chosen edge beat the next value inward (mean
+    validation NLL gain over those choices, nats). A choice on the edge with a clear gain says
+    the best value may lie outside the grid, so the arm is tuned only as well as its grid
+    allows; a gain near 0 says the metric has flattened out there. Rows: arm, parameter, grid
+    (sorted), choices, at_low, at_high, low_gain, high_gain (None without such choices)."""
     rows: dict[str, dict] = {}
+    gains: dict[tuple[str, str], list[float]] = {}
     for record in selected:
         sel = record.get("selection")
         if not sel:
             continue
         grid = sorted(sel["candidates"])
-        row = rows.setdefault(record["config"]["arm"], {
-            "arm": record["config"]["arm"], "parameter": sel["parameter"], "grid": grid,
-            "choices": 0, "at_low": 0, "at_high": 0})
+        arm = record["config"]["arm"]
+        row = rows.setdefault(arm, {"arm": arm, "parameter": sel["parameter"], "grid": grid,
+                                    "choices": 0, "at_low": 0, "at_high": 0})
         row["choices"] += 1
-        row["at_low"] += int(len(grid) > 1 and sel["value"] == grid[0])
-        row["at_high"] += int(len(grid) > 1 and sel["value"] == grid[-1])
+        if len(grid) < 2:
+            continue
+        for side, edge, inward in (("low", grid[0], grid[1]), ("high", grid[-1], grid[-2])):
+            if sel["value"] == edge:
+                row[f"at_{side}"] += 1
+                nll = dict(zip(sel["candidates"], sel["candidates_val_nll"], strict=True))
+                if nll.get(inward) is not None:
+                    gains.setdefault((arm, side), []).append(nll[inward] - sel["val_nll"])
+    for (arm, side), values in gains.items():
+        rows[arm][f"{side}_gain"] = sum(values) / len(values)
+    for row in rows.values():
+        row.setdefault("low_gain", None)
+        row.setdefault("high_gain", None)
     return [rows[arm] for arm in sorted(rows)]

@@ -184,10 +184,14 @@ def test_plan_lists_gpu_profile(capsys):
 
 def test_grid_edges_in_words():
     rows = [{"arm": "sgd+learned", "parameter": "scale", "grid": [1e3, 1e5, 1e7], "choices": 6,
-             "at_low": 1, "at_high": 4},
+             "at_low": 1, "at_high": 4, "low_gain": 0.05, "high_gain": 0.004},
             {"arm": "sgd+zero", "parameter": "variance", "grid": [0.1, 10.0], "choices": 6,
-             "at_low": 0, "at_high": 0}]
+             "at_low": 0, "at_high": 0, "low_gain": None, "high_gain": None}]
     text = grid_edges_markdown(rows)
-    assert "`sgd+learned` chose the smallest scale of its grid (1000) in 1 of 6 choices" in text
-    assert "the largest scale of its grid (1e+07) in 4 of 6" in text and "sgd+zero" not in text
+    assert ("`sgd+learned` chose the smallest scale of its grid (1000) in 1 of 6 choices, on "
+            "average 0.050 nats of validation NLL better than 100000 (still improving)") in text
+    assert "largest scale of its grid (1e+07) in 4 of 6 choices" in text and "(flat)" in text
+    assert "widen `experiments.inference.tuning`" in text and "sgd+zero" not in text
+    flat = grid_edges_markdown([{**rows[0], "at_low": 0}])
+    assert "flattened out" in flat and "widen" not in flat
     assert "inside" in grid_edges_markdown(rows[1:]) and grid_edges_markdown([]).startswith("No")

@@ -114,9 +114,10 @@ def test_grid_edges_count_choices_on_either_end_of_the_grid():
     for s in range(2):  # sgd+zero: always the smallest variance
         for v in (10.0, 0.1):
             records.append(run("sgd+zero", v, s, val_nll=0.1 if v == 0.1 else 0.9, test_acc=0.5))
-    assert grid_edges(select_tuned(records)) == [
+    rows = grid_edges(select_tuned(records))
+    assert rows == [
         {"arm": "sgd+learned", "parameter": "scale", "grid": [1e3, 1e5, 1e7], "choices": 4,
-         "at_low": 0, "at_high": 3},
+         "at_low": 0, "at_high": 3, "low_gain": None, "high_gain": pytest.approx(0.8)},
         {"arm": "sgd+zero", "parameter": "variance", "grid": [0.1, 10.0], "choices": 2,
-         "at_low": 2, "at_high": 0}]
+         "at_low": 2, "at_high": 0, "low_gain": pytest.approx(0.8), "high_gain": None}]
     assert grid_edges(records) == []  # nothing selected yet: no choices
