@@ -462,6 +462,29 @@ def test_is_done_ignores_a_file_with_a_different_config(smoke, tmp_path) -> None
     assert not study.is_done(smoke, run, tmp_path)
 
 
+@pytest.mark.parametrize("content", [b"null", b"[1, 2]", b'"a string"', b"\xff\xfe{}"],
+                         ids=["null", "list", "string", "not-utf8"])
+def test_a_run_file_that_is_not_a_record_counts_as_missing(smoke, tmp_path, capsys,
+                                                           content) -> None:
+    """A run file that parses but is not an object, or is not UTF-8, is treated as missing by
+    plan, load_results and the sweep (which runs it again), never a traceback."""
+    from bprior_core.cli import main
+
+    run = study.plan(smoke)[0]
+    path = study.result_path(smoke, run, tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    assert study.read_record(path) is None and not study.is_done(smoke, run, tmp_path)
+    assert study.load_results(smoke, tmp_path) == []
+    assert main(["plan", "--profile", "smoke", "--outputs", str(tmp_path)]) == 0
+    assert "0 already done" in capsys.readouterr().out
+    calls: list[str] = []
+    counts = study.run_sweep(smoke, [run], tmp_path, workers=1, progress=False,
+                             execute=make_execute(calls))
+    assert calls == [run["id"]] and counts["ran"] == 1
+    assert study.is_done(smoke, run, tmp_path)
+
+
 def test_write_json_atomic_leaves_no_temporary_files(tmp_path) -> None:
     path = tmp_path / "deep" / "runs" / "r.json"
     obj = {"b": [1, 2.5, None], "a": {"x": "y"}}
