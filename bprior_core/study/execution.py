@@ -155,10 +155,15 @@ def read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | None:
+    """The run's stored record if its result file holds one of the same configuration."""
+    record = read_record(result_path(profile, run, root))
+    return record if record is not None and record.get("config") == run["config"] else None
+
+
 def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
     """A run is done when its result file holds a record of the same configuration."""
-    record = read_record(result_path(profile, run, root))
-    return record is not None and record.get("config") == run["config"]
+    return stored_record(profile, run, root) is not None
 
 
 @holds_profile_lock  # a second process on the same profile and outputs stops at once
@@ -236,8 +241,8 @@ def load_results(
     for run in plan(profile):
         if experiment and run["config"]["experiment"] != experiment:
             continue
-        record = read_record(result_path(profile, run, root))
-        if record is not None and record.get("config") == run["config"]:
+        record = stored_record(profile, run, root)
+        if record is not None:
             records.append(record)
     return records
 
