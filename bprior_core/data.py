@@ -76,28 +76,81 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _fmnist_candidates(root: str | os.PathLike | None) -> list[Path]:
-    dirs = [Path(root)] if root else []
+FMNIST_FILES = tuple(name for pair in _FMNIST_FILES.values() for name in pair)
+
+
+def _layouts(folder: Path) -> list[Path]:
+    """Where under `folder` the four IDX files may lie: in it, in `fashion-mnist/`, or in
+    torchvision's download layout `FashionMNIST/raw/`."""
+    return [folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"]
+
+
+def _holds_fmnist(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in FMNIST_FILES)
+
+
+def _given_location(root: str | os.PathLike | None) -> tuple[str, Path] | None:
+    """The location the user named: `data.root` (the profile), else $BPRIOR_DATA; None if
+    neither is set."""
+    if root:
+        return "data.root", Path(root)
     if os.environ.get("BPRIOR_DATA"):
-        dirs.append(Path(os.environ["BPRIOR_DATA"]) / "fashion-mnist")
-    dirs += [DEBIAN_FMNIST_DIR, Path.home() / ".cache" / "bprior" / "fashion-mnist"]
-    return dirs
-
-
-def _find_fmnist_dir(root: str | os.PathLike | None) -> Path | None:
-    for d in _fmnist_candidates(root):
-        if all((d / name).exists() for pair in _FMNIST_FILES.values() for name in pair):
-            return d
-    # torchvision's download layout
-    for d in _fmnist_candidates(root):
-        raw = d / "FashionMNIST" / "raw"
-        if all((raw / name).exists() for pair in _FMNIST_FILES.values() for name in pair):
-            return raw
+        return "$BPRIOR_DATA", Path(os.environ["BPRIOR_DATA"])
     return None
 
 
-def _download_fmnist(target: Path, root: str | os.PathLike | None = None) -> Path:
-    """Fall back to torchvision's downloader; fail with instructions when offline."""
+def _system_locations() -> list[Path]:
+    """Copies looked for only when no location is given: Debian's package, the user cache."""
+    cache = cache_dir()
+    return [DEBIAN_FMNIST_DIR, cache / "fashion-mnist", cache / "FashionMNIST" / "raw"]
+
+
+def cache_dir() -> Path:
+    """~/.cache/bprior: downloads when no data location is given."""
+    return Path.home() / ".cache" / "bprior"
+
+
+def _not_there(label: str, folder: Path) -> DataUnavailableError:
+    """The error for a named location without the data: what is there, what is expected."""
+    partial = [(d, [n for n in FMNIST_FILES if not (d / n).is_file()]) for d in _layouts(folder)
+               if any((d / n).is_file() for n in FMNIST_FILES)]
+    found = "".join(f"; {d} lacks {', '.join(missing)}" for d, missing in partial)
+    state = "does not exist" if not folder.exists() else "does not hold Fashion-MNIST"
+    return DataUnavailableError(
+        f"{label} is {folder}, which {state}{found}: expected the four IDX files "
+        f"{', '.join(FMNIST_FILES)} in it, in its fashion-mnist/ or in its FashionMNIST/raw/ "
+        f"subfolder; fix {label} (or unset it to use the system copy, e.g. Debian's "
+        "`dataset-fashion-mnist`)")
+
+
+def locate_fashion_mnist(root: str | os.PathLike | None = None, download: bool = False) -> Path:
+    """The folder holding Fashion-MNIST's four IDX files.
+
+    A location the user gave (`root`, else $BPRIOR_DATA) must hold them: nothing else is looked
+    at, and a missing or partial copy there is an error naming the folder and the files (with
+    `download` and `root`, torchvision's downloader fills that folder first). Only without a
+    given location are the system copies tried (Debian's package, ~/.cache/bprior), then a
+    download into ~/.cache/bprior."""
+    given = _given_location(root)
+    if given is not None:
+        label, folder = given
+        found = next((d for d in _layouts(folder) if _holds_fmnist(d)), None)
+        if found is None and download and label == "data.root":
+            _download_fmnist(folder, f"{label} {folder}")
+            found = next((d for d in _layouts(folder) if _holds_fmnist(d)), None)
+        if found is None:
+            raise _not_there(label, folder)
+        return found
+    found = next((d for d in _system_locations() if _holds_fmnist(d)), None)
+    if found is not None:
+        return found
+    _download_fmnist(cache_dir(), ", ".join(str(d) for d in _system_locations()))
+    return cache_dir() / "FashionMNIST" / "raw"
+
+
+def _download_fmnist(target: Path, looked_in: str) -> None:
+    """torchvision's downloader into `target`; without a network, an error saying how to get
+    the files."""
     try:
         from torchvision.datasets import FashionMNIST
 
@@ -105,22 +158,20 @@ def _download_fmnist(target: Path, root: str | os.PathLike | None = None) -> Pat
             FashionMNIST(str(target), train=train, download=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "no data"
         raise DataUnavailableError(
-            "Fashion-MNIST was not found in "
-            + ", ".join(str(d) for d in _fmnist_candidates(root))
-            + f" and downloading it failed ({type(exc).__name__}: {exc}). Install it with "
-            "`apt-get install dataset-fashion-mnist` (Debian), or put the four IDX .gz files in "
-            "a folder and set BPRIOR_DATA to its parent (files in $BPRIOR_DATA/fashion-mnist)."
+            f"Fashion-MNIST was not found in {looked_in} and downloading it failed "
+            f"({type(exc).__name__}: {exc}). Install it with `apt-get install "
+            "dataset-fashion-mnist` (Debian), or put the four IDX .gz files in a folder and set "
+            "BPRIOR_DATA to its parent (files in $BPRIOR_DATA/fashion-mnist) or `data.root` to it."
         ) from exc
-    return target / "FashionMNIST" / "raw"
 
 
-def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> TensorTask:
-    """Fashion-MNIST `train` (60k) or `test` (10k) as normalised float tensors (N x 1 x 28 x 28)."""
+def load_fashion_mnist(split: str, root: str | os.PathLike | None = None,
+                       download: bool = False) -> TensorTask:
+    """Fashion-MNIST `train` (60k) or `test` (10k) as normalised float tensors (N x 1 x 28 x 28),
+    read from `locate_fashion_mnist(root, download)`."""
     if split not in _FMNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    folder = _find_fmnist_dir(root)
-    if folder is None:
-        folder = _download_fmnist(Path.home() / ".cache" / "bprior", root)
+    folder = locate_fashion_mnist(root, download)
     img_name, lab_name = _FMNIST_FILES[split]
     images = torch.from_numpy(_read_idx(folder / img_name).copy()).float().div_(255.0)
     images = images.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD).unsqueeze(1)
@@ -137,13 +188,13 @@ def select_classes(task: TensorTask, classes: Sequence[int]) -> TensorTask:
 
 
 def fashion_mnist_task(
-    role: str, split: str, root: str | os.PathLike | None = None
+    role: str, split: str, root: str | os.PathLike | None = None, download: bool = False
 ) -> TensorTask:
     """The source (classes 0-4) or downstream (classes 5-9, re-labelled 0-4) task."""
     classes = {"source": SOURCE_CLASSES, "downstream": DOWNSTREAM_CLASSES}
     if role not in classes:
         raise ValueError(f"role must be 'source' or 'downstream', got {role!r}")
-    return select_classes(load_fashion_mnist(split, root), classes[role])
+    return select_classes(load_fashion_mnist(split, root, download), classes[role])
 
 
 # ----------------------------------------------------------------------------- subsets

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from .prior import GaussianPrior
+from .updates import stiffness_preconditioner
 
 
 def _stack(tensors: Sequence[torch.Tensor], device) -> torch.Tensor:
@@ -134,8 +135,8 @@ class PackedPrior:
         (m_i = 1) keep plain steps, so the likelihood is never made stiffer; pinned coordinates
         move at the prior's own pace.
         """
-        m = cap * num_data.view(-1, 1) * self.variance / lr.view(-1, 1)
-        return m.clamp(max=1.0).expand(self.runs, self.dim)
+        m = stiffness_preconditioner(self.variance, lr.view(-1, 1), num_data.view(-1, 1), cap)
+        return m.expand(self.runs, self.dim)
 
     def mahalanobis_rms(self, theta: torch.Tensor) -> torch.Tensor:
         """sqrt((theta - mu)^T Sigma^{-1} (theta - mu) / D) per run (R,): 1 for a typical draw

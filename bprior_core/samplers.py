@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import torch
 from torch.optim import Optimizer
 
-from .updates import langevin_noise_std, sghmc_, sgld_
+from .updates import langevin_noise_std, sghmc_, sgld_, stiffness_preconditioner
 
 __all__ = [
     "SGLD",
@@ -82,6 +82,16 @@ def _check_temperature(temperature: float) -> float:
     return temperature
 
 
+def _check_cap(cap: float | None) -> float | None:
+    """Return the prior step cap (None: plain steps), or raise unless it lies in (0, 1]."""
+    if cap is None:
+        return None
+    cap = float(cap)
+    if not 0 < cap <= 1:
+        raise ValueError(f"prior_step_cap must lie in (0, 1] (or be None), got {cap}")
+    return cap
+
+
 def _check_momentum(momentum: float) -> float:
     """Return ``momentum`` as float, or raise: SGHMC needs friction 1 - momentum in (0, 1]."""
     momentum = float(momentum)
@@ -96,7 +106,21 @@ def _check_momentum(momentum: float) -> float:
 
 
 class _LangevinBase(Optimizer):
-    """Shared plumbing: argument checks, the closure, lr override and generator-driven noise."""
+    """Shared plumbing: argument checks, the closure, lr override, generator-driven noise, the
+    prior's stiffness preconditioner and the divergence check.
+
+    With ``prior`` (the :class:`~bprior_core.prior.GaussianPrior` whose ``-log p / N`` is in the
+    loss), the first ``prior.dim`` entries of the parameters, in order, are the ones it covers
+    (e.g. ``model.parameters()`` of a :class:`~bprior_core.models.Classifier`: backbone first).
+    Coordinates that the prior makes stiff get the engine's constant diagonal preconditioner
+    ``m = min(1, prior_step_cap * N * variance / lr)`` (:func:`updates.stiffness_preconditioner`,
+    with the parameter group's ``lr`` at construction): drift ``lr m grad`` and noise ``sqrt(m)``
+    times the usual, which leaves the target ``exp(-U / T)`` and the MAP unchanged and keeps every
+    step on the prior at lr x curvature <= ``prior_step_cap``. Without it a tight prior (lr x
+    curvature ``lr / (N variance)`` of 1e2-1e6) makes explicit steps diverge; a step that would
+    leave the finite numbers raises ``FloatingPointError`` saying so, and the parameters keep the
+    values of the last finite step.
+    """
 
     def __init__(
         self,
@@ -104,14 +128,56 @@ class _LangevinBase(Optimizer):
         defaults: dict[str, Any],
         num_data: int,
         generator: torch.Generator | None,
+        prior: Any | None = None,
+        prior_step_cap: float | None = 0.1,
     ) -> None:
         super().__init__(params, defaults)
         self.num_data = _check_num_data(num_data)
         self.generator = generator
+        self.prior_step_cap = _check_cap(prior_step_cap)
+        self._curvature: tuple[float, float] | None = None
+        self._precondition = self._preconditioners(prior)
+
+    def _preconditioners(self, prior: Any | None) -> dict[torch.Tensor, torch.Tensor]:
+        """Parameter -> its slice of the diagonal preconditioner (only where m < 1 somewhere)."""
+        if prior is None:
+            return {}
+        params = [(p, g["lr"]) for g in self.param_groups for p in g["params"]]
+        sizes = [p.numel() for p, _ in params]
+        bounds = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+        if prior.dim not in bounds:
+            raise ValueError(
+                f"the prior covers {prior.dim} parameters, but the optimizer's parameters do not "
+                f"start with a block of that size (cumulative sizes {bounds[:6]}"
+                f"{' ...' if len(bounds) > 6 else ''}); pass the covered parameters first, in "
+                "the prior's order (e.g. model.parameters() of a Classifier: backbone, then head)")
+        out, start = {}, 0
+        worst = [0.0, 0.0]
+        for (p, lr), size in zip(params[: bounds.index(prior.dim) + 1], sizes, strict=False):
+            variance = prior.variance[start : start + size].to(p.device, p.dtype).view_as(p)
+            start += size
+            stiffness = lr / (self.num_data * variance)
+            worst[0] = max(worst[0], float(stiffness.max()))
+            if self.prior_step_cap is None:
+                continue
+            m = stiffness_preconditioner(variance, lr, self.num_data, self.prior_step_cap)
+            worst[1] = max(worst[1], float((stiffness * m).max()))
+            if bool((m < 1).any()):
+                out[p] = m
+        self._curvature = (worst[0], worst[1] if self.prior_step_cap is not None else worst[0])
+        return out
 
     def _noise_like(self, p: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``p``, from ``self.generator`` when one is set."""
-        return torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
+        """Standard normal noise shaped like ``p``, from ``self.generator`` when one is set, times
+        the square root of ``p``'s preconditioner."""
+        noise = torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
+        m = self._precondition.get(p)
+        return noise if m is None else noise.mul_(m.sqrt())
+
+    def _grad(self, p: torch.Tensor) -> torch.Tensor:
+        """``p``'s gradient times its preconditioner."""
+        m = self._precondition.get(p)
+        return p.grad if m is None else p.grad * m
 
     def _noise_std(self, lr: float, temperature: float, friction: float) -> float:
         """Noise std ``sqrt(2 * friction * lr * T / N)``; friction is 1 for SGLD."""
@@ -129,18 +195,43 @@ class _LangevinBase(Optimizer):
         ``noise=False`` drops the injected noise (the exploration phase of a cyclical schedule:
         then the step is plain gradient descent / heavy-ball). ``lr`` overrides every group's
         ``lr`` for this step only; otherwise ``param_group['lr']`` is used, so a schedule may also
-        set that directly.
+        set that directly. Raises ``FloatingPointError`` (parameters and state unchanged) if the
+        step would make any of them non-finite.
         """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            group_lr = _check_lr(group["lr"] if lr is None else lr)
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group, group_lr, noise)
+        touched = [(p, group) for group in self.param_groups for p in group["params"]
+                   if p.grad is not None]
+        saved = [(p.clone(), {k: v.clone() for k, v in self.state[p].items()})
+                 for p, _ in touched]
+        for p, group in touched:
+            self._update(p, group, _check_lr(group["lr"] if lr is None else lr), noise)
+        finite = torch.stack([torch.isfinite(p).all() for p, _ in touched]).all() if touched \
+            else torch.tensor(True)
+        if not bool(finite):
+            for (p, _), (value, state) in zip(touched, saved, strict=True):
+                p.copy_(value)
+                self.state[p] = state  # as before the step (a velocity made by it is dropped)
+            raise FloatingPointError(self._divergence_message(lr, touched))
         return loss
+
+    def _divergence_message(self, lr: float | None, touched) -> str:
+        """Why a step left the finite numbers, and what would fix it."""
+        lrs = sorted({group["lr"] if lr is None else lr for _, group in touched})
+        text = (f"{type(self).__name__}: this step (lr {', '.join(f'{x:g}' for x in lrs)}) would "
+                "make the parameters non-finite, so it was not applied: the step is too stiff "
+                "for lr (an explicit step diverges where lr x curvature of the mean loss exceeds "
+                "about 2)")
+        if self._curvature is None:
+            return text + ("; a tight prior term -log p / N has curvature 1 / (N variance): pass "
+                           "prior=<that GaussianPrior> so its stiff coordinates are "
+                           "preconditioned, or lower lr")
+        plain, seen = self._curvature
+        return text + (f"; lr x the prior's largest curvature is {plain:.3g} plain and {seen:.3g} "
+                       "as preconditioned, so the likelihood (or a gradient spike) is what is too "
+                       "stiff: lower lr, or clip the gradient")
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         raise NotImplementedError
@@ -166,15 +257,17 @@ class SGLD(_LangevinBase):
         num_data: int,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        prior: Any | None = None,
+        prior_step_cap: float | None = 0.1,
     ) -> None:
         defaults = {"lr": _check_lr(lr), "temperature": _check_temperature(temperature)}
-        super().__init__(params, defaults, num_data, generator)
+        super().__init__(params, defaults, num_data, generator, prior, prior_step_cap)
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         """Apply the SGLD update to one parameter in place."""
         temperature = group["temperature"]
         noisy = noise and temperature > 0
-        sgld_([p], [p.grad], lr, self._noise_std(lr, temperature, 1.0),
+        sgld_([p], [self._grad(p)], lr, self._noise_std(lr, temperature, 1.0),
               [self._noise_like(p)] if noisy else None)
 
 
@@ -202,13 +295,15 @@ class SGHMC(_LangevinBase):
         momentum: float = 0.9,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        prior: Any | None = None,
+        prior_step_cap: float | None = 0.1,
     ) -> None:
         defaults = {
             "lr": _check_lr(lr),
             "momentum": _check_momentum(momentum),
             "temperature": _check_temperature(temperature),
         }
-        super().__init__(params, defaults, num_data, generator)
+        super().__init__(params, defaults, num_data, generator, prior, prior_step_cap)
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         """Apply the SGHMC velocity and position updates to one parameter in place."""
@@ -217,7 +312,7 @@ class SGHMC(_LangevinBase):
         if "velocity" not in state:
             state["velocity"] = torch.zeros_like(p)
         noisy = noise and temperature > 0
-        sghmc_([p], [p.grad], [state["velocity"]], lr, momentum,
+        sghmc_([p], [self._grad(p)], [state["velocity"]], lr, momentum,
                self._noise_std(lr, temperature, 1.0 - momentum),
                [self._noise_like(p)] if noisy else None)
 

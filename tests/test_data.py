@@ -115,6 +115,56 @@ def test_missing_data_without_download_says_how_to_install(no_system_fmnist, mon
         data.fashion_mnist_task("downstream", "test")
 
 
+@pytest.fixture
+def system_fmnist(tmp_path, monkeypatch):
+    """A complete 'system' copy (the Debian folder) and no $BPRIOR_DATA: a fallback that a
+    named location must never silently use."""
+    write_fake_fmnist(tmp_path / "debian", n_train=20)
+    monkeypatch.setattr(data, "DEBIAN_FMNIST_DIR", tmp_path / "debian")
+    monkeypatch.delenv("BPRIOR_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def test_without_a_location_the_system_copy_is_used(system_fmnist) -> None:
+    assert data.locate_fashion_mnist() == system_fmnist / "debian"
+    assert len(data.load_fashion_mnist("train")) == 20
+
+
+@pytest.mark.parametrize("how", ["root", "env"])
+def test_a_named_folder_without_the_data_is_an_error_not_the_system_copy(
+        system_fmnist, monkeypatch, how) -> None:
+    empty = system_fmnist / "empty"
+    empty.mkdir()
+    if how == "env":
+        monkeypatch.setenv("BPRIOR_DATA", str(empty))
+    with pytest.raises(data.DataUnavailableError) as info:
+        data.load_fashion_mnist("train", root=empty if how == "root" else None)
+    message = str(info.value)
+    label = "data.root" if how == "root" else "$BPRIOR_DATA"
+    assert f"{label} is {empty}" in message and "does not hold Fashion-MNIST" in message
+    assert all(name in message for name in data.FMNIST_FILES)
+
+
+def test_a_missing_folder_and_a_partial_copy_name_what_is_missing(system_fmnist) -> None:
+    with pytest.raises(data.DataUnavailableError, match="does not exist"):
+        data.locate_fashion_mnist(system_fmnist / "nowhere")
+    partial = system_fmnist / "partial"
+    write_fake_fmnist(partial)
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DataUnavailableError) as info:
+        data.locate_fashion_mnist(partial)
+    assert f"{partial} lacks t10k-labels-idx1-ubyte.gz" in str(info.value)
+
+
+def test_root_takes_precedence_over_bprior_data(system_fmnist, monkeypatch) -> None:
+    write_fake_fmnist(system_fmnist / "env" / "fashion-mnist", n_train=11)
+    write_fake_fmnist(system_fmnist / "mine", n_train=13)
+    monkeypatch.setenv("BPRIOR_DATA", str(system_fmnist / "env"))
+    assert len(data.load_fashion_mnist("train")) == 11
+    assert len(data.load_fashion_mnist("train", root=system_fmnist / "mine")) == 13
+
+
 # ----------------------------------------------------------------------------- class split
 
 

@@ -131,6 +131,25 @@ def test_truncated_data_file_is_one_line_naming_it(tmp_path, capsys, no_training
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("how", ["data.root", "BPRIOR_DATA"])
+def test_a_data_folder_without_the_data_is_one_line_naming_it(tmp_path, capsys, monkeypatch,
+                                                              no_training, how) -> None:
+    """Issue 13: a named data folder that does not hold the data stops the run (it used to
+    train on the system's copy and exit 0)."""
+    empty = tmp_path / "empty-data"
+    empty.mkdir()
+    if how == "data.root":
+        profile = write_profile(tmp_path, **{"data.root": str(empty)})
+    else:
+        monkeypatch.setenv("BPRIOR_DATA", str(empty))
+        profile = write_profile(tmp_path)
+    rc, err = run_cli(capsys, "run", "--profile", str(profile), "--outputs",
+                      str(tmp_path / "out"))
+    assert rc == 2
+    assert_one_line(err, str(empty), "does not hold Fashion-MNIST", "train-images-idx3-ubyte.gz")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("command", ["plan", "run", "report"])
 def test_profile_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys, command) -> None:
     profile = tmp_path / "latin1.yaml"

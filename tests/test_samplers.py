@@ -457,3 +457,121 @@ def test_constant_schedule() -> None:
     steps = list(ConstantSchedule(10, 0.05))
     assert all(s.lr == 0.05 and not s.noise for s in steps)
     assert [k for k, s in enumerate(steps) if s.collect] == [9]
+
+
+# ---------------------------------------------------------------------------------------------
+# The public samplers with a stiff prior (issue 13): preconditioned, or an error, never NaN
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiled_stiff_prior(chains: int, dim: int = 6, v0: float = 1e-6):
+    """`chains` independent copies (block-diagonal) of one stiff prior: variances in
+    [0.1, 1] x v0 and a rank-2 part adding about v0 more; returns (tiled prior, one copy)."""
+    from bprior_core.prior import GaussianPrior
+
+    gen = torch.Generator().manual_seed(0)
+    d = v0 * (0.1 + 0.9 * torch.rand(dim, generator=gen, dtype=torch.float64))
+    factor = math.sqrt(v0) * 0.7 * torch.randn(2, dim, generator=gen, dtype=torch.float64)
+    mean = torch.randn(dim, generator=gen, dtype=torch.float64)
+    one = GaussianPrior(mean, d, factor)
+    tiled = GaussianPrior(mean.repeat(chains), d.repeat(chains),
+                          torch.block_diag(*[factor] * chains))
+    return tiled, one
+
+
+@pytest.mark.parametrize("cls", [SGLD, SGHMC])
+@pytest.mark.parametrize("ratio", [1e3, 1e6])
+def test_public_samplers_given_the_prior_sample_a_stiff_prior(cls, ratio) -> None:
+    """On U = -log p (N = 1) with lr x largest prior curvature = ratio, the optimizer that is
+    given the prior reaches mean and covariance T Sigma within 10 %; the same update as the
+    engine (stiffness preconditioner)."""
+    chains, temperature = 150, 0.5
+    tiled, one = _tiled_stiff_prior(chains)
+    lr = ratio * float(one.variance.min())
+    gen = torch.Generator().manual_seed(1)
+    theta = (tiled.mean + 3 * tiled.variance.sqrt()
+             * torch.randn(tiled.dim, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    extra = {"momentum": 0.9} if cls is SGHMC else {}
+    opt = cls([theta], lr=lr, num_data=1, temperature=temperature, generator=gen, prior=tiled,
+              **extra)
+    kept = []
+    for k in range(2500):
+        opt.zero_grad()
+        (-tiled.log_prob(theta)).backward()
+        opt.step()
+        if k >= 500 and k % 5 == 0:
+            kept.append(theta.detach().view(chains, -1).clone())
+    x = torch.cat(kept)
+    target = temperature * (one.variance.diag() + one.cov_factor.T @ one.cov_factor)
+    sd = target.diagonal().sqrt()
+    assert ((x.mean(0) - one.mean).abs() / sd).max() < 0.1
+    ratio_var = torch.cov(x.T).diagonal() / target.diagonal()
+    assert (ratio_var - 1).abs().max() < 0.1, ratio_var
+
+
+def _stiff_classifier_setup(downstream_train, make_model, variance: float):
+    """The README's pattern: a small ResNet, 50 training images, an isotropic prior at the
+    initial backbone weights with a tiny variance (lr x curvature = 0.01 / (50 variance))."""
+    from bprior_core.models import flat_parameters
+    from bprior_core.prior import GaussianPrior
+
+    model = make_model(0)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(downstream_train), generator=gen)[:50]
+    x, y = downstream_train.images[idx], downstream_train.labels[idx]
+    prior = GaussianPrior.isotropic(flat_parameters(model.backbone).detach().clone(), variance)
+    return model, x, y, prior
+
+
+def _loss(model, x, y, prior):
+    from bprior_core.models import flat_parameters
+
+    ce = torch.nn.functional.cross_entropy(model(x), y)
+    return ce - prior.log_prob(flat_parameters(model.backbone)) / len(y)
+
+
+def test_public_sghmc_without_the_prior_refuses_a_step_that_diverges(
+        downstream_train, make_model) -> None:
+    """lr x prior curvature 2e4: the plain step blows up; the optimizer raises, saying why, and
+    the weights stay those of the last finite step (it used to return NaN weights)."""
+    model, x, y, prior = _stiff_classifier_setup(downstream_train, make_model, 1e-8)
+    opt = SGHMC(model.parameters(), lr=0.01, num_data=50, temperature=1.0,
+                generator=torch.Generator().manual_seed(0))
+    with pytest.raises(FloatingPointError) as info:
+        for _ in range(200):
+            before = [p.detach().clone() for p in model.parameters()]
+            opt.zero_grad()
+            _loss(model, x, y, prior).backward()
+            opt.step()
+    assert "too stiff" in str(info.value) and "prior=" in str(info.value)
+    after = list(model.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_public_sghmc_given_the_prior_stays_finite_near_it(downstream_train, make_model) -> None:
+    from bprior_core.models import flat_parameters
+
+    model, x, y, prior = _stiff_classifier_setup(downstream_train, make_model, 1e-8)
+    opt = SGHMC(model.parameters(), lr=0.01, num_data=50, temperature=1.0,
+                generator=torch.Generator().manual_seed(0), prior=prior)
+    for _ in range(100):
+        opt.zero_grad()
+        _loss(model, x, y, prior).backward()
+        opt.step()
+    theta = flat_parameters(model.backbone).detach()
+    assert torch.isfinite(theta).all()
+    # pinned by the prior: about one prior standard deviation from its mean per coordinate
+    rms = float(((theta - prior.mean) / prior.variance.sqrt()).square().mean().sqrt())
+    assert 0.3 < rms < 3.0, rms
+
+
+def test_the_prior_must_cover_a_leading_block_of_the_parameters(make_model) -> None:
+    from bprior_core.models import flat_parameters
+    from bprior_core.prior import GaussianPrior
+
+    model = make_model(0)
+    mean = flat_parameters(model.backbone).detach()
+    prior = GaussianPrior.isotropic(mean[:-3].clone(), 1e-4)
+    with pytest.raises(ValueError, match="do not start with a block"):
+        SGLD(model.parameters(), lr=0.01, num_data=10, prior=prior)

@@ -9,14 +9,22 @@ data only ever selects hyper-parameters; the test set only ever measures the sel
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from ..data import balanced_subset, fashion_mnist_task
+from ..data import (
+    FMNIST_FILES,
+    balanced_subset,
+    cache_dir,
+    fashion_mnist_task,
+    locate_fashion_mnist,
+)
 from ..device_data import DeviceTask
+from ..digests import files_digest
 
 TEST_SUBSET_SEED = 12345
 VAL_SEED = 54321
@@ -31,11 +39,13 @@ class DataKey:
     download: bool
     test_size: int
     val_size: int = 0
+    env_data: str | None = None  # $BPRIOR_DATA when the key was made: it moves the data too
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
         d = profile["data"]
-        return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"])
+        return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"],
+                   os.environ.get("BPRIOR_DATA"))
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
@@ -72,8 +82,8 @@ def downstream_data(key: DataKey, device: str
                     ) -> tuple[DeviceTask, DeviceTask | None, DeviceTask]:
     """Training pool, validation set (None without one) and test set, held on `device`."""
     if key.dataset == "fashion_mnist":
-        train = fashion_mnist_task("downstream", "train", key.root)
-        test = fashion_mnist_task("downstream", "test", key.root)
+        train = fashion_mnist_task("downstream", "train", key.root, key.download)
+        test = fashion_mnist_task("downstream", "test", key.root, key.download)
         keep = _test_subset(len(test), key.test_size)
         if keep is not None:
             test = test.subset(keep)
@@ -81,7 +91,7 @@ def downstream_data(key: DataKey, device: str
         return pool, val, DeviceTask.from_task(test, device)
     from ..flowers import flowers_device_task
 
-    root = key.root or str(Path.home() / ".cache" / "bprior")
+    root = flowers_root(key)
     train = flowers_device_task("train", root, device, key.download)
     test = flowers_device_task("test", root, device, key.download)
     keep = _test_subset(len(test), key.test_size)
@@ -93,3 +103,21 @@ def downstream_data(key: DataKey, device: str
         val = official.subset(validation_indices(official.labels.cpu(), key.val_size)
                               .to(official.device))
     return train, val, test
+
+
+def flowers_root(key: DataKey) -> str:
+    """Where Flowers-102 lives: `data.root`, else ~/.cache/bprior."""
+    return key.root or str(cache_dir())
+
+
+@lru_cache(maxsize=4)
+def data_source(key: DataKey) -> dict[str, str]:
+    """Where the downstream data was read from and a digest of the files trained and tested on
+    (Fashion-MNIST: the four IDX files; Flowers-102: its decoded caches), for each run's record."""
+    if key.dataset == "fashion_mnist":
+        folder = locate_fashion_mnist(key.root, key.download)
+        files = [folder / name for name in FMNIST_FILES]
+    else:
+        folder = Path(flowers_root(key)) / "flowers-102"
+        files = sorted((folder / "bprior-cache").glob("*.pt"))
+    return {"dataset": key.dataset, "folder": str(folder), "digest": files_digest(files)}

@@ -28,7 +28,7 @@ from ..jsonsafe import to_plain
 from ..models import build_model, num_prior_parameters
 from ..prior import check_covers
 from ..train import TrainSettings
-from .datasets import DataKey, downstream_data
+from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import result_path
@@ -89,8 +89,8 @@ def scratch_backbone(model: str, seed: int) -> dict[str, torch.Tensor]:
     return build_model(model, 2).backbone.state_dict()
 
 
-def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, pack: int
-            ) -> dict:
+def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, pack: int,
+            source: dict) -> dict:
     cfg = run["config"]
     return {
         "id": run["id"],
@@ -109,6 +109,7 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
         "version": __version__,
         "torch_version": torch.__version__,
         "device": device,
+        "data_source": source,
     }
 
 
@@ -130,7 +131,8 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
             f"a pack of {len(runs)} runs does not fit in {device} memory; set a smaller "
             f"`pack:` in the profile or pass --pack {max(1, len(runs) // 2)}"
         ) from exc
-    return [_record(r, o, s, device, len(runs))
+    source = data_source(DataKey.of(profile))
+    return [_record(r, o, s, device, len(runs), source)
             for r, o, s in zip(runs, outcomes, subsets, strict=True)]
 
 

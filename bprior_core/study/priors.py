@@ -55,7 +55,8 @@ def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -
 
 def source_task(profile: dict) -> TensorTask:
     """The source task for prior learning (optionally a subset of it)."""
-    task = fashion_mnist_task("source", "train", profile["data"]["root"])
+    task = fashion_mnist_task("source", "train", profile["data"]["root"],
+                              profile["data"]["download"])
     n = profile["priors"]["learning"]["source_train_size"]
     if 0 < n < len(task):
         gen = torch.Generator().manual_seed(0)
