@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data report test lint clean
+.PHONY: setup data report test lint lab clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# JupyterLab with the explorer (notebooks/explore.ipynb) over the stored results of PROFILE
+$(VENV)/.lab: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[lab]'
+	touch $@
+
+lab: setup $(VENV)/.lab
+	$(VENV)/bin/jupyter lab notebooks/explore.ipynb
 
 lint: setup
 	$(VENV)/bin/ruff check bprior_core tests

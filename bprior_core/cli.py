@@ -8,10 +8,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from . import __version__
+from .atomic import atomic_write_text
 from .config import ProfileError, load_profile, profile_path
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
+from .study.preflight import dry_checks
 
 # failures a user can fix (the message says how): one line on stderr and exit code 2, no
 # traceback. OSError covers missing files, permissions (a read-only outputs folder), full disks.
@@ -42,6 +45,11 @@ def _plan_command(args) -> int:
         seen = Counter((r["config"]["experiment"], r["config"]["arm"]) for r in runs)
         for (exp, arm), n in seen.items():
             print(f"  {exp:<9} {arm:<20} {n} runs")
+    problems = [(name, error) for name, error in dry_checks(profile) if error]
+    for name, error in problems:
+        print(f"check {name}: `bprior run` would stop here: {_one_line(error)}")
+    if not problems:
+        print("checks: prior files, device and data are ready")
     return 0
 
 
@@ -72,6 +80,19 @@ def _report_command(args) -> int:
     return 0
 
 
+def _render_command(args) -> int:
+    from .report import render_html
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise StudyError(f"{notebook} is not a file; give an executed notebook (.ipynb), e.g. "
+                         "outputs/cpu/notebooks/04_inference.ipynb")
+    target = Path(args.output) if args.output else notebook.with_suffix(".html")
+    atomic_write_text(target, render_html(notebook, ""))
+    print(f"wrote {target}")
+    return 0
+
+
 def _pack_size(text: str) -> int:
     """--pack: a positive integer."""
     try:
@@ -89,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="bprior", description="Bayesian transfer learning with learned priors: studies "
         "and reports (profiles live in params/)."
     )
+    parser.add_argument("--version", action="version", version=f"bprior {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in [
         ("plan", "list the runs of a profile and how many are done"),
@@ -112,8 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--experiment", action="append", choices=EXPERIMENTS,
                            help="only this experiment (repeatable)")
+    render = sub.add_parser("render", help="render an executed notebook as a self-contained "
+                            "HTML page (code hidden, nothing loaded from a CDN)")
+    render.add_argument("notebook", help="an executed .ipynb file")
+    render.add_argument("-o", "--output", default=None, help="HTML file (default: beside it)")
     args = parser.parse_args(argv)
-    handler = {"plan": _plan_command, "run": _run_command, "report": _report_command}[args.command]
+    handler = {"plan": _plan_command, "run": _run_command, "report": _report_command,
+               "render": _render_command}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:  # `bprior plan -v | head`: the reader left; stop quietly

@@ -459,6 +459,24 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line, located where the broken construct starts (PyYAML's own
+    message names "<unicode string>" and points where parsing failed, often a line later)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, where = getattr(exc, "context", None), getattr(exc, "problem_mark", None)
+    start = getattr(exc, "context_mark", None)
+
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    if start is not None and context and ("flow" in context or "quoted" in context):
+        # an unclosed bracket or quote: the fix is where it opens, not where parsing gave up
+        text = f"{at(start)}: {context} that is not closed: {problem}"
+        return text + (f" (at {at(where)})" if where is not None else "")
+    text = f"{at(where)}: {problem}" if where is not None else problem
+    return text + (f" ({context} from {at(start)})" if start is not None and context else "")
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
@@ -473,7 +491,7 @@ def load_profile(name_or_path: str | Path) -> dict:
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
+        raise ProfileError(f"{path} is not valid YAML: {yaml_error_text(exc)}") from None
     try:
         return validate_profile(raw or {})
     except ProfileError as exc:

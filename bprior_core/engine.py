@@ -40,7 +40,7 @@ from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
 
 METHODS = ("sgd", "sgd_prior", "sgld", "sghmc")
 BAYESIAN_METHODS = ("sgld", "sghmc")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp64")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
 CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run
@@ -144,11 +144,13 @@ class Pack:
                  channels_last, val=None):
         self.method, self.settings, self.specs = method, settings, specs
         self.runs, self.device = len(specs), device
+        # fp64: the runs start from the same float32 initialisation, then train in float64
+        self.dtype = torch.float64 if precision == "fp64" else next(model.parameters()).dtype
         self.eval_tasks = [test] if val is None else [test, val]
         self.n_test = len(test)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
-        self.net = self._build(model, specs, channels_last).to(device).train()
+        self.net = self._build(model, specs, channels_last).to(device, self.dtype).train()
         self.net_params = self.net.backbone_parameters() + self.net.head_parameters()
         self.net_views = [run_view(p, self.runs) for p in self.net_params]
         widths = [v.shape[1] for v in self.net_views]
@@ -162,7 +164,7 @@ class Pack:
         # weight decay on the head only where a prior covers the backbone; on everything for sgd
         self.decay_from = 0 if method == "sgd" else self.dim
         self.prior = (None if method == "sgd" else
-                      PackedPrior([s.prior for s in specs], device))
+                      PackedPrior([s.prior for s in specs], device, self.dtype))
         self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
         self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
         self.schedule = make_schedule(method, settings)
@@ -239,6 +241,7 @@ class Pack:
 
     def step(self, k: int) -> None:
         x, y = next(self.train)
+        x = x.to(self.dtype)
         self.sync_net()
         for p in self.net.parameters():
             p.grad = None
@@ -332,6 +335,7 @@ class Pack:
         probs, labels = [], []
         chunks = (chunk for task in self.eval_tasks for chunk in task.eval_chunks(size))
         for x, y in chunks:
+            x = x.to(self.dtype)
             batch = self.net.fold(x.unsqueeze(0).expand(self.runs, *x.shape))
             with self.autocast:
                 logits = self.net.head_logits(backbone(batch))
@@ -350,7 +354,8 @@ class Pack:
                         max(1, math.ceil(len(self.specs[0].train_indices)
                                          / self.refresh.batch_size)))
         with self.autocast:
-            refresh_batchnorm(self.net, (next(self.refresh)[0] for _ in range(n_batches)))
+            refresh_batchnorm(self.net, (next(self.refresh)[0].to(self.dtype)
+                                         for _ in range(n_batches)))
         out = self.predict()
         for b, saved in buffers:
             b.copy_(saved)
@@ -469,6 +474,8 @@ def train_pack(
     uses its `train_indices`), `test` the test set, `val` (optional) a validation set evaluated
     alongside it (`RunOutcome.val_final` / `val_bma`). `precision="bf16"` runs forward and
     backward under bfloat16 autocast (weights, prior term and optimiser state stay float32);
+    `precision="fp64"` trains everything in float64 (slower; results then agree between pack
+    sizes and machines far below any reported digit, where float32 rounding can move a run);
     `channels_last`
     (default: on CUDA and CPU, where it measured faster) lays activations out channels-last.
     `trained`, if given, holds one model per run that receives the run's final weights and

@@ -29,17 +29,20 @@ from .prior import GaussianPrior
 from .updates import stiffness_preconditioner
 
 
-def _stack(tensors: Sequence[torch.Tensor], device) -> torch.Tensor:
+def _stack(tensors: Sequence[torch.Tensor], device, dtype=None) -> torch.Tensor:
     """(R, ...) of the runs' tensors; one tensor shared by every run becomes (1, ...)."""
     if all(t is tensors[0] for t in tensors):
-        return tensors[0].to(device).unsqueeze(0)
-    return torch.stack([t.to(device) for t in tensors])
+        return tensors[0].to(device, dtype).unsqueeze(0)
+    return torch.stack([t.to(device, dtype) for t in tensors])
 
 
 class PackedPrior:
     """The priors of R runs over the same D parameters."""
 
-    def __init__(self, priors: Sequence[GaussianPrior], device) -> None:
+    def __init__(self, priors: Sequence[GaussianPrior], device,
+                 dtype: torch.dtype | None = None) -> None:
+        """`dtype` (default: the priors' own) is the dtype of the parameters they are evaluated
+        on; the capacitance factors stay float64."""
         if not priors:
             raise ValueError("a packed prior needs at least one prior")
         dims = {p.dim for p in priors}
@@ -47,9 +50,9 @@ class PackedPrior:
             raise ValueError(f"the priors of a pack must share D; got {sorted(dims)}")
         self.runs, self.dim = len(priors), dims.pop()
         self.rank = max(p.rank for p in priors)
-        self.mean = _stack([p.mean for p in priors], device)
-        self.variance = _stack([p.variance for p in priors], device)
-        self.groups = self._factor_groups(priors, device)
+        self.mean = _stack([p.mean for p in priors], device, dtype)
+        self.variance = _stack([p.variance for p in priors], device, dtype)
+        self.groups = self._factor_groups(priors, device, dtype)
         chol = torch.eye(self.rank, dtype=torch.float64).repeat(self.runs, 1, 1)
         logdet = torch.zeros(self.runs, dtype=torch.float64)
         for i, p in enumerate(priors):
@@ -60,7 +63,8 @@ class PackedPrior:
         self._const = self.dim * math.log(2.0 * math.pi)
 
     @staticmethod
-    def _factor_groups(priors: Sequence[GaussianPrior], device) -> list[tuple[slice, torch.Tensor]]:
+    def _factor_groups(priors: Sequence[GaussianPrior], device, dtype=None
+                       ) -> list[tuple[slice, torch.Tensor]]:
         """(rows, F diag(1/d)) for each run of consecutive identical priors of rank > 0.
 
         F / d serves both directions: u = F (r / d) = (F / d) r and D^{-1} F^T a = (F / d)^T a.
@@ -71,7 +75,7 @@ class PackedPrior:
             if i == len(priors) or priors[i] is not priors[start]:
                 p = priors[start]
                 if p.rank:
-                    scaled = (p.cov_factor / p.variance).to(device)
+                    scaled = (p.cov_factor / p.variance).to(device, dtype)
                     groups.append((slice(start, i), scaled))
                 start = i
         return groups

@@ -65,3 +65,47 @@ def _make_small_model(seed: int = 0, num_classes: int = 5) -> Classifier:
 def make_model():
     """Factory: `make_model(seed)` -> a fresh small ResNet classifier seeded by `seed`."""
     return _make_small_model
+
+
+# ----------------------------------------------------------------------------- smoke study
+# The smoke profile's priors are learned once, and its whole study run once, per test session;
+# tests copy these folders instead of learning and training again.
+
+SMOKE_PACK = 4  # the shared study's runs per pack
+
+
+@pytest.fixture(scope="session")
+def smoke() -> dict:
+    """The validated smoke profile (do not mutate: copy it)."""
+    from bprior_core.config import load_profile
+
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_priors(smoke, tmp_path_factory):
+    """An outputs root with every prior draw of the smoke profile learned."""
+    from bprior_core import study
+
+    root = tmp_path_factory.mktemp("smoke-priors")
+    study.learn_priors(smoke, study.needed_draws(smoke), root=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_study(smoke, smoke_priors, tmp_path_factory):
+    """An outputs root with the smoke priors and every smoke run done (packs of SMOKE_PACK,
+    one worker): the uninterrupted reference of the resume tests and the report's results."""
+    from bprior_core import study
+
+    root = copy_root(smoke_priors, tmp_path_factory.mktemp("smoke-study") / "outputs")
+    study.run_sweep(smoke, study.plan(smoke), root, workers=1, progress=False, pack=SMOKE_PACK)
+    return root
+
+
+def copy_root(source, target):
+    """A copy of an outputs root (the shared fixtures must not be changed by a test)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    return target

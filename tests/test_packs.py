@@ -8,32 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMOKE_PACK, copy_root
 
 from bprior_core import study
 from bprior_core.cli import main
-from bprior_core.config import ProfileError, load_profile, validate_profile
+from bprior_core.config import ProfileError, validate_profile
 from bprior_core.study import execution, resources
 
 
-@pytest.fixture(scope="module")
-def smoke() -> dict:
-    return load_profile("smoke")
-
-
-@pytest.fixture(scope="module")
-def learned_roots(smoke, tmp_path_factory) -> Path:
-    """A folder with the smoke priors learned once; tests copy it."""
-    root = tmp_path_factory.mktemp("priors")
-    study.learn_priors(smoke, study.needed_draws(smoke), root=root, progress=False)
-    return root
-
-
-def fresh_root(learned_roots: Path, tmp_path: Path, name: str) -> Path:
-    import shutil
-
-    target = tmp_path / name
-    shutil.copytree(learned_roots, target)
-    return target
+def fresh_root(source: Path, tmp_path: Path, name: str) -> Path:
+    """A copy of a shared outputs root (`smoke_priors`, `smoke_study`) under tmp_path."""
+    return copy_root(source, tmp_path / name)
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -82,36 +67,51 @@ def metrics_of(profile, runs, root) -> dict:
             for r in runs}
 
 
-def test_smoke_packed_and_unpacked_agree(smoke, learned_roots, tmp_path) -> None:
-    runs = study.plan(smoke)
-    roots = {size: fresh_root(learned_roots, tmp_path, f"pack{size}") for size in (1, 4)}
+def pack_check_runs(profile: dict) -> list[dict]:
+    """Runs that cover every method and the chains: SGD, SGD + learned prior, SGHMC + learned
+    prior at the smallest inference size (every grid value and seed), and the temperature
+    experiment's chains."""
+    size = min(profile["experiments"]["inference"]["sizes"])
+    arms = ("sgd", "sgd+learned", "sghmc+learned")
+    return [r for r in study.plan(profile, ["inference", "temperature"])
+            if r["config"]["experiment"] == "temperature"
+            or (r["config"]["arm"] in arms and r["config"]["n_train"] == size)]
+
+
+def test_smoke_packed_and_unpacked_agree_in_float64(smoke, smoke_priors, tmp_path) -> None:
+    """In float64 a pack of 4 and the same runs one by one give the same metrics (to 1e-9) on
+    any machine: each run's arithmetic touches only its own slice. (In float32 the two round
+    differently and few-shot BatchNorm amplifies that over the steps: on one machine 5 of 200
+    test images moved, so float32 runs are compared after one step, in test_engine.)"""
+    profile = {**smoke, "precision": "fp64"}
+    runs = pack_check_runs(profile)
+    assert {r["config"]["method"] for r in runs} == {"sgd", "sgd_prior", "sghmc"}
+    roots = {size: fresh_root(smoke_priors, tmp_path, f"pack{size}") for size in (1, 4)}
     for size, root in roots.items():
-        counts = study.run_sweep(smoke, runs, root, workers=1, progress=False, pack=size)
+        counts = study.run_sweep(profile, runs, root, workers=1, progress=False, pack=size)
         assert counts["ran"] == len(runs)
-    one, four = (metrics_of(smoke, runs, roots[s]) for s in (1, 4))
-    assert {r["pack_size"] for r in four.values()} == {4, 2} and all(
+    one, four = (metrics_of(profile, runs, roots[s]) for s in (1, 4))
+    assert {r["pack_size"] for r in four.values()} >= {4} and all(
         r["pack_size"] == 1 for r in one.values())
     for rid, a in one.items():
         b = four[rid]
-        assert a["status"] == b["status"] and a["config"] == b["config"]
+        assert a["status"] == b["status"] == "ok" and a["config"] == b["config"]
         for part in ("final", "bma"):
             if a["metrics"][part] is None:
                 assert b["metrics"][part] is None
                 continue
             for key, value in a["metrics"][part].items():
-                # rounding may flip a test image or two (200 images) between pack sizes; ECE
-                # also moves when a confidence crosses a bin edge
-                tolerance = {"accuracy": 0.011, "ece": 0.02}.get(key, 1e-3)
-                assert abs(value - b["metrics"][part][key]) <= tolerance, (rid, part, key)
+                assert value == pytest.approx(b["metrics"][part][key], rel=1e-9, abs=1e-9), \
+                    (rid, part, key)
 
 
 def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(
-    smoke, learned_roots, tmp_path, monkeypatch
+    smoke, smoke_priors, smoke_study, tmp_path, monkeypatch
 ) -> None:
     """Killed after 6 result files (in the middle of the second pack), a resumed sweep retrains
-    whole packs and ends with exactly the numbers of an uninterrupted sweep."""
+    whole packs and ends with exactly the numbers of an uninterrupted sweep (`smoke_study`)."""
     runs = study.plan(smoke, ["inference"])
-    killed, clean = (fresh_root(learned_roots, tmp_path, n) for n in ("killed", "clean"))
+    killed, clean = fresh_root(smoke_priors, tmp_path, "killed"), smoke_study
     writes = []
     real_write = execution.write_json_atomic
 
@@ -123,12 +123,11 @@ def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(
 
     monkeypatch.setattr(execution, "write_json_atomic", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=4)
+        study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=SMOKE_PACK)
     monkeypatch.undo()
     assert len(list((study.output_dir(smoke, killed) / "runs").iterdir())) == 6
-    resumed = study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=4)
+    resumed = study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=SMOKE_PACK)
     assert resumed["skipped"] == 6 and resumed["ran"] == len(runs) - 6
-    study.run_sweep(smoke, runs, clean, workers=1, progress=False, pack=4)
     a, b = metrics_of(smoke, runs, killed), metrics_of(smoke, runs, clean)
     for rid in a:
         for field in ("status", "metrics", "diagnostics", "final_loss", "n_samples"):
@@ -149,13 +148,13 @@ def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypa
     assert seen == [2]
 
 
-def test_a_pack_too_large_for_the_device_says_what_to_do(smoke, learned_roots, tmp_path,
+def test_a_pack_too_large_for_the_device_says_what_to_do(smoke, smoke_priors, tmp_path,
                                                           monkeypatch) -> None:
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(execution, "train_pack", out_of_memory)
-    root = fresh_root(learned_roots, tmp_path, "oom")
+    root = fresh_root(smoke_priors, tmp_path, "oom")
     runs = study.plan(smoke, ["rank"])
     with pytest.raises(study.StudyError, match="smaller `pack:`.*--pack 2"):
         study.run_sweep(smoke, runs, root, workers=1, progress=False, pack=4)

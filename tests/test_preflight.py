@@ -20,11 +20,6 @@ from bprior_core.study.preflight import PROFILE_RECORD, check_training_sizes, cl
 POOL = torch.arange(5).repeat_interleave(6000)
 
 
-@pytest.fixture(scope="module")
-def smoke() -> dict:
-    return load_profile("smoke")
-
-
 def with_sizes(profile: dict, **sizes) -> dict:
     out = copy.deepcopy(profile)
     for experiment, value in sizes.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+from conftest import copy_root
 
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
@@ -64,8 +65,9 @@ def remote_refs(page: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("outputs")
+def smoke_report(smoke_study, tmp_path_factory):
+    """The smoke report built on a copy of the shared smoke study (so it trains nothing)."""
+    root = copy_root(smoke_study, tmp_path_factory.mktemp("report") / "outputs")
     path = build_report("smoke", root=root, log=lambda *_: None, progress=False)
     return root / "smoke", path
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMOKE_PACK, copy_root
 
 from bprior_core import study
 from bprior_core.config import load_profile
@@ -20,11 +21,6 @@ from bprior_core.prior import GaussianPrior
 from bprior_core.prior_files import load_prior, save_authors_prior
 from bprior_core.study import execution
 from bprior_core.train import BAYESIAN_METHODS, RunOutcome
-
-
-@pytest.fixture(scope="module")
-def smoke() -> dict:
-    return load_profile("smoke")
 
 
 @pytest.fixture(scope="module")
@@ -570,32 +566,31 @@ def test_learned_priors_are_repeatable(smoke, tmp_path):
     assert torch.equal(a.cov_factor, b.cov_factor)
 
 
-def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, tmp_path):
-    """Real runs (smoke inference experiment): a failure after 5 runs, then a re-run, gives the
-    same stored metrics as an uninterrupted sweep, and every run is executed exactly once."""
+def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, smoke_priors,
+                                                                    smoke_study, tmp_path):
+    """Real runs (smoke inference experiment): a failure in the third pack, then a re-run, gives the
+    same stored metrics as an uninterrupted sweep (`smoke_study`), and every run is executed
+    exactly once."""
     runs = study.plan(smoke, ["inference"])
     executed, failed = [], []
+    root = copy_root(smoke_priors, tmp_path / "a")
 
     def failing(pack, profile, root):
-        if root == tmp_path / "a" and len(executed) == 5 and not failed:
+        if len(executed) == 2 * SMOKE_PACK and not failed:  # the third pack fails
             failed.append(pack[0]["id"])
             raise RuntimeError("injected failure")
-        executed.extend((root, run["id"]) for run in pack)
+        executed.extend(run["id"] for run in pack)
         return study.execute_pack(pack, profile, root)
 
-    for folder in ("a", "b"):
-        study.learn_priors(smoke, study.needed_draws(smoke, ["inference"]), root=tmp_path / folder,
-                           progress=False)
     with pytest.raises(RuntimeError, match="injected"):
-        study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)
-    study.run_sweep(smoke, runs, tmp_path / "a", workers=1, progress=False, execute=failing)
-    study.run_sweep(smoke, runs, tmp_path / "b", workers=1, progress=False, execute=failing)
-    per_root = Counter(root for root, _ in executed)
-    assert per_root[tmp_path / "a"] == per_root[tmp_path / "b"] == len(runs)
-    assert len({rid for root, rid in executed if root == tmp_path / "a"}) == len(runs)
+        study.run_sweep(smoke, runs, root, workers=1, progress=False, execute=failing,
+                        pack=SMOKE_PACK)
+    study.run_sweep(smoke, runs, root, workers=1, progress=False, execute=failing,
+                    pack=SMOKE_PACK)
+    assert failed and sorted(executed) == sorted(r["id"] for r in runs)
     for run in runs:
-        a = json.loads(study.result_path(smoke, run, tmp_path / "a").read_text())
-        b = json.loads(study.result_path(smoke, run, tmp_path / "b").read_text())
+        a = json.loads(study.result_path(smoke, run, root).read_text())
+        b = json.loads(study.result_path(smoke, run, smoke_study).read_text())
         assert a["metrics"] == b["metrics"] and a["status"] == b["status"]
 
 

@@ -18,6 +18,7 @@ import torch
 
 from ..data import (
     FMNIST_FILES,
+    DataUnavailableError,
     balanced_subset,
     cache_dir,
     fashion_mnist_task,
@@ -110,14 +111,26 @@ def flowers_root(key: DataKey) -> str:
     return key.root or str(cache_dir())
 
 
+def locate_data(key: DataKey) -> Path:
+    """The folder the downstream data is read from, without loading it (DataUnavailableError
+    when a named location lacks it)."""
+    if key.dataset == "fashion_mnist":
+        return locate_fashion_mnist(key.root, key.download)
+    folder = Path(flowers_root(key))
+    if not folder.is_dir() and not key.download:
+        raise DataUnavailableError(
+            f"Oxford Flowers-102 folder {folder} does not exist: set data.root to the folder "
+            "holding torchvision's flowers-102/, or data.download: true (needs network access)")
+    return folder / "flowers-102"
+
+
 @lru_cache(maxsize=4)
 def data_source(key: DataKey) -> dict[str, str]:
     """Where the downstream data was read from and a digest of the files trained and tested on
     (Fashion-MNIST: the four IDX files; Flowers-102: its decoded caches), for each run's record."""
+    folder = locate_data(key)
     if key.dataset == "fashion_mnist":
-        folder = locate_fashion_mnist(key.root, key.download)
         files = [folder / name for name in FMNIST_FILES]
     else:
-        folder = Path(flowers_root(key)) / "flowers-102"
         files = sorted((folder / "bprior-cache").glob("*.pt"))
     return {"dataset": key.dataset, "folder": str(folder), "digest": files_digest(files)}

@@ -20,7 +20,8 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..config import ProfileError
-from .datasets import DataKey, downstream_data
+from ..data import DataUnavailableError
+from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
 from .planning import EXPERIMENTS
@@ -53,6 +54,23 @@ def preflight(
     if profile_file is not None:
         claim_outputs(profile, profile_file, root)
     return device
+
+
+def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS
+               ) -> list[tuple[str, str | None]]:
+    """The checks of `preflight` that read and write nothing large (`bprior plan` runs them):
+    (what was checked, None or the error `bprior run` would stop with)."""
+    checks = [("prior files", lambda: check_prior_files(profile, experiments)),
+              ("device", lambda: resolve_device(profile["device"])),
+              ("data", lambda: locate_data(DataKey.of(profile)))]
+    out = []
+    for name, check in checks:
+        try:
+            check()
+            out.append((name, None))
+        except (StudyError, ProfileError, DataUnavailableError) as exc:
+            out.append((name, str(exc)))
+    return out
 
 
 def check_outputs_writable(profile: dict, root: Path | None = None) -> Path:
