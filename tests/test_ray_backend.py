@@ -239,3 +239,40 @@ def test_address_misuse_is_one_line(extra, message, tmp_path, capsys) -> None:
     assert main(["run", "--profile", "smoke", "--outputs", str(out), *extra]) == 2
     assert message in one_line_error(capsys)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("server", ["http", "silent"])
+def test_a_reachable_address_that_is_not_ray_fails_within_seconds(server, tmp_path,
+                                                                  capsys) -> None:
+    """Issue 14: `python3 -m http.server` on the port made `--address` hang for minutes; a
+    server that accepts and says nothing must not hang either."""
+    import http.server
+    import threading
+    import time
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # not on the stderr the test reads
+            pass
+
+    if server == "http":
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+        port = httpd.server_address[1]
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    out = tmp_path / "outputs"
+    start = time.monotonic()
+    try:
+        assert main(["run", "--profile", "smoke", "--outputs", str(out), "--backend", "ray",
+                     "--address", address]) == 2
+    finally:
+        httpd.shutdown() if server == "http" else listener.close()
+    assert time.monotonic() - start < 15
+    message = one_line_error(capsys)
+    assert address in message
+    assert ("not as a Ray cluster does" if server == "http" else "does not answer") in message
+    assert not out.exists()

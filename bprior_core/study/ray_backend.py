@@ -66,15 +66,43 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+# HTTP/2's client connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS and
+# Ray Client both are) answers with a SETTINGS frame (frame type 0x4 in byte 3 of its header)
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
 def check_address(address: str) -> None:
-    """Fail with a StudyError naming `address` unless something accepts connections there (Ray
-    itself would retry for minutes)."""
+    """Fail within seconds with a StudyError naming `address` unless a gRPC server answers
+    there, as Ray's does (Ray itself would retry for minutes against nothing, and hang against a
+    server that is not Ray's)."""
     host, port = _host_port(address)
     try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S) as sock:
+            sock.settimeout(CONNECT_TIMEOUT_S)
+            sock.sendall(_HTTP2_PREFACE)
+            reply = _read_at_most(sock, 9)
+    except TimeoutError:
+        raise StudyError(f"{address} accepts connections but does not answer like a Ray cluster "
+                         f"within {CONNECT_TIMEOUT_S:g} s; check the address (`ray start "
+                         "--head` prints it)") from None
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise StudyError(f"cannot reach the Ray cluster at {address}: {reason}") from None
+    if len(reply) < 9 or reply[3] != 0x04:
+        raise StudyError(f"{address} answers, but not as a Ray cluster does (no gRPC server "
+                         f"there; it replied {reply[:9]!r}); check the address and port (`ray "
+                         "start --head` prints them)")
+
+
+def _read_at_most(sock: socket.socket, n: int) -> bytes:
+    """Up to `n` bytes, fewer if the peer closes the connection first."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def connect(backend: str, address: str | None = None) -> bool:
