@@ -179,3 +179,49 @@ def test_two_worker_sweep_with_one_run_left_resumes_byte_identical(smoke, tmp_pa
                                     if k not in TIMING_KEYS}
     # byte-identical once the timing is set aside
     assert untimed(lost.read_bytes()) == untimed(before[lost])
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path) -> None:
+    """Issue 14: kill -9 of `bprior run` left its worker processes training (and writing prior
+    files without the lock) for good; now they follow their parent within about a second."""
+    import signal
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from bprior_core.study.resources import set_worker_threads, worker_initargs\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(2, mp_context=mp.get_context('spawn'),\n"
+        "                               initializer=set_worker_threads,\n"
+        "                               initargs=worker_initargs(1))\n"
+        "    pids = [pool.submit(os.getpid).result() for _ in range(4)]\n"
+        "    [pool.submit(time.sleep, 120) for _ in range(2)]\n"
+        "    print(' '.join(map(str, sorted(set(pids)))), flush=True)\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert workers and all(_alive(p) for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers)
+    finally:
+        parent.kill()
+        for pid in workers if "workers" in locals() else []:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -41,6 +41,7 @@ from .resources import (
     set_worker_threads,
     threads_per_worker,
     torch_threads,
+    worker_initargs,
 )
 
 Execute = Callable[[list[dict], dict, Path | None], list[dict]]
@@ -225,7 +226,8 @@ def run_sweep(
 
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                     initializer=set_worker_threads, initargs=(threads,)) as pool:
+                                     initializer=set_worker_threads,
+                                     initargs=worker_initargs(threads)) as pool:
                 futures = [pool.submit(execute, members, profile, root) for members in todo]
                 for future in as_completed(futures):
                     store(future.result())

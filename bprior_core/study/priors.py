@@ -29,7 +29,13 @@ from .errors import StudyError
 from .lock import profile_lock
 from .paths import prior_paths
 from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
-from .resources import resolve_device, set_worker_threads, threads_per_worker, torch_threads
+from .resources import (
+    resolve_device,
+    set_worker_threads,
+    threads_per_worker,
+    torch_threads,
+    worker_initargs,
+)
 
 
 def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
@@ -107,7 +113,8 @@ def _learn(profile: dict, todo: list[tuple[str, int]], root: Path | None, device
         import multiprocessing as mp
 
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=set_worker_threads, initargs=(threads,)) as pool:
+                                 initializer=set_worker_threads,
+                                 initargs=worker_initargs(threads)) as pool:
             for future in [pool.submit(learn_one, profile, name, draw, root, device, False)
                            for name, draw in todo]:
                 future.result()

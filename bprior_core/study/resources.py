@@ -74,6 +74,35 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def set_worker_threads(threads: int) -> None:
-    """Process-pool initializer: fix the worker's torch thread count."""
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it lives
+
+
+def set_worker_threads(threads: int, parent: int | None = None) -> None:
+    """Process-pool initializer: fix the worker's torch thread count and, given the pid of the
+    process that started it, make the worker end when that process ends (`die_with_parent`)."""
     torch.set_num_threads(threads)
+    if parent is not None:
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process (exit code 1) as soon as `parent` is no longer its parent, polled every
+    PARENT_POLL_S seconds by a daemon thread. A worker of a `bprior` process killed with -9
+    would otherwise live on, keep training and writing files without the profile's lock, and
+    hold its memory until killed by hand; this way it follows its parent within a second."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the watch began
+        os._exit(1)
+    threading.Thread(target=watch, name="bprior-parent-watch", daemon=True).start()
+
+
+def worker_initargs(threads: int) -> tuple[int, int]:
+    """`initargs` of `set_worker_threads` for a pool started by this process."""
+    return threads, os.getpid()
