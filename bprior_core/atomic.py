@@ -7,6 +7,7 @@ so an interrupted study can trust every file it finds.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +28,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. [Errno 28] from a write: say which file
+            raise type(exc)(exc.errno, f"{exc.strerror or exc} (writing {path})",
+                            str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# `atomic_write`'s temporary files: `.<name>.<8 characters of mkstemp>.tmp`
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that writes killed mid-way (kill -9) left in `folder`: only
+    files of `atomic_write`'s own pattern, only in that folder. Call it only while holding the
+    profile's lock, when no other process of the profile can be writing. Returns how many."""
+    removed = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for entry in folder.iterdir():
+        if entry.is_file() and _TEMPORARY.fullmatch(entry.name):
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -38,3 +38,14 @@ def files_digest(paths: Iterable[str | os.PathLike]) -> str:
     parts = sorted((Path(p).name, file_digest(p)) for p in paths)
     joined = "\n".join(f"{name} {digest}" for name, digest in parts)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def authors_files_digest(prefix: str | os.PathLike | None) -> str | None:
+    """One digest of the authors' four prior files `<prefix>_{mean,variance,covmat,model}.pt`;
+    None when any of them is missing (nothing can be trained from them then)."""
+    if not prefix:
+        return None
+    paths = [Path(f"{os.fspath(prefix)}_{s}.pt") for s in ("mean", "variance", "covmat", "model")]
+    if not all(p.is_file() for p in paths):
+        return None
+    return files_digest(paths)

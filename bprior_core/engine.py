@@ -194,7 +194,9 @@ class Pack:
         backbone = {k.removeprefix("backbone."): v for k, v in initial.items()
                     if k.startswith("backbone.")}
         for r, spec in enumerate(specs):
-            model.backbone.load_state_dict(spec.init_state or backbone)
+            # an empty state is not "no state": it was refused when read (prior_files)
+            model.backbone.load_state_dict(backbone if spec.init_state is None
+                                           else spec.init_state)
             torch.manual_seed(spec.stream_seed(0))
             model.head.reset_parameters()
             load_run(net, r, model)

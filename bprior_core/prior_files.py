@@ -46,15 +46,28 @@ def load_torch_file(path: PathLike, fix: str | None = None) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError,
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            # torch's own message suggests turning the protection off: never pass that on
+            raise PriorFileError(
+                f"{path} holds Python objects other than tensors and plain containers, which "
+                "bprior refuses to unpickle (a pickle can run code when loaded; files are read "
+                "with weights_only=True); save plain tensors or a state_dict with torch.save"
+            ) from None
+        raise _unreadable(path, exc, fix) from exc
+    except (RuntimeError, EOFError, ValueError, TypeError,
             AttributeError, KeyError, IndexError) as exc:
-        hint = fix or ("replace it with a good copy (or delete it, if bprior wrote it, so that "
-                       "it is made again)")
-        raise PriorFileError(
-            f"{path} cannot be read as a torch file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); the file is corrupt "
-            f"or truncated: {hint}"
-        ) from exc
+        raise _unreadable(path, exc, fix) from exc
+
+
+def _unreadable(path: PathLike, exc: BaseException, fix: str | None) -> PriorFileError:
+    """The error for a file torch cannot read at all: corrupt, truncated or not a torch file."""
+    hint = fix or ("replace it with a good copy (or delete it, if bprior wrote it, so that "
+                   "it is made again)")
+    first = str(exc).splitlines()[0][:200] if str(exc) else "no details"
+    return PriorFileError(
+        f"{path} cannot be read as a torch file ({type(exc).__name__}: {first}); the file "
+        f"is corrupt or truncated: {hint}")
 
 
 def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
@@ -123,6 +136,52 @@ def _check_payload(payload: Any, path: Path) -> None:
         raise PriorFileError(f"{path}: prior file lacks keys {missing}")
 
 
+# ----------------------------------------------------------------------------- weights
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def checked_backbone_state(state: Any, backbone: torch.nn.Module, where: PathLike
+                           ) -> dict[str, torch.Tensor]:
+    """`state` (read from the file `where`) as a complete, finite state dict for `backbone`, or
+    PriorFileError naming the file and what does not fit: empty, missing or unexpected keys (a
+    `module.` prefix, as DataParallel writes it, is removed), wrong shapes, a floating tensor
+    where the model has integers or the reverse, NaN or infinite values."""
+    if not isinstance(state, Mapping) or not state:
+        raise PriorFileError(f"{where} holds no weights (got {type(state).__name__} of length "
+                             f"{len(state) if isinstance(state, Mapping) else '-'}); it must "
+                             "hold the backbone's state_dict")
+    state = dict(state)
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in expected]
+    if missing or unexpected:
+        parts = ([f"missing keys {_few(missing)}"] if missing else []) + (
+            [f"unexpected keys {_few(unexpected)}"] if unexpected else [])
+        raise PriorFileError(f"{where} does not fit the model's backbone: {'; '.join(parts)} "
+                             f"(the backbone has {len(expected)} entries, e.g. "
+                             f"{_few(list(expected), 3)}); save the backbone's state_dict "
+                             "without the classifier head")
+    bad = [f"{k} {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__} "
+           f"(model {tuple(expected[k].shape)})" for k, v in state.items()
+           if not isinstance(v, torch.Tensor) or v.shape != expected[k].shape]
+    if bad:
+        raise PriorFileError(f"{where}: tensors of the wrong shape: {_few(bad)}")
+    kinds = [f"{k} is {v.dtype} (model {expected[k].dtype})" for k, v in state.items()
+             if v.is_floating_point() != expected[k].is_floating_point() or v.is_complex()]
+    if kinds:
+        raise PriorFileError(f"{where}: tensors of the wrong kind: {_few(kinds)}")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise PriorFileError(f"{where}: NaN or infinite values in {_few(broken)}; replace the "
+                             "file with a good copy")
+    return state
+
+
 # ----------------------------------------------------------------------------- authors' format
 
 
@@ -152,12 +211,18 @@ def load_authors_model_state(prefix: PathLike) -> dict[str, torch.Tensor]:
 
 
 def _authors_tensor(prefix: PathLike, suffix: str, ndim: int) -> torch.Tensor:
-    """Load an authors' prior tensor file and check it is a tensor with `ndim` dimensions."""
+    """Load an authors' prior tensor file and check it is a floating-point tensor with `ndim`
+    dimensions (a bool, integer or complex tensor is refused, not silently cast)."""
     t = _load_authors_file(prefix, suffix)
+    where = f"{os.fspath(prefix)}_{suffix}.pt"
     if not isinstance(t, torch.Tensor):
-        raise PriorFileError(f"{prefix}_{suffix}.pt must hold a tensor, got {type(t).__name__}")
+        raise PriorFileError(f"{where} must hold a tensor, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise PriorFileError(f"{where} holds a {t.dtype} tensor; the authors' prior files hold "
+                             "floating-point tensors (float32 or float64): convert it with "
+                             "tensor.float() and save it again")
     if t.ndim != ndim:
-        raise PriorFileError(f"{prefix}_{suffix}.pt must be {ndim}-D, got shape {tuple(t.shape)}")
+        raise PriorFileError(f"{where} must be {ndim}-D, got shape {tuple(t.shape)}")
     return t
 
 

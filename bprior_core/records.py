@@ -9,10 +9,19 @@ final iterate. Test metrics live in `metrics`, validation metrics in `val_metric
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 SPLITS = {"test": "metrics", "val": "val_metrics"}
+STATUSES = ("ok", "diverged")
+METRIC_NAMES = ("accuracy", "nll", "ece", "brier")
+# the fields every complete record has (what the report and the claims read), with their types
+_FIELDS = {"id": str, "config": dict, "status": str, "seed": int, "metrics": dict,
+           "val_metrics": dict, "n_samples": int, "steps_done": int, "diagnostics": dict}
+# text fields a record carries about where it ran: short identifiers, never markup
+_LABELS = ("device", "version", "torch_version")
+_LABEL = re.compile(r"[A-Za-z0-9_.+:-]{1,64}")
 
 
 def headline_block(record: Mapping[str, Any], split: str = "test") -> dict | None:
@@ -41,3 +50,45 @@ def arm_parts(arm: str) -> tuple[str, str | None]:
     """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
     method, _, prior_kind = arm.partition("+")
     return method, prior_kind or None
+
+
+def record_problem(record: object) -> str | None:
+    """Why `record` is not a complete result record, or None if it is: every field the report
+    and the claims read, of the right type; an `ok` run with finite test metrics of its final
+    iterate; where-it-ran labels that are short identifiers (a record from a worker or a file is
+    untrusted input)."""
+    if not isinstance(record, dict):
+        return f"not a mapping ({type(record).__name__})"
+    for key, kind in _FIELDS.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field {key!r} is missing or not a {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"status {str(record['status'])[:20]!r} is not one of {', '.join(STATUSES)}"
+    for split in SPLITS.values():
+        for part in ("final", "bma"):
+            block = record[split].get(part)
+            if block is not None and not _metric_block(block):
+                return f"{split}.{part} is not a block of the metrics {', '.join(METRIC_NAMES)}"
+    if record["status"] == "ok" and not _metric_block(record["metrics"].get("final"), True):
+        return "an ok run without finite test metrics of its final iterate"
+    for key in _LABELS:
+        value = record.get(key)
+        if value is not None and not (isinstance(value, str) and _LABEL.fullmatch(value)):
+            return f"field {key!r} is not a short identifier"
+    return None
+
+
+def _metric_block(block: object, finite: bool = False) -> bool:
+    """Whether `block` maps every metric name to a number (or null, unless `finite`)."""
+    if not isinstance(block, dict):
+        return False
+    for name in METRIC_NAMES:
+        value = block.get(name, "missing")
+        if value is None and not finite:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if finite and not math.isfinite(value):
+            return False
+    return True

@@ -109,3 +109,13 @@ def copy_root(source, target):
 
     shutil.copytree(source, target)
     return target
+
+
+def fake_record(run: dict, **extra) -> dict:
+    """A complete result record for `run` without training (`records.record_problem` passes),
+    for tests of the sweep's bookkeeping."""
+    metrics = {"accuracy": 0.5, "nll": 1.0, "ece": 0.1, "brier": 0.6}
+    return {"id": run["id"], "config": run["config"], "status": "ok",
+            "seed": run["config"]["seed"], "metrics": {"final": metrics, "bma": None},
+            "val_metrics": {"final": None, "bma": None}, "n_samples": 1, "steps_done": 1,
+            "final_loss": 1.0, "diagnostics": {}, **extra}

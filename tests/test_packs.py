@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE_PACK, copy_root
+from conftest import SMOKE_PACK, copy_root, fake_record
 
 from bprior_core import study
 from bprior_core.cli import main
@@ -140,11 +140,18 @@ def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypa
 
     def execute(pack, profile, root):
         seen.append(torch.get_num_threads())
-        return [{"id": r["id"], "config": r["config"], "status": "ok"} for r in pack]
+        return [fake_record(r) for r in pack]
 
     monkeypatch.setattr(resources.os, "cpu_count", lambda: 4)
-    runs = study.plan(smoke, ["rank"])[:1]
-    study.run_sweep(smoke, runs, tmp_path, workers=2, progress=False, execute=execute)
+    profile = {**smoke, "workers": 2}
+    runs = study.plan(profile, ["rank"])[:1]
+    assert runs[0]["config"]["context"]["threads"] == 2  # part of the run's identity
+    study.run_sweep(profile, runs, tmp_path, progress=False, execute=execute)
+    assert seen == [2]
+    # one process asked for instead: the thread count still follows the profile's `workers`
+    seen.clear()
+    study.run_sweep(profile, runs, tmp_path / "again", workers=1, progress=False,
+                    execute=execute)
     assert seen == [2]
 
 

@@ -19,6 +19,7 @@ import pytest
 import ray
 import torch
 import yaml
+from conftest import fake_record
 
 from bprior_core import study
 from bprior_core.cli import main
@@ -168,7 +169,7 @@ def test_a_packs_own_error_reaches_the_driver_unretried(ray_local, tiny, learned
 
 def test_the_profiles_backend_key_is_the_default(ray_local, tiny, learned, tmp_path) -> None:
     def where(members, profile, root):
-        return [{"id": r["id"], "config": r["config"], "status": "ok", "pid": os.getpid()}
+        return [fake_record(r, pid=os.getpid())
                 for r in members]
 
     runs = study.plan(tiny, ["rank"])

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import fake_record
 
 from bprior_core import study
 from bprior_core.config import load_profile
@@ -68,7 +69,7 @@ def test_a_sweep_stores_diverged_runs_as_standard_json(smoke, tmp_path) -> None:
 
 
 def fake_execute(pack, profile, root):
-    return [{"id": r["id"], "config": r["config"], "status": "ok"} for r in pack]
+    return [fake_record(r) for r in pack]
 
 
 def test_a_held_lock_stops_a_second_sweep(smoke, tmp_path) -> None:

@@ -9,6 +9,7 @@ data only ever selects hyper-parameters; the test set only ever measures the sel
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -134,3 +135,26 @@ def data_source(key: DataKey) -> dict[str, str]:
     else:
         files = sorted((folder / "bprior-cache").glob("*.pt"))
     return {"dataset": key.dataset, "folder": str(folder), "digest": files_digest(files)}
+
+
+def data_digest(key: DataKey) -> str | None:
+    """The digest of the downstream data files (see `data_source`), None where the data is not
+    there yet (nothing can train then; preflight says what is missing). Flowers-102: its split
+    and label files and the names and sizes of its images (its decoded cache is made by the
+    first run, so it cannot identify the data before it)."""
+    try:
+        folder = locate_data(key)
+    except DataUnavailableError:
+        return None
+    if key.dataset == "fashion_mnist":
+        return files_digest([folder / name for name in FMNIST_FILES])
+    return _flowers_digest(folder)
+
+
+def _flowers_digest(folder: Path) -> str | None:
+    marks = [folder / "imagelabels.mat", folder / "setid.mat"]
+    if not all(p.is_file() for p in marks):
+        return None
+    images = sorted((p.name, p.stat().st_size) for p in (folder / "jpg").glob("*.jpg"))
+    listing = hashlib.sha256(repr(images).encode()).hexdigest()[:16]
+    return f"{files_digest(marks)}-{listing}"

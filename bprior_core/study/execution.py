@@ -20,18 +20,18 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..atomic import atomic_write
+from ..atomic import atomic_write, remove_stale_temporaries
 from ..config import load_profile, profile_path
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
 from ..jsonsafe import to_plain
 from ..models import build_model, num_prior_parameters
-from ..prior import check_covers
+from ..records import record_problem
 from ..train import TrainSettings
 from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
-from .paths import result_path
+from .paths import output_dir, result_path
 from .planning import digest, make_packs, plan
 from .preflight import preflight
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
@@ -60,19 +60,16 @@ def resolve_pack_size(profile: dict, override: int | None = None) -> int:
                           max(ranks), profile["train"]["batch_size"], profile["precision"])
 
 
-def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor, dim: int,
+def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
               priors: dict) -> tuple[RunSpec, torch.Tensor]:
     """A run's spec; runs with the same prior spec get the same prior object (`priors` memo),
     which lets the packed prior read a shared factor once."""
     cfg = run["config"]
     indices = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
     source, draw = cfg["prior"]["source"], cfg["prior"]["draw"]
+    # read and checked against the model when loaded (`priors.load_prior_and_backbone`)
     learned, backbone_state = load_prior_and_backbone(
         prior_location(profile, source, root, draw))
-    try:
-        check_covers(learned, dim, f"prior {source!r} (model {cfg['model']!r})")
-    except ValueError as exc:
-        raise StudyError(str(exc)) from None
     key = json.dumps(cfg["prior"], sort_keys=True)
     if key not in priors:
         priors[key] = build_run_prior(cfg["prior"], learned)
@@ -120,9 +117,9 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
     pool, val, test = downstream_data(DataKey.of(profile), device)
     cfg = runs[0]["config"]
     model = build_model(cfg["model"], pool.num_classes)
-    labels, dim = pool.labels.cpu(), num_prior_parameters(model.backbone)
+    labels = pool.labels.cpu()
     priors: dict = {}
-    specs, subsets = zip(*(_run_spec(r, profile, root, labels, dim, priors) for r in runs),
+    specs, subsets = zip(*(_run_spec(r, profile, root, labels, priors) for r in runs),
                          strict=True)
     try:
         outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
@@ -159,14 +156,37 @@ def read_record(path: Path) -> dict | None:
 
 
 def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | None:
-    """The run's stored record if its result file holds one of the same configuration."""
+    """The run's stored record if its result file holds a complete record
+    (`records.record_problem`) of the same configuration; else None (the run is done again)."""
     record = read_record(result_path(profile, run, root))
-    return record if record is not None and record.get("config") == run["config"] else None
+    if record is None or record_problem(record) or record.get("config") != run["config"]:
+        return None
+    return record
 
 
 def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
-    """A run is done when its result file holds a record of the same configuration."""
+    """A run is done when its result file holds a complete record of the same configuration."""
     return stored_record(profile, run, root) is not None
+
+
+def checked_records(records: object, runs: Sequence[dict]) -> list[dict]:
+    """The records a back end returned for the pack `runs`, refused (StudyError) unless each is
+    complete (`records.record_problem`) and belongs to one of these runs with its exact
+    configuration: nothing a worker sends is written unchecked."""
+    expected = {r["id"]: r["config"] for r in runs}
+    if not isinstance(records, list):
+        raise StudyError(f"a back end returned {type(records).__name__} for a pack, not a list "
+                         "of result records")
+    for record in records:
+        problem = record_problem(record)
+        if problem is None and (record["id"] not in expected
+                                or record["config"] != expected[record["id"]]):
+            problem = "it belongs to no run of this pack"
+        if problem:
+            rid = record.get("id") if isinstance(record, dict) else None
+            raise StudyError(f"a back end returned an invalid result record "
+                             f"({str(rid)[:20]!r}): {problem}; nothing of it was written")
+    return records
 
 
 @holds_profile_lock  # a second process on the same profile and outputs stops at once
@@ -190,6 +210,8 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
+    for folder in ("runs", "priors"):  # under the lock: no process of the profile writes
+        remove_stale_temporaries(output_dir(profile, root) / folder)
     packs = make_packs(runs, resolve_pack_size(profile, pack))
     done = {r["id"] for r in runs if is_done(profile, r, root)}
     todo = [p for p in packs if any(r["id"] not in done for r in p)]
@@ -197,12 +219,15 @@ def run_sweep(
     workers = workers or profile["workers"]
     if resolve_device(profile["device"]) != "cpu":
         workers = 1
-    threads = threads_per_worker(workers)
+    # the thread count is part of each run's identity (`planning.run_context`): it follows the
+    # profile's `workers`, whatever number of processes runs the packs here
+    threads = threads_per_worker(profile["workers"])
     missing = sum(r["id"] not in done for p in todo for r in p)
     bar = tqdm(total=missing, desc=f"{profile['name']} runs", unit="run", disable=not progress)
 
-    def store(records: Sequence[dict]) -> None:
-        for record in records:
+    def store(records: Sequence[dict], members: Sequence[dict]) -> None:
+        """Write the records a back end returned for the pack `members` (checked first)."""
+        for record in checked_records(records, members):
             if record["id"] in done:
                 continue
             write_json_atomic(record, result_path(profile, record, root))
@@ -220,7 +245,7 @@ def run_sweep(
         elif workers <= 1 or len(todo) <= 1:
             with torch_threads(threads):
                 for members in todo:
-                    store(execute(members, profile, root))
+                    store(execute(members, profile, root), members)
         else:
             import multiprocessing as mp
 
@@ -228,9 +253,10 @@ def run_sweep(
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
                                      initializer=set_worker_threads,
                                      initargs=worker_initargs(threads)) as pool:
-                futures = [pool.submit(execute, members, profile, root) for members in todo]
+                futures = {pool.submit(execute, members, profile, root): members
+                           for members in todo}
                 for future in as_completed(futures):
-                    store(future.result())
+                    store(future.result(), futures[future])
     finally:
         bar.close()
     counts["wall_time_s"] = round(time.perf_counter() - start, 1)

@@ -15,9 +15,16 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from ..digests import authors_files_digest
 from ..records import arm_parts
+from .datasets import DataKey, data_digest
+from .errors import StudyError
+from .resources import resolve_device, threads_per_worker
 
 EXPERIMENTS = ("rank", "scale", "inference", "temperature")
+# bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
+# evaluation): part of every run's identity, so results of older numerics are never reused
+NUMERICS_VERSION = 2
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
 # the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
 TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "variance",
@@ -36,18 +43,35 @@ def prior_draw(profile: dict, seed: int) -> int:
     return seed % profile["priors"]["draws"]
 
 
+def run_context(profile: dict) -> dict:
+    """What changes a run's numbers besides its own settings: the code's numerics version, the
+    precision, the device type, the CPU thread count (cores // workers: floating-point results
+    depend on it; None on an accelerator) and the digest of the data files. Part of every run's
+    identity, so a stored result is reused only where it would come out the same."""
+    try:
+        device = resolve_device(profile["device"])
+    except StudyError:  # e.g. `bprior plan` of a cuda profile on a CPU machine
+        device = profile["device"]
+    return {"numerics": NUMERICS_VERSION, "precision": profile["precision"], "device": device,
+            "threads": threads_per_worker(profile["workers"]) if device == "cpu" else None,
+            "data": data_digest(DataKey.of(profile))}
+
+
 def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
-    """What identifies a prior: how it was learned (with which seed), or which files it was read
-    from."""
+    """What identifies a prior: how it was learned (settings, seed, the run context it was
+    learned in, fp32), or which files it was read from (their path and content digest)."""
     if profile["priors"]["source"] == "files":
-        return {"files": profile["priors"]["files"][name],
+        prefix = profile["priors"]["files"][name]
+        return {"files": prefix, "digest": authors_files_digest(prefix),
                 "variance_floor": profile["priors"]["variance_floor"]}
+    context = {k: v for k, v in run_context(profile).items() if k != "precision"}
     return {
         "learned": name,
         "learning": profile["priors"]["learning"],
         "data": profile["data"]["dataset"],
         "model": profile["model"],
         "seed": draw,
+        "context": context,
     }
 
 
@@ -88,7 +112,7 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
         "train": profile["train"] if train is None else train,
         **extra,
     }
-    return {"id": digest(config), "config": config}
+    return {"id": None, "config": config}  # `plan` adds the context and the id
 
 
 def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
@@ -197,7 +221,8 @@ _PLANNERS = {"rank": _rank_runs, "scale": _scale_runs, "inference": _inference_r
 
 
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
-    """Every run of the profile's enabled experiments, in a fixed order."""
+    """Every run of the profile's enabled experiments, in a fixed order; each run's config
+    carries the `run_context` and its id is the digest of that config."""
     runs = []
     for experiment in experiments:
         if experiment not in EXPERIMENTS:
@@ -205,6 +230,10 @@ def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
         cfg = profile["experiments"][experiment]
         if cfg["enabled"]:
             runs += _PLANNERS[experiment](profile, cfg)
+    context = run_context(profile)
+    for run in runs:
+        run["config"]["context"] = context
+        run["id"] = digest(run["config"])
     return runs
 
 

@@ -24,8 +24,8 @@ from ..data import DataUnavailableError
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
-from .planning import EXPERIMENTS
-from .priors import check_prior_files
+from .planning import EXPERIMENTS, plan
+from .priors import check_prior_files, load_prior_and_backbone, prior_location
 from .resources import resolve_device
 
 PROFILE_RECORD = "profile.json"
@@ -46,6 +46,7 @@ def preflight(
     pass it), for `claim_outputs`; None (a profile built in Python) skips that check."""
     experiments = list(experiments)
     check_prior_files(profile, experiments)
+    check_published_priors(profile, experiments)
     device = resolve_device(profile["device"])
     pool, _, _ = downstream_data(DataKey.of(profile), device)
     check_training_sizes(profile, pool.labels.cpu(), experiments)
@@ -54,6 +55,26 @@ def preflight(
     if profile_file is not None:
         claim_outputs(profile, profile_file, root)
     return device
+
+
+def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
+    """For `priors.source: files`: read each needed prior and its weights (checked against the
+    model, `priors.load_prior_and_backbone`) and refuse a rank the files do not hold."""
+    if profile["priors"]["source"] != "files":
+        return
+    wanted: dict[str, tuple[int, str]] = {}
+    for run in plan(profile, experiments):
+        spec = run["config"]["prior"]
+        rank = spec.get("rank") or 0
+        if rank > wanted.get(spec["source"], (-1, ""))[0]:
+            wanted[spec["source"]] = (rank, f"experiments.{run['config']['experiment']}")
+    for name, (rank, key) in wanted.items():
+        prior, _ = load_prior_and_backbone(prior_location(profile, name))
+        if rank > prior.rank:
+            raise ProfileError(
+                f"{key}: rank {rank} is more than the {prior.rank} low-rank rows stored in "
+                f"{profile['priors']['files'][name]}_covmat.pt (priors.files.{name}); use a rank "
+                f"<= {prior.rank}")
 
 
 def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_torch_save
+from ..atomic import atomic_torch_save, remove_stale_temporaries
 from ..data import TensorTask, fashion_mnist_task
+from ..digests import authors_files_digest, file_digest
 from ..learn import PriorLearningSettings, learn_prior
-from ..models import build_model
-from ..prior import GaussianPrior, rescale
+from ..models import build_model, num_prior_parameters
+from ..prior import GaussianPrior, check_covers, rescale
 from ..prior_files import (
     PriorFileError,
+    checked_backbone_state,
     load_authors_model_state,
     load_authors_prior,
     load_prior,
@@ -27,7 +29,7 @@ from ..prior_files import (
 )
 from .errors import StudyError
 from .lock import profile_lock
-from .paths import prior_paths
+from .paths import output_dir, prior_paths
 from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
 from .resources import (
     resolve_device,
@@ -70,18 +72,39 @@ def source_task(profile: dict) -> TensorTask:
     return task
 
 
-def _stored_source_id(prior_file: Path, backbone_file: Path) -> str | None:
+def _stored_source_id(prior_file: Path, backbone_file: Path, model: str) -> str | None:
     """The `source_id` of a stored learned prior, or None when it or its backbone weights are
-    missing or cannot be read (a corrupt file is learned again, like a missing one)."""
+    missing, cannot be read, do not fit the model or were not stored together (a corrupt or
+    mismatched file is learned again, like a missing one)."""
     if not (prior_file.exists() and backbone_file.exists()):
         return None
     try:
-        stored = load_prior(prior_file)
-        load_torch_file(backbone_file)
+        _read_learned(prior_file, backbone_file, model)
     except PriorFileError as exc:
         warnings.warn(f"{exc}; learning this prior again", stacklevel=3)
         return None
-    return stored.meta.get("source_id")
+    return load_prior(prior_file).meta.get("source_id")
+
+
+def _read_learned(prior_file: Path, backbone_file: Path, model: str
+                  ) -> tuple[GaussianPrior, dict[str, torch.Tensor]]:
+    """A learned prior and its backbone weights, checked: the weights fit the model and are
+    finite, the prior covers the model's backbone, and the weights are the ones stored with this
+    prior (their digest is in the prior's meta: a backbone file swapped for another prior's is
+    refused)."""
+    prior = load_prior(prior_file)
+    backbone = build_model(model, 2).backbone
+    state = checked_backbone_state(load_torch_file(backbone_file), backbone, backbone_file)
+    tied = prior.meta.get("backbone_digest")
+    if tied != file_digest(backbone_file):
+        raise PriorFileError(
+            f"{backbone_file} is not the backbone stored with the prior {prior_file} (its digest "
+            f"differs from the one the prior records); delete both files to learn them again")
+    try:
+        check_covers(prior, num_prior_parameters(backbone), f"the prior in {prior_file}")
+    except ValueError as exc:
+        raise PriorFileError(str(exc)) from None
+    return prior, state
 
 
 def learn_priors(
@@ -99,6 +122,7 @@ def learn_priors(
     if all(_is_stored(profile, n, d, root) for n, d in pairs):
         return paths
     with profile_lock(profile, root):
+        remove_stale_temporaries(output_dir(profile, root) / "priors")
         todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
         _learn(profile, todo, root, device, progress)
     return paths
@@ -126,7 +150,7 @@ def _learn(profile: dict, todo: list[tuple[str, int]], root: Path | None, device
 
 def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
     """Whether prior (name, draw) is stored, readable, with the current learning settings."""
-    stored = _stored_source_id(*prior_paths(profile, name, root, draw))
+    stored = _stored_source_id(*prior_paths(profile, name, root, draw), profile["model"])
     return stored == prior_source_id(profile, name, draw)
 
 
@@ -143,10 +167,11 @@ def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, dev
         model, source_task(profile), objective[name], PriorLearningSettings(**learning),
         seed=draw, device=device, progress=progress,
     )
-    prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
-                          meta={**prior.meta, "source_id": prior_source_id(profile, name, draw)})
     prior_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(state, backbone_file)
+    atomic_torch_save(state, backbone_file)  # first: the prior records its digest
+    prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
+                          meta={**prior.meta, "source_id": prior_source_id(profile, name, draw),
+                                "backbone_digest": file_digest(backbone_file)})
     save_prior(prior, prior_file)
     return prior_file
 
@@ -162,16 +187,22 @@ class PriorLocation:
     variance_floor: float | None = None
     prior_file: Path | None = None
     backbone_file: Path | None = None
+    model: str = "small_resnet"  # the weights are checked against this model's backbone
+    digest: str | None = None  # the files' content: a file replaced is read again
 
 
 def prior_location(profile: dict, name: str, root: Path | None = None, draw: int = 0
                    ) -> PriorLocation:
     """Where the profile's prior `name` (draw `draw`) lives."""
+    model = profile["model"]
     if profile["priors"]["source"] == "files":
-        return PriorLocation(name, 0, profile["priors"]["files"][name],
-                             profile["priors"]["variance_floor"])
+        prefix = profile["priors"]["files"][name]
+        return PriorLocation(name, 0, prefix, profile["priors"]["variance_floor"], model=model,
+                             digest=authors_files_digest(prefix))
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
-    return PriorLocation(name, draw, prior_file=prior_file, backbone_file=backbone_file)
+    digest = file_digest(prior_file) if prior_file.is_file() else None
+    return PriorLocation(name, draw, prior_file=prior_file, backbone_file=backbone_file,
+                         model=model, digest=digest)
 
 
 @lru_cache(maxsize=8)
@@ -181,12 +212,20 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
         return _preloaded[where]
     if where.files_prefix is not None:
         prior = load_authors_prior(where.files_prefix, variance_floor=where.variance_floor)
-        return prior, load_authors_model_state(where.files_prefix)
+        backbone = build_model(where.model, 2).backbone
+        model_file = f"{where.files_prefix}_model.pt"
+        state = checked_backbone_state(load_authors_model_state(where.files_prefix), backbone,
+                                       model_file)
+        try:
+            check_covers(prior, num_prior_parameters(backbone),
+                         f"the prior {where.files_prefix}_{{mean,variance,covmat}}.pt")
+        except ValueError as exc:
+            raise PriorFileError(str(exc)) from None
+        return prior, state
     if not where.prior_file.exists():
         raise StudyError(f"prior {where.name!r} has not been learned yet ({where.prior_file} "
                          "missing); run the 01_learn_prior step (`bprior report` does it first)")
-    state = load_torch_file(where.backbone_file)
-    return load_prior(where.prior_file), state
+    return _read_learned(where.prior_file, where.backbone_file, where.model)
 
 
 # Priors handed in by a back end whose workers cannot read the driver's files (`ray_backend`):

@@ -202,9 +202,11 @@ def _pack_task(members: list[dict], profile: dict, root: Path, priors: list, thr
 
 def run_packs(
     packs: Sequence[list[dict]], profile: dict, root: Path | None, execute: Callable,
-    threads: int, store: Callable[[Sequence[dict]], None], address: str | None = None,
+    threads: int, store: Callable[[Sequence[dict], Sequence[dict]], None],
+    address: str | None = None,
 ) -> None:
-    """Train `packs` as Ray tasks and `store` each pack's records on the driver as it completes.
+    """Train `packs` as Ray tasks and `store(records, pack)` each pack's records on the driver
+    as it completes.
 
     Uses the current Ray connection, or connects (`connect`) for the duration of the call."""
     if not packs:
@@ -218,11 +220,12 @@ def run_packs(
         priors = ray.put(_driver_priors(packs, profile, root))
         task = ray.remote(_pack_task).options(**options, max_retries=MAX_RETRIES,
                                               retry_exceptions=False)
-        pending = [task.remote(members, profile, root, [priors], threads, execute)
-                   for members in packs]
+        members_of = {task.remote(members, profile, root, [priors], threads, execute): members
+                      for members in packs}
+        pending = list(members_of)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
-            store(_result(ray, ready[0]))
+            store(_result(ray, ready[0]), members_of[ready[0]])
     finally:
         for ref in pending:
             try:
