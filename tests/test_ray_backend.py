@@ -34,22 +34,13 @@ def ray_local():
     module, which workers cannot import, so they travel by value."""
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
              log_to_driver=False)
-    module = sys.modules[__name__]
-    ray.cloudpickle.register_pickle_by_value(module)
+    modules = [sys.modules[__name__], sys.modules["conftest"]]  # the hooks use conftest's too
+    for module in modules:
+        ray.cloudpickle.register_pickle_by_value(module)
     yield
-    ray.cloudpickle.unregister_pickle_by_value(module)
+    for module in modules:
+        ray.cloudpickle.unregister_pickle_by_value(module)
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny() -> dict:
-    """The smoke profile cut to a 2-run rank sweep (as tests/test_study.py's mini study)."""
-    profile = copy.deepcopy(load_profile("smoke"))
-    profile["seeds"] = 1
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
-    return profile
 
 
 # one thread per pack (cores // workers) keeps two packs side by side on the 2 CPUs, and the
@@ -58,10 +49,23 @@ WORKERS = os.cpu_count() or 1
 
 
 @pytest.fixture(scope="module")
+def tiny() -> dict:
+    """The smoke profile cut to a 2-run rank sweep (as tests/test_study.py's mini study), with
+    one worker per core (the thread count, cores // workers, is part of a run's identity)."""
+    profile = copy.deepcopy(load_profile("smoke"))
+    profile["seeds"] = 1
+    profile["workers"] = WORKERS
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2, bn_refresh_batches=1)
+    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
+    return profile
+
+
+@pytest.fixture(scope="module")
 def learned(tiny, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("learned")
     # priors are learned with cores // workers threads: the CLI run below uses WORKERS too
-    study.learn_priors({**tiny, "workers": WORKERS}, study.needed_draws(tiny, ["rank"]),
+    study.learn_priors(tiny, study.needed_draws(tiny, ["rank"]),
                        root=root, progress=False)
     return root
 
