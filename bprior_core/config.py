@@ -254,9 +254,44 @@ _LIST_CHOICES = {
 }
 
 
+# difflib's similarity below which a spelling is not offered (its default): no suggestion is
+# better than a wrong one ('learning_rate' is not 'eval_batch_size')
+SUGGEST_CUTOFF = 0.6
+# what people call our keys elsewhere (PyTorch, Keras, Hydra configs)
+KEY_ALIASES = {
+    "learning_rate": "lr", "lr_rate": "lr", "wd": "weight_decay", "l2": "weight_decay",
+    "num_steps": "steps", "n_steps": "steps", "max_steps": "steps", "iterations": "steps",
+    "batch": "batch_size", "bs": "batch_size", "num_cycles": "cycles", "n_cycles": "cycles",
+    "temp": "temperature", "seed": "seeds", "num_seeds": "seeds", "n_seeds": "seeds",
+    "num_workers": "workers", "n_workers": "workers", "jobs": "workers", "epsilon": "eps",
+    "clip": "grad_clip", "max_grad_norm": "grad_clip", "gradient_clip": "grad_clip",
+}
+
+
 def _suggest(key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    """'; did you mean X?' for the valid spelling closest to `key`, or '' when none is close."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=SUGGEST_CUTOFF)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _leaf_paths(schema: dict, path: str = ""):
+    """The dotted path of every value of the schema."""
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        yield from _leaf_paths(spec, sub) if isinstance(spec, dict) else [sub]
+
+
+def _key_hint(key: str, schema: dict, path: str) -> str:
+    """What an unknown key most likely means: a known alias in the same section; at the top
+    level, the section(s) that hold a key of that name; else the closest spelling; or ''."""
+    target = KEY_ALIASES.get(key.lower().replace("-", "_"), key.lower().replace("-", "_"))
+    if target in schema:
+        return f"; did you mean {target!r}?"
+    if not path:
+        holders = [p for p in _leaf_paths(schema) if p.rsplit(".", 1)[-1] == target]
+        if holders:
+            return "; did you mean " + " or ".join(repr(h) for h in holders) + "?"
+    return _suggest(key, schema)
 
 
 def _coerce(path: str, value: Any, spec: Field) -> Any:
@@ -307,7 +342,8 @@ def _validate(section: dict, schema: dict, path: str) -> dict:
     for key in section:
         if key not in schema:
             where = f"{path}." if path else ""
-            raise ProfileError(f"unknown key {where}{key}{_suggest(str(key), schema)}")
+            text = clip(str(key))
+            raise ProfileError(f"unknown key {where}{text}{_key_hint(text, schema, path)}")
     out = {}
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
@@ -422,11 +458,19 @@ def _check_train_settings(train: dict) -> None:
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# a name is a folder under outputs/ (and part of longer paths below it): file systems refuse
+# names over 255 bytes, which ended in "fix its permissions"; 64 is plenty for a profile's name
+MAX_NAME_LENGTH = 64
 
 
 def _check_name(name: str) -> None:
     """A profile name is one folder name under outputs/: letters, digits, '-', '_', '.' only (no
-    path separators, no '..' that would write outside the outputs folder)."""
+    path separators, no '..' that would write outside the outputs folder), at most 64 of them."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise ProfileError(
+            f"name: {shown(name)} is {len(name)} characters long; a profile name is used as the "
+            f"folder outputs/<name>/ and may have at most {MAX_NAME_LENGTH} characters, "
+            "e.g. 'cpu-long'")
     if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise ProfileError(
             f"name: {shown(name)} is not allowed; a profile name is used as the folder "
@@ -493,26 +537,82 @@ def validate_profile(raw: dict) -> dict:
     return profile
 
 
+def _is_path(text: str) -> bool:
+    """A profile given with a '/' or ending in .yaml/.yml is a file; anything else is a name."""
+    return "/" in text or os.sep in text or text.endswith((".yaml", ".yml"))
+
+
 def profile_path(name_or_path: str | Path) -> Path:
-    """`cpu` -> params/cpu.yaml; an existing path is used as is."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    """`cpu` -> params/cpu.yaml, whatever the current folder holds (a folder `./cpu/` does not
+    shadow it); `./cpu.yaml`, `my/cpu` or `cpu.yml` -> that file, which must exist."""
+    text = str(name_or_path)
+    if _is_path(text):
+        candidate = Path(text)
+        if candidate.is_dir():
+            raise ProfileError(f"profile file {clip(text)} is a folder; give a YAML file (e.g. "
+                               "params/cpu.yaml) or a profile name from params/ (e.g. cpu)")
         if not candidate.exists():
-            raise ProfileError(f"profile file {candidate} does not exist")
+            raise ProfileError(f"profile file {clip(text)} does not exist; give an existing YAML "
+                               "file or a profile name from params/ (e.g. cpu)")
         return candidate
-    path = PARAMS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    path = PARAMS_DIR / f"{text}.yaml"
+    if not path.is_file():
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
         raise ProfileError(
-            f"no profile named {name_or_path!r}{_suggest(str(name_or_path), known)} "
+            f"no profile named {shown(text)}{_suggest(text, known)} "
             f"(profiles in {PARAMS_DIR}: {', '.join(known)}; or give a path to a YAML file)"
         )
     return path
 
 
+# A profile holds a few hundred values; aliases (*name) repeat what their anchor (&name) holds,
+# so nested aliases multiply: 2 KB of them expand to 387 million values ("billion laughs")
+MAX_YAML_NODES = 10_000
+MAX_PROFILE_BYTES = 1_000_000  # a profile is a few kilobytes
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` holds once every alias is expanded (shared nodes are counted once
+    per use but visited once); ProfileError past MAX_YAML_NODES, or for an alias inside the
+    collection it names (an endless structure)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ProfileError(
+            f"line {node.start_mark.line + 1}: an alias refers to the collection that holds it "
+            "(an endless structure); write the values out instead")
+    open_nodes.add(key)
+    total = 1
+    for child in _children(node):
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_NODES:
+            raise ProfileError(
+                f"the document expands to more than {MAX_YAML_NODES} values (each alias *name "
+                "repeats what its anchor &name holds, and nested aliases multiply); a profile "
+                "holds a few hundred values: write them out, or use fewer aliases")
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last
-    value silently, so a profile could say `steps: 10` and later `steps: 1000`)."""
+    value silently, so a profile could say `steps: 10` and later `steps: 1000`), and a document
+    whose aliases expand to more than MAX_YAML_NODES values (before building any of them)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -551,21 +651,36 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
     return text + (f" ({context} from {at(start)})" if start is not None and context else "")
 
 
+def _read_yaml(path: Path, text: str) -> Any:
+    """The YAML document in `text` (read from `path`), or ProfileError naming the file."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {yaml_error_text(exc)}") from None
+    except RecursionError:
+        raise ProfileError(f"{path} is nested too deeply to read (brackets or indentation "
+                           "hundreds of levels deep); a profile is a few levels of "
+                           "sections") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ProfileError(f"{path} holds a value that cannot be read: {clip(str(exc))}") from None
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
+    size = path.stat().st_size
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path} holds {size} bytes; a profile is a few kilobytes of YAML (at "
+                           f"most {MAX_PROFILE_BYTES}): is this the right file?")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path} is not a UTF-8 text file (byte {exc.start}: "
                            f"{exc.object[exc.start:exc.start + 1]!r}); a profile is YAML saved as "
                            "UTF-8") from None
-    try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except ProfileError as exc:
-        raise ProfileError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {yaml_error_text(exc)}") from None
+    raw = _read_yaml(path, text)
     try:
         return validate_profile(raw or {})
     except ProfileError as exc:

@@ -8,11 +8,12 @@ import os
 import time
 
 import pytest
+import yaml
 from test_config import error_of, raw, with_value  # the profile helpers, written once
-from test_failure_messages import no_training
+from test_failure_messages import assert_one_line, no_training, run_cli
 
 from bprior_core import config, settings
-from bprior_core.config import Field, validate_profile
+from bprior_core.config import Field, ProfileError, load_profile, validate_profile
 from bprior_core.learn import PriorLearningSettings
 from bprior_core.settings import PriorParameters
 from bprior_core.train import TrainSettings
@@ -154,6 +155,60 @@ def test_more_workers_than_cores_is_refused_unless_forced(monkeypatch) -> None:
 # ----------------------------------------------------------------------------- YAML and messages
 
 
+def alias_bomb(levels: int) -> str:
+    """A 'billion laughs' profile: each anchor holds nine aliases of the one before; the last
+    value expands to 9**levels strings."""
+    names = "abcdefghijklmnop"[:levels]
+    lines = [f"  - &{names[0]} [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  - &{b} [{', '.join(['*' + a] * 9)}]"
+              for a, b in zip(names, names[1:], strict=False)]
+    return "name: bomb\ndescription:\n" + "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_within_a_second_in_one_line(tmp_path, capsys) -> None:
+    """Today this 1 KB file runs 74 s, takes 2.9 GB and ends in a MemoryError traceback (the
+    message embedded repr() of the expanded value); with 6 levels it already prints an error line
+    of 3 MB."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb(9))
+    start = time.perf_counter()
+    rc, err = run_cli(capsys, "plan", "--profile", str(path))
+    assert time.perf_counter() - start < 1.0
+    assert rc == 2
+    assert_one_line(err, str(path), "10000", "alias")
+    assert len(err) < 400
+
+
+def test_ordinary_aliases_and_merge_keys_are_still_read(tmp_path) -> None:
+    text = (config.PARAMS_DIR / "smoke.yaml").read_text()
+    text = text.replace("scales: [1.0e+3, 1.0e+6]", "scales: &grid [1.0e+3, 1.0e+6]")
+    text = text.replace("variances: [1.0e-2, 1.0]", "variances: *grid")
+    path = tmp_path / "aliases.yaml"
+    path.write_text(text)
+    profile = load_profile(path)
+    assert profile["experiments"]["inference"]["tuning"]["variances"] == [1e3, 1e6]
+    merged = "a: &d {x: 1, y: [1, 2]}\nb:\n  <<: *d\n  x: 5\nc: [*d, *d]\n"
+    loaded = yaml.load(merged, Loader=config.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    assert loaded["b"] == {"x": 5, "y": [1, 2]} and loaded["c"] == [loaded["a"]] * 2
+
+
+def test_a_recursive_alias_is_refused(tmp_path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("name: loop\nexperiments:\n  rank:\n    ranks: &r [0, *r]\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert str(path) in str(info.value) and "line 4" in str(info.value)
+
+
+def test_deep_nesting_is_refused_in_one_line(tmp_path, capsys) -> None:
+    """5000 nested brackets: PyYAML's composer recursed into a RecursionError traceback."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\ndescription: " + "[" * 5000 + "]" * 5000 + "\n")
+    rc, err = run_cli(capsys, "plan", "--profile", str(path))
+    assert rc == 2
+    assert_one_line(err, str(path), "nested")
+
+
 @pytest.mark.parametrize(
     ("dotted", "value"),
     [("description", ["x" * 100_000]), ("train.lr", "f" * 100_000),
@@ -179,6 +234,55 @@ def test_pack_out_of_range_states_the_whole_range() -> None:
     message = error_of(with_value(raw(), "pack", 100_000))
     assert message.startswith("pack: 100000") and "'auto'" in message
     assert ">= 1" in message and "<= 4096" in message
+
+
+@pytest.mark.parametrize(
+    ("dotted", "suggestion"),
+    [("train.learning_rate", "'lr'"), ("train.wd", "'weight_decay'"),
+     ("train.num_steps", "'steps'"), ("train.batch", "'batch_size'"),
+     ("learning_rate", "'train.lr'"), ("steps", "'train.steps'"),
+     ("priors.learning.learning_rate", None), ("train.zzzz", None), ("experiments.foo", None)],
+)
+def test_unknown_keys_get_a_sensible_suggestion_or_none(dotted, suggestion) -> None:
+    """`train.learning_rate` was answered "did you mean 'eval_batch_size'?" (difflib with cutoff
+    0.0 always suggests something); no suggestion is better than a wrong one."""
+    message = error_of(with_value(raw(), dotted, 0.1))
+    assert f"unknown key {dotted}" in message
+    if suggestion is None:
+        assert "did you mean" not in message, message
+    else:
+        assert f"did you mean {suggestion}?" in message, message
+
+
+def test_a_long_profile_name_is_refused_with_the_limit() -> None:
+    """A 300-character name ended in "fix its permissions" from the file system."""
+    message = error_of(with_value(raw(), "name", "a" * 300))
+    assert message.startswith("name: ") and "300 characters" in message and "64" in message
+    assert len(message) < 400
+    assert validate_profile(with_value(raw(), "name", "a" * 64))["name"] == "a" * 64
+
+
+def test_a_folder_named_like_a_profile_does_not_shadow_it(tmp_path, monkeypatch, capsys) -> None:
+    """`./cpu/` made `--profile cpu` fail with "Is a directory"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke.yaml").write_text("name: not-this-one\n")
+    assert config.profile_path("smoke") == config.PARAMS_DIR / "smoke.yaml"
+    assert load_profile("smoke")["name"] == "smoke"
+    assert config.profile_path("smoke.yaml").resolve() == (tmp_path / "smoke.yaml").resolve()
+    rc, err = run_cli(capsys, "plan", "--profile", "smoke", "--outputs", str(tmp_path / "o"))
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("given", ["./nowhere", "sub/nowhere", "nowhere.yml", "./smoke"])
+def test_a_path_that_does_not_name_a_file_is_an_error_naming_it(tmp_path, monkeypatch,
+                                                               capsys, given) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "smoke").mkdir()
+    rc, err = run_cli(capsys, "plan", "--profile", given)
+    assert rc == 2
+    assert_one_line(err, given)
+    assert ("is a folder" if given == "./smoke" else "does not exist") in err
 
 
 # ----------------------------------------------------------------------------- data through the CLI
