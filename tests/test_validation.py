@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 from test_config import error_of, raw, with_value  # the profile helpers, written once
-from test_failure_messages import assert_one_line, no_training, run_cli
+from test_failure_messages import assert_one_line, no_training, run_cli, write_profile
 
 from bprior_core import config, settings
 from bprior_core.config import Field, ProfileError, load_profile, validate_profile
@@ -288,3 +288,16 @@ def test_a_path_that_does_not_name_a_file_is_an_error_naming_it(tmp_path, monkey
 # ----------------------------------------------------------------------------- data through the CLI
 
 
+@pytest.mark.parametrize("damage", ["label 12", "count", "shape", "empty class"])
+def test_bad_data_files_stop_the_run_in_one_line(tmp_path, capsys, no_training, damage) -> None:
+    """Labels out of range, a label/image count mismatch, 14 x 56 images and a downstream class
+    without images were read and trained on (or ended in ZeroDivisionError / IndexError)."""
+    from test_data import damaged_fmnist
+
+    folder, bad_file, needle = damaged_fmnist(tmp_path / "fmnist", damage)
+    profile = write_profile(tmp_path, **{"data.root": str(folder)})
+    rc, err = run_cli(capsys, "run", "--profile", str(profile), "--outputs",
+                      str(tmp_path / "out"))
+    assert rc == 2
+    assert_one_line(err, str(bad_file), needle)
+    assert not (tmp_path / "out").exists()
