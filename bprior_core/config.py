@@ -1,9 +1,12 @@
 """Profiles: YAML files in `params/`, validated completely before anything trains.
 
-A profile is checked against `SCHEMA`: every key must be known (an unknown key is reported with the
-closest valid one), every value must have the right type and lie in its allowed range, and
-defaults fill what the file leaves out. The result is a plain nested dict, so it can be hashed,
-stored in result files and passed to papermill notebooks unchanged.
+A profile is checked against `SCHEMA`: every key must be known (an unknown key is answered with
+the key it most likely means, when one fits), every value must have the right type and lie in its
+allowed range, and defaults fill what the file leaves out. Ranges come from one place: a value
+that becomes a training setting or a prior parameter has the range of the field it becomes
+(`settings`); every number has an upper bound, and every float must be usable in float32. The
+result is a plain nested dict, so it can be hashed, stored in result files and passed to
+papermill notebooks unchanged. Messages show values shortened (`shown`), never unbounded.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ import yaml
 from .engine import PRECISIONS
 from .learn import PriorLearningSettings
 from .samplers import CyclicalSchedule
+from .settings import PriorParameters, field_meta, float32_problem, range_text
 from .train import TrainSettings
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
@@ -28,6 +34,27 @@ PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
 class ProfileError(ValueError):
     """A profile is invalid; the message says what is wrong and what would be right."""
+
+
+SHOWN_LENGTH = 80  # the most characters of a value a message shows
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_LENGTH
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
+_REPR.maxlevel = 3
+
+
+def clip(text: str, limit: int = SHOWN_LENGTH) -> str:
+    """`text` cut to `limit` characters, '...' marking the cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(value: Any) -> str:
+    """repr(value) for a message, at most SHOWN_LENGTH characters: computed without expanding
+    the value (reprlib), since a value may be huge (a YAML alias bomb expands to millions)."""
+    try:
+        return clip(_REPR.repr(value))
+    except ValueError:  # an int of more than 4300 digits has no repr
+        return f"<{type(value).__name__} too large to show>"
 
 
 @dataclass(frozen=True)
@@ -44,21 +71,16 @@ class Field:
     auto: bool = False  # the string 'auto' is allowed too
 
     def describe(self) -> str:
+        """What the value may be, completely: type, both bounds or the choices, null."""
+        rng = range_text(self.lo, self.hi)
         if self.auto:
-            return f"'auto' or an integer >= {self.lo:g}"
+            return f"'auto' or an integer {rng}"
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         name = getattr(self.kind, "__name__", str(self.kind))
         if self.items is not None:
-            name = f"a list of {self.items.__name__}"
-        rng = []
-        if self.lo is not None:
-            rng.append(f">= {self.lo:g}")
-        if self.hi is not None:
-            rng.append(f"<= {self.hi:g}")
-        text = name + (" " + " and ".join(rng) if rng else "")
-        if self.items is not None and rng:
-            text = f"a list of {self.items.__name__} each " + " and ".join(rng)
+            name = f"a list of {self.items.__name__}" + (" each" if rng else "")
+        text = name + (f" {rng}" if rng else "")
         return text + (" or null" if self.nullable else "")
 
 
@@ -72,6 +94,19 @@ def _int(lo=None, hi=None, default=None, nullable=False) -> Field:
 
 def _choice(*choices, default=None) -> Field:
     return Field(str, default if default is not None else choices[0], choices=choices)
+
+
+def _like(cls: type, name: str, default: Any, nullable: bool = False) -> Field:
+    """A profile value that becomes field `name` of settings class `cls`: its type and range."""
+    meta = field_meta(cls, name)
+    kind = next(f for f in dataclasses.fields(cls) if f.name == name).type
+    return Field(_TYPES[kind], default, meta["lo"], meta["hi"], nullable=nullable)
+
+
+def _list_like(cls: type, name: str, default: Any, nullable: bool = False) -> Field:
+    """A list of values that each become field `name` of `cls` (a grid or a sweep)."""
+    one = _like(cls, name, None)
+    return Field(list, default, one.lo, one.hi, nullable=nullable, items=one.kind)
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "float | None": float}
@@ -88,6 +123,12 @@ def _section_from(settings_cls) -> dict[str, Field]:
     return section
 
 
+# Bounds of the profile's own numbers (the settings' bounds live with them, in `settings`).
+MAX_SEEDS = 100  # seeds, prior draws, chains: each multiplies the number of runs
+MAX_WORKERS = 64  # worker processes (about 1 GB of memory each); also <= this machine's cores
+MAX_PACK = 4096  # runs trained together as one network
+MAX_IMAGES = 10_000_000  # training, validation and test sizes: more than any data set read here
+
 ARMS = (
     "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
     "sgd+isotropic", "sghmc+isotropic", "ensemble+learned",
@@ -99,11 +140,11 @@ SCHEMA: dict[str, Any] = {
     "name": Field(str, None),
     "description": Field(str, ""),
     "device": _choice("auto", "cpu", "cuda", "mps"),
-    "seeds": _int(1, 100, 5),
-    "workers": _int(1, 64, 1),
+    "seeds": _int(1, MAX_SEEDS, 5),
+    "workers": _int(1, MAX_WORKERS, 1),
     # where packs run: processes of this machine, or Ray tasks (study/ray_backend.py)
     "backend": _choice("local", "ray"),
-    "pack": Field(int, 1, lo=1, hi=4096, auto=True),
+    "pack": Field(int, 1, lo=1, hi=MAX_PACK, auto=True),
     "precision": _choice(*PRECISIONS),
     "model": _choice("small_resnet", "resnet50"),
     "data": {
@@ -111,25 +152,25 @@ SCHEMA: dict[str, Any] = {
         "root": Field(str, None, nullable=True),
         "download": Field(bool, False),
         "subset_protocol": _choice("balanced", "reproduction"),
-        "test_size": _int(0, None, 0),
+        "test_size": _int(0, MAX_IMAGES, 0),
         # class-balanced validation set drawn once from the labelled pool and kept out of every
         # training subset (flowers102: a class-balanced subset of the official validation split);
         # 0 turns validation (and so tuning) off
-        "val_size": _int(0, None, 0),
+        "val_size": _int(0, MAX_IMAGES, 0),
     },
     "priors": {
         "source": _choice("learn", "files"),
         # independently learned priors per source (prior-learning seeds 0..draws-1); downstream
         # seed s uses draw s mod draws, so paired differences over seeds carry both variations
-        "draws": _int(1, 100, 1),
+        "draws": _int(1, MAX_SEEDS, 1),
         "files": {"ssl": Field(str, None, nullable=True),
                   "supervised": Field(str, None, nullable=True)},
         # authors' files: clamp non-positive variances up to this floor (null: refuse them)
         "variance_floor": _num(1e-30, 1.0, None, nullable=True),
         "rescaling_rule": _choice("same", "authors"),
-        "eps": _num(0, None, 0.0),
+        "eps": _like(PriorParameters, "eps", 0.0),
         "learning": {
-            "source_train_size": _int(0, None, 0),
+            "source_train_size": _int(0, MAX_IMAGES, 0),
             **_section_from(PriorLearningSettings),
         },
     },
@@ -137,7 +178,7 @@ SCHEMA: dict[str, Any] = {
     "claims": {
         # the smallest effect that matters, per metric: an interval that contains 0 gives
         # "not supported" below it and "inconclusive" when it reaches it
-        "margins": {"accuracy": _num(1e-9, 1.0, 0.01), "nll": _num(1e-9, None, 0.02),
+        "margins": {"accuracy": _num(1e-9, 1.0, 0.01), "nll": _num(1e-9, 100.0, 0.02),
                     "ece": _num(1e-9, 1.0, 0.01), "brier": _num(1e-9, 2.0, 0.01)},
     },
     "experiments": {
@@ -145,27 +186,27 @@ SCHEMA: dict[str, Any] = {
             "enabled": Field(bool, True),
             "prior": _choice(*PRIOR_NAMES),
             "method": _choice("sghmc", "sgld", "sgd_prior"),
-            "scale": _num(1e-12, 1e30, 1e3),
-            "ranks": Field(list, [0, 1, 2, 5, 10], items=int, lo=0),
-            "seeds": _int(1, 100, None, nullable=True),  # null: the profile's seeds
+            "scale": _like(PriorParameters, "scale", 1e3),
+            "ranks": _list_like(PriorLearningSettings, "max_rank", [0, 1, 2, 5, 10]),
+            "seeds": _int(1, MAX_SEEDS, None, nullable=True),  # null: the profile's seeds
             # also run every rank at the full-rank prior's total variance (trace)
             "fixed_trace": Field(bool, True),
-            "n_train": _int(0, None, 50),
+            "n_train": _int(0, MAX_IMAGES, 50),
         },
         "scale": {
             "enabled": Field(bool, True),
             "priors": Field(list, ["supervised", "ssl"], items=str),
             "method": _choice("sghmc", "sgld", "sgd_prior"),
-            "scales": Field(list, [10.0**e for e in range(10)], items=float, lo=1e-12),
+            "scales": _list_like(PriorParameters, "scale", [10.0**e for e in range(10)]),
             # conventions swept: every rule x eps pair (the profile's priors.rescaling_rule and
             # priors.eps give the headline verdict and must be among them)
             "rules": Field(list, None, items=str, nullable=True),  # null: [priors.rescaling_rule]
-            "eps": Field(list, None, items=float, lo=0.0, nullable=True),  # null: [priors.eps]
+            "eps": _list_like(PriorParameters, "eps", None, nullable=True),  # null: [priors.eps]
             # a run trained from scratch (no pretraining, SGD, no prior) per seed: "no prior"
             "scratch": Field(bool, True),
-            "rank": _int(0, 100, 10),
-            "n_train": _int(0, None, 50),
-            "seeds": _int(1, 100, None, nullable=True),
+            "rank": _like(PriorLearningSettings, "max_rank", 10),
+            "n_train": _int(0, MAX_IMAGES, 50),
+            "seeds": _int(1, MAX_SEEDS, None, nullable=True),
         },
         "inference": {
             "enabled": Field(bool, True),
@@ -174,32 +215,35 @@ SCHEMA: dict[str, Any] = {
             # `ensemble+learned`: the sampler's schedule and samples at temperature 0 (a cyclical
             # snapshot ensemble), the control that separates "Bayesian" from "ensembling"
             "arms": Field(list, list(ARMS[:3]) + list(ARMS[4:]), items=str),
-            "scale": _num(1e-12, 1e30, 1e3),
-            "rank": _int(0, 100, 10),
-            "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0),
+            "scale": _like(PriorParameters, "scale", 1e3),
+            "rank": _like(PriorLearningSettings, "max_rank", 10),
+            "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0, hi=MAX_IMAGES),
             # null: the rescaled learned prior's average variance (trace-matched); used when
             # tuning is off
-            "nonlearned_variance": _num(1e-12, 1e12, None, nullable=True),
+            "nonlearned_variance": _like(PriorParameters, "variance", None, nullable=True),
             # every arm tuned on the validation split over a grid of its strength parameter, the
             # same number of values for every arm; selection by validation NLL per (size, seed)
             "tuning": {
                 "enabled": Field(bool, False),
-                "scales": Field(list, [1e3, 1e5, 1e7], items=float, lo=1e-12),  # learned prior
-                "variances": Field(list, [1e-3, 1e-1, 1e1], items=float, lo=1e-12),  # zero, iso
-                "weight_decays": Field(list, [1e-4, 1e-2, 1.0], items=float, lo=0.0),  # sgd
+                # the learned prior's scale; the zero and isotropic priors' variance; sgd's
+                # weight decay
+                "scales": _list_like(PriorParameters, "scale", [1e3, 1e5, 1e7]),
+                "variances": _list_like(PriorParameters, "variance", [1e-3, 1e-1, 1e1]),
+                "weight_decays": _list_like(TrainSettings, "weight_decay", [1e-4, 1e-2, 1.0]),
             },
-            "seeds": _int(1, 100, None, nullable=True),
+            "seeds": _int(1, MAX_SEEDS, None, nullable=True),
         },
         "temperature": {
             "enabled": Field(bool, False),
             "prior": _choice(*PRIOR_NAMES),
             "method": _choice("sghmc", "sgld"),
-            "temperatures": Field(list, [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0], items=float, lo=0.0),
-            "chains": _int(1, 100, 3),  # chains per (temperature, seed), for split R-hat
-            "scale": _num(1e-12, 1e30, 1e5),
-            "rank": _int(0, 100, 10),
-            "n_train": _int(0, None, 50),
-            "seeds": _int(1, 100, 1, nullable=True),
+            "temperatures": _list_like(TrainSettings, "temperature",
+                                       [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]),
+            "chains": _int(1, MAX_SEEDS, 3),  # chains per (temperature, seed), for split R-hat
+            "scale": _like(PriorParameters, "scale", 1e5),
+            "rank": _like(PriorLearningSettings, "max_rank", 10),
+            "n_train": _int(0, MAX_IMAGES, 50),
+            "seeds": _int(1, MAX_SEEDS, 1, nullable=True),
         },
     },
 }
@@ -210,9 +254,44 @@ _LIST_CHOICES = {
 }
 
 
+# difflib's similarity below which a spelling is not offered (its default): no suggestion is
+# better than a wrong one ('learning_rate' is not 'eval_batch_size')
+SUGGEST_CUTOFF = 0.6
+# what people call our keys elsewhere (PyTorch, Keras, Hydra configs)
+KEY_ALIASES = {
+    "learning_rate": "lr", "lr_rate": "lr", "wd": "weight_decay", "l2": "weight_decay",
+    "num_steps": "steps", "n_steps": "steps", "max_steps": "steps", "iterations": "steps",
+    "batch": "batch_size", "bs": "batch_size", "num_cycles": "cycles", "n_cycles": "cycles",
+    "temp": "temperature", "seed": "seeds", "num_seeds": "seeds", "n_seeds": "seeds",
+    "num_workers": "workers", "n_workers": "workers", "jobs": "workers", "epsilon": "eps",
+    "clip": "grad_clip", "max_grad_norm": "grad_clip", "gradient_clip": "grad_clip",
+}
+
+
 def _suggest(key: str, valid) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    """'; did you mean X?' for the valid spelling closest to `key`, or '' when none is close."""
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=SUGGEST_CUTOFF)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _leaf_paths(schema: dict, path: str = ""):
+    """The dotted path of every value of the schema."""
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        yield from _leaf_paths(spec, sub) if isinstance(spec, dict) else [sub]
+
+
+def _key_hint(key: str, schema: dict, path: str) -> str:
+    """What an unknown key most likely means: a known alias in the same section; at the top
+    level, the section(s) that hold a key of that name; else the closest spelling; or ''."""
+    target = KEY_ALIASES.get(key.lower().replace("-", "_"), key.lower().replace("-", "_"))
+    if target in schema:
+        return f"; did you mean {target!r}?"
+    if not path:
+        holders = [p for p in _leaf_paths(schema) if p.rsplit(".", 1)[-1] == target]
+        if holders:
+            return "; did you mean " + " or ".join(repr(h) for h in holders) + "?"
+    return _suggest(key, schema)
 
 
 def _coerce(path: str, value: Any, spec: Field) -> Any:
@@ -225,7 +304,8 @@ def _coerce(path: str, value: Any, spec: Field) -> Any:
         return value
     if spec.kind is list:
         if not isinstance(value, list) or not value:
-            raise ProfileError(f"{path}: expected a non-empty {spec.describe()}, got {value!r}")
+            raise ProfileError(f"{path}: expected a non-empty {spec.describe()}, "
+                               f"got {shown(value)}")
         item_spec = Field(spec.items, lo=spec.lo, hi=spec.hi)
         return [_coerce(f"{path}[{i}]", v, item_spec) for i, v in enumerate(value)]
     if spec.kind is float and isinstance(value, str):
@@ -236,24 +316,34 @@ def _coerce(path: str, value: Any, spec: Field) -> Any:
     if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) != (spec.kind is bool) or not isinstance(value, spec.kind):
-        raise ProfileError(f"{path}: expected {spec.describe()}, got {value!r}")
+        raise ProfileError(f"{path}: expected {spec.describe()}, got {shown(value)}")
     if spec.choices and value not in spec.choices:
-        raise ProfileError(f"{path}: {value!r} is not allowed; expected {spec.describe()}")
+        raise ProfileError(f"{path}: {shown(value)} is not allowed; expected {spec.describe()}")
     if spec.kind in (int, float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ProfileError(f"{path}: {value!r} is not finite; expected {spec.describe()}")
-        if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
-            raise ProfileError(f"{path}: {value!r} is out of range; expected {spec.describe()}")
+        _check_number(path, value, spec)
     return value
+
+
+def _check_number(path: str, value: float, spec: Field) -> None:
+    """A number must be finite, within its field's bounds, and (a float) usable in float32."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProfileError(f"{path}: {shown(value)} is not finite; expected {spec.describe()}")
+    if (spec.lo is not None and value < spec.lo) or (spec.hi is not None and value > spec.hi):
+        raise ProfileError(f"{path}: {shown(value)} is out of range; expected {spec.describe()}")
+    problem = float32_problem(value) if isinstance(value, float) else None
+    if problem:
+        raise ProfileError(f"{path}: {shown(value)} {problem}")
 
 
 def _validate(section: dict, schema: dict, path: str) -> dict:
     if not isinstance(section, dict):
-        raise ProfileError(f"{path or 'profile'}: expected a mapping of keys, got {section!r}")
+        raise ProfileError(f"{path or 'profile'}: expected a mapping of keys, "
+                           f"got {shown(section)}")
     for key in section:
         if key not in schema:
             where = f"{path}." if path else ""
-            raise ProfileError(f"unknown key {where}{key}{_suggest(str(key), schema)}")
+            text = clip(str(key))
+            raise ProfileError(f"unknown key {where}{text}{_key_hint(text, schema, path)}")
     out = {}
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
@@ -273,7 +363,7 @@ def _check_list_choices(profile: dict) -> None:
         for v in values or []:
             if v not in allowed:
                 raise ProfileError(
-                    f"{'.'.join(keys)}: {v!r} is not allowed{_suggest(v, allowed)} "
+                    f"{'.'.join(keys)}: {shown(v)} is not allowed{_suggest(clip(v), allowed)} "
                     f"(allowed: {', '.join(allowed)})"
                 )
 
@@ -322,7 +412,7 @@ def _check_protocol(p: dict) -> None:
         for key, values in ((k, tuning[k]) for k in lengths):
             if len(values) < 2:
                 raise ProfileError(f"experiments.inference.tuning.{key}: a grid needs at least 2 "
-                                   f"values to tune over, got {values}")
+                                   f"values to tune over, got {shown(values)}")
         if len(set(lengths.values())) > 1:
             raise ProfileError(
                 "experiments.inference.tuning: every arm gets the same number of grid values "
@@ -348,7 +438,8 @@ def _check_protocol(p: dict) -> None:
         raise ProfileError(
             f"experiments.scale: the profile's convention (priors.rescaling_rule "
             f"{p['priors']['rescaling_rule']!r}, priors.eps {p['priors']['eps']:g}) gives the "
-            f"headline verdict and must be among the swept rules {rules} and eps {eps}")
+            f"headline verdict and must be among the swept rules {shown(rules)} and eps "
+            f"{shown(eps)}")
     if p["priors"]["source"] == "files" and p["priors"]["draws"] != 1:
         raise ProfileError("priors.draws: published prior files are one draw per source; set "
                            "priors.draws: 1 (several draws need priors.source: learn)")
@@ -356,7 +447,9 @@ def _check_protocol(p: dict) -> None:
 
 def _check_train_settings(train: dict) -> None:
     """Build the training settings and the samplers' cyclical schedule now, so that their
-    cross-field errors (e.g. more cycles than steps) surface before anything trains."""
+    cross-field errors (e.g. more cycles than steps) surface before anything trains. The schema
+    has already bounded steps and cycles (settings.MAX_STEPS, MAX_CYCLES), so the schedule built
+    here is small (MAX_CYCLES + 1 cycle starts at most; 3e7 cycles once took 88 s and 2.4 GB)."""
     try:
         s = TrainSettings(**train)
         CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)
@@ -365,14 +458,22 @@ def _check_train_settings(train: dict) -> None:
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+# a name is a folder under outputs/ (and part of longer paths below it): file systems refuse
+# names over 255 bytes, which ended in "fix its permissions"; 64 is plenty for a profile's name
+MAX_NAME_LENGTH = 64
 
 
 def _check_name(name: str) -> None:
     """A profile name is one folder name under outputs/: letters, digits, '-', '_', '.' only (no
-    path separators, no '..' that would write outside the outputs folder)."""
+    path separators, no '..' that would write outside the outputs folder), at most 64 of them."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise ProfileError(
+            f"name: {shown(name)} is {len(name)} characters long; a profile name is used as the "
+            f"folder outputs/<name>/ and may have at most {MAX_NAME_LENGTH} characters, "
+            "e.g. 'cpu-long'")
     if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise ProfileError(
-            f"name: {name!r} is not allowed; a profile name is used as the folder "
+            f"name: {shown(name)} is not allowed; a profile name is used as the folder "
             "outputs/<name>/, so it may hold only letters, digits, '-', '_' and '.' (no path "
             "separators, not '.' or '..'), e.g. 'cpu-long'"
         )
@@ -400,10 +501,26 @@ def _check_no_duplicates(profile: dict) -> None:
             if value in seen:
                 unique = list(dict.fromkeys(values))
                 raise ProfileError(
-                    f"{dotted}: {value!r} is listed more than once in {values!r}; list each "
-                    f"value once, e.g. {unique!r}"
+                    f"{dotted}: {shown(value)} is listed more than once in {shown(values)}; list "
+                    f"each value once, e.g. {shown(unique)}"
                 )
             seen.append(value)
+
+
+FORCE_WORKERS = "BPRIOR_FORCE_WORKERS"
+
+
+def _check_workers(workers: int) -> None:
+    """No more worker processes than this machine has cores (each takes about 1 GB of memory
+    and they would only wait for each other), unless $BPRIOR_FORCE_WORKERS is 1."""
+    cores = os.cpu_count() or 1
+    if workers <= cores or os.environ.get(FORCE_WORKERS) == "1":
+        return
+    raise ProfileError(
+        f"workers: {workers} worker processes are more than this machine's {cores} CPU cores "
+        "(each process takes about 1 GB of memory, and they would only wait for each other); "
+        f"use workers: {cores} or fewer, or set {FORCE_WORKERS}=1 in the environment to start "
+        f"{workers} anyway")
 
 
 def validate_profile(raw: dict) -> dict:
@@ -412,6 +529,7 @@ def validate_profile(raw: dict) -> dict:
     if not profile["name"]:
         raise ProfileError("name: every profile needs a name (used for outputs/<name>/)")
     _check_name(profile["name"])
+    _check_workers(profile["workers"])
     _check_no_duplicates(profile)
     _check_list_choices(profile)
     _check_consistency(profile)
@@ -419,26 +537,82 @@ def validate_profile(raw: dict) -> dict:
     return profile
 
 
+def _is_path(text: str) -> bool:
+    """A profile given with a '/' or ending in .yaml/.yml is a file; anything else is a name."""
+    return "/" in text or os.sep in text or text.endswith((".yaml", ".yml"))
+
+
 def profile_path(name_or_path: str | Path) -> Path:
-    """`cpu` -> params/cpu.yaml; an existing path is used as is."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    """`cpu` -> params/cpu.yaml, whatever the current folder holds (a folder `./cpu/` does not
+    shadow it); `./cpu.yaml`, `my/cpu` or `cpu.yml` -> that file, which must exist."""
+    text = str(name_or_path)
+    if _is_path(text):
+        candidate = Path(text)
+        if candidate.is_dir():
+            raise ProfileError(f"profile file {clip(text)} is a folder; give a YAML file (e.g. "
+                               "params/cpu.yaml) or a profile name from params/ (e.g. cpu)")
         if not candidate.exists():
-            raise ProfileError(f"profile file {candidate} does not exist")
+            raise ProfileError(f"profile file {clip(text)} does not exist; give an existing YAML "
+                               "file or a profile name from params/ (e.g. cpu)")
         return candidate
-    path = PARAMS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
+    path = PARAMS_DIR / f"{text}.yaml"
+    if not path.is_file():
         known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
         raise ProfileError(
-            f"no profile named {name_or_path!r}{_suggest(str(name_or_path), known)} "
+            f"no profile named {shown(text)}{_suggest(text, known)} "
             f"(profiles in {PARAMS_DIR}: {', '.join(known)}; or give a path to a YAML file)"
         )
     return path
 
 
+# A profile holds a few hundred values; aliases (*name) repeat what their anchor (&name) holds,
+# so nested aliases multiply: 2 KB of them expand to 387 million values ("billion laughs")
+MAX_YAML_NODES = 10_000
+MAX_PROFILE_BYTES = 1_000_000  # a profile is a few kilobytes
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` holds once every alias is expanded (shared nodes are counted once
+    per use but visited once); ProfileError past MAX_YAML_NODES, or for an alias inside the
+    collection it names (an endless structure)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ProfileError(
+            f"line {node.start_mark.line + 1}: an alias refers to the collection that holds it "
+            "(an endless structure); write the values out instead")
+    open_nodes.add(key)
+    total = 1
+    for child in _children(node):
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > MAX_YAML_NODES:
+            raise ProfileError(
+                f"the document expands to more than {MAX_YAML_NODES} values (each alias *name "
+                "repeats what its anchor &name holds, and nested aliases multiply); a profile "
+                "holds a few hundred values: write them out, or use fewer aliases")
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key repeated in one mapping (plain YAML keeps the last
-    value silently, so a profile could say `steps: 10` and later `steps: 1000`)."""
+    value silently, so a profile could say `steps: 10` and later `steps: 1000`), and a document
+    whose aliases expand to more than MAX_YAML_NODES values (before building any of them)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -452,7 +626,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if first is not None:
                 raise ProfileError(
-                    f"duplicate key {key!r} on line {key_node.start_mark.line + 1} (first on "
+                    f"duplicate key {shown(key)} on line {key_node.start_mark.line + 1} (first on "
                     f"line {first}); each key may appear once per section: keep one of them"
                 )
             seen[key] = key_node.start_mark.line + 1
@@ -477,21 +651,36 @@ def yaml_error_text(exc: yaml.YAMLError) -> str:
     return text + (f" ({context} from {at(start)})" if start is not None and context else "")
 
 
+def _read_yaml(path: Path, text: str) -> Any:
+    """The YAML document in `text` (read from `path`), or ProfileError naming the file."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {yaml_error_text(exc)}") from None
+    except RecursionError:
+        raise ProfileError(f"{path} is nested too deeply to read (brackets or indentation "
+                           "hundreds of levels deep); a profile is a few levels of "
+                           "sections") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ProfileError(f"{path} holds a value that cannot be read: {clip(str(exc))}") from None
+
+
 def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
+    size = path.stat().st_size
+    if size > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path} holds {size} bytes; a profile is a few kilobytes of YAML (at "
+                           f"most {MAX_PROFILE_BYTES}): is this the right file?")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path} is not a UTF-8 text file (byte {exc.start}: "
                            f"{exc.object[exc.start:exc.start + 1]!r}); a profile is YAML saved as "
                            "UTF-8") from None
-    try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
-    except ProfileError as exc:
-        raise ProfileError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {yaml_error_text(exc)}") from None
+    raw = _read_yaml(path, text)
     try:
         return validate_profile(raw or {})
     except ProfileError as exc:

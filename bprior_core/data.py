@@ -8,6 +8,7 @@ setting, lives in `flowers`.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+FASHION_MNIST_SIZE = (28, 28)  # pixels of one image
+FASHION_MNIST_CLASSES = 10
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 DOWNSTREAM_CLASSES = (5, 6, 7, 8, 9)
 _FMNIST_FILES = {
@@ -26,6 +29,9 @@ _FMNIST_FILES = {
 }
 DEBIAN_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SUBSET_PROTOCOLS = ("balanced", "reproduction")
+# how to fix a data file that is not Fashion-MNIST's
+_REPLACE = ("replace it with a good copy (e.g. reinstall `dataset-fashion-mnist`, or download "
+            "the four IDX .gz files again)")
 
 
 class DataUnavailableError(RuntimeError):
@@ -58,8 +64,7 @@ def _read_idx(path: Path) -> np.ndarray:
     """Read a (gzipped) IDX file into a numpy array; a corrupt or truncated file raises
     DataFileError naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    fix = ("the file is corrupt or truncated; replace it with a good copy (e.g. reinstall "
-           "`dataset-fashion-mnist`, or download the four IDX .gz files again)")
+    fix = f"the file is corrupt or truncated; {_REPLACE}"
     try:
         with opener(path, "rb") as f:
             data = f.read()
@@ -69,7 +74,7 @@ def _read_idx(path: Path) -> np.ndarray:
         raise DataFileError(f"{path} is not an IDX file of unsigned bytes (type 0x08); {fix}")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = 4 + 4 * ndim + int(np.prod(shape, dtype=np.int64))
+    expected = 4 + 4 * ndim + math.prod(shape)  # exact: numpy's int64 product could wrap
     if len(data) != expected:
         raise DataFileError(f"{path} holds {len(data)} bytes but its header {shape} needs "
                             f"{expected}; {fix}")
@@ -165,18 +170,58 @@ def _download_fmnist(target: Path, looked_in: str) -> None:
         ) from exc
 
 
+def _check_fmnist_images(path: Path, images: np.ndarray) -> None:
+    """Images must be N x 28 x 28."""
+    if images.ndim != 3 or images.shape[1:] != FASHION_MNIST_SIZE:
+        pixels = " x ".join(str(n) for n in images.shape[1:]) or "no"
+        raise DataFileError(
+            f"{path} holds images of {pixels} pixels (shape {images.shape}); Fashion-MNIST's are "
+            f"28 x 28 (shape N x 28 x 28): this is not a Fashion-MNIST images file; {_REPLACE}")
+
+
+def _check_fmnist_labels(path: Path, labels: np.ndarray, n_images: int, images: Path) -> None:
+    """One label per image, each in 0-9, and every class with at least one image (the source
+    and downstream tasks each need all of their five classes)."""
+    if labels.ndim != 1:
+        raise DataFileError(f"{path} holds labels of shape {labels.shape}; expected one label per "
+                            f"image (shape N); {_REPLACE}")
+    if len(labels) != n_images:
+        raise DataFileError(
+            f"{path} holds {len(labels)} labels but {images} holds {n_images} images; expected "
+            f"one label per image ({n_images} labels): the two files are not a pair; {_REPLACE}")
+    if labels.max(initial=0) >= FASHION_MNIST_CLASSES:
+        first = int(np.argmax(labels >= FASHION_MNIST_CLASSES))
+        raise DataFileError(
+            f"{path} holds label {labels[first]} (image {first}); Fashion-MNIST's labels are the "
+            f"classes 0-{FASHION_MNIST_CLASSES - 1}; {_REPLACE}")
+    counts = np.bincount(labels, minlength=FASHION_MNIST_CLASSES)
+    empty = [c for c in range(FASHION_MNIST_CLASSES) if counts[c] == 0]
+    if empty:
+        raise DataFileError(
+            f"{path} holds no image of class {', '.join(map(str, empty))}; expected images of "
+            f"every class 0-{FASHION_MNIST_CLASSES - 1} (classes {SOURCE_CLASSES[0]}-"
+            f"{SOURCE_CLASSES[-1]} are the source task, {DOWNSTREAM_CLASSES[0]}-"
+            f"{DOWNSTREAM_CLASSES[-1]} the downstream one); {_REPLACE}")
+
+
 def load_fashion_mnist(split: str, root: str | os.PathLike | None = None,
                        download: bool = False) -> TensorTask:
     """Fashion-MNIST `train` (60k) or `test` (10k) as normalised float tensors (N x 1 x 28 x 28),
-    read from `locate_fashion_mnist(root, download)`."""
+    read from `locate_fashion_mnist(root, download)`. Files that are not Fashion-MNIST's (other
+    image sizes, labels outside 0-9, counts that differ, a class without images) raise
+    DataFileError naming the file, before anything trains on them."""
     if split not in _FMNIST_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     folder = locate_fashion_mnist(root, download)
-    img_name, lab_name = _FMNIST_FILES[split]
-    images = torch.from_numpy(_read_idx(folder / img_name).copy()).float().div_(255.0)
+    img_path, lab_path = (folder / name for name in _FMNIST_FILES[split])
+    raw_images = _read_idx(img_path)
+    _check_fmnist_images(img_path, raw_images)
+    raw_labels = _read_idx(lab_path)
+    _check_fmnist_labels(lab_path, raw_labels, len(raw_images), img_path)
+    images = torch.from_numpy(raw_images.copy()).float().div_(255.0)
     images = images.sub_(FASHION_MNIST_MEAN).div_(FASHION_MNIST_STD).unsqueeze(1)
-    labels = torch.from_numpy(_read_idx(folder / lab_name).astype(np.int64))
-    return TensorTask(images, labels, num_classes=10)
+    labels = torch.from_numpy(raw_labels.astype(np.int64))
+    return TensorTask(images, labels, num_classes=FASHION_MNIST_CLASSES)
 
 
 def select_classes(task: TensorTask, classes: Sequence[int]) -> TensorTask:

@@ -28,7 +28,7 @@ from .models import (
 )
 from .prior import GaussianPrior
 from .samplers import CyclicalSchedule
-from .settings import check_ranges, setting
+from .settings import MAX_BATCH, MAX_CYCLES, MAX_PASSES, MAX_STEPS, check_ranges, setting
 from .swag import SWAG
 
 OBJECTIVES = ("supervised", "simclr")
@@ -38,19 +38,19 @@ OBJECTIVES = ("supervised", "simclr")
 class PriorLearningSettings:
     """Hyper-parameters of prior learning (the profile's `priors.learning` section)."""
 
-    pretrain_steps: int = setting(600, lo=0)
+    pretrain_steps: int = setting(600, lo=0, hi=MAX_STEPS)
     pretrain_lr: float = setting(0.05, lo=1e-8, hi=10)
-    swag_steps: int = setting(300, lo=2)
+    swag_steps: int = setting(300, lo=2, hi=MAX_STEPS)
     swag_lr: float = setting(0.02, lo=1e-8, hi=10)
     swag_schedule: str = setting("constant", choices=("constant", "cyclical"))
-    swag_cycles: int = setting(1, lo=1)
-    collect_every: int = setting(30, lo=1)
+    swag_cycles: int = setting(1, lo=1, hi=MAX_CYCLES)
+    collect_every: int = setting(30, lo=1, hi=MAX_STEPS)
     max_rank: int = setting(10, lo=0, hi=100)
-    batch_size: int = setting(128, lo=2)
+    batch_size: int = setting(128, lo=2, hi=MAX_BATCH)
     momentum: float = setting(0.9, lo=0, hi=0.999)
     weight_decay: float = setting(5e-4, lo=0, hi=1)
     simclr_temperature: float = setting(0.5, lo=1e-3, hi=10)
-    bn_refresh_batches: int = setting(20, lo=1)
+    bn_refresh_batches: int = setting(20, lo=1, hi=MAX_PASSES)
 
     def __post_init__(self) -> None:
         check_ranges(self, "prior-learning settings")

@@ -38,7 +38,7 @@ from .device_data import DeviceTask
 from .engine import BAYESIAN_METHODS, METHODS, RunOutcome, RunSpec, train_pack
 from .models import Classifier
 from .prior import GaussianPrior
-from .settings import check_ranges, setting
+from .settings import MAX_BATCH, MAX_CYCLES, MAX_PASSES, MAX_STEPS, check_ranges, setting
 
 __all__ = ["BAYESIAN_METHODS", "METHODS", "RunOutcome", "TrainSettings", "train_and_evaluate"]
 
@@ -47,20 +47,20 @@ __all__ = ["BAYESIAN_METHODS", "METHODS", "RunOutcome", "TrainSettings", "train_
 class TrainSettings:
     """Hyper-parameters of one downstream run (the profile's `train` section)."""
 
-    steps: int = setting(300, lo=1)
-    batch_size: int = setting(16, lo=1)
+    steps: int = setting(300, lo=1, hi=MAX_STEPS)
+    batch_size: int = setting(16, lo=1, hi=MAX_BATCH)
     lr: float = setting(0.01, lo=1e-8, hi=10)
     weight_decay: float = setting(1e-4, lo=0, hi=1)
     momentum: float = setting(0.9, lo=0, hi=0.999)
     nesterov: bool = setting(True)
     temperature: float = setting(1.0, lo=0, hi=1e6)
-    cycles: int = setting(4, lo=1)
+    cycles: int = setting(4, lo=1, hi=MAX_CYCLES)
     explore_fraction: float = setting(0.5, lo=0, hi=0.99)
-    samples_per_cycle: int = setting(1, lo=1)
-    grad_clip: float | None = setting(None, lo=1e-8, nullable=True)
+    samples_per_cycle: int = setting(1, lo=1, hi=MAX_PASSES)
+    grad_clip: float | None = setting(None, lo=1e-8, hi=1e6, nullable=True)
     prior_step_cap: float | None = setting(0.1, lo=1e-6, hi=1.0, nullable=True)
-    bn_refresh_batches: int = setting(8, lo=1)
-    eval_batch_size: int = setting(500, lo=1)
+    bn_refresh_batches: int = setting(8, lo=1, hi=MAX_PASSES)
+    eval_batch_size: int = setting(500, lo=1, hi=MAX_BATCH)
 
     def __post_init__(self) -> None:
         check_ranges(self, "training settings")

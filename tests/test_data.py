@@ -27,8 +27,9 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
         path.write_bytes(payload)
 
 
-def write_fake_fmnist(folder: Path, n_train: int = 12, n_test: int = 6) -> dict[str, np.ndarray]:
-    """Four tiny IDX .gz files with Fashion-MNIST's names; returns the arrays written."""
+def write_fake_fmnist(folder: Path, n_train: int = 12, n_test: int = 10) -> dict[str, np.ndarray]:
+    """Four tiny IDX .gz files with Fashion-MNIST's names, every class in both splits (labels
+    0, 1, ..., 9, 0, ...); returns the arrays written."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     arrays = {}
@@ -77,7 +78,7 @@ def test_load_fashion_mnist_from_bprior_data(no_system_fmnist, monkeypatch) -> N
     assert torch.equal(task.labels, torch.from_numpy(arrays["train_labels"].astype(np.int64)))
     expected = (arrays["train_images"] / 255.0 - data.FASHION_MNIST_MEAN) / data.FASHION_MNIST_STD
     assert torch.allclose(task.images[:, 0].double(), torch.from_numpy(expected), atol=1e-5)
-    assert len(data.load_fashion_mnist("test")) == 6
+    assert len(data.load_fashion_mnist("test")) == 10
 
 
 def test_load_fashion_mnist_from_root_and_torchvision_layout(no_system_fmnist) -> None:
@@ -163,6 +164,59 @@ def test_root_takes_precedence_over_bprior_data(system_fmnist, monkeypatch) -> N
     monkeypatch.setenv("BPRIOR_DATA", str(system_fmnist / "env"))
     assert len(data.load_fashion_mnist("train")) == 11
     assert len(data.load_fashion_mnist("train", root=system_fmnist / "mine")) == 13
+
+
+def damaged_fmnist(folder: Path, damage: str) -> tuple[Path, Path, str]:
+    """A fake Fashion-MNIST (20 training images) with one defect in its training split:
+    (folder, the file at fault, text its error must contain)."""
+    arrays = write_fake_fmnist(folder, n_train=20)
+    images, labels = arrays["train_images"], arrays["train_labels"].copy()
+    img_path, lab_path = (folder / name for name in data._FMNIST_FILES["train"])
+    if damage == "label 12":
+        labels[3] = 12
+        write_idx(lab_path, labels)
+        return folder, lab_path, "label 12"
+    if damage == "count":
+        write_idx(lab_path, labels[:-1])
+        return folder, lab_path, "19 labels"
+    if damage == "shape":
+        write_idx(img_path, images.reshape(20, 14, 56))
+        return folder, img_path, "28 x 28"
+    if damage == "empty class":
+        labels[labels == 7] = 8  # downstream class 7 (re-labelled 2) loses its images
+        write_idx(lab_path, labels)
+        return folder, lab_path, "class 7"
+    raise ValueError(damage)
+
+
+@pytest.mark.parametrize("damage", ["label 12", "count", "shape", "empty class"])
+def test_damaged_data_files_are_refused_when_read(no_system_fmnist, damage) -> None:
+    """Issue 14: these were read without complaint (and trained on, or ended in an IndexError
+    or ZeroDivisionError far from the file)."""
+    folder, bad_file, needle = damaged_fmnist(no_system_fmnist / "fmnist", damage)
+    with pytest.raises(data.DataFileError) as info:
+        data.load_fashion_mnist("train", root=folder)
+    message = str(info.value)
+    assert str(bad_file) in message and needle in message, message
+    assert len(data.load_fashion_mnist("test", root=folder)) == 10  # the other split is fine
+
+
+def test_the_data_error_says_what_was_expected(no_system_fmnist) -> None:
+    folder = no_system_fmnist / "fmnist"
+    for damage, expected in [("label 12", "0-9"), ("count", "20 images"),
+                             ("shape", "14 x 56"), ("empty class", "every class 0-9")]:
+        damaged_fmnist(folder, damage)
+        with pytest.raises(data.DataFileError, match=expected):
+            data.load_fashion_mnist("train", root=folder)
+
+
+def test_labels_that_are_not_one_dimensional_are_refused(no_system_fmnist) -> None:
+    folder = no_system_fmnist / "fmnist"
+    write_fake_fmnist(folder)
+    labels = folder / data._FMNIST_FILES["test"][1]
+    write_idx(labels, (np.arange(10) % 10).astype(np.uint8).reshape(10, 1))
+    with pytest.raises(data.DataFileError, match="one label per image"):
+        data.load_fashion_mnist("test", root=folder)
 
 
 # ----------------------------------------------------------------------------- class split
