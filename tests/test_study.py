@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SMOKE_PACK, copy_root
+from conftest import fake_record as complete_record
 
 from bprior_core import study
 from bprior_core.config import load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
-from bprior_core.prior_files import load_prior, save_authors_prior
+from bprior_core.prior_files import PriorFileError, load_prior, save_authors_prior
 from bprior_core.study import execution
 from bprior_core.train import BAYESIAN_METHODS, RunOutcome
 
@@ -362,13 +363,16 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     json.dumps(record)  # storable
 
 
-def test_execute_run_rejects_a_prior_of_the_wrong_size(smoke, monkeypatch) -> None:
+def test_a_prior_of_the_wrong_size_is_refused_when_read(smoke, tmp_path) -> None:
+    model = build_model("small_resnet", 5)
     small = GaussianPrior(torch.zeros(10), torch.ones(10), torch.zeros(3, 10))
-    monkeypatch.setattr(execution, "load_prior_and_backbone", lambda *a, **kw: (small, {}))
-    run = study.plan(smoke, ["rank"])[0]
-    d = num_prior_parameters(build_model("small_resnet", 5).backbone)
-    with pytest.raises(study.StudyError) as info:
-        study.execute_run(run, smoke)
+    save_authors_prior(small, tmp_path / "small", model.backbone.state_dict())
+    profile = copy.deepcopy(smoke)
+    profile["priors"].update(source="files", files={"ssl": str(tmp_path / "small"),
+                                                    "supervised": None}, draws=1)
+    d = num_prior_parameters(model.backbone)
+    with pytest.raises(PriorFileError) as info:
+        study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
     assert "D=10" in str(info.value) and str(d) in str(info.value)
 
 
@@ -376,14 +380,13 @@ def test_execute_run_rejects_a_prior_of_the_wrong_size(smoke, monkeypatch) -> No
 
 
 def fake_record(run: dict) -> dict:
-    """A deterministic result derived from the run configuration alone."""
+    """A deterministic, complete result derived from the run configuration alone."""
     digest = hashlib.sha256(json.dumps(run["config"], sort_keys=True).encode()).hexdigest()
-    return {
-        "id": run["id"],
-        "config": run["config"],
-        "status": "diverged" if int(digest[:4], 16) % 4 == 0 else "ok",
-        "metrics": {"final": {"accuracy": int(digest[4:8], 16) / 65535.0}, "bma": None},
-    }
+    diverged = int(digest[:4], 16) % 4 == 0
+    final = None if diverged else {"accuracy": int(digest[4:8], 16) / 65535.0, "nll": 1.0,
+                                   "ece": 0.1, "brier": 0.5}
+    return complete_record(run, status="diverged" if diverged else "ok",
+                           metrics={"final": final, "bma": None})
 
 
 def make_execute(calls: list[str], fail_after: int | None = None):

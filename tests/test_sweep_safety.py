@@ -16,15 +16,9 @@ import pytest
 from conftest import fake_record
 
 from bprior_core import study
-from bprior_core.config import load_profile
 from bprior_core.study.lock import lock_path, profile_lock
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def smoke() -> dict:
-    return load_profile("smoke")
 
 
 def strict_loads(text: str):
@@ -36,10 +30,10 @@ def strict_loads(text: str):
 
 
 def nan_record(run: dict) -> dict:
-    return {"id": run["id"], "config": run["config"], "status": "diverged",
-            "final_loss": float("nan"), "metrics": {"final": {"accuracy": 0.2,
-                                                              "nll": float("inf")}, "bma": None},
-            "diagnostics": {"grad_norm": [1.0, float("-inf")]}}
+    return fake_record(run, status="diverged", final_loss=float("nan"),
+                       metrics={"final": {"accuracy": 0.2, "nll": float("inf"), "ece": None,
+                                          "brier": None}, "bma": None},
+                       diagnostics={"grad_norm": [1.0, float("-inf")]})
 
 
 def test_nan_is_written_as_null_and_reads_back(smoke, tmp_path) -> None:
