@@ -54,7 +54,8 @@ def _plan_command(args) -> int:
 
 
 def _run_command(args) -> int:
-    from .study import prepare_priors, run_sweep
+    from .study import prepare_priors
+    from .study.execution import sweep_study
     from .study.preflight import preflight
     from .study.ray_backend import connect
 
@@ -66,8 +67,8 @@ def _run_command(args) -> int:
     connect(backend, args.address)  # a back end that is not ready fails before anything is written
     preflight(profile, root, experiments, profile_file=path)  # before anything is learned
     prepare_priors(profile, root, experiments=experiments)
-    counts = run_sweep(profile, plan(profile, experiments), root, pack=args.pack,
-                       backend=backend, address=args.address)
+    counts = sweep_study(profile, experiments, root, pack=args.pack, backend=backend,
+                         address=args.address)
     print(counts)
     return 0
 

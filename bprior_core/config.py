@@ -133,7 +133,10 @@ ARMS = (
     "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
     "sgd+isotropic", "sghmc+isotropic", "ensemble+learned",
 )
-PRIOR_NAMES = ("ssl", "supervised")
+PRIOR_NAMES = ("ssl", "supervised", "oracle")
+# where each learned prior's images come from (study/sources.py); `oracle` only for the control
+SSL_SOURCES = ("source_classes", "outside_pool")
+MIN_GRID = 5  # values per tuned arm: enough to reach both the strong and the weak side
 DOWNSTREAM_CLASSES = {"fashion_mnist": 5, "flowers102": 102}
 
 SCHEMA: dict[str, Any] = {
@@ -157,6 +160,11 @@ SCHEMA: dict[str, Any] = {
         # training subset (flowers102: a class-balanced subset of the official validation split);
         # 0 turns validation (and so tuning) off
         "val_size": _int(0, MAX_IMAGES, 0),
+        # the downstream classes' training images that carry labels: a class-balanced pool
+        # drawn once, from which the validation set and every training subset come; the other
+        # downstream training images are used by prior learning only (SimCLR without labels,
+        # the control's oracle prior with them). 0: every downstream training image is in it
+        "labelled_pool": _int(0, MAX_IMAGES, 0),
     },
     "priors": {
         "source": _choice("learn", "files"),
@@ -165,6 +173,10 @@ SCHEMA: dict[str, Any] = {
         "draws": _int(1, MAX_SEEDS, 1),
         "files": {"ssl": Field(str, None, nullable=True),
                   "supervised": Field(str, None, nullable=True)},
+        # the SimCLR prior's images: the source classes only, or every training image of the
+        # dataset outside the labelled pool (source classes and the unlabelled downstream rest,
+        # as ImageNet covers CIFAR-10's classes for the paper's SimCLR prior)
+        "ssl_source": _choice(*SSL_SOURCES),
         # authors' files: clamp non-positive variances up to this floor (null: refuse them)
         "variance_floor": _num(1e-30, 1.0, None, nullable=True),
         "rescaling_rule": _choice("same", "authors"),
@@ -227,11 +239,25 @@ SCHEMA: dict[str, Any] = {
                 "enabled": Field(bool, False),
                 # the learned prior's scale; the zero and isotropic priors' variance; sgd's
                 # weight decay
-                "scales": _list_like(PriorParameters, "scale", [1e3, 1e5, 1e7]),
-                "variances": _list_like(PriorParameters, "variance", [1e-3, 1e-1, 1e1]),
-                "weight_decays": _list_like(TrainSettings, "weight_decay", [1e-4, 1e-2, 1.0]),
+                "scales": _list_like(PriorParameters, "scale", [1e1, 1e3, 1e5, 1e7, 1e9]),
+                "variances": _list_like(PriorParameters, "variance",
+                                        [1e-3, 0.03, 1.0, 30.0, 1e3]),
+                "weight_decays": _list_like(TrainSettings, "weight_decay",
+                                            [1e-6, 1e-5, 1e-4, 1e-3, 1e-2]),
+                # learning rates every arm is tuned over too (crossed with its strength grid);
+                # null: train.lr only
+                "lrs": _list_like(TrainSettings, "lr", None, nullable=True),
             },
             "seeds": _int(1, MAX_SEEDS, None, nullable=True),
+        },
+        # the positive control (claim PC): an oracle prior (supervised SWAG on labelled
+        # downstream-class images outside the labelled pool) against the tuned zero-mean and
+        # isotropic priors, with the inference experiment's tuning, seeds and draws
+        "control": {
+            "enabled": Field(bool, False),
+            "arms": Field(list, ["sgd+learned", "sgd+zero", "sgd+isotropic"], items=str),
+            # null: the smallest inference size
+            "n_train": _int(0, MAX_IMAGES, None, nullable=True),
         },
         "temperature": {
             "enabled": Field(bool, False),
@@ -250,6 +276,7 @@ SCHEMA: dict[str, Any] = {
 _LIST_CHOICES = {
     ("experiments", "scale", "priors"): PRIOR_NAMES,
     ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+    ("experiments", "control", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
     ("experiments", "scale", "rules"): ("same", "authors"),
 }
 
@@ -410,9 +437,11 @@ def _check_protocol(p: dict) -> None:
     if exps["inference"]["enabled"] and tuning["enabled"]:
         lengths = {k: len(tuning[k]) for k in ("scales", "variances", "weight_decays")}
         for key, values in ((k, tuning[k]) for k in lengths):
-            if len(values) < 2:
-                raise ProfileError(f"experiments.inference.tuning.{key}: a grid needs at least 2 "
-                                   f"values to tune over, got {shown(values)}")
+            if len(values) < MIN_GRID:
+                raise ProfileError(
+                    f"experiments.inference.tuning.{key}: a tuning grid needs at least "
+                    f"{MIN_GRID} values, spanning the strong and the weak side, got "
+                    f"{shown(values)}")
         if len(set(lengths.values())) > 1:
             raise ProfileError(
                 "experiments.inference.tuning: every arm gets the same number of grid values "
@@ -440,9 +469,77 @@ def _check_protocol(p: dict) -> None:
             f"{p['priors']['rescaling_rule']!r}, priors.eps {p['priors']['eps']:g}) gives the "
             f"headline verdict and must be among the swept rules {shown(rules)} and eps "
             f"{shown(eps)}")
+    _check_sources(p)
     if p["priors"]["source"] == "files" and p["priors"]["draws"] != 1:
         raise ProfileError("priors.draws: published prior files are one draw per source; set "
                            "priors.draws: 1 (several draws need priors.source: learn)")
+
+
+def _priors_used(p: dict) -> set[str]:
+    """The prior names the enabled experiments use (the control: the oracle prior)."""
+    exps = p["experiments"]
+    used = {exps[e]["prior"] for e in ("rank", "inference", "temperature") if exps[e]["enabled"]}
+    if exps["scale"]["enabled"]:
+        used |= set(exps["scale"]["priors"])
+    if exps["control"]["enabled"]:
+        used.add("oracle")
+    return used
+
+
+def training_sizes(p: dict) -> dict[str, list[int]]:
+    """Dotted key -> the training sizes an enabled experiment draws from the labelled pool."""
+    exps = p["experiments"]
+    out = {f"experiments.{e}.n_train": [exps[e]["n_train"]]
+           for e in ("rank", "scale", "temperature") if exps[e]["enabled"]}
+    if exps["inference"]["enabled"]:
+        out["experiments.inference.sizes"] = list(exps["inference"]["sizes"])
+    if exps["control"]["enabled"] and exps["control"]["n_train"] is not None:
+        out["experiments.control.n_train"] = [exps["control"]["n_train"]]
+    return out
+
+
+def _check_sources(p: dict) -> None:
+    """The labelled pool and the learned priors' sources: a pool that holds the validation set
+    and every training size, class-balanced; the SimCLR prior outside the pool and the control's
+    oracle prior need a pool that leaves images outside it; the control needs a size."""
+    data, priors, exps = p["data"], p["priors"], p["experiments"]
+    pool, classes = data["labelled_pool"], DOWNSTREAM_CLASSES[data["dataset"]]
+    if pool and data["dataset"] != "fashion_mnist":
+        raise ProfileError("data.labelled_pool: only fashion_mnist is split into a labelled pool "
+                           "and an unlabelled rest here; set it to 0 for flowers102 (its "
+                           "official splits are used)")
+    if pool:
+        if pool % classes:
+            raise ProfileError(f"data.labelled_pool: {pool} images cannot be split evenly over "
+                               f"the {classes} downstream classes; use a multiple of {classes}")
+        room = pool - data["val_size"]
+        for key, sizes in training_sizes(p).items():
+            largest = max(sizes) if 0 not in sizes else room + 1
+            if largest > room:
+                raise ProfileError(
+                    f"{key}: {shown(sizes)} needs up to {largest} training images, but the "
+                    f"labelled pool of {pool} (data.labelled_pool) leaves {room} after the "
+                    f"{data['val_size']} validation images; raise data.labelled_pool to at least "
+                    f"{data['val_size'] + largest} or use smaller sizes (0, the whole pool, is "
+                    "not allowed with a labelled pool)")
+    needs_rest = []
+    if priors["ssl_source"] == "outside_pool" and "ssl" in _priors_used(p):
+        needs_rest.append("priors.ssl_source 'outside_pool' (the SimCLR prior's images)")
+    if "oracle" in _priors_used(p):
+        needs_rest.append("the oracle prior (experiments.control, or an experiment's prior "
+                          "'oracle')")
+    for what in needs_rest:
+        if not pool or priors["source"] != "learn":
+            raise ProfileError(
+                f"{what} is learned from the downstream training images outside the labelled "
+                "pool: it needs priors.source 'learn' and data.labelled_pool > 0 (e.g. 2500)")
+    control = exps["control"]
+    if control["enabled"] and control["n_train"] is None and not exps["inference"]["enabled"]:
+        raise ProfileError("experiments.control.n_train: with the inference experiment off, "
+                           "give the control's training size")
+    if control["enabled"] and not exps["inference"]["tuning"]["enabled"]:
+        raise ProfileError("experiments.control: the positive control is tuned like the "
+                           "inference arms; set experiments.inference.tuning.enabled: true")
 
 
 def _check_train_settings(train: dict) -> None:

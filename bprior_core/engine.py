@@ -146,8 +146,10 @@ class Pack:
         self.runs, self.device = len(specs), device
         # fp64: the runs start from the same float32 initialisation, then train in float64
         self.dtype = torch.float64 if precision == "fp64" else next(model.parameters()).dtype
-        self.eval_tasks = [test] if val is None else [test, val]
-        self.n_test = len(test)
+        # scored after training and at every sample: the test set (None: not scored, as for
+        # tuning runs) followed by the validation set
+        self.eval_tasks = [t for t in (test, val) if t is not None]
+        self.n_test = 0 if test is None else len(test)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device, self.dtype).train()
@@ -372,6 +374,8 @@ class Pack:
         self._mark_diverged(finite, steps_done)
         probs = torch.where(finite.view(-1, 1, 1), probs, 0.0)
         self.average.update(probs)
+        if not self.n_test:
+            return
         test, test_labels = probs[:, : self.n_test], labels[: self.n_test]
         self.sample_classes.append(test.argmax(-1))
         picked = test.gather(2, test_labels.view(1, -1, 1).expand(self.runs, -1, 1))
@@ -393,7 +397,9 @@ class Pack:
         has_val = len(labels) > n
 
         def scores(p: torch.Tensor | None, part: slice) -> dict[str, float] | None:
-            return None if p is None else classification_metrics(p[part], labels[part])
+            if p is None or part.stop == part.start == 0 or len(labels[part]) == 0:
+                return None
+            return classification_metrics(p[part], labels[part])
 
         out = []
         for r in range(self.runs):
@@ -458,7 +464,7 @@ def sample_disagreement(classes: Sequence[torch.Tensor]) -> list[float]:
 def train_pack(
     model: Classifier,
     pool: DeviceTask,
-    test: DeviceTask,
+    test: DeviceTask | None,
     method: str,
     settings,
     specs: Sequence[RunSpec],
@@ -473,9 +479,10 @@ def train_pack(
 
     `model` is the unpacked architecture; its backbone weights are every run's initial weights
     unless a spec gives `init_state`. `pool` holds the training images on `device` (each run
-    uses its `train_indices`), `test` the test set, `val` (optional) a validation set evaluated
-    alongside it (`RunOutcome.val_final` / `val_bma`). `precision="bf16"` runs forward and
-    backward under bfloat16 autocast (weights, prior term and optimiser state stay float32);
+    uses its `train_indices`), `test` the test set (None: not scored, e.g. a tuning run), `val`
+    (optional) a validation set evaluated alongside it (`RunOutcome.val_final` / `val_bma`).
+    `precision="bf16"` runs forward and backward under bfloat16 autocast (weights, prior term
+    and optimiser state stay float32);
     `precision="fp64"` trains everything in float64 (slower; results then agree between pack
     sizes and machines far below any reported digit, where float32 rounding can move a run);
     `channels_last`

@@ -70,8 +70,9 @@ def record_problem(record: object) -> str | None:
             block = record[split].get(part)
             if block is not None and not _metric_block(block):
                 return f"{split}.{part} is not a block of the metrics {', '.join(METRIC_NAMES)}"
-    if record["status"] == "ok" and not _metric_block(record["metrics"].get("final"), True):
-        return "an ok run without finite test metrics of its final iterate"
+    scored = "val_metrics" if record["config"].get("phase") == "tune" else "metrics"
+    if record["status"] == "ok" and not _metric_block(record[scored].get("final"), True):
+        return f"an ok run without finite {scored} of its final iterate"
     for key in _LABELS:
         value = record.get(key)
         if value is not None and not (isinstance(value, str) and _LABEL.fullmatch(value)):

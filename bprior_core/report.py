@@ -21,7 +21,7 @@ from .atomic import atomic_write_text
 from .claim_text import HOLM_RULE, NONLEARNED_TEXT
 from .claims import MARGINS
 from .config import load_profile, profile_path
-from .study import output_dir, plan, prepare_priors, run_sweep
+from .study import EXPERIMENTS, output_dir, plan, prepare_priors, sweep_study
 from .study.preflight import preflight
 from .study.ray_backend import connect
 
@@ -336,8 +336,8 @@ def build_report(
     start = time.perf_counter()
     prepare_priors(profile, root, progress=progress)
     timings = {"priors": round(time.perf_counter() - start, 1)}
-    counts = run_sweep(profile, runs, root, progress=progress, pack=pack, backend=backend,
-                       address=address)
+    counts = sweep_study(profile, EXPERIMENTS, root, progress=progress, pack=pack,
+                         backend=backend, address=address)
     timings["runs"] = counts["wall_time_s"]
     log(f"runs: {counts}")
     params = {"profile": str(path.resolve()), "outputs_root": str(out.parent.resolve()),

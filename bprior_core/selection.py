@@ -1,10 +1,11 @@
 """Choices made on the validation set, never on the test set.
 
-Each tuned inference arm ran once per grid value of its strength parameter (learned prior:
-scale; zero-mean and isotropic priors: variance; `sgd`: weight decay). For every (arm, training
-size, seed) the run with the lowest validation NLL of its headline prediction is kept and the
-others are dropped, so the claims see one run per arm, size and seed, chosen without looking at
-test data. Nothing here reads a test metric.
+Each tuned arm runs once per point of its grid (its strength parameter, learned prior: scale;
+zero-mean and isotropic priors: variance; `sgd`: weight decay; crossed with the learning rates
+of `tuning.lrs`), scored on validation data only (phase `tune`). For every (experiment, arm,
+training size, seed) the point with the lowest validation NLL is trained again with the test set
+scored (phase `final`, `planning.final_runs`); that final run, which carries its `selection`,
+is the one the claims see. Nothing here reads a test metric.
 """
 
 from __future__ import annotations
@@ -18,51 +19,27 @@ from .records import headline_value
 SELECTION_METRIC = "nll"
 
 
-def _group(config: Mapping[str, Any]) -> tuple:
-    return (config["experiment"], config["arm"], int(config.get("n_train") or 0),
-            int(config["seed"]), int(config.get("chain", 0)))
+def choose_point(records: Sequence[Mapping[str, Any]]) -> tuple[int, dict] | None:
+    """The tuning run to keep among one group's complete `records` (one per grid point): the
+    lowest validation NLL of its headline prediction (the first on ties), as (its position, the
+    selection: chosen point, its validation NLL, every candidate point with its validation NLL
+    or None); None when no candidate has a finite validation NLL (all diverged). The test
+    metrics play no part."""
+    scores = [headline_value(r, SELECTION_METRIC, "val") for r in records]
+    valid = [(v, i) for i, v in enumerate(scores) if v is not None]
+    if not valid:
+        return None
+    best_nll, best = min(valid)
+    selection = {**records[best]["config"]["tuned"], "val_nll": best_nll,
+                 "candidates": [{**r["config"]["tuned"], "val_nll": v}
+                                for r, v in zip(records, scores, strict=True)]}
+    return best, selection
 
 
 def select_tuned(records: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """The records with every tuned group reduced to its validation choice.
-
-    A record of a tuned run (`config.tuned`) competes with the other grid values of its
-    (experiment, arm, size, seed); the one with the lowest validation NLL is kept, with a
-    `selection` entry (parameter, chosen value, its validation NLL, the candidates' values). A
-    run without a finite validation NLL (diverged, or no validation set) is never chosen; if no
-    candidate has one, the group is represented by one of its runs marked `status: diverged`
-    when any diverged, else dropped. Untuned records pass unchanged, in their order."""
-    out: list[dict] = []
-    groups: dict[tuple, list[Mapping[str, Any]]] = {}
-    for record in records:
-        config = record.get("config") or {}
-        if "tuned" not in config:
-            out.append(dict(record))
-            continue
-        key = _group(config)
-        if key not in groups:
-            groups[key] = []
-            out.append({"_group": key})  # placeholder keeps plan order
-        groups[key].append(record)
-    chosen = {key: _choose(members) for key, members in groups.items()}
-    return [chosen[r["_group"]] if "_group" in r else r for r in out
-            if "_group" not in r or chosen[r["_group"]] is not None]
-
-
-def _choose(members: Sequence[Mapping[str, Any]]) -> dict | None:
-    scored = [(headline_value(m, SELECTION_METRIC, "val"), i) for i, m in enumerate(members)]
-    valid = [(v, i) for v, i in scored if v is not None]
-    values = [m["config"]["tuned"]["value"] for m in members]
-    if not valid:
-        diverged = [m for m in members if m.get("status") == "diverged"]
-        return dict(diverged[0]) if diverged else None
-    best_value, best = min(valid)
-    record = dict(members[best])
-    record["selection"] = {"parameter": record["config"]["tuned"]["parameter"],
-                           "value": record["config"]["tuned"]["value"],
-                           "val_nll": best_value, "candidates": values,
-                           "candidates_val_nll": [v for v, _ in scored]}
-    return record
+    """The records the claims read: tuning runs (phase `tune`) left out, final runs (with their
+    `selection`) and untuned runs kept, in their order."""
+    return [dict(r) for r in records if (r.get("config") or {}).get("phase") != "tune"]
 
 
 def best_by_validation(val_nll: Mapping[Any, Mapping[int, float]], keys: Sequence[Any]) -> Any:
@@ -74,49 +51,65 @@ def best_by_validation(val_nll: Mapping[Any, Mapping[int, float]], keys: Sequenc
     return min(means)[2] if means else None
 
 
+def _points(selection: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(parameter, chosen value) of a selection: the strength parameter, and the lr if tuned."""
+    points = [(selection["parameter"], selection["value"])]
+    if selection.get("lr") is not None:
+        points.append(("lr", selection["lr"]))
+    return points
+
+
 def chosen_values(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Rows (arm, n_train, parameter, value, runs): how often each grid value was chosen."""
+    """Rows (arm, n_train, parameter, value, runs): how often each grid value was chosen (the
+    strength parameter, and the learning rate where it was tuned)."""
     counts: dict[tuple, int] = {}
     for record in selected:
         sel = record.get("selection")
         if not sel:
             continue
         cfg = record["config"]
-        key = (cfg["arm"], int(cfg.get("n_train") or 0), sel["parameter"], sel["value"])
-        counts[key] = counts.get(key, 0) + 1
+        for parameter, value in _points(sel):
+            key = (cfg["arm"], int(cfg.get("n_train") or 0), parameter, value)
+            counts[key] = counts.get(key, 0) + 1
     return [{"arm": a, "n_train": n, "parameter": p, "value": v, "runs": c}
             for (a, n, p, v), c in sorted(counts.items(), key=lambda kv: kv[0])]
 
 
 def grid_edges(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Per tuned arm: how many of its validation choices fell on the smallest or the largest
-    value of its grid, and by how much the chosen edge beat the next value inward (mean
-    validation NLL gain over those choices, nats). A choice on the edge with a clear gain says
-    the best value may lie outside the grid, so the arm is tuned only as well as its grid
-    allows; a gain near 0 says the metric has flattened out there. Rows: arm, parameter, grid
-    (sorted), choices, at_low, at_high, low_gain, high_gain (None without such choices)."""
-    rows: dict[str, dict] = {}
-    gains: dict[tuple[str, str], list[float]] = {}
+    """Per tuned arm and tuned parameter (its strength, and lr): how many validation choices
+    fell on the smallest or the largest value of its grid, and by how much the chosen edge beat
+    the next value inward with the other parameter held at its chosen value (mean validation
+    NLL gain over those choices, nats). A choice on the edge with a clear gain says the best
+    value may lie outside the grid; a gain near 0 says the metric has flattened out there. Rows:
+    arm, parameter, grid (sorted), choices, at_low, at_high, low_gain, high_gain."""
+    rows: dict[tuple[str, str], dict] = {}
+    gains: dict[tuple[str, str, str], list[float]] = {}
     for record in selected:
         sel = record.get("selection")
         if not sel:
             continue
-        grid = sorted(sel["candidates"])
         arm = record["config"]["arm"]
-        row = rows.setdefault(arm, {"arm": arm, "parameter": sel["parameter"], "grid": grid,
-                                    "choices": 0, "at_low": 0, "at_high": 0})
-        row["choices"] += 1
-        if len(grid) < 2:
-            continue
-        for side, edge, inward in (("low", grid[0], grid[1]), ("high", grid[-1], grid[-2])):
-            if sel["value"] == edge:
+        nll = {(c["value"], c.get("lr")): c["val_nll"] for c in sel["candidates"]}
+        for parameter, value in _points(sel):
+            axis = "lr" if parameter == "lr" else "value"
+            grid = sorted({c[axis] for c in sel["candidates"]})
+            row = rows.setdefault((arm, parameter), {
+                "arm": arm, "parameter": parameter, "grid": grid, "choices": 0, "at_low": 0,
+                "at_high": 0})
+            row["choices"] += 1
+            if len(grid) < 2:
+                continue
+            for side, edge, inward in (("low", grid[0], grid[1]), ("high", grid[-1], grid[-2])):
+                if value != edge:
+                    continue
                 row[f"at_{side}"] += 1
-                nll = dict(zip(sel["candidates"], sel["candidates_val_nll"], strict=True))
-                if nll.get(inward) is not None:
-                    gains.setdefault((arm, side), []).append(nll[inward] - sel["val_nll"])
-    for (arm, side), values in gains.items():
-        rows[arm][f"{side}_gain"] = sum(values) / len(values)
+                neighbour = ((sel["value"], inward) if axis == "lr" else (inward, sel.get("lr")))
+                if nll.get(neighbour) is not None:
+                    gains.setdefault((arm, parameter, side), []).append(
+                        nll[neighbour] - sel["val_nll"])
+    for (arm, parameter, side), values in gains.items():
+        rows[(arm, parameter)][f"{side}_gain"] = sum(values) / len(values)
     for row in rows.values():
         row.setdefault("low_gain", None)
         row.setdefault("high_gain", None)
-    return [rows[arm] for arm in sorted(rows)]
+    return [rows[key] for key in sorted(rows)]

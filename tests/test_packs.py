@@ -68,14 +68,19 @@ def metrics_of(profile, runs, root) -> dict:
 
 
 def pack_check_runs(profile: dict) -> list[dict]:
-    """Runs that cover every method and the chains: SGD, SGD + learned prior, SGHMC + learned
-    prior at the smallest inference size (every grid value and seed), and the temperature
-    experiment's chains."""
+    """Runs that cover every method and the chains: SGD + learned prior and SGHMC + learned
+    prior at the smallest inference size (the first tuning point, every seed), the runs from
+    scratch (plain SGD), and the temperature experiment's chains."""
     size = min(profile["experiments"]["inference"]["sizes"])
-    arms = ("sgd", "sgd+learned", "sghmc+learned")
-    return [r for r in study.plan(profile, ["inference", "temperature"])
-            if r["config"]["experiment"] == "temperature"
-            or (r["config"]["arm"] in arms and r["config"]["n_train"] == size)]
+    first = profile["experiments"]["inference"]["tuning"]["scales"][0]
+
+    def wanted(cfg: dict) -> bool:
+        if cfg["experiment"] == "inference":
+            return (cfg["arm"] in ("sgd+learned", "sghmc+learned") and cfg["n_train"] == size
+                    and cfg["tuned"]["value"] == first)
+        return cfg["experiment"] == "temperature" or cfg["arm"] == "scratch"
+
+    return [r for r in study.plan(profile) if wanted(r["config"])]
 
 
 def test_smoke_packed_and_unpacked_agree_in_float64(smoke, smoke_priors, tmp_path) -> None:
@@ -96,13 +101,17 @@ def test_smoke_packed_and_unpacked_agree_in_float64(smoke, smoke_priors, tmp_pat
     for rid, a in one.items():
         b = four[rid]
         assert a["status"] == b["status"] == "ok" and a["config"] == b["config"]
-        for part in ("final", "bma"):
-            if a["metrics"][part] is None:
-                assert b["metrics"][part] is None
-                continue
-            for key, value in a["metrics"][part].items():
-                assert value == pytest.approx(b["metrics"][part][key], rel=1e-9, abs=1e-9), \
-                    (rid, part, key)
+        compared = 0
+        for split in ("metrics", "val_metrics"):  # tuning runs are scored on validation only
+            for part in ("final", "bma"):
+                if a[split][part] is None:
+                    assert b[split][part] is None
+                    continue
+                compared += 1
+                for key, value in a[split][part].items():
+                    assert value == pytest.approx(b[split][part][key], rel=1e-9, abs=1e-9), \
+                        (rid, split, part, key)
+        assert compared
 
 
 def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(

@@ -17,11 +17,13 @@ from .execution import (
     resolve_pack_size,
     run_experiment,
     run_sweep,
+    sweep_study,
     write_json_atomic,
 )
 from .paths import default_outputs, output_dir, prior_paths, result_path
 from .planning import (
     EXPERIMENTS,
+    final_runs,
     make_packs,
     needed_draws,
     needed_priors,
@@ -36,15 +38,16 @@ from .priors import (
     load_prior_and_backbone,
     prepare_priors,
     prior_location,
-    source_task,
 )
 from .resources import resolve_device
+from .sources import source_task
 
 __all__ = [
     "EXPERIMENTS", "StudyError", "build_run_prior", "check_prior_files", "default_outputs",
+    "final_runs",
     "execute_pack", "execute_run", "is_done", "learn_priors", "load_prior_and_backbone",
     "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
     "prepare_priors", "prior_location", "prior_paths", "prior_source_id",
     "read_record", "resolve_device", "resolve_pack_size", "result_path", "run_experiment",
-    "run_sweep", "source_task", "write_json_atomic",
+    "run_sweep", "source_task", "sweep_study", "write_json_atomic",
 ]

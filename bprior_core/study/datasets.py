@@ -1,8 +1,10 @@
 """The downstream data of a study on its device: training pool, validation set and test set
 (cached per process).
 
-The validation set is drawn once (fixed seed, `val_size` images, the same number of every class)
-from the labelled pool and removed from it, so no training subset can contain a validation image;
+The labelled pool (`data.labelled_pool`, `sources.labelled_pool_indices`; all downstream
+training images when 0) holds every labelled image the downstream task may use. The validation
+set is drawn once (fixed seed, `val_size` images, the same number of every class) from it and
+removed from it, so no training subset can contain a validation image;
 Flowers-102 uses a class-balanced subset of its official validation split instead. Validation
 data only ever selects hyper-parameters; the test set only ever measures the selected runs.
 """
@@ -27,6 +29,7 @@ from ..data import (
 )
 from ..device_data import DeviceTask
 from ..digests import files_digest
+from .sources import labelled_pool_indices
 
 TEST_SUBSET_SEED = 12345
 VAL_SEED = 54321
@@ -42,12 +45,13 @@ class DataKey:
     test_size: int
     val_size: int = 0
     env_data: str | None = None  # $BPRIOR_DATA when the key was made: it moves the data too
+    labelled_pool: int = 0
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
         d = profile["data"]
         return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"],
-                   os.environ.get("BPRIOR_DATA"))
+                   os.environ.get("BPRIOR_DATA"), d["labelled_pool"])
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
@@ -85,6 +89,7 @@ def downstream_data(key: DataKey, device: str
     """Training pool, validation set (None without one) and test set, held on `device`."""
     if key.dataset == "fashion_mnist":
         train = fashion_mnist_task("downstream", "train", key.root, key.download)
+        train = train.subset(labelled_pool_indices(train.labels, key.labelled_pool))
         test = fashion_mnist_task("downstream", "test", key.root, key.download)
         keep = _test_subset(len(test), key.test_size)
         if keep is not None:

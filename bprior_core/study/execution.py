@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
-from .planning import digest, make_packs, plan
+from .planning import EXPERIMENTS, digest, final_runs, make_packs, plan
 from .preflight import preflight
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
@@ -108,6 +108,7 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
         "torch_version": torch.__version__,
         "device": device,
         "data_source": source,
+        **({"selection": run["selection"]} if "selection" in run else {}),
     }
 
 
@@ -121,6 +122,8 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
     priors: dict = {}
     specs, subsets = zip(*(_run_spec(r, profile, root, labels, priors) for r in runs),
                          strict=True)
+    if cfg.get("phase") == "tune":
+        test = None  # tuning runs are scored on validation data only
     try:
         outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
                               specs, device, profile["precision"], val=val)
@@ -266,15 +269,29 @@ def run_sweep(
 def load_results(
     profile: dict, root: Path | None = None, experiment: str | None = None
 ) -> list[dict]:
-    """Stored result records of the profile's current plan (stale files are ignored)."""
-    records = []
-    for run in plan(profile):
-        if experiment and run["config"]["experiment"] != experiment:
-            continue
-        record = stored_record(profile, run, root)
-        if record is not None:
-            records.append(record)
-    return records
+    """Stored result records of the profile's current study (stale files are ignored): the
+    plan's runs and the final runs of the tuned groups (`planning.final_runs`)."""
+    runs = plan(profile)
+    stored = {r["id"]: stored_record(profile, r, root) for r in runs}
+    finals = final_runs(profile, lambda run: stored[run["id"]])
+    stored.update({r["id"]: stored_record(profile, r, root) for r in finals})
+    return [stored[r["id"]] for r in runs + finals if stored[r["id"]] is not None
+            and (not experiment or r["config"]["experiment"] == experiment)]
+
+
+def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+                root: Path | None = None, **sweep: Any) -> dict[str, float]:
+    """Execute what the experiments still need, in two sweeps: the planned runs (tuning runs
+    included), then the final runs of the tuned groups their results choose. `sweep` goes to
+    `run_sweep` (progress, pack, backend, address, workers, execute). Returns the counts of both
+    sweeps added up."""
+    experiments = list(experiments)
+    counts = run_sweep(profile, plan(profile, experiments), root, **sweep)
+    finals = final_runs(profile, lambda run: stored_record(profile, run, root), experiments)
+    if finals:
+        more = run_sweep(profile, finals, root, **sweep)
+        counts = {k: counts[k] + more[k] for k in counts}
+    return counts
 
 
 def run_experiment(
@@ -289,4 +306,4 @@ def run_experiment(
     else:
         profile, profile_file = profile_or_name, None
     preflight(profile, root, [experiment], profile_file=profile_file)
-    return run_sweep(profile, plan(profile, [experiment]), root, progress=progress)
+    return sweep_study(profile, [experiment], root, progress=progress)

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..digests import authors_files_digest
 from ..records import arm_parts
+from ..selection import choose_point
 from .datasets import DataKey, data_digest
 from .errors import StudyError
 from .resources import resolve_device, threads_per_worker
+from .sources import source_kind
 
-EXPERIMENTS = ("rank", "scale", "inference", "temperature")
+EXPERIMENTS = ("rank", "scale", "inference", "temperature", "control")
 # bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
 # evaluation): part of every run's identity, so results of older numerics are never reused
-NUMERICS_VERSION = 2
+NUMERICS_VERSION = 3
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
 # the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
 TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "variance",
@@ -65,10 +67,13 @@ def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
         return {"files": prefix, "digest": authors_files_digest(prefix),
                 "variance_floor": profile["priors"]["variance_floor"]}
     context = {k: v for k, v in run_context(profile).items() if k != "precision"}
+    kind = source_kind(profile, name)
     return {
         "learned": name,
         "learning": profile["priors"]["learning"],
         "data": profile["data"]["dataset"],
+        "images": kind,
+        "labelled_pool": 0 if kind == "source_classes" else profile["data"]["labelled_pool"],
         "model": profile["model"],
         "seed": draw,
         "context": context,
@@ -138,36 +143,87 @@ def _seeds(profile: dict, cfg: dict) -> range:
     return range(cfg.get("seeds") or profile["seeds"])
 
 
-def arm_grid(profile: dict, arm: str) -> list[tuple[str, float] | None]:
-    """The (parameter, value) grid an inference arm is tuned over, or [None] without tuning."""
+def arm_grid(profile: dict, arm: str) -> list[dict | None]:
+    """The points an inference arm is tuned over: its strength parameter's grid crossed with the
+    learning rates (`tuning.lrs`; None: the profile's lr), each {parameter, value, lr}; or
+    [None] without tuning."""
     tuning = profile["experiments"]["inference"]["tuning"]
     if not tuning["enabled"]:
         return [None]
     parameter = TUNED_PARAMETER[arm_parts(arm)[1]]
-    return [(parameter, value) for value in tuning[_GRID_KEY[parameter]]]
+    return [{"parameter": parameter, "value": value, "lr": lr}
+            for value in tuning[_GRID_KEY[parameter]] for lr in tuning["lrs"] or [None]]
 
 
-def _inference_runs(profile: dict, cfg: dict) -> list[dict]:
+def _tuned_arm_runs(profile: dict, experiment: str, prior_name: str, arms: list[str],
+                    sizes: list[int], cfg: dict) -> list[dict]:
+    """Runs of `arms` at `sizes` with prior `prior_name` (inference settings `cfg`): one per
+    seed and tuning point, in phase `tune` (scored on validation only; `final_runs` adds the
+    chosen point's final run), or one per seed without tuning."""
     runs = []
-    for n in cfg["sizes"]:
-        for arm in cfg["arms"]:
+    for n in sizes:
+        for arm in arms:
             method, kind = _arm_method_prior(profile, arm)
             for point in arm_grid(profile, arm):
                 train, extra = _arm_train(profile, arm), {}
                 values = {"scale": cfg["scale"], "variance": cfg["nonlearned_variance"]}
                 if point is not None:
-                    parameter, value = point
-                    extra["tuned"] = {"parameter": parameter, "value": value}
-                    if parameter == "weight_decay":
-                        train = {**train, "weight_decay": value}
+                    extra.update(tuned=point, phase="tune")
+                    if point["parameter"] == "weight_decay":
+                        train = {**train, "weight_decay": point["value"]}
                     else:
-                        values[parameter] = value
+                        values[point["parameter"]] = point["value"]
+                    if point["lr"] is not None:
+                        train = {**train, "lr": point["lr"]}
                 for s in _seeds(profile, cfg):
-                    prior = _prior_spec(profile, kind or "none", cfg["prior"], s, cfg["rank"],
+                    prior = _prior_spec(profile, kind or "none", prior_name, s, cfg["rank"],
                                         values["scale"], values["variance"])
-                    runs.append(_planned_run(profile, "inference", arm, method, prior, n, s,
+                    runs.append(_planned_run(profile, experiment, arm, method, prior, n, s,
                                              train, **extra))
     return runs
+
+
+def _inference_runs(profile: dict, cfg: dict) -> list[dict]:
+    return _tuned_arm_runs(profile, "inference", cfg["prior"], cfg["arms"], cfg["sizes"], cfg)
+
+
+def control_size(profile: dict) -> int:
+    """The positive control's training size: its own, else the smallest inference size."""
+    exps = profile["experiments"]
+    return exps["control"]["n_train"] or min(exps["inference"]["sizes"], key=lambda n: n or 1e9)
+
+
+def _control_runs(profile: dict, cfg: dict) -> list[dict]:
+    """The positive control: the oracle prior and the baselines with the inference protocol
+    (tuning, rank, seeds, draws) at one size; every arm starts from the oracle's backbone."""
+    inference = profile["experiments"]["inference"]
+    return _tuned_arm_runs(profile, "control", "oracle", cfg["arms"], [control_size(profile)],
+                           inference)
+
+
+def final_runs(profile: dict, stored: Callable[[dict], dict | None],
+               experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
+    """The final run of every tuned (experiment, arm, size, seed) whose tuning runs are all
+    stored (`stored(run)` gives a run's complete record or None): the tuning point with the
+    lowest validation NLL (the first in plan order on ties; no final where no point has a finite
+    one), trained again in phase `final` with the test set scored. Each run carries its
+    `selection` (the chosen point, its validation NLL and every candidate's)."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in plan(profile, experiments):
+        cfg = run["config"]
+        if cfg.get("phase") == "tune":
+            key = (cfg["experiment"], cfg["arm"], cfg["n_train"], cfg["seed"], cfg.get("chain", 0))
+            groups.setdefault(key, []).append(run)
+    finals = []
+    for members in groups.values():
+        records = [stored(run) for run in members]
+        choice = None if any(r is None for r in records) else choose_point(records)
+        if choice is None:
+            continue
+        best, selection = choice
+        config = {**members[best]["config"], "phase": "final"}
+        finals.append({"id": digest(config), "config": config, "selection": selection})
+    return finals
 
 
 def _scale_runs(profile: dict, cfg: dict) -> list[dict]:
@@ -217,7 +273,7 @@ def _temperature_runs(profile: dict, cfg: dict) -> list[dict]:
 
 
 _PLANNERS = {"rank": _rank_runs, "scale": _scale_runs, "inference": _inference_runs,
-             "temperature": _temperature_runs}
+             "temperature": _temperature_runs, "control": _control_runs}
 
 
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:

@@ -24,14 +24,14 @@ from ..data import DataUnavailableError
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
-from .planning import EXPERIMENTS, plan
+from .planning import EXPERIMENTS, control_size, plan
 from .priors import check_prior_files, load_prior_and_backbone, prior_location
 from .resources import resolve_device
 
 PROFILE_RECORD = "profile.json"
 # the profile key that holds the training sizes of each experiment
 SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",),
-             "temperature": ("n_train",)}
+             "temperature": ("n_train",), "control": ("n_train",)}
 
 
 def preflight(
@@ -155,7 +155,7 @@ def _sizes(profile: dict, experiments: Iterable[str]):
         if not cfg["enabled"]:
             continue
         for key in SIZE_KEYS[experiment]:
-            value = cfg[key]
+            value = control_size(profile) if experiment == "control" else cfg[key]
             yield f"experiments.{experiment}.{key}", value if isinstance(value, list) else [value]
 
 

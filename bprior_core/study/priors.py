@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_torch_save, remove_stale_temporaries
-from ..data import TensorTask, fashion_mnist_task
 from ..digests import authors_files_digest, file_digest
 from ..learn import PriorLearningSettings, learn_prior
 from ..models import build_model, num_prior_parameters
@@ -38,6 +37,7 @@ from .resources import (
     torch_threads,
     worker_initargs,
 )
+from .sources import OBJECTIVES, source_kind, source_task
 
 
 def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
@@ -59,17 +59,6 @@ def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -
             "prior files are missing (the authors' four-file format <prefix>_mean.pt, "
             "_variance.pt, _covmat.pt, _model.pt is expected): " + "; ".join(problems)
         )
-
-
-def source_task(profile: dict) -> TensorTask:
-    """The source task for prior learning (optionally a subset of it)."""
-    task = fashion_mnist_task("source", "train", profile["data"]["root"],
-                              profile["data"]["download"])
-    n = profile["priors"]["learning"]["source_train_size"]
-    if 0 < n < len(task):
-        gen = torch.Generator().manual_seed(0)
-        task = task.subset(torch.randperm(len(task), generator=gen)[:n])
-    return task
 
 
 def _stored_source_id(prior_file: Path, backbone_file: Path, model: str) -> str | None:
@@ -157,20 +146,22 @@ def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
 def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
               progress: bool = True) -> Path:
     """Learn prior `name` with seed `draw` on the source task and store it with its backbone."""
-    objective = {"ssl": "simclr", "supervised": "supervised"}
     learning = dict(profile["priors"]["learning"])
     learning.pop("source_train_size")
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
     torch.manual_seed(draw)  # the backbone's initial weights
     model = build_model(profile["model"], num_classes=5)
+    source = source_task(profile, name)
     prior, state = learn_prior(
-        model, source_task(profile), objective[name], PriorLearningSettings(**learning),
+        model, source, OBJECTIVES[name], PriorLearningSettings(**learning),
         seed=draw, device=device, progress=progress,
     )
+    source_meta = {"images": source_kind(profile, name), "size": len(source)}
     prior_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, backbone_file)  # first: the prior records its digest
     prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
                           meta={**prior.meta, "source_id": prior_source_id(profile, name, draw),
+                                "source": source_meta,
                                 "backbone_digest": file_digest(backbone_file)})
     save_prior(prior, prior_file)
     return prior_file

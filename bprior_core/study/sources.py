@@ -1,0 +1,93 @@
+"""Which images each part of a study may see: the labelled pool of the downstream classes, and
+the images each learned prior is learned from.
+
+Fashion-MNIST's training images of the downstream classes (5-9) are split ONCE (fixed seed,
+class-balanced) into the labelled pool (`data.labelled_pool` images: the validation set and
+every training subset come from it) and the rest. Only prior learning may use the rest:
+
+- `ssl` (SimCLR, labels unused): the source classes' training images (`priors.ssl_source:
+  source_classes`), or every training image outside the labelled pool (`outside_pool`: the
+  source classes and the downstream rest, as ImageNet covers CIFAR-10's classes for the
+  paper's SimCLR prior);
+- `supervised`: the source classes with their labels;
+- `oracle` (the positive control): the downstream rest WITH its labels, a prior that knows the
+  downstream task from images no training subset, validation or test image comes from.
+
+No test image reaches prior learning (it reads training images only), and no pool image
+either (`outside_pool_indices` is the pool's complement).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import TensorTask, fashion_mnist_task
+
+POOL_SEED = 24680
+OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised"}
+
+
+def labelled_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Sorted indices of the labelled pool: `size` images, the same number of every class, drawn
+    with a fixed seed; every image when size is 0."""
+    if not size:
+        return torch.arange(len(labels))
+    classes = torch.unique(labels)
+    per_class = size // len(classes)
+    gen = torch.Generator().manual_seed(POOL_SEED)
+    chosen = []
+    for c in classes.tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {c} has {len(idx)} images, fewer than the {per_class} a "
+                             f"labelled pool of {size} takes from each class")
+        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def outside_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """Sorted indices of the downstream training images outside the labelled pool."""
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[labelled_pool_indices(labels, size)] = False
+    return keep.nonzero().flatten()
+
+
+def source_kind(profile: dict, name: str) -> str:
+    """Which images prior `name` is learned from: `source_classes`, `outside_pool` or
+    `downstream_rest`."""
+    if name == "oracle":
+        return "downstream_rest"
+    if name == "ssl":
+        return profile["priors"]["ssl_source"]
+    return "source_classes"
+
+
+def source_task(profile: dict, name: str) -> TensorTask:
+    """The images (and labels) prior `name` is learned from, optionally cut to
+    `priors.learning.source_train_size` random images (fixed seed)."""
+    data = profile["data"]
+    kind = source_kind(profile, name)
+    parts = []
+    if kind in ("source_classes", "outside_pool"):
+        parts.append(fashion_mnist_task("source", "train", data["root"], data["download"]))
+    if kind in ("outside_pool", "downstream_rest"):
+        downstream = fashion_mnist_task("downstream", "train", data["root"], data["download"])
+        parts.append(downstream.subset(outside_pool_indices(downstream.labels,
+                                                            data["labelled_pool"])))
+    task = parts[0] if len(parts) == 1 else TensorTask(
+        torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+        parts[0].num_classes)  # SimCLR ignores the labels of the mixed set
+    n = profile["priors"]["learning"]["source_train_size"]
+    if 0 < n < len(task):
+        gen = torch.Generator().manual_seed(0)
+        task = task.subset(torch.randperm(len(task), generator=gen)[:n])
+    return task
+
+
+SOURCE_TEXT = {
+    "source_classes": "the source classes' training images (classes 0-4)",
+    "outside_pool": "every training image outside the labelled pool (the source classes 0-4 "
+                    "and the downstream classes' images not in the pool), without labels",
+    "downstream_rest": "the downstream classes' training images outside the labelled pool, "
+                       "with their labels (the positive control's oracle)",
+}
