@@ -92,9 +92,12 @@ class RunOutcome:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     val_final: dict[str, float] | None = None
     val_bma: dict[str, float] | None = None
+    # the headline prediction's probabilities (model average, else final iterate), float16,
+    # with the labels: what later analyses (bootstraps over test points, ensembles) need
+    predictions: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "predictions"}
 
 
 def make_schedule(method: str, settings) -> Schedule:
@@ -409,10 +412,16 @@ class Pack:
                 continue
             final, avg = probs[r].cpu(), None if bma is None else bma[r]
             test, val = slice(0, n), slice(n, None)
+            head = final if avg is None else avg
+            predictions = {split: {"probs": head[part].to(torch.float16).numpy(),
+                                   "labels": labels[part].to(torch.int16).numpy()}
+                           for split, part in (("test", test), ("val", val))
+                           if part.stop != part.start and len(labels[part])}
             out.append(RunOutcome(
                 "ok", scores(final, test), scores(avg, test), self.average.count, steps,
                 losses[r], wall / self.runs, diagnostics[r],
                 scores(final, val) if has_val else None, scores(avg, val) if has_val else None,
+                predictions,
             ))
         return out
 

@@ -33,6 +33,7 @@ from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
 from .planning import EXPERIMENTS, digest, final_runs, make_packs, plan
+from .predictions import predictions_name, predictions_problem, write_predictions
 from .preflight import preflight
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
@@ -109,6 +110,8 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
         "device": device,
         "data_source": source,
         **({"selection": run["selection"]} if "selection" in run else {}),
+        # written by the driver beside the record (`store` in run_sweep), not into it
+        **({"_predictions": outcome.predictions} if outcome.predictions else {}),
     }
 
 
@@ -161,9 +164,14 @@ def read_record(path: Path) -> dict | None:
 def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | None:
     """The run's stored record if its result file holds a complete record
     (`records.record_problem`) of the same configuration; else None (the run is done again)."""
-    record = read_record(result_path(profile, run, root))
+    path = result_path(profile, run, root)
+    record = read_record(path)
     if record is None or record_problem(record) or record.get("config") != run["config"]:
         return None
+    name = record.get("predictions")
+    if name is not None and not (isinstance(name, str) and name == predictions_name(run["id"])
+                                 and (path.parent / name).is_file()):
+        return None  # its predictions are gone: done again
     return record
 
 
@@ -185,6 +193,8 @@ def checked_records(records: object, runs: Sequence[dict]) -> list[dict]:
         if problem is None and (record["id"] not in expected
                                 or record["config"] != expected[record["id"]]):
             problem = "it belongs to no run of this pack"
+        if problem is None and "_predictions" in record:
+            problem = predictions_problem(record["_predictions"])
         if problem:
             rid = record.get("id") if isinstance(record, dict) else None
             raise StudyError(f"a back end returned an invalid result record "
@@ -233,7 +243,12 @@ def run_sweep(
         for record in checked_records(records, members):
             if record["id"] in done:
                 continue
-            write_json_atomic(record, result_path(profile, record, root))
+            path = result_path(profile, record, root)
+            predictions = record.pop("_predictions", None)
+            if predictions:  # first: the record, written last, refers to it
+                write_predictions(path.parent / predictions_name(record["id"]), predictions)
+                record["predictions"] = predictions_name(record["id"])
+            write_json_atomic(record, path)
             done.add(record["id"])
             counts["ran"] += 1
             counts["diverged"] += record["status"] == "diverged"
