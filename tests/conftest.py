@@ -94,12 +94,14 @@ def smoke_priors(smoke, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_study(smoke, smoke_priors, tmp_path_factory):
-    """An outputs root with the smoke priors and every smoke run done (packs of SMOKE_PACK,
-    one worker): the uninterrupted reference of the resume tests and the report's results."""
+    """An outputs root with the smoke priors and every smoke run done, tuning and final runs
+    (packs of SMOKE_PACK, one worker): the uninterrupted reference of the resume tests and the
+    report's results."""
     from bprior_core import study
 
     root = copy_root(smoke_priors, tmp_path_factory.mktemp("smoke-study") / "outputs")
-    study.run_sweep(smoke, study.plan(smoke), root, workers=1, progress=False, pack=SMOKE_PACK)
+    study.sweep_study(smoke, study.EXPERIMENTS, root, workers=1, progress=False,
+                      pack=SMOKE_PACK)
     return root
 
 
@@ -117,5 +119,5 @@ def fake_record(run: dict, **extra) -> dict:
     metrics = {"accuracy": 0.5, "nll": 1.0, "ece": 0.1, "brier": 0.6}
     return {"id": run["id"], "config": run["config"], "status": "ok",
             "seed": run["config"]["seed"], "metrics": {"final": metrics, "bma": None},
-            "val_metrics": {"final": None, "bma": None}, "n_samples": 1, "steps_done": 1,
+            "val_metrics": {"final": metrics, "bma": None}, "n_samples": 1, "steps_done": 1,
             "final_loss": 1.0, "diagnostics": {}, **extra}

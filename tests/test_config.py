@@ -238,8 +238,9 @@ def test_missing_or_invalid_profile_file(tmp_path) -> None:
 @pytest.mark.parametrize("dotted, value, expected", [
     ("claims.margins.accuracy", 0.0, "claims.margins.accuracy"),
     ("claims.margins.nll", -0.02, "claims.margins.nll"),
-    ("experiments.inference.tuning.scales", [1.0e+3], "at least 2 values"),
-    ("experiments.inference.tuning.variances", [0.1, 1.0, 10.0], "same number of grid values"),
+    ("experiments.inference.tuning.scales", [1.0e+3, 1e5, 1e7, 1e9], "at least 5 values"),
+    ("experiments.inference.tuning.variances", [1e-3, 0.1, 1.0, 10.0, 1e2, 1e3],
+     "same number of grid values"),
     ("data.val_size", 3, "leave classes empty"),
     ("data.val_size", 52, "multiple of 5"),
     ("experiments.temperature.chains", 2, "at least 3 chains"),
@@ -254,4 +255,29 @@ def test_tuning_needs_a_validation_set_and_files_need_one_draw() -> None:
     assert "data.val_size" in error_of(with_value(raw(), "data.val_size", 0))
     files = with_value(raw(), "priors.source", "files")
     files["experiments"]["scale"]["enabled"] = False
+    files["experiments"]["control"]["enabled"] = False
+    files["priors"]["ssl_source"] = "source_classes"
     assert "priors.draws: 1" in error_of(with_value(files, "priors.draws", 3))
+
+
+# ----------------------------------------------------------------------------- issue 15 inputs
+
+
+@pytest.mark.parametrize(("dotted", "value", "expected"), [
+    ("data.labelled_pool", 55, "experiments.rank.n_train: [10] needs up to 10 training images, "
+                               "but the labelled pool of 55"),
+    ("data.labelled_pool", 503, "cannot be split evenly over the 5 downstream classes"),
+    ("data.labelled_pool", 0, "priors.ssl_source 'outside_pool'"),
+    ("experiments.inference.tuning.weight_decays", [1e-4, 1e-2], "at least 5 values"),
+])
+def test_issue15_bad_inputs_are_refused_naming_the_key(dotted, value, expected) -> None:
+    assert expected in error_of(with_value(raw(), dotted, value))
+
+
+def test_a_control_without_an_oracle_source_is_refused() -> None:
+    profile = with_value(raw(), "data.labelled_pool", 0)
+    profile["priors"]["ssl_source"] = "source_classes"
+    message = error_of(profile)
+    assert "the oracle prior (experiments.control" in message and "labelled_pool > 0" in message
+    profile["experiments"]["control"]["enabled"] = False
+    validate_profile(profile)  # no oracle needed: fine

@@ -51,9 +51,12 @@ def authors_files(tmp_path: Path) -> Path:
 
 
 def files_profile(tmp_path: Path, prefix: Path) -> Path:
+    """The smoke profile reading a published prior (no learned sources: no oracle control, and
+    SimCLR's source does not apply)."""
     return write_profile(tmp_path, **{"priors.source": "files",
                                       "priors.files": {"ssl": str(prefix), "supervised": None},
-                                      "priors.draws": 1})
+                                      "priors.draws": 1, "priors.ssl_source": "source_classes",
+                                      "experiments.control.enabled": False})
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -118,8 +118,9 @@ def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(
     smoke, smoke_priors, smoke_study, tmp_path, monkeypatch
 ) -> None:
     """Killed after 6 result files (in the middle of the second pack), a resumed sweep retrains
-    whole packs and ends with exactly the numbers of an uninterrupted sweep (`smoke_study`)."""
-    runs = study.plan(smoke, ["inference"])
+    whole packs and ends with exactly the numbers of an uninterrupted sweep (`smoke_study`).
+    The control experiment: 30 tuning runs in 8 packs (the inference experiment's shapes)."""
+    runs = study.plan(smoke, ["control"])
     killed, clean = fresh_root(smoke_priors, tmp_path, "killed"), smoke_study
     writes = []
     real_write = execution.write_json_atomic
@@ -134,7 +135,7 @@ def test_packed_sweep_killed_mid_pack_resumes_to_identical_results(
     with pytest.raises(KeyboardInterrupt):
         study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=SMOKE_PACK)
     monkeypatch.undo()
-    assert len(list((study.output_dir(smoke, killed) / "runs").iterdir())) == 6
+    assert len(list((study.output_dir(smoke, killed) / "runs").glob("*.json"))) == 6
     resumed = study.run_sweep(smoke, runs, killed, workers=1, progress=False, pack=SMOKE_PACK)
     assert resumed["skipped"] == 6 and resumed["ran"] == len(runs) - 6
     a, b = metrics_of(smoke, runs, killed), metrics_of(smoke, runs, clean)

@@ -181,7 +181,7 @@ def test_bad_profile_fails_cleanly(tmp_path, capsys):
 def test_plan_lists_gpu_profile(capsys):
     assert main(["plan", "--profile", "flowers102-resnet50"]) == 0
     text = capsys.readouterr().out
-    assert "1038 runs" in text and "sghmc+learned" in text
+    assert "3978 runs" in text and "sghmc+learned" in text
 
 
 def test_grid_edges_in_words():

@@ -38,7 +38,8 @@ def expected_count(profile: dict) -> dict[str, int]:
 
     scale, tuning, temp = exps["scale"], exps["inference"]["tuning"], exps["temperature"]
     conventions = len(scale["rules"] or [0]) * len(scale["eps"] or [0])
-    grid = len(tuning["scales"]) if tuning["enabled"] else 1
+    # tuning runs: each arm's strength grid crossed with the learning rates
+    grid = len(tuning["scales"]) * len(tuning["lrs"] or [0]) if tuning["enabled"] else 1
     counts = {
         "rank": len(exps["rank"]["ranks"]) * seeds("rank")
         * (2 if exps["rank"]["fixed_trace"] else 1),
@@ -47,6 +48,7 @@ def expected_count(profile: dict) -> dict[str, int]:
         "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * grid
         * seeds("inference"),
         "temperature": len(temp["temperatures"]) * temp["chains"] * seeds("temperature"),
+        "control": len(exps["control"]["arms"]) * grid * seeds("inference"),
     }
     return {k: v for k, v in counts.items() if exps[k]["enabled"]}
 
@@ -66,11 +68,12 @@ def test_plan_size_is_the_product_of_the_grid(name) -> None:
         assert len(study.plan(profile, [experiment])) == expected.get(experiment, 0)
 
 
-def test_flowers_plan_has_1038_runs(flowers) -> None:
+def test_flowers_plan_has_3978_runs(flowers) -> None:
     # 6 ranks x 2 traces x 5 seeds + (2 priors x 2 rules x 2 eps x 10 scales + scratch) x 3 seeds
-    # + 7 sizes x 7 arms x 3 grid values x 5 seeds
-    assert sum(expected_count(flowers).values()) == 60 + 243 + 735
-    assert len(study.plan(flowers)) == 1038
+    # + 7 sizes x 7 arms x (5 grid values x 3 learning rates) x 5 seeds (tuning runs; the final
+    # runs follow from their results)
+    assert sum(expected_count(flowers).values()) == 60 + 243 + 3675
+    assert len(study.plan(flowers)) == 3978
 
 
 def test_run_ids_are_unique_and_stable(smoke) -> None:
@@ -349,9 +352,17 @@ def test_execute_run_gives_every_arm_the_same_training_subset(
 
 
 def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
-    run = next(r for r in study.plan(smoke, ["inference"])
-               if r["config"]["arm"] == "sghmc+learned" and r["config"]["n_train"] == 5)
+    tune = next(r for r in study.plan(smoke, ["inference"])
+                if r["config"]["arm"] == "sghmc+learned" and r["config"]["n_train"] == 5)
+    tuned = study.execute_run(tune, smoke)
+    assert tuned["metrics"] == {"final": None, "bma": None}  # a tuning run: validation only
+    assert tuned["val_metrics"]["bma"]["nll"] > 0 and set(tuned["_predictions"]) == {"val"}
+    config = {**tune["config"], "phase": "final"}  # as planning.final_runs makes it
+    run = {"id": study.planning.digest(config), "config": config}
     record = study.execute_run(run, smoke)
+    predictions = record.pop("_predictions")  # written beside the record by the driver
+    assert predictions["test"]["probs"].shape == (smoke["data"]["test_size"], 5)
+    assert record["val_metrics"] == tuned["val_metrics"]  # the same training, scored on test
     assert record["status"] == "ok"
     assert record["config"] == run["config"] and record["id"] == run["id"]
     assert record["config"]["method"] in BAYESIAN_METHODS
@@ -571,10 +582,10 @@ def test_learned_priors_are_repeatable(smoke, tmp_path):
 
 def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, smoke_priors,
                                                                     smoke_study, tmp_path):
-    """Real runs (smoke inference experiment): a failure in the third pack, then a re-run, gives the
+    """Real runs (smoke control experiment): a failure in the third pack, then a re-run, gives the
     same stored metrics as an uninterrupted sweep (`smoke_study`), and every run is executed
-    exactly once."""
-    runs = study.plan(smoke, ["inference"])
+    exactly once. (The control experiment: the inference experiment's shapes, fewer runs.)"""
+    runs = study.plan(smoke, ["control"])
     executed, failed = [], []
     root = copy_root(smoke_priors, tmp_path / "a")
 

@@ -181,12 +181,14 @@ def test_a_yaml_alias_bomb_is_refused_within_a_second_in_one_line(tmp_path, caps
 
 def test_ordinary_aliases_and_merge_keys_are_still_read(tmp_path) -> None:
     text = (config.PARAMS_DIR / "smoke.yaml").read_text()
-    text = text.replace("scales: [1.0e+3, 1.0e+6]", "scales: &grid [1.0e+3, 1.0e+6]")
-    text = text.replace("variances: [1.0e-2, 1.0]", "variances: *grid")
+    grid = "[1.0e+1, 1.0e+3, 1.0e+5, 1.0e+7, 1.0e+9]"
+    assert f"scales: {grid}" in text
+    text = text.replace(f"scales: {grid}", f"scales: &grid {grid}")
+    text = text.replace("variances: [1.0e-3, 3.0e-2, 1.0, 3.0e+1, 1.0e+3]", "variances: *grid")
     path = tmp_path / "aliases.yaml"
     path.write_text(text)
     profile = load_profile(path)
-    assert profile["experiments"]["inference"]["tuning"]["variances"] == [1e3, 1e6]
+    assert profile["experiments"]["inference"]["tuning"]["variances"] == [1e1, 1e3, 1e5, 1e7, 1e9]
     merged = "a: &d {x: 1, y: [1, 2]}\nb:\n  <<: *d\n  x: 5\nc: [*d, *d]\n"
     loaded = yaml.load(merged, Loader=config.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     assert loaded["b"] == {"x": 5, "y": [1, 2]} and loaded["c"] == [loaded["a"]] * 2
