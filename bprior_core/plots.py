@@ -289,6 +289,8 @@ def temperature_figure(summary: pd.DataFrame):
     ax = axes[2]
     if np.isfinite(rhat).any():
         ax.plot(xs, rhat, marker="o")
+        if np.nanmax(rhat) > 3:
+            ax.set_yscale("log")
     else:
         ax.text(0.5, 0.5, "no R-hat: needs >= 2 chains\nof >= 4 samples per seed",
                 transform=ax.transAxes, ha="center", va="center", color="0.4")
@@ -347,17 +349,20 @@ def reliability_figure(bins: pd.DataFrame, columns: int = 4):
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy in bin")
-    for ax in axes[-1]:
-        ax.set_xlabel("confidence (top label)")
+    for i, ax in enumerate(axes.flat[:len(arms)]):
+        if i + cols >= len(arms):  # the lowest panel of its column
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("confidence (top label)")
     axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
 
 def per_draw_figure(draws: pd.DataFrame):
-    """Test error % of each learned-prior arm per prior draw (mean over the seeds that used
-    it), one panel per training size: a vertical bar spans the draws, one marker per draw, so
-    how much a verdict could hang on one prior draw is visible. None without rows."""
+    """Test error % of each arm per prior draw (mean over the seeds that used it; every arm
+    starts from its draw's pretrained backbone), one panel per training size: a vertical bar
+    spans the draws, one marker per draw, so how much a verdict could hang on one prior draw
+    is visible. None without rows."""
     if draws.empty:
         return None
     sizes = sorted(draws["n_train"].unique(), key=lambda n: n or math.inf)
