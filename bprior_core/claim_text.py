@@ -125,8 +125,8 @@ RULE_C2 = (
 
 RULE_POOLED = (
     "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
-    "over all sizes (seeds present at every size), 95% t interval: supported if > 0, "
-    "contradicted if < 0, else not supported; fewer than "
+    "over all sizes (seeds present at every size), t interval at the claim's Holm-adjusted "
+    "level: supported if > 0, contradicted if < 0, else not supported; fewer than "
     f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive. " + MARGIN_RULE
 )
 
@@ -142,8 +142,9 @@ RULE_C4 = RULE_POOLED + (
 RULE_C4B = (
     "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
     "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
-    "mean over sizes, 95% t interval: supported if > 0, contradicted if < 0, else not "
-    f"supported; fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
+    "mean over sizes, t interval at the claim's Holm-adjusted level: supported if > 0, "
+    "contradicted if < 0, else not supported; fewer than "
+    f"{MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
 )
 
 
@@ -152,17 +153,17 @@ RULE_C5 = (
     "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
     "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
     "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
-    "per decade of n; 95% t interval: supported if > 0, contradicted if < 0; fewer than "
-    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is read "
-    "per decade. " + COMBINE_RULE
+    "per decade of n; t interval at the claim's Holm-adjusted level: supported if > 0, "
+    f"contradicted if < 0; fewer than {MIN_SEEDS} seeds, fewer than two sizes or a missing arm: "
+    "inconclusive. The margin is read per decade. " + COMBINE_RULE
 )
 
 
 RULE_H1 = (
     "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
-    "pooled over sizes as the per-seed mean of the paired differences, 95% t interval: "
-    "supported if > 0, contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
+    "pooled over sizes as the per-seed mean of the paired differences, t interval at the "
+    "claim's Holm-adjusted level: supported if > 0, contradicted if < 0, else not supported; "
+    f"fewer than {MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
 )
 
 

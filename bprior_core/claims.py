@@ -52,7 +52,8 @@ _LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
 CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
 __all__ = ["CLAIM_IDS", "MARGINS", "METRICS", "MIN_SEEDS", "VERDICTS", "claim_p_value",
-           "collect", "evaluate_claims", "evaluate_claims_by_metric", "gains_by_size", "headline",
+           "collect", "comparison_label", "evaluate_claims", "evaluate_claims_by_metric",
+           "gains_by_size", "headline",
            "write_claims_json"]
 
 Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
@@ -717,16 +718,28 @@ def evaluate_claims_by_metric(
     return main
 
 
+def comparison_label(arms: Sequence[str]) -> str:
+    """What a comparison subtracts: `A vs B` for two arms; for C4b's four arms (Bayes +
+    learned, SGD + learned, Bayes + zero, SGD + zero) the interaction it is."""
+    if len(arms) == 4:
+        bayes, sgd = (_arm_label(arm_parts(a)[0]) for a in arms[:2])
+        learned, zero = (_arm_label(arm_parts(a)[1] or "") for a in (arms[0], arms[2]))
+        return f"{bayes} vs {sgd} gain: with the {learned} minus with the {zero}"
+    return " vs ".join(_arm_label(a) for a in arms)
+
+
 def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Flat rows (claim, comparison, n_train, effect, interval, seeds) of every pooled
+    """Flat rows (claim, comparison, n_train, effect, interval, level, seeds) of every
     comparison's per-size effects in the claims' evidence: the effect of each claim at each
-    training size, not only pooled over sizes."""
+    training size, not only pooled over sizes. `level` is the confidence level of that row's
+    interval (the claim's Holm-adjusted level); `comparison` names what the row subtracts (for
+    C4b the interaction, not a pair of arms); C5's rows are its gain per size."""
     rows = []
     for claim in claims:
         ev = claim.get("evidence") or {}
         found = [(ev.get("arms"), ev.get("per_size"))]
-        found += [(p.get("arms"), p.get("per_size")) for p in (ev.get("parts") or [])
-                  if isinstance(p, Mapping)]
+        found += [(p.get("arms"), p.get("per_size") or p.get("gain_per_size"))
+                  for p in (ev.get("parts") or []) if isinstance(p, Mapping)]
         control = ev.get("ensemble_control")
         if control:
             found.append((control.get("arms"), control.get("per_size")))
@@ -734,11 +747,10 @@ def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
             for row in per_size or []:
                 if not arms or "effect" not in row:
                     continue
-                rows.append({"claim": claim["id"],
-                             "comparison": f"{_arm_label(arms[0])} vs {_arm_label(arms[1])}",
+                rows.append({"claim": claim["id"], "comparison": comparison_label(arms),
                              "n_train": row["n_train"], "effect": row["effect"],
                              "ci_low": row["ci_low"], "ci_high": row["ci_high"],
-                             "n_seeds": row["n_seeds"]})
+                             "level": row.get("level"), "n_seeds": row["n_seeds"]})
     return rows
 
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from .prior import GaussianPrior
+from .tables import (
+    METRIC_LABELS,
+    SCRATCH_LABEL,
+    ExperimentView,
+    format_level,
+    size_label,
+    temperature_summary,
+)
+
+Y_LABELS = {"error_pct": "test error (%)", "nll": "test NLL", "ece": "ECE", "brier": "Brier"}
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def prior_figure(priors: dict[str, GaussianPrior]):
@@ -30,29 +45,65 @@ def prior_figure(priors: dict[str, GaussianPrior]):
     return fig
 
 
+def colours(names: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per name (sorted, tab10), so an arm keeps its colour across figures."""
+    cmap = plt.get_cmap("tab10")
+    return {name: cmap(i % 10) for i, name in enumerate(sorted(set(map(str, names))))}
+
+
+def styles(names: Sequence[str]) -> dict[str, dict]:
+    """A fixed colour, marker and line style per name (by sorted position), so a line keeps
+    its look across figures and coinciding lines stay distinguishable."""
+    palette = colours(names)
+    return {name: {"color": palette[name], "marker": MARKERS[i % len(MARKERS)],
+                   "ls": LINESTYLES[i % len(LINESTYLES)]} for i, name in enumerate(sorted(palette))}
+
+
+def size_positions(sizes: Sequence[float]) -> dict[float, float]:
+    """x positions of training sizes on a log axis: each size at itself, the full set (0) two
+    times beyond the largest (at 1e4 when it is the only size)."""
+    finite = [float(n) for n in sizes if n]
+    full_at = 2 * max(finite) if finite else 1e4
+    return {n: float(n) if n else full_at for n in sizes}
+
+
+def _size_ticks(ax, sizes) -> None:
+    """Training sizes as plain tick labels on a log axis (`full` for the full set)."""
+    positions = size_positions(sorted(set(sizes), key=lambda n: n or math.inf))
+    ax.set_xticks(list(positions.values()), [size_label(n) for n in positions])
+    ax.minorticks_off()
+
+
 def errorbar_plot(
     summary: pd.DataFrame, x: str, group: str | None, metric: str = "error_pct",
     logx: bool = False, title: str = "", xlabel: str | None = None, ax=None,
+    legend: bool = True,
 ):
-    """Mean +- standard error of `metric` against `x`, one line per `group`."""
+    """Mean +- standard error of `metric` against `x`, one line per `group` (each with its own
+    colour, marker and line style, so coinciding lines stay visible); the legend outside on
+    the right. Training sizes (`x = n_train`) show the full set (0) as `full`."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.8))
-    groups = [(None, summary)] if group is None else summary.groupby(group, sort=False)
+    groups = [(None, summary)] if group is None else summary.groupby(group, sort=True)
+    look = styles(summary[group].astype(str)) if group is not None else {}
+    positions = size_positions(list(summary[x].unique())) if x == "n_train" else None
     for name, part in groups:
         part = part.sort_values(x)
         xs = part[x].to_numpy(dtype=float)
-        if x == "n_train":
-            xs = np.where(xs == 0, np.nan, xs)
-        ax.errorbar(xs, part[metric], yerr=part[f"{metric}_se"].fillna(0), marker="o",
-                    capsize=3, label=str(name) if name is not None else None)
+        if positions is not None:
+            xs = np.array([positions[n] for n in part[x]])
+        ax.errorbar(xs, part[metric], yerr=part[f"{metric}_se"].fillna(0), capsize=3,
+                    **look.get(str(name), {"marker": "o"}),
+                    label=str(name) if name is not None else None)
     if logx:
         ax.set_xscale("log")
+    if positions is not None:
+        _size_ticks(ax, summary[x])
     ax.set_xlabel(xlabel or x)
-    ax.set_ylabel({"error_pct": "test error (%)", "nll": "test NLL", "ece": "ECE"}.get(metric,
-                                                                                    metric))
+    ax.set_ylabel(Y_LABELS.get(metric, metric))
     ax.set_title(title)
-    if group is not None:
-        ax.legend(fontsize=8)
+    if group is not None and legend:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return ax
 
@@ -60,8 +111,8 @@ def errorbar_plot(
 def metric_panel(summary: pd.DataFrame, x: str, group: str | None, logx: bool, title: str,
                  xlabel: str | None = None):
     """Test error and NLL side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    errorbar_plot(summary, x, group, "error_pct", logx, title, xlabel, axes[0])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    errorbar_plot(summary, x, group, "error_pct", logx, title, xlabel, axes[0], legend=False)
     errorbar_plot(summary, x, group, "nll", logx, title, xlabel, axes[1])
     fig.tight_layout()
     return fig
@@ -69,25 +120,281 @@ def metric_panel(summary: pd.DataFrame, x: str, group: str | None, logx: bool, t
 
 def gains_by_size(rows: list[dict], metric_label: str = "accuracy (points)"):
     """Each comparison's paired effect against the training size (log axis), with its
-    interval: the claims' gains size by size."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    interval at the level the claim was judged at (in the legend): the claims' gains size by
+    size. Comparisons are nudged sideways; the legend sits below the axes."""
     comparisons = sorted({(r["claim"], r["comparison"]) for r in rows})
+    fig, ax = plt.subplots(figsize=(10, 4.2 + 0.22 * len(comparisons)))
+    offsets = _offsets(len(comparisons), 0.025)
+    positions = size_positions(list({r["n_train"] for r in rows}))
     for i, (claim, comparison) in enumerate(comparisons):
         part = sorted((r for r in rows if (r["claim"], r["comparison"]) == (claim, comparison)
-                       and r["effect"] is not None), key=lambda r: r["n_train"] or 1e9)
+                       and r["effect"] is not None), key=lambda r: positions[r["n_train"]])
         if not part:
             continue
-        x = [(r["n_train"] or 1e4) * (1 + 0.04 * i) for r in part]
+        x = [positions[r["n_train"]] * offsets[i] for r in part]
         y = [100 * r["effect"] for r in part]
         lo = [100 * (r["effect"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in part]
         hi = [100 * (r["ci_high"] - r["effect"]) if r["ci_high"] is not None else 0
               for r in part]
-        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{claim}: {comparison}")
+        levels = sorted({format_level(r.get("level")) for r in part})
+        ax.errorbar(x, y, yerr=[lo, hi], marker=MARKERS[i % len(MARKERS)], capsize=3,
+                    ls=LINESTYLES[i % len(LINESTYLES)],
+                    label=f"{claim}: {comparison} ({', '.join(levels)} interval)")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("training size n")
+    _size_ticks(ax, list(positions))
+    ax.set_xlabel("training size n (comparisons nudged sideways)")
     ax.set_ylabel(f"paired gain, {metric_label}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- per experiment
+
+
+def experiment_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct", "nll")):
+    """The figure of one experiment's view (the report's and the explorer's): rank and
+    inference as mean ± se lines per trace variant / arm, scale as one panel per prior source
+    with a line style per convention and the from-scratch band, temperature against T.
+    None when the view has no runs."""
+    if view.runs.empty:
+        return None
+    if view.experiment == "scale":
+        return scale_figure(view, metrics)
+    if view.experiment == "temperature":
+        return temperature_figure(temperature_summary(view.records))
+    x = view.spec.keys[-1]
+    group = view.spec.keys[0]
+    summary = view.summary()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 1.5, 3.8),
+                             squeeze=False)
+    for i, (ax, metric) in enumerate(zip(axes[0], metrics, strict=True)):
+        errorbar_plot(summary, x, group, metric, view.spec.logx, view.experiment,
+                      view.spec.xlabel, ax, legend=i == len(metrics) - 1)
+    fig.tight_layout()
+    return fig
+
+
+def _offsets(k: int, spread: float = 0.06) -> list[float]:
+    """k multiplicative x offsets (log axis) centred on 1, so coinciding points stay apart."""
+    return [10 ** (spread * (i - (k - 1) / 2)) for i in range(k)]
+
+
+def scale_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct", "nll")):
+    """One column per prior source, one row per metric; per convention (rule, eps) its own
+    colour, line style and marker, nudged sideways so coinciding conventions stay visible;
+    the from-scratch runs as a grey line with their mean ± se band."""
+    summary = view.summary()
+    scratch = view.baseline_summary()
+    sources = sorted(summary["prior_source"].unique())
+    conventions = sorted({(r, e) for r, e in zip(summary["rule"], summary["eps"], strict=True)})
+    offsets = _offsets(len(conventions))
+    fig, axes = plt.subplots(len(metrics), len(sources), squeeze=False,
+                             figsize=(5.2 * len(sources), 3.4 * len(metrics)))
+    palette = colours([f"{r}, eps {e:g}" for r, e in conventions])
+    for col, source in enumerate(sources):
+        for row, metric in enumerate(metrics):
+            ax = axes[row][col]
+            for i, (rule, eps) in enumerate(conventions):
+                part = summary[(summary["prior_source"] == source) & (summary["rule"] == rule)
+                               & (summary["eps"] == eps)].sort_values("scale")
+                if part.empty:
+                    continue
+                label = f"{rule}, eps {eps:g}"
+                ax.errorbar(part["scale"] * offsets[i], part[metric],
+                            yerr=part[f"{metric}_se"].fillna(0), capsize=3,
+                            color=palette[label], ls=LINESTYLES[i % len(LINESTYLES)],
+                            marker=MARKERS[i % len(MARKERS)],
+                            mfc="none" if i % 2 else None, ms=7 - 1.5 * (i % 3), label=label)
+            if not scratch.empty:
+                mean, se = scratch[metric].iloc[0], scratch[f"{metric}_se"].iloc[0]
+                ax.axhline(mean, color="0.35", lw=1.2, label=SCRATCH_LABEL)
+                if not pd.isna(se):
+                    ax.axhspan(mean - se, mean + se, color="0.35", alpha=0.15, lw=0)
+            ax.set_xscale("log")
+            ax.set_xlabel("prior scale (conventions nudged sideways)")
+            ax.set_ylabel(Y_LABELS.get(metric, metric))
+            ax.set_title(f"prior: {source}")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8,
+               title="rescaling convention (rule, eps)", title_fontsize=8)
+    legend_in = 0.75 + 0.2 * (len(labels) > 4)  # inches below the panels for the legend
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def inference_gains_figure(gains: pd.DataFrame, baseline: str = "sgd+zero",
+                           baseline_label: str = "SGD + zero-mean prior"):
+    """Each inference arm's paired gain over the `baseline` arm against the training size (one
+    panel per metric; positive = better than the baseline), with t intervals: differences
+    smaller than the spread between seeds show here where the arms' lines overlap. Arms keep
+    the look they have in the inference figure."""
+    if gains.empty:
+        return None
+    metrics = list(dict.fromkeys(gains["metric"]))
+    arms = sorted(gains["arm"].unique())
+    look = styles([*arms, baseline])
+    offsets = _offsets(len(arms), 0.03)
+    positions = size_positions(list(gains["n_train"].unique()))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics) + 1.5, 4.2),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for i, arm in enumerate(arms):
+            part = gains[(gains["arm"] == arm) & (gains["metric"] == metric)]
+            part = part.assign(x=[positions[n] for n in part["n_train"]]).sort_values("x")
+            lo = (part["gain"] - part["ci_low"]).fillna(0)
+            hi = (part["ci_high"] - part["gain"]).fillna(0)
+            ax.errorbar(part["x"] * offsets[i], part["gain"], yerr=[lo, hi], capsize=3,
+                        label=arm, **look[arm])
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        _size_ticks(ax, gains["n_train"])
+        ax.set_xlabel("training images (arms nudged sideways)")
+        unit = " (points)" if metric == "error_pct" else ""
+        ax.set_ylabel(f"{METRIC_LABELS.get(metric, metric)} reduction{unit}")
+        levels = ", ".join(sorted({format_level(v) for v in gains["level"]}))
+        ax.set_title(f"gain over {baseline_label} ({baseline})\n(paired over seeds, "
+                     f"{levels} t interval; above 0 = better)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def temperature_positions(temperatures: Sequence[float]) -> tuple[list[float], list[str]]:
+    """x positions on a log axis for temperatures that may include 0: T = 0 sits one decade
+    below the smallest positive T (marked with a break); tick labels as the values."""
+    positive = [t for t in temperatures if t > 0]
+    zero_at = min(positive) / 10 if positive else 1.0
+    return ([t if t > 0 else zero_at for t in temperatures],
+            [f"{t:g}" for t in temperatures])
+
+
+def temperature_figure(summary: pd.DataFrame):
+    """Test error, NLL (mean ± se over chains and seeds) and the split R-hat of the per-sample
+    test NLL against the temperature on a log axis, T = 0 placed a decade below the smallest
+    positive T behind an axis break. None without rows."""
+    if summary.empty:
+        return None
+    xs, labels = temperature_positions(list(summary["temperature"]))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for ax, metric in zip(axes[:2], ("error_pct", "nll"), strict=True):
+        ax.errorbar(xs, summary[metric], yerr=summary[f"{metric}_se"].fillna(0), marker="o",
+                    capsize=3)
+        ax.set_ylabel(Y_LABELS[metric])
+    rhat = summary["rhat"].to_numpy(dtype=float)
+    ax = axes[2]
+    if np.isfinite(rhat).any():
+        ax.plot(xs, rhat, marker="o")
+        if np.nanmax(rhat) > 3:
+            ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no R-hat: needs >= 2 chains\nof >= 4 samples per seed",
+                transform=ax.transAxes, ha="center", va="center", color="0.4")
+    for y, style in ((1.0, "-"), (1.1, "--")):
+        ax.axhline(y, color="0.5", lw=0.8, ls=style)
+    ax.set_ylabel("split R-hat of test NLL (1 = chains agree)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 3, max(xs) * 3)
+        ax.set_xticks(xs, labels)
+        ax.minorticks_off()
+        ax.set_xlabel("temperature T (0 = no noise)")
+        ax.grid(alpha=0.3)
+        if any(t == 0 for t in summary["temperature"]) and len(xs) > 1:
+            _axis_break(ax, xs[list(summary["temperature"]).index(0)])
+    fig.tight_layout()
+    return fig
+
+
+def _axis_break(ax, x_zero: float) -> None:
+    """A `//` on the x axis just right of the T = 0 position: the log axis has no 0."""
+    x = x_zero * 10 ** 0.5
+    ax.annotate("//", xy=(x, 0), xycoords=("data", "axes fraction"), ha="center",
+                va="center", fontsize=11, fontweight="bold", color="0.3",
+                annotation_clip=False)
+
+
+def reliability_figure(bins: pd.DataFrame, columns: int = 4):
+    """A reliability diagram per arm (accuracy against confidence per ECE bin, pooled over
+    seeds), one line per training size, marker area proportional to the bin's share of
+    examples, the diagonal = perfect calibration. None when there are no bins."""
+    if bins.empty:
+        return None
+    arms = sorted(bins["arm"].unique())
+    sizes = sorted(bins["n_train"].unique(), key=lambda n: n or math.inf)
+    rows = math.ceil(len(arms) / columns)
+    cols = min(columns, len(arms))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    palette = colours([size_label(n) for n in sizes])
+    for ax, arm in zip(axes.flat, arms, strict=False):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        for n in sizes:
+            part = bins[(bins["arm"] == arm) & (bins["n_train"] == n)].sort_values("bin")
+            if part.empty:
+                continue
+            share = part["count"] / part["count"].sum()
+            ax.plot(part["confidence"], part["accuracy"], color=palette[size_label(n)], lw=1)
+            ax.scatter(part["confidence"], part["accuracy"], s=8 + 200 * share,
+                       color=palette[size_label(n)], label=f"n = {size_label(n)}")
+        ax.set_title(arm, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(arms):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy in bin")
+    for i, ax in enumerate(axes.flat[:len(arms)]):
+        if i + cols >= len(arms):  # the lowest panel of its column
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("confidence (top label)")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def per_draw_figure(draws: pd.DataFrame):
+    """Test error % of each arm per prior draw (mean over the seeds that used it; every arm
+    starts from its draw's pretrained backbone), one panel per training size: a vertical bar
+    spans the draws, one marker per draw, so how much a verdict could hang on one prior draw
+    is visible. None without rows."""
+    if draws.empty:
+        return None
+    sizes = sorted(draws["n_train"].unique(), key=lambda n: n or math.inf)
+    arms = sorted(draws["arm"].unique())
+    n_draws = sorted(draws["draw"].unique())
+    width = max(4.0, 0.8 * len(arms) + 1.5)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(width * len(sizes) + 1.2, 3.8),
+                             squeeze=False, sharey=True)
+    palette = colours([f"draw {int(d)}" for d in n_draws])
+    labelled: set = set()
+    for ax, n in zip(axes[0], sizes, strict=True):
+        part = draws[draws["n_train"] == n]
+        for x, arm in enumerate(arms):
+            values = part[part["arm"] == arm]
+            if values.empty:
+                continue
+            ax.vlines(x, values["error_pct"].min(), values["error_pct"].max(), color="0.6",
+                      lw=3, alpha=0.5)
+            for j, d in enumerate(n_draws):
+                point = values[values["draw"] == d]
+                label = f"draw {int(d)}"
+                ax.scatter([x] * len(point), point["error_pct"], marker=MARKERS[j % len(MARKERS)],
+                           color=palette[label], zorder=3,
+                           label=label if label not in labelled and len(point) else None)
+                if len(point):
+                    labelled.add(label)
+        ax.set_xticks(range(len(arms)), arms, rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"n = {size_label(n)}")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("test error (%)")
+    handles = [h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]]
+    labels = [lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]]
+    axes[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

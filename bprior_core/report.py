@@ -15,11 +15,13 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import paired, tables
 from .atomic import atomic_write_text
 from .claim_text import HOLM_RULE, NONLEARNED_TEXT
-from .claims import MARGINS
+from .claims import MARGINS, comparison_label
 from .config import load_profile, profile_path
 from .study import EXPERIMENTS, output_dir, plan, prepare_priors, sweep_study
 from .study.preflight import preflight
@@ -83,17 +85,264 @@ def verdict_table_html(claims: list[dict]) -> str:
             + head + "".join(rows) + "</table>")
 
 
+def _effect(x: float | None, metric: str) -> str:
+    """A signed effect: accuracy in points (x 100), other metrics as they are."""
+    if x is None:
+        return "-"
+    return f"{100 * x:+.2f}" if metric == "accuracy" else f"{x:+.4f}"
+
+
+def _interval(d: Mapping, metric: str) -> str:
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return "-"
+    return f"{_effect(d['ci_low'], metric)} .. {_effect(d['ci_high'], metric)}"
+
+
+def _verdict_of(d: Mapping) -> str:
+    """The verdict a comparison carries, else the one `paired.verdict` gives its numbers."""
+    if d.get("verdict"):
+        return d["verdict"]
+    c = paired.Comparison(d.get("effect"), d.get("se"), d.get("ci_low"), d.get("ci_high"),
+                          int(d.get("n_seeds") or 0), (), d.get("level") or paired.LEVEL,
+                          d.get("margin"))
+    return paired.verdict(c)
+
+
+EVIDENCE_HEAD = ("<tr><th>comparison</th><th>effect</th><th>interval</th><th>level</th>"
+                 "<th>seeds</th><th>verdict</th></tr>")
+_TD = '<td style="text-align:left">'
+_NOWRAP = '<td style="white-space:nowrap">'
+
+
+def _evidence_row(label: str, d: Mapping | None, metric: str, strong: bool = False) -> str:
+    """One comparison as a table row: label, effect, interval, level, seeds, verdict."""
+    d = d or {}
+    text = f"<b>{_esc(label)}</b>" if strong else _esc(label)
+    if d.get("effect") is None and d.get("reason"):
+        return (f"<tr>{_TD}{text}</td><td colspan=4>{_esc(d['reason'])}</td>"
+                f"<td>{verdict_badge(d.get('verdict', 'inconclusive'))}</td></tr>")
+    return (f"<tr>{_TD}{text}</td><td>{_esc(_effect(d.get('effect'), metric))}</td>"
+            f"{_NOWRAP}{_esc(_interval(d, metric))}</td>"
+            f"{_NOWRAP}{_esc(tables.format_level(d.get('level')))}</td>"
+            f"<td>{_esc(d.get('n_seeds', '-'))}</td><td>{verdict_badge(_verdict_of(d))}</td></tr>")
+
+
+def _evidence_table(rows: Sequence[str], caption: str = "") -> str:
+    cap = f"<caption style='text-align:left'>{caption}</caption>" if caption else ""
+    return (f'<table class="bprior-table evidence" border="1" style="border-collapse:collapse;'
+            f'font-size:85%;margin-bottom:8px">{cap}{EVIDENCE_HEAD}{"".join(rows)}</table>')
+
+
+def _size(n) -> str:
+    return tables.size_label(n)
+
+
+def _per_size_rows(per_size: Sequence[Mapping] | None, metric: str, prefix: str = "") -> list:
+    return [_evidence_row(f"{prefix}n = {_size(r['n_train'])}", r, metric)
+            for r in per_size or []]
+
+
+def _arms_label(arms: Sequence[str] | None) -> str:
+    return comparison_label(arms) if arms else "comparison"
+
+
+def _rank_evidence(ev: Mapping, metric: str) -> str:
+    """C1: per part, every rank's comparison."""
+    out = []
+    titles = {"a": "(a) each rank >= 1 vs rank 0", "b": "(b) smaller ranks vs the best rank",
+              "c": "(c) each rank >= 1 vs rank 0 at fixed total variance"}
+    for key, part in (ev.get("parts") or {}).items():
+        rows = []
+        for r in part.get("per_rank") or []:
+            vs = r.get("vs_rank", 0)
+            best = " (best, chosen on " + str(part.get("chosen_on", "validation")) + ")" \
+                if key != "b" and r["rank"] == part.get("best_rank") else ""
+            rows.append(_evidence_row(f"rank {r['rank']} vs rank {vs}{best}", r, metric))
+        extra = ""
+        if key == "b":
+            saturation = part.get("saturation_rank")
+            extra = (f"; saturation rank "
+                     f"{_esc(saturation if saturation is not None else 'undetermined')} "
+                     f"(small if <= {_esc(part.get('small_threshold'))})")
+        if part.get("reason"):
+            extra += f"; {_esc(part['reason'])}"
+        caption = (f"{_esc(titles.get(key, key))}: {verdict_badge(part.get('verdict', '-'))}"
+                   f"{extra}")
+        out.append(_evidence_table(rows, caption) if rows else f"<p>{caption}</p>")
+    return "".join(out)
+
+
+def _scale_evidence(ev: Mapping, metric: str) -> str:
+    """C2: per convention (the headline one first) and prior source, parts (a), (b), (c) and
+    the un-rescaled prior against the from-scratch runs."""
+    out = []
+    conventions = ev.get("by_convention") or {}
+    head = ev.get("convention")
+    for label in sorted(conventions, key=lambda c: c != head):
+        conv = conventions[label]
+        rows = []
+        for source, parts in (conv.get("sources") or {}).items():
+            a, b, c = parts.get("a", {}), parts.get("b", {}), parts.get("c", {})
+            rows.append(_evidence_row(f"{source}", {"verdict": parts["verdict"],
+                                      "reason": "parts (a)-(c) combined"}, metric, True))
+            if "best_scale" in a:
+                sc = _scale_text
+                segment = b.get("segment") or [a["vs_scale"]]
+                rows += [
+                    _evidence_row(f"{source} (a) best {sc(a['best_scale'])} vs un-rescaled "
+                                  f"{sc(a['vs_scale'])}", a, metric),
+                    _evidence_row(f"{source} (b) slope per decade of scale, {sc(segment[0])} "
+                                  f"to {sc(segment[-1])}", b, metric),
+                    _evidence_row(f"{source} (c) best {sc(c['best_scale'])} vs largest "
+                                  f"{sc(c['vs_scale'])}", c, metric)]
+            else:
+                rows.append(_evidence_row(f"{source} (a)-(c)", a, metric))
+            if parts.get("scratch"):
+                rows.append(_evidence_row(f"{source}: un-rescaled vs from scratch "
+                                          "(evidence only)", parts["scratch"], metric))
+        caption = (f"convention {_esc(label)}{' (headline)' if label == head else ''}: "
+                   f"{verdict_badge(conv.get('verdict', '-'))}")
+        out.append(_evidence_table(rows, caption))
+    return "".join(out)
+
+
+def _scale_text(x: float) -> str:
+    """A prior scale as text (1e+06, 1000)."""
+    return f"{x:g}"
+
+
+def _pair_evidence(ev: Mapping, claim: Mapping, metric: str) -> str:
+    """C3, C4, C4b, H1: each comparison pooled over sizes, then size by size; C5: each pair's
+    fall of the gain per decade of n, then its gain size by size."""
+    sections = []
+    if ev.get("per_size") is not None:
+        pooled = {k: ev.get(k) for k in ("effect", "se", "ci_low", "ci_high", "n_seeds",
+                                         "level", "margin")}
+        if claim["id"] in ("C3", "C4b") or not ev.get("ensemble_control"):
+            pooled["verdict"] = claim["verdict"]
+        sections.append((ev.get("arms"), pooled, ev.get("per_size"), "pooled over sizes"))
+    if ev.get("ensemble_control"):
+        c = ev["ensemble_control"]
+        sections.append((c.get("arms"), c.get("comparison"), c.get("per_size"),
+                         "pooled over sizes (control: snapshot ensemble)"))
+    for part in ev.get("parts") or []:
+        if not isinstance(part, Mapping):
+            continue
+        if "gain_per_size" in part:
+            sections.append((part.get("arms"), part.get("comparison"), part["gain_per_size"],
+                             "fall of the gain per decade of n"))
+        else:
+            sections.append((part.get("arms"), part.get("comparison"), part.get("per_size"),
+                             "pooled over sizes"))
+    out = []
+    for arms, pooled, per_size, what in sections:
+        prefix = "gain at " if what.startswith("fall") else "at "
+        rows = [_evidence_row(what, pooled, metric, True),
+                *_per_size_rows(per_size, metric, prefix)]
+        out.append(_evidence_table(rows, _esc(_arms_label(arms))))
+    return "".join(out)
+
+
+def _by_metric_table(by_metric: Mapping) -> str:
+    """The same claim judged on other metrics: verdict, effect, interval, level, margin."""
+    if not by_metric:
+        return ""
+    rows = "".join(
+        f"<tr>{_TD}{_esc(m.upper())}</td><td>{_esc(_effect(d.get('effect'), m))}</td>"
+        f"{_NOWRAP}{_esc(_interval(d, m))}</td>"
+        f"{_NOWRAP}{_esc(tables.format_level((d.get('holm') or {}).get('level')))}</td>"
+        f"<td>{_esc(d.get('margin'))}</td><td>{verdict_badge(d.get('verdict', '-'))}</td>"
+        f"{_TD}<small>{_esc(d.get('summary'))}</small></td></tr>"
+        for m, d in by_metric.items())
+    return ('<table class="bprior-table evidence" border="1" style="border-collapse:collapse;'
+            'font-size:85%"><caption style="text-align:left">the same claim on other metrics '
+            "(reduction = positive)</caption><tr><th>metric</th><th>effect</th><th>interval"
+            "</th><th>level</th><th>margin</th><th>verdict</th><th>summary</th></tr>"
+            + rows + "</table>")
+
+
+def claim_evidence_html(claim: Mapping) -> str:
+    """One claim's evidence as small tables: its comparisons (per part, per size or per
+    convention, as the claim has them) with effect, interval, level, seeds and verdict, its
+    verdicts on other metrics, and the raw evidence collapsed at the end."""
+    ev = claim.get("evidence") or {}
+    metric = ev.get("metric", "accuracy")
+    unit = "accuracy points" if metric == "accuracy" else metric
+    holm = ev.get("holm") or {}
+    facts = (f"Effects in {unit}, positive = the claim's direction; margin "
+             f"{_esc(ev.get('margin'))}; intervals at the claim's Holm-adjusted level "
+             f"{_esc(tables.format_level(holm.get('level') or ev.get('level')))} (p = "
+             f"{_esc(_p_text(holm.get('p_value')))}); diverged runs left out: "
+             f"{_esc(ev.get('n_diverged', 0))}.")
+    if claim["id"] == "C1":
+        body = _rank_evidence(ev, metric)
+    elif claim["id"] == "C2":
+        body = _scale_evidence(ev, metric)
+    else:
+        body = _pair_evidence(ev, claim, metric)
+    if ev.get("reason"):
+        body = f"<p>{_esc(ev['reason'])}</p>" + body
+    raw = json.dumps(ev, indent=1, default=str)
+    return (f"<p><small>{facts}</small></p>{body}{_by_metric_table(ev.get('by_metric'))}"
+            f"<details><summary>all evidence as JSON</summary><pre>{_esc(raw)}</pre>"
+            "</details>")
+
+
+def _p_text(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
+
+
 def evidence_html(claims: list[dict]) -> str:
-    """How each verdict was decided, and the numbers behind it."""
+    """How each verdict was decided, and the numbers behind it, as tables per claim."""
     parts = []
     for c in claims:
-        evidence = json.dumps(c.get("evidence"), indent=1, default=str)
         parts.append(
             f"<h4>{_esc(c['id'])}: {_esc(c.get('title'))} {verdict_badge(c['verdict'])}</h4>"
             f"<p>{_esc(c.get('summary'))}</p><p><i>Rule:</i> {_esc(c.get('rule'))}</p>"
-            f"<details><summary>evidence</summary><pre>{_esc(evidence)}</pre></details>"
+            + claim_evidence_html(c)
         )
     return "".join(parts)
+
+
+# ----------------------------------------------------------------------------- page lines
+
+RELIABILITY_MISSING = (
+    "No reliability diagram: these result records hold the ECE but not its per-bin data. "
+    "A diagram needs, per prediction, `reliability: {bins: {confidence, accuracy, count}}` (one "
+    "entry per ECE bin) beside the metrics in each record (`tables.reliability_bins`).")
+
+
+def profile_html(profile: Mapping) -> str:
+    """The profile a page was run with, as one line."""
+    return (f"<p>Profile <code>{_esc(profile['name'])}</code>: "
+            f"{_esc(profile.get('description', ''))}</p>")
+
+
+def sweep_html(counts: Mapping, experiment: str = "") -> str:
+    """`run_sweep`'s counts as one sentence."""
+    what = f" of the {_esc(experiment)} experiment" if experiment else ""
+    ran, div = counts.get("ran", 0), counts.get("diverged", 0)
+    trained = (f"{ran} trained now ({div} diverged) in {counts.get('wall_time_s', 0):g} s"
+               if ran else "none trained now")
+    return (f"<p>{counts.get('planned', 0)} runs{what} planned: "
+            f"{counts.get('skipped', 0)} read from stored results, {trained}.</p>")
+
+
+def results_status_html(profile: Mapping, folder: Path, records: Sequence, planned: int,
+                        profile_arg: str | None = None, root: Path | None = None) -> str:
+    """Where the stored results were read from and how many there are; with none, where it
+    looked and the command that fills the folder."""
+    name = profile_arg or profile["name"]
+    if records:
+        return (f"<p>Read {len(records)} stored runs (of {planned} planned) for profile "
+                f"<code>{_esc(profile['name'])}</code> from <code>{_esc(folder)}</code>.</p>")
+    outputs = f" --outputs {root}" if root else ""
+    return (f"<p><b>No stored results</b> for profile <code>{_esc(profile['name'])}</code>: "
+            f"looked in <code>{_esc(Path(folder) / 'runs')}</code>. Fill it with "
+            f"<code>bprior run --profile {_esc(name)}{_esc(outputs)}</code> (or "
+            f"<code>bprior report --profile {_esc(name)}{_esc(outputs)}</code> for the HTML "
+            "report too), or set <code>outputs_root</code> in the parameters cell to the "
+            "folder that holds your runs.</p>")
 
 
 def grid_edges_markdown(rows: list[dict], flat: float = MARGINS["nll"]) -> str:
@@ -289,8 +538,14 @@ OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 """
 
 
-def render_html(notebook_path: Path, nav: str) -> str:
-    """Executed notebook -> self-contained HTML with code hidden and a navigation bar."""
+def page_title(name: str, profile_name: str) -> str:
+    """A page's `<title>`: its heading and the profile, e.g. `3. Scale · bprior smoke`."""
+    return f"{PAGE_TITLES.get(name, name)} · bprior {profile_name}"
+
+
+def render_html(notebook_path: Path, nav: str, title: str | None = None) -> str:
+    """Executed notebook -> self-contained HTML with code hidden, a navigation bar and the
+    page's `<title>` (default: the notebook's file name)."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -298,7 +553,9 @@ def render_html(notebook_path: Path, nav: str) -> str:
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook_path, as_version=4))
+    nb = nbformat.read(notebook_path, as_version=4)
+    nb.metadata["title"] = title or Path(notebook_path).stem  # nbconvert escapes it
+    body, _ = exporter.from_notebook_node(nb)
     return _insert_after_body(body, nav)
 
 
@@ -355,8 +612,106 @@ def build_report(
     for name in NOTEBOOKS:
         is_report = name == "06_report"
         page = render_html(nb_dir / f"{name}.ipynb",
-                           _nav(profile["name"], name, "html/" if is_report else ""))
+                           _nav(profile["name"], name, "html/" if is_report else ""),
+                           page_title(name, profile["name"]))
         atomic_write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
     log(f"report: {out / 'report.html'}")
     return out / "report.html"
+
+
+# ----------------------------------------------------------------------------- explorer
+
+
+class Explorer:
+    """The JupyterLab explorer (`notebooks/explore.ipynb`) over a profile's stored records.
+
+    It shows what the report shows: per experiment the view of `tables.experiment_view` (the
+    validation-selected run per arm, size and seed; conventions and trace variants apart; the
+    from-scratch runs as their own baseline) with its figure and table. An experiment dropdown
+    offers the experiments that have runs; only the filters that apply to the chosen one are
+    shown (`ExperimentView.options`), and a metric (not for temperature, whose figure shows
+    error, NLL and R-hat together). `widget` is what to display."""
+
+    def __init__(self, records: Sequence[Mapping]):
+        import ipywidgets as w
+
+        self.views = {e: tables.experiment_view(records, e) for e in tables.EXPERIMENTS}
+        names = [e for e, v in self.views.items() if not v.empty]
+        self.experiment = w.Dropdown(
+            options=names, description="experiment",
+            value="inference" if "inference" in names else (names[0] if names else None))
+        self.metric = w.Dropdown(options=[(tables.METRIC_LABELS[m], m)
+                                          for m in tables.METRIC_LABELS], description="metric")
+        self.filters = w.VBox()
+        self.out = w.Output()
+        self.widget = w.VBox([w.HBox([self.experiment, self.metric]), self.filters, self.out])
+        self.experiment.observe(self._rebuild, "value")
+        self.metric.observe(self.draw, "value")
+        self._rebuild()
+
+    def _rebuild(self, _=None) -> None:
+        """New filters for the chosen experiment, all values selected; then draw."""
+        import ipywidgets as w
+
+        view = self.views.get(self.experiment.value)
+        children = []
+        for col, options in (view.options() if view else {}).items():
+            box = w.SelectMultiple(options=options, value=tuple(v for _, v in options),
+                                   description=tables.FILTER_LABELS.get(col, col),
+                                   rows=min(len(options), 8))
+            box.column = col
+            box.observe(self.draw, "value")
+            children.append(box)
+        self.filters.children = children
+        self.metric.layout.display = "none" if self.experiment.value == "temperature" else None
+        self.draw()
+
+    def view(self) -> tables.ExperimentView | None:
+        """The chosen experiment's view, restricted to the chosen filter values."""
+        view = self.views.get(self.experiment.value)
+        if view is None:
+            return None
+        return view.filtered({box.column: box.value for box in self.filters.children})
+
+    def draw(self, _=None) -> None:
+        """The chosen view's figure and table into the output area."""
+        import matplotlib.pyplot as plt
+        from IPython.display import HTML, display
+
+        from . import plots
+
+        view = self.view()
+        with self.out:
+            self.out.clear_output(wait=True)
+            if view is None or view.runs.empty:
+                display(HTML("<p>No stored runs for this selection.</p>"))
+                return
+            for fig in (plots.experiment_figure(view, (self.metric.value,)),
+                        self._gains_figure(view)):
+                if fig is not None:
+                    display(fig)
+                    plt.close(fig)
+            display(HTML(tables.to_html(self.table(view))))
+            if not view.baseline.empty:
+                display(HTML(tables.to_html(view.baseline_table())))
+
+    def table(self, view: tables.ExperimentView) -> object:
+        """The table the explorer shows for a view: the report's table (temperature: with its
+        R-hat and one-sample columns, `tables.temperature_table`)."""
+        if view.experiment == "temperature":
+            return tables.temperature_table(list(view.records))
+        return view.table()
+
+    def _gains_figure(self, view: tables.ExperimentView):
+        """Inference only: the chosen arms' paired gains over `sgd+zero` at the chosen sizes
+        (the baseline is paired with even when it is not among the chosen arms)."""
+        if view.experiment != "inference":
+            return None
+        from . import plots
+
+        choices = {box.column: box.value for box in self.filters.children}
+        sizes = self.views["inference"].filtered({k: v for k, v in choices.items()
+                                                  if k == "n_train"})
+        gains = tables.paired_gains(sizes.runs, metrics=(self.metric.value,))
+        return plots.inference_gains_figure(gains[gains["arm"].isin(view.runs["arm"])])

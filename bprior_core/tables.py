@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from . import paired
 from .mcmc import split_rhat
 from .records import headline_block, headline_name
+from .selection import select_tuned
 
 METRICS = ("accuracy", "nll", "ece", "brier")
 DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
@@ -83,6 +87,12 @@ def summarize(frame: pd.DataFrame, by: list[str], metrics=("error_pct", "nll", "
     return out.reset_index()
 
 
+def size_label(n: float | None) -> str:
+    """A training size as text: `full` for the full set (0, None or inf), else the integer."""
+    return "full" if not n or n == math.inf or (isinstance(n, float) and math.isnan(n)) \
+        else str(int(n))
+
+
 def format_mean_se(mean: float, se: float, digits: int = 2) -> str:
     """`12.34 ± 0.56` (or just the mean when the error is undefined)."""
     if se is None or (isinstance(se, float) and math.isnan(se)):
@@ -90,25 +100,31 @@ def format_mean_se(mean: float, se: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
-def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", "nll", "ece")):
-    """A compact table for the report: keys, `metric (mean ± se)` columns, seeds."""
+COLUMN_LABELS = {"prior_source": "prior", "temperature": "T"}
+METRIC_LABELS = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
+
+
+def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", "nll", "ece"),
+                  count: str = "seeds"):
+    """A compact table for the report: keys, `metric (mean ± se)` columns, seeds (or `count`,
+    e.g. `runs` where chains of one seed are pooled)."""
     table = summary[keys].copy()
-    if "scale" in table:
-        table["scale"] = [f"{x:g}" for x in table["scale"]]
+    for col in ("scale", "eps", "temperature"):
+        if col in table:
+            table[col] = [f"{x:g}" for x in table[col]]
     if "rank" in table:
         table["rank"] = [int(r) for r in table["rank"]]
     if "n_train" in table:
-        table["n_train"] = [str(int(n)) if n else "full" for n in table["n_train"]]
-    labels = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
+        table["n_train"] = [size_label(n) for n in table["n_train"]]
     for m in metrics:
-        table[labels[m]] = [
+        table[METRIC_LABELS[m]] = [
             format_mean_se(a, b, 2 if m == "error_pct" else 3)
             for a, b in zip(summary[m], summary[f"{m}_se"], strict=True)
         ]
-    table["seeds"] = summary["seeds"]
+    table[count] = summary["seeds"]
     if summary["diverged"].any():
         table["diverged"] = summary["diverged"]
-    return table
+    return table.rename(columns=COLUMN_LABELS)
 
 
 def diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -130,9 +146,11 @@ def diagnostics_table(frame: pd.DataFrame) -> pd.DataFrame:
                    ("-" if isinstance(v, float) else v))
 
 
-def to_html(table: pd.DataFrame) -> str:
-    """A table as plain HTML without the index (readable offline, no scripts)."""
-    return table.to_html(index=False, border=0, classes="bprior-table")
+def to_html(table: pd.DataFrame, table_id: str | None = None) -> str:
+    """A table as plain HTML without the index (readable offline, no scripts); cell text is
+    escaped. `table_id` names the table (e.g. for tests that read the page back)."""
+    return table.to_html(index=False, border=0, classes="bprior-table", table_id=table_id,
+                         escape=True)
 
 
 def per_draw_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -202,15 +220,19 @@ def temperature_table(records: list[dict]) -> pd.DataFrame:
 
 def chosen_values_table(rows: list[dict]) -> pd.DataFrame:
     """`selection.chosen_values` as a table: per arm and size, how often each grid value of its
-    strength parameter was chosen on validation (one choice per seed)."""
+    strength parameter was chosen on validation (one choice per seed). Sizes and grid values
+    sort as numbers (the full set, size 0, last)."""
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows)
-    frame["value"] = [f"{v:g}" for v in frame["value"]]
-    frame["n_train"] = [str(int(n)) if n else "full" for n in frame["n_train"]]
-    table = frame.pivot_table(index=["arm", "parameter", "n_train"], columns="value",
+    frame["size_order"] = [n if n else math.inf for n in frame["n_train"]]
+    table = frame.pivot_table(index=["arm", "parameter", "size_order"], columns="value",
                               values="runs", aggfunc="sum", fill_value=0)
-    return table.reset_index()
+    table = table.sort_index().sort_index(axis=1)
+    table.columns = [f"{v:g}" for v in table.columns]
+    table = table.reset_index()
+    table.insert(2, "n_train", [size_label(n) for n in table.pop("size_order")])
+    return table
 
 
 def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -224,3 +246,268 @@ def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                                    zip(scaled["prior_source"], scaled["rule"], scaled["eps"],
                                        strict=True)]
     return scaled, part[part["arm"] == "scratch"]
+
+
+# ----------------------------------------------------------------------------- one view per
+# experiment: what the report pages and the explorer both show
+
+
+EXPERIMENTS = ("rank", "scale", "inference", "temperature")
+SCRATCH_LABEL = "from scratch (no pretraining, SGD, no prior)"
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How one experiment is grouped and drawn: the grouping columns (the last is the x axis),
+    the columns a reader may filter on, and the axis."""
+
+    keys: tuple[str, ...]
+    filters: tuple[str, ...]
+    logx: bool
+    xlabel: str
+    count: str = "seeds"
+
+
+VIEW_SPECS: dict[str, ViewSpec] = {
+    "rank": ViewSpec(("trace", "rank"), ("trace",), False, "rank of F (principal directions)"),
+    "scale": ViewSpec(("prior_source", "rule", "eps", "scale"), ("prior_source", "convention"),
+                      True, "prior scale"),
+    "inference": ViewSpec(("arm", "n_train"), ("arm", "n_train"), True, "training images"),
+    "temperature": ViewSpec(("temperature",), (), True, "temperature T", count="runs"),
+}
+FILTER_LABELS = {"trace": "trace", "prior_source": "prior", "convention": "convention",
+                 "arm": "arm", "n_train": "size"}
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    """One experiment's runs as the report shows them: tuned arms reduced to their validation
+    choice (`selection.select_tuned`), one row per run (`records_frame`), conventions and
+    trace variants kept apart by the grouping keys, the from-scratch runs of the scale
+    experiment apart in `baseline`. The report pages and the explorer both build their tables
+    and figures from this, so they cannot differ."""
+
+    experiment: str
+    runs: pd.DataFrame
+    baseline: pd.DataFrame
+    records: tuple[dict, ...]
+
+    @property
+    def spec(self) -> ViewSpec:
+        return VIEW_SPECS[self.experiment]
+
+    @property
+    def empty(self) -> bool:
+        return self.runs.empty and self.baseline.empty
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and standard error over seeds per group (`summarize`), in key order with
+        training sizes as numbers (the full set, size 0, last)."""
+        if self.runs.empty:
+            return pd.DataFrame()
+        keys = list(self.spec.keys)
+        out = summarize(self.runs, keys)
+        return out.sort_values(keys, key=_size_order, kind="stable").reset_index(drop=True)
+
+    def baseline_summary(self) -> pd.DataFrame:
+        """The from-scratch runs' mean and standard error (scale only; else empty)."""
+        if self.baseline.empty:
+            return pd.DataFrame()
+        return summarize(self.baseline.assign(arm=SCRATCH_LABEL), ["arm"])
+
+    def table(self, metrics: Sequence[str] = ("error_pct", "nll", "ece")) -> pd.DataFrame:
+        """The experiment's table: `display_table` of `summary` (mean ± se per group)."""
+        summary = self.summary()
+        if summary.empty:
+            return summary
+        return display_table(summary, list(self.spec.keys), metrics, self.spec.count)
+
+    def baseline_table(self, metrics: Sequence[str] = ("error_pct", "nll", "ece")):
+        """The from-scratch runs as a one-row table (empty without them)."""
+        summary = self.baseline_summary()
+        return summary if summary.empty else display_table(summary, ["arm"], metrics)
+
+    def options(self) -> dict[str, list[tuple[str, object]]]:
+        """The filters that mean something for this experiment: {column: [(label, value)]}
+        over the values present (sizes in numeric order, the full set last)."""
+        out = {}
+        for col in self.spec.filters:
+            values = self.runs[col].dropna().unique().tolist() if col in self.runs else []
+            if col == "n_train":
+                values = sorted(values, key=lambda n: n or math.inf)
+                out[col] = [(size_label(v), v) for v in values]
+            else:
+                out[col] = [(str(v), v) for v in sorted(values, key=str)]
+        return out
+
+    def filtered(self, choices: Mapping[str, Sequence]) -> ExperimentView:
+        """The same view restricted to the chosen values of its filter columns (a column not
+        in `choices` is not restricted)."""
+        runs = self.runs
+        for col, values in choices.items():
+            if col not in self.spec.filters:
+                raise ValueError(f"{self.experiment} has no filter {col!r}; it has "
+                                 f"{list(self.spec.filters)}")
+            runs = runs[runs[col].isin(list(values))]
+        return replace(self, runs=runs)
+
+
+def _size_order(column: pd.Series) -> pd.Series:
+    """A sort key that puts training size 0 (the full set) after every other size."""
+    return column.replace(0, math.inf) if column.name == "n_train" else column
+
+
+def experiment_view(records: Sequence[Mapping], experiment: str) -> ExperimentView:
+    """The view of one experiment from the stored records of a profile (all experiments, or
+    already one): the validation-selected run per arm, size and seed, as in the claims."""
+    if experiment not in VIEW_SPECS:
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
+    chosen = [r for r in select_tuned([r for r in records
+                                       if r["config"]["experiment"] == experiment])]
+    frame = records_frame(chosen) if chosen else pd.DataFrame()
+    baseline = frame.iloc[0:0]
+    if len(frame):
+        frame["convention"] = [f"{r}, eps {e:g}" if isinstance(r, str) else "-"
+                               for r, e in zip(frame["rule"], frame["eps"].fillna(0),
+                                               strict=True)]
+        if experiment == "scale":
+            scratch = frame["arm"] == "scratch"
+            frame, baseline = frame[~scratch], frame[scratch]
+    return ExperimentView(experiment, frame, baseline, tuple(chosen))
+
+
+# ----------------------------------------------------------------------------- paired gains
+
+
+def paired_gains(runs: pd.DataFrame, baseline: str = "sgd+zero",
+                 metrics: Sequence[str] = ("error_pct", "nll"),
+                 level: float = paired.LEVEL) -> pd.DataFrame:
+    """Each inference arm's gain over the `baseline` arm, paired over seeds at each size:
+    per seed baseline minus arm (every metric here is lower-is-better, so positive = the arm is
+    better), mean with its Student-t interval at `level`. Rows: arm, n_train, metric, gain,
+    ci_low, ci_high, n_seeds, level (the baseline itself is left out)."""
+    ok = runs[runs["status"] == "ok"] if len(runs) else runs
+    if ok.empty or baseline not in set(ok["arm"]):
+        return pd.DataFrame(columns=["arm", "n_train", "metric", "gain", "ci_low", "ci_high",
+                                     "n_seeds", "level"])
+    rows = []
+    for metric in metrics:
+        means = ok.groupby(["arm", "n_train", "seed"])[metric].mean()
+        for (arm, n), by_seed in means.groupby(level=[0, 1], sort=False):
+            if arm == baseline or (baseline, n) not in means.index.droplevel(2):
+                continue
+            base = means.loc[(baseline, n)].to_dict()
+            mine = by_seed.droplevel([0, 1]).to_dict()
+            c = paired.paired_difference(mine, base, higher_is_better=False, level=level)
+            rows.append({"arm": arm, "n_train": n, "metric": metric, "gain": c.effect,
+                         "ci_low": c.ci_low, "ci_high": c.ci_high, "n_seeds": c.n,
+                         "level": level})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- temperature
+
+
+def temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
+    """Per temperature (numeric, ascending): mean and standard error over the ok runs (chains
+    and seeds) of test error % and NLL of the model average, the split R-hat of the per-sample
+    test NLL (largest over seeds; NaN without >= 2 chains of >= 4 samples) and the runs."""
+    part = select(records_frame(list(records)), "temperature") if records else pd.DataFrame()
+    if part.empty:
+        return pd.DataFrame()
+    summary = summarize(part, ["temperature"], ("error_pct", "nll", "ece"))
+    rhat = {}
+    for t, group in _chains(records).items():
+        values = [split_rhat(c) for c in group.values()
+                  if len(c) >= 2 and len({len(x) for x in c}) == 1 and len(c[0]) >= 4]
+        rhat[t] = max(values) if values else math.nan
+    summary["rhat"] = [rhat.get(t, math.nan) for t in summary["temperature"]]
+    return summary.sort_values("temperature").reset_index(drop=True)
+
+
+def _chains(records: Sequence[Mapping]) -> dict[float, dict[int, list]]:
+    """{temperature: {seed: [per-sample test NLL of each chain]}} of the ok temperature runs."""
+    out: dict[float, dict[int, list]] = {}
+    for r in records:
+        cfg = r["config"]
+        nll = (r.get("diagnostics") or {}).get("sample_test_nll")
+        if cfg["experiment"] == "temperature" and r["status"] == "ok" and nll:
+            out.setdefault(cfg["train"]["temperature"], {}).setdefault(r["seed"], []).append(nll)
+    return out
+
+
+# ----------------------------------------------------------------------------- reliability
+
+RELIABILITY_KEYS = ("confidence", "accuracy", "count")
+
+
+def reliability_bins(records: Sequence[Mapping]) -> pd.DataFrame:
+    """Per-bin reliability of each run's headline prediction, pooled over seeds per arm and
+    size: rows arm, n_train, bin, confidence, accuracy, count (count-weighted means; empty bins
+    left out). Reads `record["metrics"][bma|final]["reliability"]["bins"]` =
+    {"confidence": [...], "accuracy": [...], "count": [...]} (one entry per ECE bin); runs
+    without it are skipped, so the frame is empty where the records hold no bins."""
+    rows = []
+    for r in records:
+        bins = ((headline_block(r) or {}).get("reliability") or {}).get("bins")
+        if r.get("status") != "ok" or not isinstance(bins, Mapping):
+            continue
+        if not all(isinstance(bins.get(k), Sequence) for k in RELIABILITY_KEYS):
+            continue
+        for b, (conf, acc, count) in enumerate(zip(*(bins[k] for k in RELIABILITY_KEYS),
+                                                   strict=True)):
+            if count and conf is not None and acc is not None:
+                rows.append({"arm": r["config"]["arm"], "n_train": r["config"]["n_train"],
+                             "bin": b, "count": float(count), "conf_sum": conf * count,
+                             "acc_sum": acc * count})
+    if not rows:
+        return pd.DataFrame(columns=["arm", "n_train", "bin", "confidence", "accuracy",
+                                     "count"])
+    frame = pd.DataFrame(rows).groupby(["arm", "n_train", "bin"], sort=False).sum()
+    frame["confidence"] = frame.pop("conf_sum") / frame["count"]
+    frame["accuracy"] = frame.pop("acc_sum") / frame["count"]
+    return frame.reset_index()[["arm", "n_train", "bin", "confidence", "accuracy", "count"]]
+
+
+# ----------------------------------------------------------------------------- prior draws
+
+
+def per_draw_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test error % per inference arm, size and prior draw (mean over the ok seeds that used
+    the draw; every arm starts from the pretrained backbone of its seed's draw, and the learned
+    prior arms use that draw's prior too): rows arm, n_train, draw, error_pct, seeds. Empty
+    with a single draw."""
+    ok = runs[runs["status"] == "ok"] if len(runs) else runs
+    if len(ok) and ok["draw"].nunique() < 2:
+        ok = ok.iloc[0:0]
+    if ok.empty:
+        return pd.DataFrame(columns=["arm", "n_train", "draw", "error_pct", "seeds"])
+    grouped = ok.groupby(["arm", "n_train", "draw"], sort=False)["error_pct"]
+    return grouped.agg(error_pct="mean", seeds="size").reset_index()
+
+
+# ----------------------------------------------------------------------------- claims' gains
+
+
+def gains_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """`claims.gains_by_size` rows as a table: the effect and its interval in accuracy points,
+    and the confidence level each interval is at (the claim's Holm-adjusted level)."""
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(list(rows))
+    out = pd.DataFrame({"claim": frame["claim"], "comparison": frame["comparison"],
+                        "n_train": [size_label(n) for n in frame["n_train"]]})
+    for col, label in (("effect", "effect (points)"), ("ci_low", "interval low"),
+                       ("ci_high", "interval high")):
+        out[label] = [f"{100 * v:+.1f}" if v is not None and not pd.isna(v) else "-"
+                      for v in frame[col]]
+    out["level"] = [format_level(v) for v in frame.get("level", [None] * len(frame))]
+    out["seeds"] = frame["n_seeds"]
+    return out
+
+
+def format_level(level: float | None) -> str:
+    """A confidence level as a percentage with the digits it needs (95 %, 99.29 %)."""
+    if level is None or pd.isna(level):
+        return "-"
+    return f"{100 * level:.4g} %"

@@ -13,15 +13,20 @@ import papermill
 import pytest
 from conftest import copy_root
 
+from bprior_core import tables
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
+from bprior_core.config import load_profile
 from bprior_core.report import (
     NOTEBOOK_DIR,
     NOTEBOOKS,
+    PAGE_TITLES,
+    Explorer,
     build_report,
     grid_edges_markdown,
     render_html,
 )
+from bprior_core.study import load_results
 
 REPO = Path(__file__).resolve().parent.parent
 # a 1x1 PNG
@@ -83,7 +88,9 @@ def test_render_html_calls_out_to_nothing(tmp_path):
     nb.cells = [nbformat.v4.new_markdown_cell("# Title\n\nerror $e = 1 - a$ in %"), plot, table]
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, path)
-    page = render_html(path, "<div>nav</div>")
+    page = render_html(path, "<div>nav</div>", "3. Scale · bprior <cpu>")
+    assert "<title>3. Scale · bprior &lt;cpu&gt;</title>" in page
+    assert "<title>nb</title>" in render_html(path, "")
     assert remote_refs(page) == []
     assert f'src="data:image/png;base64,{PNG}"' in page
     assert "<td>0.91</td>" in page and "<div>nav</div>" in page
@@ -109,6 +116,48 @@ def test_report_holds_verdict_table_and_figures(smoke_report):
     assert 'href="html/02_rank.html"' in page
     for html_page in [report, *sorted((out / "html").glob("*.html"))]:
         assert remote_refs(html_page.read_text()) == [], html_page.name
+
+
+def test_pages_have_titles_and_no_raw_dicts(smoke_report):
+    out, report = smoke_report
+    pages = {"06_report": report} | {n: out / "html" / f"{n}.html" for n in NOTEBOOKS[:-1]}
+    for name, path in pages.items():
+        page = path.read_text()
+        assert f"<title>{PAGE_TITLES[name]} · bprior smoke</title>" in page, name
+        assert "{'planned'" not in page and "profile 'smoke'" not in page, name
+        assert "Profile <code>smoke</code>" in page, name
+    assert "read from stored results" in (out / "html" / "02_rank.html").read_text()
+
+
+def test_report_text_states_levels_and_evidence_as_tables(smoke_report):
+    _, report = smoke_report
+    page = report.read_text()
+    gains = page[page.index('id="gains-table"'):]
+    gains = gains[:gains.index("</table>")]
+    assert "99.29 %" in gains and "95%" not in gains
+    assert "SGHMC vs SGD gain: with the learned prior minus with the zero-mean prior" in gains
+    assert page.count('class="bprior-table evidence"') >= 7
+    assert "<pre>" in page[page.index("all evidence as JSON") - 200:]  # raw JSON collapsed
+    # rank, scale, inference, gains over sgd+zero, prior draws, temperature, gains per size
+    assert page.count("<img") >= 7
+
+
+def test_report_and_explorer_show_the_same_numbers(smoke_report):
+    """The explorer's table for each experiment, built from the stored records the way the
+    notebook builds it, is the table in the rendered report (nbconvert drops the whitespace
+    between tags)."""
+    out, report = smoke_report
+    page = _squeeze(report.read_text())
+    records = load_results(load_profile("smoke"), out.parent)
+    explorer = Explorer(records)
+    for experiment in tables.EXPERIMENTS:
+        explorer.experiment.value = experiment
+        shown = _squeeze(tables.to_html(explorer.table(explorer.view()), f"{experiment}-table"))
+        assert shown.count("<tr") > 2 and shown in page, experiment
+
+
+def _squeeze(markup: str) -> str:
+    return re.sub(r">\s+<", "><", markup)
 
 
 def test_every_notebook_executed_and_rendered(smoke_report):
@@ -143,12 +192,31 @@ def test_results_and_resume(smoke_report):
     assert main(["plan", "--profile", "smoke", "--outputs", str(out.parent)]) == 0
 
 
+def _html_outputs(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "".join("".join(o.get("data", {}).get("text/html", "")) for c in nb["cells"]
+                   for o in c.get("outputs", []))
+
+
 def test_explore_notebook_runs(smoke_report, tmp_path):
     out, _ = smoke_report
     papermill.execute_notebook(
         str(NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
         parameters={"profile": "smoke", "outputs_root": str(out.parent)}, progress_bar=False,
     )
+    text = _html_outputs(tmp_path / "explore.ipynb")
+    assert "Read 108 stored runs (of 108 planned)" in text and str(out) in text
+
+
+def test_explore_notebook_on_an_empty_folder_says_where_it_looked(tmp_path):
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
+        parameters={"profile": "smoke", "outputs_root": str(tmp_path / "none")},
+        progress_bar=False,
+    )
+    text = _html_outputs(tmp_path / "explore.ipynb")
+    assert "No stored results" in text and str(tmp_path / "none" / "smoke" / "runs") in text
+    assert f"bprior run --profile smoke --outputs {tmp_path / 'none'}" in text
 
 
 def test_notebooks_are_committed_without_outputs():
