@@ -13,7 +13,7 @@ import papermill
 import pytest
 from conftest import copy_root
 
-from bprior_core import tables
+from bprior_core import study, tables
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
 from bprior_core.config import load_profile
@@ -205,7 +205,9 @@ def test_explore_notebook_runs(smoke_report, tmp_path):
         parameters={"profile": "smoke", "outputs_root": str(out.parent)}, progress_bar=False,
     )
     text = _html_outputs(tmp_path / "explore.ipynb")
-    assert "Read 108 stored runs (of 108 planned)" in text and str(out) in text
+    n = len(study.load_results(load_profile("smoke"), out.parent))
+    assert n == len(study.study_runs(load_profile("smoke"), out.parent))
+    assert f"Read {n} stored runs (of {n} planned)" in text and str(out) in text
 
 
 def test_explore_notebook_on_an_empty_folder_says_where_it_looked(tmp_path):

@@ -15,7 +15,7 @@ from scipy import stats  # noqa: E402
 
 from bprior_core import claims, plots, report, tables  # noqa: E402
 from bprior_core.claims import gains_by_size  # noqa: E402
-from bprior_core.selection import chosen_values  # noqa: E402
+from bprior_core.selection import choose_point, chosen_values  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -29,16 +29,39 @@ def rec(experiment: str, arm: str, seed: int, acc: float, *, n_train: int = 10,
               "prior": prior or {"kind": "none"}, "n_train": n_train, "seed": seed,
               "chain": chain, "train": {"temperature": temperature}}
     if tuned:
-        config["tuned"] = tuned
+        config.update(tuned={"lr": None, **tuned}, phase="tune")
     return {"id": f"{experiment}-{arm}-{n_train}-{seed}-{chain}-{tuned}", "seed": seed,
             "status": "ok", "config": config,
             "metrics": {"final": block, "bma": dict(block) if bma else None},
             "val_metrics": {"final": {"accuracy": acc, "nll": val_nll}, "bma": None}, **extra}
 
 
+def with_finals(records: list[dict]) -> list[dict]:
+    """The tuning records followed by the final record of each (arm, size, seed) group, as the
+    study makes them (`planning.final_runs` chooses, the final run repeats the chosen one)."""
+    groups: dict = {}
+    for r in records:
+        if r["config"].get("phase") == "tune":
+            cfg = r["config"]
+            groups.setdefault((cfg["experiment"], cfg["arm"], cfg["n_train"], r["seed"]),
+                              []).append(r)
+    finals = []
+    for members in groups.values():
+        best, selection = choose_point(members)
+        chosen = members[best]
+        finals.append({**chosen, "id": chosen["id"] + "-final", "selection": selection,
+                       "config": {**chosen["config"], "phase": "final"}})
+    return records + finals
+
+
 def tuned_inference() -> list[dict]:
     """`sgd+zero` and `sgd+learned` with two grid values each; validation picks variance 1.0
-    for sgd+zero (test accuracy 0.7) over 0.01 (0.3): pooling would give 50 % error."""
+    for sgd+zero (test accuracy 0.7) over 0.01 (0.3): pooling would give 50 % error. Tuning
+    records and the final records of the chosen points."""
+    return with_finals(_tuning_records())
+
+
+def _tuning_records() -> list[dict]:
     out = []
     for n in (250, 10, 50):
         for s in SEEDS:

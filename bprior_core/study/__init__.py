@@ -17,6 +17,7 @@ from .execution import (
     resolve_pack_size,
     run_experiment,
     run_sweep,
+    study_runs,
     sweep_study,
     write_json_atomic,
 )
@@ -49,5 +50,5 @@ __all__ = [
     "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
     "prepare_priors", "prior_location", "prior_paths", "prior_source_id",
     "read_record", "resolve_device", "resolve_pack_size", "result_path", "run_experiment",
-    "run_sweep", "source_task", "sweep_study", "write_json_atomic",
+    "run_sweep", "source_task", "study_runs", "sweep_study", "write_json_atomic",
 ]

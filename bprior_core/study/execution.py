@@ -281,16 +281,29 @@ def run_sweep(
     return counts
 
 
+def _study(profile: dict, root: Path | None) -> tuple[list[dict], dict[str, dict | None]]:
+    """The study's runs as far as they can be known (the plan, then the final runs of the tuned
+    groups whose tuning runs are stored) and each run's stored record (None: not done)."""
+    runs = plan(profile)
+    stored = {r["id"]: stored_record(profile, r, root) for r in runs}
+    finals = final_runs(profile, lambda run: stored[run["id"]])
+    stored.update({r["id"]: stored_record(profile, r, root) for r in finals})
+    return runs + finals, stored
+
+
+def study_runs(profile: dict, root: Path | None = None) -> list[dict]:
+    """Every run of the study known so far: the plan and the final runs of the tuned groups
+    whose tuning is done (the rest of the final runs follow when it is)."""
+    return _study(profile, root)[0]
+
+
 def load_results(
     profile: dict, root: Path | None = None, experiment: str | None = None
 ) -> list[dict]:
     """Stored result records of the profile's current study (stale files are ignored): the
     plan's runs and the final runs of the tuned groups (`planning.final_runs`)."""
-    runs = plan(profile)
-    stored = {r["id"]: stored_record(profile, r, root) for r in runs}
-    finals = final_runs(profile, lambda run: stored[run["id"]])
-    stored.update({r["id"]: stored_record(profile, r, root) for r in finals})
-    return [stored[r["id"]] for r in runs + finals if stored[r["id"]] is not None
+    runs, stored = _study(profile, root)
+    return [stored[r["id"]] for r in runs if stored[r["id"]] is not None
             and (not experiment or r["config"]["experiment"] == experiment)]
 
 
