@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .device_data import BatchStream, DeviceTask
-from .metrics import ProbabilityAverage, classification_metrics
+from .metrics import ProbabilityAverage, classification_metrics, reliability_bins
 from .models import Classifier, prior_parameters, refresh_batchnorm
 from .packed_prior import PackedPrior
 from .packing import PackedClassifier, extract_run, load_run, run_view
@@ -399,10 +399,13 @@ class Pack:
         diagnostics = self._diagnostics()
         has_val = len(labels) > n
 
-        def scores(p: torch.Tensor | None, part: slice) -> dict[str, float] | None:
+        def scores(p: torch.Tensor | None, part: slice) -> dict[str, Any] | None:
             if p is None or part.stop == part.start == 0 or len(labels[part]) == 0:
                 return None
-            return classification_metrics(p[part], labels[part])
+            out = classification_metrics(p[part], labels[part])
+            if part.start == 0:  # the test set: the bins of a reliability diagram too
+                out["reliability"] = {"bins": reliability_bins(p[part], labels[part])}
+            return out
 
         out = []
         for r in range(self.runs):

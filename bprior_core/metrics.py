@@ -109,6 +109,28 @@ def brier(probs: Any, labels: Any) -> float:
     return ((probs - onehot) ** 2).sum(dim=1).mean().item()
 
 
+def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, list]:
+    """The per-bin data behind `ece` (the same bins): mean top-label confidence, fraction
+    correct (None for an empty bin) and count, for a reliability diagram."""
+    if int(n_bins) != n_bins or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
+    probs, labels = _as_inputs(probs, labels)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == labels).double()
+    edges = torch.arange(n_bins + 1, dtype=torch.float64, device=probs.device) / n_bins
+    bins = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, n_bins - 1)
+    count = torch.zeros(n_bins, dtype=torch.float64, device=probs.device)
+    count.index_add_(0, bins, torch.ones_like(conf))
+    conf_sum = torch.zeros_like(count).index_add_(0, bins, conf)
+    acc_sum = torch.zeros_like(count).index_add_(0, bins, correct)
+    counts = count.tolist()
+    return {"confidence": [c / n if n else None for c, n in zip(conf_sum.tolist(), counts,
+                                                               strict=True)],
+            "accuracy": [a / n if n else None for a, n in zip(acc_sum.tolist(), counts,
+                                                             strict=True)],
+            "count": [int(n) for n in counts]}
+
+
 def classification_metrics(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, float]:
     """Accuracy, NLL, ECE and Brier score in one dict (keys as the function names)."""
     return {

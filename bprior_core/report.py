@@ -49,6 +49,17 @@ VERDICT_COLOURS = {
 # ----------------------------------------------------------------------------- HTML pieces
 
 
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~")
+
+
+def _md(text) -> str:
+    """Text from a profile or a record as literal Markdown: HTML-escaped (nbconvert passes
+    raw HTML in Markdown through) and every Markdown character backslash-escaped (no links,
+    no emphasis, no code spans can be made by it)."""
+    escaped = html.escape(str(text if text is not None else ""), quote=False)
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in escaped)
+
+
 def _esc(text) -> str:
     return html.escape(str(text if text is not None else ""))
 
@@ -381,8 +392,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
     t, learning, exps = profile["train"], profile["priors"]["learning"], profile["experiments"]
     wall = sum(r.get("wall_time_s") or 0 for r in records)
     diverged = sum(r["status"] != "ok" for r in records)
-    devices = sorted({r.get("device", "?") for r in records}) or ["-"]
-    versions = sorted({r.get("version", "?") for r in records}) or ["-"]
+    devices = sorted({_md(r.get("device", "?")) for r in records}) or ["-"]
+    versions = sorted({_md(r.get("version", "?")) for r in records}) or ["-"]
     draws = profile["priors"]["draws"]
     prior_text = (
         f"learned here with SWAG on the source task ({learning['pretrain_steps']} pre-training "
@@ -393,9 +404,11 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
         "s mod the number of draws, so paired differences over seeds carry prior-to-prior "
         "variation too"
         if profile["priors"]["source"] == "learn"
-        else f"read from the authors' four-file format: {profile['priors']['files']}, "
-        f"non-positive variances clamped to {profile['priors']['variance_floor']} (one draw "
-        "per source: prior-to-prior variation is not measured)"
+        else "read from the authors' four-file format: "
+        + "; ".join(f"{_md(name)} from {_md(prefix)}"
+                    for name, prefix in profile["priors"]["files"].items() if prefix)
+        + f", non-positive variances clamped to {profile['priors']['variance_floor']} (one "
+        "draw per source: prior-to-prior variation is not measured)"
     )
     rule = profile["priors"]["rescaling_rule"]
     rule_text = {

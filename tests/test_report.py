@@ -267,3 +267,66 @@ def test_grid_edges_in_words():
     flat = grid_edges_markdown([{**rows[0], "at_low": 0}])
     assert "flattened out" in flat and "widen" not in flat
     assert "inside" in grid_edges_markdown(rows[1:]) and grid_edges_markdown([]).startswith("No")
+
+
+# ----------------------------------------------------------------------------- injection (issue 14)
+
+PAYLOAD = '<img src=x onerror="alert(1)"><script>alert(2)</script>[x](javascript:alert(3))'
+
+
+class _Elements(HTMLParser):
+    """Every tag and attribute of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        self.tags.append(tag)
+        self.attributes += [(k, v or "") for k, v in attrs]
+
+
+def _page_of(outputs: list) -> _Elements:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = outputs
+    nb.cells = [cell]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "page.ipynb"
+        nbformat.write(nb, path)
+        page = render_html(path, "")
+    parser = _Elements()
+    parser.feed(page)
+    return parser
+
+
+def test_strings_from_profiles_and_records_are_inert_on_the_pages(tmp_path) -> None:
+    """Every string the report did not write itself (profile description, prior file paths, a
+    record's device and version, an outputs folder) reaches the page escaped: no script, no
+    event handler, no javascript: link."""
+    from bprior_core import report
+
+    profile = load_profile("smoke")
+    profile["description"] = PAYLOAD
+    profile["priors"].update(source="files", files={"ssl": PAYLOAD, "supervised": None})
+    records = [{"config": {"experiment": "rank"}, "status": "ok", "device": PAYLOAD,
+                "version": PAYLOAD, "wall_time_s": 1.0}]
+    md = report.methods_markdown(profile, records)
+    html_parts = [report.profile_html(profile),
+                  report.results_status_html(profile, Path(PAYLOAD), records, 1),
+                  report.results_status_html(profile, Path(PAYLOAD), [], 1, PAYLOAD)]
+    injected = _page_of(
+        [nbformat.v4.new_output("display_data", {"text/markdown": md, "text/plain": "m"})]
+        + [nbformat.v4.new_output("display_data", {"text/html": h, "text/plain": "h"})
+           for h in html_parts])
+    baseline = _page_of([nbformat.v4.new_output("display_data", {"text/html": "<p>x</p>",
+                                                                 "text/plain": "x"})])
+    assert injected.tags.count("script") == baseline.tags.count("script")
+    assert injected.tags.count("img") == 0
+    assert not [k for k, _ in injected.attributes if k.startswith("on")]
+    assert not [v for k, v in injected.attributes if "javascript:" in v.lower()]
+    assert PAYLOAD[:20] not in md  # escaped, but the text is still there to read
+    assert "onerror" in md
