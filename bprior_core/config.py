@@ -549,7 +549,8 @@ def _check_train_settings(train: dict) -> None:
     here is small (MAX_CYCLES + 1 cycle starts at most; 3e7 cycles once took 88 s and 2.4 GB)."""
     try:
         s = TrainSettings(**train)
-        CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)
+        CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
+                                s.samples_per_cycle, s.burn_in_cycles)
     except ValueError as exc:
         raise ProfileError(f"train: {exc}") from None
 

@@ -95,6 +95,8 @@ class RunOutcome:
     # the headline prediction's probabilities (model average, else final iterate), float16,
     # with the labels: what later analyses (bootstraps over test points, ensembles) need
     predictions: dict[str, Any] | None = None
+    # the test set's reliability-diagram bins (`metrics.reliability_bins`) of each prediction
+    reliability: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "predictions"}
@@ -104,7 +106,8 @@ def make_schedule(method: str, settings) -> Schedule:
     """The cyclical schedule of the samplers, or one cosine decay for SGD."""
     if method in BAYESIAN_METHODS:
         s = settings
-        return CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction, s.samples_per_cycle)
+        return CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
+                                s.samples_per_cycle, s.burn_in_cycles)
     return CosineSchedule(settings.steps, settings.lr)
 
 
@@ -221,6 +224,11 @@ class Pack:
         num_data = self.num_data.cpu().double().view(1, -1)
         std = langevin_noise_std(lr, temperature, num_data, friction) * noise
         self.lr = lr.to(device, torch.float32).unsqueeze(-1)  # (steps, R, 1)
+        # SGHMC's velocity is v = sqrt(lr / N) p (Chen et al.'s v = eps r): when the step size
+        # changes, v is rescaled by sqrt(lr_k / lr_{k-1}) so that the momentum p carries over
+        ratio = torch.ones_like(lr)
+        ratio[1:] = (lr[1:] / lr[:-1].clamp_min(1e-300)).sqrt()
+        self.velocity_scale = (ratio * s.momentum).to(device, torch.float32).unsqueeze(-1)
         self.lr0 = lr0.view(-1).tolist()
         self.noise_std = std.to(device, torch.float32).unsqueeze(-1)
         self.noisy = [self.method in BAYESIAN_METHODS and p.noise for p in plans]
@@ -305,7 +313,7 @@ class Pack:
         if self.method == "sgld":
             sgld_(w, g, lr, self.noise_std[k], noises)
         else:
-            sghmc_(w, g, state, lr, s.momentum, self.noise_std[k], noises)
+            sghmc_(w, g, state, lr, self.velocity_scale[k], self.noise_std[k], noises)
 
     # ----------------------------------------------------------------------------- divergence
 
@@ -319,6 +327,7 @@ class Pack:
                 self.state[r].zero_()
                 self.lr[:, r] = 0.0
                 self.noise_std[:, r] = 0.0
+                self.velocity_scale[:, r] = 0.0
         self._stale = self._stale or bool(dead)
 
     def _mark_diverged(self, ok: torch.Tensor, steps_done: int) -> None:
@@ -402,10 +411,10 @@ class Pack:
         def scores(p: torch.Tensor | None, part: slice) -> dict[str, Any] | None:
             if p is None or part.stop == part.start == 0 or len(labels[part]) == 0:
                 return None
-            out = classification_metrics(p[part], labels[part])
-            if part.start == 0:  # the test set: the bins of a reliability diagram too
-                out["reliability"] = {"bins": reliability_bins(p[part], labels[part])}
-            return out
+            return classification_metrics(p[part], labels[part])
+
+        def bins(p: torch.Tensor | None) -> dict[str, list] | None:
+            return None if p is None or not n else reliability_bins(p[:n], labels[:n])
 
         out = []
         for r in range(self.runs):
@@ -424,7 +433,7 @@ class Pack:
                 "ok", scores(final, test), scores(avg, test), self.average.count, steps,
                 losses[r], wall / self.runs, diagnostics[r],
                 scores(final, val) if has_val else None, scores(avg, val) if has_val else None,
-                predictions,
+                predictions, {"final": bins(final), "bma": bins(avg)},
             ))
         return out
 
@@ -438,7 +447,9 @@ class Pack:
           backbone against the run's prior (about 1 for a typical prior draw);
         - `sample_disagreement` (samplers): mean over pairs of samples of the fraction of test
           points on which their predicted classes differ;
-        - `sample_test_nll` (samplers): the test NLL of each sample in order (for R-hat).
+        - `sample_test_nll` (samplers): the test NLL of each sample in order (for R-hat);
+        - `burn_in_samples` (samplers): sample points of the burn-in cycles, left out of the
+          average (`n_samples` of the record counts those averaged).
         None where a value does not apply."""
         clipped = (self.clipped / self.settings.steps).tolist()
         none = [None] * self.runs
@@ -457,7 +468,9 @@ class Pack:
         disagreement = (sample_disagreement(self.sample_classes)
                         if len(self.sample_classes) >= 2 else none)
         nll = (torch.stack(self.sample_nll, 1).tolist() if self.sample_nll else none)
+        burn_in = (self.schedule.burn_in_samples if self.method in BAYESIAN_METHODS else None)
         return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r],
+                 "burn_in_samples": burn_in,
                  "max_preconditioned_step_curvature": effective[r],
                  "prior_mahalanobis_rms": distance[r],
                  "sample_disagreement": disagreement[r], "sample_test_nll": nll[r]}

@@ -318,9 +318,9 @@ def evidence_html(claims: list[dict]) -> str:
 # ----------------------------------------------------------------------------- page lines
 
 RELIABILITY_MISSING = (
-    "No reliability diagram: these result records hold the ECE but not its per-bin data. "
-    "A diagram needs, per prediction, `reliability: {bins: {confidence, accuracy, count}}` (one "
-    "entry per ECE bin) beside the metrics in each record (`tables.reliability_bins`).")
+    "No reliability diagram: these result records hold the ECE but not its per-bin data "
+    "(records written before bprior stored `reliability`, the per-bin confidence, accuracy and "
+    "count of each prediction on the test set; `tables.reliability_bins`).")
 
 
 def profile_html(profile: Mapping) -> str:

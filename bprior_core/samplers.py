@@ -204,7 +204,8 @@ class _LangevinBase(Optimizer):
                 loss = closure()
         touched = [(p, group) for group in self.param_groups for p in group["params"]
                    if p.grad is not None]
-        saved = [(p.clone(), {k: v.clone() for k, v in self.state[p].items()})
+        saved = [(p.clone(), {k: v.clone() if isinstance(v, torch.Tensor) else v
+                              for k, v in self.state[p].items()})
                  for p, _ in touched]
         for p, group in touched:
             self._update(p, group, _check_lr(group["lr"] if lr is None else lr), noise)
@@ -279,6 +280,10 @@ class SGHMC(_LangevinBase):
         v     <- momentum * v - lr * grad L + sqrt(2 * (1 - momentum) * lr * T / N) * xi
         theta <- theta + v,                                        xi ~ N(0, I).
 
+    When ``lr`` changes between steps (a schedule), ``v`` is first multiplied by
+    ``sqrt(lr_new / lr_old)``: ``v = sqrt(lr / N) r`` with ``r`` the momentum, which carries
+    over unchanged.
+
     Derivation: Chen et al.'s SGHMC in velocity form (``v = eps * r``, identity mass,
     ``eta = eps^2``, friction ``alpha = eps * C``, gradient-noise estimate 0) reads
     ``v <- (1 - alpha) v - eta grad U + N(0, 2 alpha eta T)``. With ``U = N L``,
@@ -311,8 +316,12 @@ class SGHMC(_LangevinBase):
         state = self.state[p]
         if "velocity" not in state:
             state["velocity"] = torch.zeros_like(p)
+            state["lr"] = lr
+        # v = sqrt(lr / N) p: a new step size rescales v so that the momentum p carries over
+        scale = math.sqrt(lr / state["lr"])
+        state["lr"] = lr
         noisy = noise and temperature > 0
-        sghmc_([p], [self._grad(p)], [state["velocity"]], lr, momentum,
+        sghmc_([p], [self._grad(p)], [state["velocity"]], lr, momentum * scale,
                self._noise_std(lr, temperature, 1.0 - momentum),
                [self._noise_like(p)] if noisy else None)
 
@@ -423,7 +432,8 @@ class CyclicalSchedule(_StepSequence):
     ``r = j / L`` and ``lr = lr0 / 2 * (cos(pi r) + 1)``. Steps with ``r < explore_fraction``
     explore (no noise: plain optimisation); the rest sample (noise on). In each cycle
     ``samples_per_cycle`` steps of the sampling phase are collected: the cycle's last step and
-    earlier ones spaced by ``sampling_len // samples_per_cycle``.
+    earlier ones spaced by ``sampling_len // samples_per_cycle``. The first ``burn_in_cycles``
+    cycles collect nothing (burn-in: they start from the initial weights, far from the target).
     """
 
     def __init__(
@@ -433,12 +443,18 @@ class CyclicalSchedule(_StepSequence):
         lr0: float,
         explore_fraction: float,
         samples_per_cycle: int,
+        burn_in_cycles: int = 0,
     ) -> None:
         self.total_steps = _check_steps(total_steps)
         self.n_cycles = self._check_cycles(n_cycles)
         self.lr0 = _check_lr(lr0)
         self.explore_fraction = self._check_fraction(explore_fraction)
         self.samples_per_cycle = self._check_samples(samples_per_cycle)
+        if int(burn_in_cycles) != burn_in_cycles or not 0 <= burn_in_cycles < self.n_cycles:
+            raise ValueError(f"burn_in_cycles must be an integer in [0, n_cycles - 1 = "
+                             f"{self.n_cycles - 1}] (at least one cycle's samples are "
+                             f"averaged), got {burn_in_cycles}")
+        self.burn_in_cycles = int(burn_in_cycles)
         n, total = self.n_cycles, self.total_steps
         self._starts = [c * total // n for c in range(n + 1)]
         self._collect = {length: self._collect_positions(length) for length in self._lengths()}
@@ -501,14 +517,19 @@ class CyclicalSchedule(_StepSequence):
         return ScheduleStep(
             lr=_cosine(self.lr0, r),
             noise=not r < self.explore_fraction,
-            collect=j in self._collect[length],
+            collect=j in self._collect[length] and cycle >= self.burn_in_cycles,
             cycle=cycle,
         )
 
     @property
     def n_samples(self) -> int:
-        """Number of collected samples over the whole run."""
-        return self.n_cycles * self.samples_per_cycle
+        """Number of samples averaged over the whole run (after burn-in)."""
+        return (self.n_cycles - self.burn_in_cycles) * self.samples_per_cycle
+
+    @property
+    def burn_in_samples(self) -> int:
+        """Number of sample points of the burn-in cycles, left out of the average."""
+        return self.burn_in_cycles * self.samples_per_cycle
 
 
 class CosineSchedule(_StepSequence):

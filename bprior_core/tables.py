@@ -444,12 +444,12 @@ RELIABILITY_KEYS = ("confidence", "accuracy", "count")
 def reliability_bins(records: Sequence[Mapping]) -> pd.DataFrame:
     """Per-bin reliability of each run's headline prediction, pooled over seeds per arm and
     size: rows arm, n_train, bin, confidence, accuracy, count (count-weighted means; empty bins
-    left out). Reads `record["metrics"][bma|final]["reliability"]["bins"]` =
-    {"confidence": [...], "accuracy": [...], "count": [...]} (one entry per ECE bin); runs
-    without it are skipped, so the frame is empty where the records hold no bins."""
+    left out). Reads `record["reliability"][bma|final]` = {"confidence": [...], "accuracy":
+    [...], "count": [...]} (one entry per ECE bin, `metrics.reliability_bins`) of the headline
+    prediction; runs without it are skipped, so the frame is empty where records hold no bins."""
     rows = []
     for r in records:
-        bins = ((headline_block(r) or {}).get("reliability") or {}).get("bins")
+        bins = (r.get("reliability") or {}).get(headline_name(r))
         if r.get("status") != "ok" or not isinstance(bins, Mapping):
             continue
         if not all(isinstance(bins.get(k), Sequence) for k in RELIABILITY_KEYS):

@@ -57,6 +57,9 @@ class TrainSettings:
     cycles: int = setting(4, lo=1, hi=MAX_CYCLES)
     explore_fraction: float = setting(0.5, lo=0, hi=0.99)
     samples_per_cycle: int = setting(1, lo=1, hi=MAX_PASSES)
+    # cycles whose samples are left out of the model average (burn-in): the first cycle starts
+    # from the pretrained weights, far from the posterior
+    burn_in_cycles: int = setting(1, lo=0, hi=MAX_CYCLES)
     grad_clip: float | None = setting(None, lo=1e-8, hi=1e6, nullable=True)
     prior_step_cap: float | None = setting(0.1, lo=1e-6, hi=1.0, nullable=True)
     bn_refresh_batches: int = setting(8, lo=1, hi=MAX_PASSES)
@@ -67,6 +70,10 @@ class TrainSettings:
         if self.cycles > self.steps:
             raise ValueError(f"invalid training settings: cycles={self.cycles} is more than "
                              f"the {self.steps} steps; need 1 <= cycles <= steps")
+        if self.burn_in_cycles >= self.cycles:
+            raise ValueError(f"invalid training settings: burn_in_cycles={self.burn_in_cycles} "
+                             f"leaves none of the {self.cycles} cycles' samples to average; "
+                             f"use burn_in_cycles <= {self.cycles - 1} (or more cycles)")
 
 
 def train_and_evaluate(

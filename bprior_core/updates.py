@@ -71,10 +71,12 @@ def sgld_(
 @torch.no_grad()
 def sghmc_(
     params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
-    velocities: Sequence[torch.Tensor], lr: Coef, momentum: float, noise_std: Coef,
+    velocities: Sequence[torch.Tensor], lr: Coef, momentum: Coef, noise_std: Coef,
     noises: Sequence[torch.Tensor] | None,
 ) -> None:
-    """SGHMC in velocity form; `noises` as in `sgld_`."""
+    """SGHMC in velocity form; `noises` as in `sgld_`. `momentum` multiplies the velocity: the
+    friction's 1 - alpha, times sqrt(lr_k / lr_{k-1}) where the step size just changed (the
+    engine's cyclical schedule), so that the momentum v / sqrt(lr) carries over."""
     for i, (p, g, v) in enumerate(zip(params, grads, velocities, strict=True)):
         v.mul_(momentum).sub_(g * lr)
         if noises is not None:

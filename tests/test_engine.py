@@ -20,7 +20,7 @@ from bprior_core.train import TrainSettings
 
 SETTINGS = TrainSettings(steps=8, batch_size=8, lr=0.01, temperature=1e-3, cycles=2,
                          explore_fraction=0.25, samples_per_cycle=1, bn_refresh_batches=1,
-                         eval_batch_size=64)
+                         eval_batch_size=64, burn_in_cycles=0)
 CPU = torch.device("cpu")
 
 

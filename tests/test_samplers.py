@@ -575,3 +575,29 @@ def test_the_prior_must_cover_a_leading_block_of_the_parameters(make_model) -> N
     prior = GaussianPrior.isotropic(mean[:-3].clone(), 1e-4)
     with pytest.raises(ValueError, match="do not start with a block"):
         SGLD(model.parameters(), lr=0.01, num_data=10, prior=prior)
+
+
+def test_burn_in_cycles_collect_nothing_and_are_counted():
+    sched = CyclicalSchedule(100, 4, 0.1, 0.5, 2, burn_in_cycles=1)
+    collected = [k for k, step in enumerate(sched) if step.collect]
+    assert all(sched.at(k).cycle >= 1 for k in collected) and len(collected) == 6
+    assert sched.n_samples == 6 and sched.burn_in_samples == 2
+    plain = CyclicalSchedule(100, 4, 0.1, 0.5, 2)
+    assert [k for k, step in enumerate(plain) if step.collect][2:] == collected
+    for bad in (4, 5, -1):
+        with pytest.raises(ValueError, match="burn_in_cycles"):
+            CyclicalSchedule(100, 4, 0.1, 0.5, 2, burn_in_cycles=bad)
+
+
+def test_sghmc_rescales_the_velocity_when_the_step_size_changes():
+    """v = sqrt(lr / N) r: after a step with lr1 and a gradient-free, noise-free step with lr2,
+    v has been multiplied by momentum x sqrt(lr2 / lr1) (not by momentum alone)."""
+    p = torch.zeros(3, requires_grad=True)
+    opt = SGHMC([p], lr=0.04, num_data=1, momentum=0.5, temperature=0.0)
+    p.grad = torch.ones(3)
+    opt.step()
+    v1 = opt.state[p]["velocity"].clone()
+    assert torch.allclose(v1, torch.full((3,), -0.04))
+    p.grad = torch.zeros(3)
+    opt.step(lr=0.01)
+    assert torch.allclose(opt.state[p]["velocity"], v1 * 0.5 * math.sqrt(0.01 / 0.04))

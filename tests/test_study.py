@@ -367,7 +367,8 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     assert record["config"] == run["config"] and record["id"] == run["id"]
     assert record["config"]["method"] in BAYESIAN_METHODS
     train_cfg = smoke["train"]
-    assert record["n_samples"] == train_cfg["cycles"] * train_cfg["samples_per_cycle"]
+    assert record["n_samples"] == ((train_cfg["cycles"] - train_cfg["burn_in_cycles"])
+                                   * train_cfg["samples_per_cycle"])
     assert record["steps_done"] == train_cfg["steps"]
     for part in ("final", "bma"):
         assert 0.0 <= record["metrics"][part]["accuracy"] <= 1.0

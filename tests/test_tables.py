@@ -185,8 +185,8 @@ def test_temperature_summary_is_numeric_with_rhat():
 def test_reliability_bins_are_pooled_by_count_and_absent_bins_skip():
     def with_bins(seed, conf, acc, count):
         r = rec("inference", "sgd", seed, 0.5)
-        r["metrics"]["final"]["reliability"] = {"bins": {"confidence": conf, "accuracy": acc,
-                                                          "count": count}}
+        r["reliability"] = {"final": {"confidence": conf, "accuracy": acc, "count": count},
+                            "bma": None}
         return r
 
     records = [with_bins(0, [0.1, None, 0.9], [0.0, None, 1.0], [10, 0, 30]),
@@ -381,3 +381,20 @@ def test_size_positions_place_the_full_set_beyond_the_largest():
     assert plots.size_positions([10, 0, 50]) == {10: 10.0, 0: 100.0, 50: 50.0}
     assert plots.size_positions([0]) == {0: 1e4}
     assert tables.size_label(0) == "full" and tables.size_label(math.inf) == "full"
+
+
+def test_reliability_bins_match_the_ece_they_come_from():
+    """The engine stores `metrics.reliability_bins`; ECE computed from the bins is `ece`."""
+    import torch
+
+    from bprior_core.metrics import ece, reliability_bins
+
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(400, 5, generator=gen), dim=1)
+    labels = torch.randint(0, 5, (400,), generator=gen)
+    bins = reliability_bins(probs, labels)
+    total = sum(bins["count"])
+    from_bins = sum(n / total * abs(a - c) for a, c, n in
+                    zip(bins["accuracy"], bins["confidence"], bins["count"], strict=True) if n)
+    assert total == 400 and from_bins == pytest.approx(ece(probs, labels), abs=1e-12)
+    assert all(a is None for a, n in zip(bins["accuracy"], bins["count"], strict=True) if not n)

@@ -78,7 +78,12 @@ def test_each_method_runs_end_to_end(tasks, swag_prior, method) -> None:
     if method in train.BAYESIAN_METHODS:
         assert outcome.bma is not None
         check_metrics(outcome.bma)
-        assert outcome.n_samples == SETTINGS.cycles * SETTINGS.samples_per_cycle
+        # the first cycle is burn-in: its sample points are counted, not averaged
+        kept = SETTINGS.cycles - SETTINGS.burn_in_cycles
+        assert outcome.n_samples == kept * SETTINGS.samples_per_cycle
+        assert outcome.diagnostics["burn_in_samples"] == (SETTINGS.burn_in_cycles
+                                                          * SETTINGS.samples_per_cycle)
+        assert len(outcome.diagnostics["sample_test_nll"]) == outcome.n_samples
     else:
         assert outcome.bma is None
         assert outcome.n_samples == 0
@@ -116,7 +121,7 @@ def test_prior_pulls_the_backbone_towards_its_mean(tasks) -> None:
     w = flat_parameters(fresh_model(0).backbone).detach()
     gen = torch.Generator().manual_seed(1)
     prior = GaussianPrior.isotropic(w + 0.05 * torch.randn(w.shape, generator=gen), 1e-2)
-    settings = replace(SETTINGS, grad_clip=None, cycles=1)
+    settings = replace(SETTINGS, grad_clip=None, cycles=1, burn_in_cycles=0)
     train_data, test_data = tasks
     distances = {}
     for method in ("sgd", "sgd_prior"):
@@ -157,7 +162,8 @@ def beyond_range_lr(settings: train.TrainSettings, lr: float) -> train.TrainSett
 
 @pytest.mark.parametrize("steps", [4, 6, 8])
 def test_huge_learning_rate_gives_diverged_status(tasks, steps) -> None:
-    settings = beyond_range_lr(replace(SETTINGS, steps=steps, cycles=1, grad_clip=None), 1e6)
+    settings = beyond_range_lr(replace(SETTINGS, steps=steps, cycles=1, burn_in_cycles=0,
+                                       grad_clip=None), 1e6)
     outcome = run(tasks, "sgd", None, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None and outcome.bma is None
@@ -170,7 +176,8 @@ def test_huge_learning_rate_in_a_sampler_gives_diverged_status(tasks, swag_prior
     numbers (with very few steps BatchNorm, refreshed for the final weights, can still keep
     the predictions finite)."""
     settings = beyond_range_lr(
-        replace(SETTINGS, steps=steps, cycles=1, samples_per_cycle=1, grad_clip=None), 1e6)
+        replace(SETTINGS, steps=steps, cycles=1, burn_in_cycles=0, samples_per_cycle=1,
+                grad_clip=None), 1e6)
     outcome = run(tasks, "sghmc", swag_prior, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None and outcome.bma is None
@@ -181,7 +188,8 @@ def test_tiny_prior_variance_diverges_only_with_plain_explicit_steps(tasks) -> N
     preconditioned prior step (the default) stays finite without clipping."""
     w = flat_parameters(fresh_model(0).backbone).detach()
     tight = GaussianPrior.isotropic(w + 1e-3, 1e-12)
-    settings = replace(SETTINGS, steps=6, cycles=1, grad_clip=None, prior_step_cap=None)
+    settings = replace(SETTINGS, steps=6, cycles=1, burn_in_cycles=0, grad_clip=None,
+                       prior_step_cap=None)
     outcome = run(tasks, "sgd_prior", tight, settings=settings)
     assert outcome.status == "diverged"
     assert outcome.final is None
