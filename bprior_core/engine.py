@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .device_data import BatchStream, DeviceTask
 from .metrics import ProbabilityAverage, classification_metrics, reliability_bins
 from .models import Classifier, prior_parameters, refresh_batchnorm
-from .packed_prior import PackedPrior
+from .packed_prior import PackedPrior, PriorPreconditioner
 from .packing import PackedClassifier, extract_run, load_run, run_view
 from .prior import GaussianPrior, check_covers
 from .samplers import CosineSchedule, CyclicalSchedule, Schedule
@@ -173,12 +173,12 @@ class Pack:
         self.decay_from = 0 if method == "sgd" else self.dim
         self.prior = (None if method == "sgd" else
                       PackedPrior([s.prior for s in specs], device, self.dtype))
+        self.run_ranks = [0 if s.prior is None else s.prior.rank for s in specs]
         self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
         self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
         self.schedule = make_schedule(method, settings)
         self._tabulate(specs)
-        self.precondition = self._preconditioner()
-        self.noise_scale = None if self.precondition is None else self.precondition.sqrt()
+        self.precond = self._preconditioner()
         self.train = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
                                  [torch.Generator().manual_seed(s.stream_seed(0)) for s in specs])
         self.refresh = BatchStream(pool, [s.train_indices for s in specs], settings.batch_size,
@@ -235,15 +235,15 @@ class Pack:
         self.any_temperature = bool((temperature > 0).any())
         self.collect = [self.method in BAYESIAN_METHODS and p.collect for p in plans]
 
-    def _preconditioner(self) -> torch.Tensor | None:
-        """(R, D + head) diagonal preconditioner, or None: see `PackedPrior.preconditioner`."""
+    def _preconditioner(self) -> PriorPreconditioner | None:
+        """The runs' preconditioner by their whole prior covariance, on the backbone's
+        coordinates (the head keeps plain steps), or None without a prior or a cap: see
+        `packed_prior.PriorPreconditioner`."""
         cap = self.settings.prior_step_cap
         if self.prior is None or cap is None:
             return None
-        m = torch.ones_like(self.weights)
-        lr0 = torch.tensor(self.lr0, device=self.device, dtype=self.weights.dtype)
-        m[:, : self.dim] = self.prior.preconditioner(lr0, self.num_data, cap)
-        return m
+        lr0 = torch.tensor(self.lr0, device=self.device, dtype=torch.float64)
+        return self.prior.preconditioner(lr0, self.num_data, cap)
 
     # ----------------------------------------------------------------------------- one step
 
@@ -281,8 +281,8 @@ class Pack:
                                                  self.weight_decay)
         if self.settings.grad_clip is not None:
             self._clip(self.grads[:, : self.dim])
-        if self.precondition is not None:
-            self.grads.mul_(self.precondition)
+        if self.precond is not None:
+            self.precond.apply_(self.grads[:, : self.dim])
         self._update(k)
         self._stale = True
 
@@ -294,13 +294,26 @@ class Pack:
         grads.mul_((limit / (norm + 1e-6)).clamp(max=1.0).view(-1, 1))
 
     def _noise(self) -> torch.Tensor:
-        """Standard normal draws for every weight, row r from run r's generator."""
-        noise = torch.empty_like(self.weights)
-        for r, gen in enumerate(self.noise_gens):
-            torch.randn(noise.shape[1], generator=gen, device=self.device, out=noise[r])
-        if self.noise_scale is not None:
-            noise.mul_(self.noise_scale)
-        return noise
+        """The injected noise's direction for every weight, row r from run r's generator:
+        standard normal, or N(0, M) on the backbone under the prior's preconditioner M
+        (`PriorPreconditioner.noise`, from 2 D + K standard normals per run)."""
+        dim, width = self.dim, self.weights.shape[1]
+        if self.precond is None:
+            z = torch.empty_like(self.weights)
+            for r, gen in enumerate(self.noise_gens):
+                torch.randn(width, generator=gen, device=self.device, out=z[r])
+            return z
+        # per run: D + its own rank K_r + D backbone draws, then the head's (a run draws the
+        # same numbers alone or in any pack; ranks below the pack's are padded with zeros)
+        k = self.precond.rank
+        z = self.weights.new_zeros(self.runs, 2 * dim + k + width - dim)
+        for r, (gen, rank) in enumerate(zip(self.noise_gens, self.run_ranks, strict=True)):
+            draw = torch.randn(2 * dim + rank + width - dim, generator=gen, device=self.device,
+                               dtype=z.dtype)
+            z[r, :dim + rank] = draw[:dim + rank]
+            z[r, dim + k:] = draw[dim + rank:]
+        backbone = self.precond.noise(z[:, :dim], z[:, dim:dim + k], z[:, dim + k:2 * dim + k])
+        return torch.cat([backbone, z[:, 2 * dim + k:]], dim=1)
 
     @torch.no_grad()
     def _update(self, k: int) -> None:
@@ -458,8 +471,8 @@ class Pack:
             lr0 = torch.tensor(self.lr0, device=self.device).view(-1, 1)
             stiffness = lr0 / (self.num_data.view(-1, 1) * self.prior.variance)
             curvature = stiffness.amax(1).tolist()
-            if self.precondition is not None:
-                effective = (stiffness * self.precondition[:, : self.dim]).amax(1).tolist()
+            if self.precond is not None:
+                effective = self.precond.max_step_curvature().tolist()
             else:
                 effective = curvature
             distance = self.prior.mahalanobis_rms(self.weights[:, : self.dim]).tolist()

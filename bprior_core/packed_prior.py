@@ -26,7 +26,6 @@ from collections.abc import Sequence
 import torch
 
 from .prior import GaussianPrior
-from .updates import stiffness_preconditioner
 
 
 def _stack(tensors: Sequence[torch.Tensor], device, dtype=None) -> torch.Tensor:
@@ -120,29 +119,113 @@ class PackedPrior:
         return -0.5 * (self._const + self.logdet + quad)
 
     def preconditioner(self, lr: torch.Tensor, num_data: torch.Tensor, cap: float
-                       ) -> torch.Tensor:
-        """Diagonal preconditioner m (R, D) that keeps every step on the prior stable.
-
-        On the mean loss L = NLL - log p / N an explicit step of size lr sees the prior's
-        curvature lr / (N d_i) along coordinate i (at most; Sigma^{-1} <= D^{-1}); a tight prior
-        (small scale, SWAG variances ~1e-6) makes that 1e2 .. 1e6, where SGD, SGLD and SGHMC
-        diverge. With m_i = min(1, cap N d_i / lr) every step sees at most `cap`:
-
-            theta <- theta - lr m * grad L + sqrt(2 lr T / N) sqrt(m) * xi      (SGLD; SGHMC alike)
-
-        A constant positive preconditioner leaves the stationary density exp(-U / T) unchanged
-        (Langevin dynamics d theta = -M grad U dt + sqrt(2 T M) dW), and gradient descent keeps
-        its fixed point, the MAP. For the prior alone the discretised chain's stationary
-        variance is T Sigma / (1 - c / 2) for SGLD at step curvature c, and less inflated for
-        SGHMC: cap = 0.1 keeps it within 5.3 % (SGLD) and 2.7 % (SGHMC, momentum 0.9; both
-        solved exactly from the chains' linear recursions). Coordinates the prior does not pin
-        (m_i = 1) keep plain steps, so the likelihood is never made stiffer; pinned coordinates
-        move at the prior's own pace.
-        """
-        m = stiffness_preconditioner(self.variance, lr.view(-1, 1), num_data.view(-1, 1), cap)
-        return m.expand(self.runs, self.dim)
+                       ) -> PriorPreconditioner:
+        """The preconditioner by the whole prior covariance that keeps every step on the prior
+        at lr x curvature <= `cap` (`PriorPreconditioner`), for runs with base learning rates
+        `lr` and training-set sizes `num_data` (both (R,))."""
+        return PriorPreconditioner(self, lr, num_data, cap)
 
     def mahalanobis_rms(self, theta: torch.Tensor) -> torch.Tensor:
         """sqrt((theta - mu)^T Sigma^{-1} (theta - mu) / D) per run (R,): 1 for a typical draw
         from the prior, much larger for a chain far outside it."""
         return (self._terms(theta)[1] / self.dim).clamp(min=0).sqrt()
+
+
+class PriorPreconditioner:
+    """A constant preconditioner M per run from the run's whole prior covariance
+    Sigma = diag(d) + F^T F: every step on the prior is stable, and every direction of the prior,
+    the low-rank ones included, relaxes at the same pace.
+
+    On the mean loss L = NLL - log p / N, an explicit step of size lr sees the prior's curvature
+    lr Sigma^{-1} / N; a tight prior (SWAG variances ~1e-7 at small scales) makes that 1e2-1e6,
+    where SGD, SGLD and SGHMC diverge. With a = cap N / lr (per run),
+
+        M = a Sigma (I + a Sigma)^{-1}        (a function of Sigma: symmetric, 0 < M < I)
+
+    the preconditioned prior curvature lr M Sigma^{-1} / N has the eigenvalues
+    cap / (1 + a sigma) <= cap (sigma the eigenvalues of Sigma): along every eigendirection the
+    step is stable, and where the prior pins a direction (a sigma << 1) it relaxes in about
+    1 / cap steps, whatever sigma is. A diagonal preconditioner (m_i = min(1, a d_i)) pins the
+    low-rank directions too, where Sigma's variance is up to 1e4 times d: they relaxed 1e4 times
+    slower. Where the prior does not pin a direction (a sigma >> 1), M ~ I: plain steps, so the
+    likelihood is never made stiffer (M < I). A constant positive definite M leaves the
+    stationary density exp(-U / T) of the Langevin dynamics d theta = -M grad U dt +
+    sqrt(2 T M) dW unchanged (and of SGHMC with mass M^{-1}), and gradient descent keeps its
+    fixed point, the MAP.
+
+    Everything is O(D K) per step, no D x D matrix. With A = I + a Sigma = E + a F^T F,
+    E = diag(1 + a d), Woodbury gives A^{-1} v = E^{-1} v - E^{-1} F^T K^{-1} F E^{-1} v with the
+    K x K capacitance K = I / a + F E^{-1} F^T (Cholesky once, float64); then
+
+        M v = v - A^{-1} v,
+        xi = A^{-1} (x + y) - y ~ N(0, M),  x ~ N(0, a Sigma), y ~ N(0, I)
+
+    (Matheron's rule: x - a Sigma A^{-1} (x + y) has covariance a Sigma - a Sigma A^{-1}
+    a Sigma = M, and a Sigma A^{-1} = I - A^{-1}); x = sqrt(a) (sqrt(d) z1 + F^T z2) from
+    standard normals z1 (D), z2 (K), y = z3 (D). F is read through the packed prior's
+    F diag(1/d) (no second copy of the factor): F v = (F / d)(d v), F^T w = d (F / d)^T w.
+    """
+
+    def __init__(self, prior: PackedPrior, lr: torch.Tensor, num_data: torch.Tensor,
+                 cap: float) -> None:
+        self.prior, self.cap = prior, cap
+        dtype, device = prior.variance.dtype, prior.variance.device
+        self.a = (cap * num_data.double() / lr.double()).view(-1, 1).to(device)  # float64
+        self.scale = self.a.to(dtype)
+        self.e = 1.0 + self.scale * prior.variance  # (R, D)
+        self.rank = prior.rank
+        if self.rank:
+            self.chol = torch.linalg.cholesky(self._capacitance())
+
+    def _capacitance(self) -> torch.Tensor:
+        """K_r = I / a_r + F_r diag(1 / e_r) F_r^T, float64 (R, K, K), in column chunks."""
+        k = self.rank
+        cap = torch.diag_embed((1.0 / self.a).expand(-1, k)).clone()
+        d2 = (self.prior.variance.double() ** 2).expand(self.prior.runs, -1)
+        for rows, scaled in self.prior.groups:
+            kr = scaled.shape[0]
+            for start in range(0, self.prior.dim, 1 << 18):
+                cols = slice(start, start + (1 << 18))
+                g = scaled[:, cols].double()  # F / d
+                w = d2[rows, cols] / self.e[rows, cols].double()  # d^2 / e
+                cap[rows, :kr, :kr] += torch.einsum("kd,rd,ld->rkl", g, w, g)
+        return cap
+
+    def _solve(self, v: torch.Tensor) -> torch.Tensor:
+        """A^{-1} v for every run (v is (R, D))."""
+        ve = v / self.e
+        if not self.rank:
+            return ve
+        d = self.prior.variance
+        u = ve.new_zeros(self.prior.runs, self.rank)
+        dve = d * ve
+        for rows, scaled in self.prior.groups:
+            u[rows, : scaled.shape[0]] = dve[rows] @ scaled.T  # F E^{-1} v
+        w = torch.cholesky_solve(u.double().unsqueeze(-1), self.chol).squeeze(-1).to(v.dtype)
+        back = torch.zeros_like(v)
+        for rows, scaled in self.prior.groups:
+            back[rows] = w[rows, : scaled.shape[0]] @ scaled  # (F / d)^T w
+        return ve - d * back / self.e
+
+    @torch.no_grad()
+    def apply_(self, grad: torch.Tensor) -> None:
+        """grad <- M grad (R, D), in place."""
+        grad.sub_(self._solve(grad))
+
+    @torch.no_grad()
+    def noise(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor) -> torch.Tensor:
+        """N(0, M) draws (R, D) from standard normals z1 (R, D), z2 (R, K), z3 (R, D)."""
+        d = self.prior.variance
+        x = d.sqrt() * z1
+        if self.rank:
+            back = torch.zeros_like(x)
+            for rows, scaled in self.prior.groups:
+                back[rows] = z2[rows, : scaled.shape[0]] @ scaled
+            x = x + d * back  # + F^T z2
+        x = x * self.scale.sqrt()
+        return self._solve(x + z3) - z3
+
+    def max_step_curvature(self) -> torch.Tensor:
+        """(R,) an upper bound of lr x the largest preconditioned prior curvature:
+        cap / (1 + a sigma_min) with sigma_min >= min d."""
+        return self.cap / (1.0 + self.a.view(-1) * self.prior.variance.double().amin(1))

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import torch
 from torch.optim import Optimizer
 
-from .updates import langevin_noise_std, sghmc_, sgld_, stiffness_preconditioner
+from .updates import langevin_noise_std, sghmc_, sgld_
 
 __all__ = [
     "SGLD",
@@ -107,19 +107,20 @@ def _check_momentum(momentum: float) -> float:
 
 class _LangevinBase(Optimizer):
     """Shared plumbing: argument checks, the closure, lr override, generator-driven noise, the
-    prior's stiffness preconditioner and the divergence check.
+    prior's preconditioner and the divergence check.
 
     With ``prior`` (the :class:`~bprior_core.prior.GaussianPrior` whose ``-log p / N`` is in the
     loss), the first ``prior.dim`` entries of the parameters, in order, are the ones it covers
-    (e.g. ``model.parameters()`` of a :class:`~bprior_core.models.Classifier`: backbone first).
-    Coordinates that the prior makes stiff get the engine's constant diagonal preconditioner
-    ``m = min(1, prior_step_cap * N * variance / lr)`` (:func:`updates.stiffness_preconditioner`,
-    with the parameter group's ``lr`` at construction): drift ``lr m grad`` and noise ``sqrt(m)``
-    times the usual, which leaves the target ``exp(-U / T)`` and the MAP unchanged and keeps every
-    step on the prior at lr x curvature <= ``prior_step_cap``. Without it a tight prior (lr x
-    curvature ``lr / (N variance)`` of 1e2-1e6) makes explicit steps diverge; a step that would
-    leave the finite numbers raises ``FloatingPointError`` saying so, and the parameters keep the
-    values of the last finite step.
+    (e.g. ``model.parameters()`` of a :class:`~bprior_core.models.Classifier`: backbone first;
+    they must share one ``lr``). They get the engine's preconditioner by the prior's whole
+    covariance (:class:`~bprior_core.packed_prior.PriorPreconditioner`, built once from that
+    ``lr`` and ``prior_step_cap``): drift ``lr M grad`` and noise ``N(0, M)`` times the usual
+    scale, which leaves the target ``exp(-U / T)`` and the MAP unchanged and keeps every step on
+    the prior at lr x curvature <= ``prior_step_cap``, the low-rank directions relaxing as fast
+    as the others. Without it a tight prior (lr x curvature ``lr / (N variance)`` of 1e2-1e6)
+    makes explicit steps diverge; a step that would leave the finite numbers raises
+    ``FloatingPointError`` saying so, and the parameters keep the values of the last finite
+    step. The same preconditioner and update functions (`updates`) run in the engine.
     """
 
     def __init__(
@@ -129,19 +130,24 @@ class _LangevinBase(Optimizer):
         num_data: int,
         generator: torch.Generator | None,
         prior: Any | None = None,
-        prior_step_cap: float | None = 0.1,
+        prior_step_cap: float | None = 0.05,
     ) -> None:
         super().__init__(params, defaults)
         self.num_data = _check_num_data(num_data)
         self.generator = generator
         self.prior_step_cap = _check_cap(prior_step_cap)
         self._curvature: tuple[float, float] | None = None
-        self._precondition = self._preconditioners(prior)
+        self._covered: list[torch.Tensor] = []
+        self._precond = self._preconditioner(prior)
+        self._step_grads: dict[torch.Tensor, torch.Tensor] = {}
+        self._step_noise: dict[torch.Tensor, torch.Tensor] = {}
 
-    def _preconditioners(self, prior: Any | None) -> dict[torch.Tensor, torch.Tensor]:
-        """Parameter -> its slice of the diagonal preconditioner (only where m < 1 somewhere)."""
+    def _preconditioner(self, prior: Any | None):
+        """The prior's preconditioner over the leading parameters it covers, or None."""
         if prior is None:
-            return {}
+            return None
+        from .packed_prior import PackedPrior
+
         params = [(p, g["lr"]) for g in self.param_groups for p in g["params"]]
         sizes = [p.numel() for p, _ in params]
         bounds = [sum(sizes[: i + 1]) for i in range(len(sizes))]
@@ -151,33 +157,53 @@ class _LangevinBase(Optimizer):
                 f"start with a block of that size (cumulative sizes {bounds[:6]}"
                 f"{' ...' if len(bounds) > 6 else ''}); pass the covered parameters first, in "
                 "the prior's order (e.g. model.parameters() of a Classifier: backbone, then head)")
-        out, start = {}, 0
-        worst = [0.0, 0.0]
-        for (p, lr), size in zip(params[: bounds.index(prior.dim) + 1], sizes, strict=False):
-            variance = prior.variance[start : start + size].to(p.device, p.dtype).view_as(p)
-            start += size
-            stiffness = lr / (self.num_data * variance)
-            worst[0] = max(worst[0], float(stiffness.max()))
-            if self.prior_step_cap is None:
-                continue
-            m = stiffness_preconditioner(variance, lr, self.num_data, self.prior_step_cap)
-            worst[1] = max(worst[1], float((stiffness * m).max()))
-            if bool((m < 1).any()):
-                out[p] = m
-        self._curvature = (worst[0], worst[1] if self.prior_step_cap is not None else worst[0])
-        return out
+        covered = params[: bounds.index(prior.dim) + 1]
+        lrs = {lr for _, lr in covered}
+        if len(lrs) != 1:
+            raise ValueError(f"the parameters the prior covers have different learning rates "
+                             f"{sorted(lrs)}; give them one parameter group (one lr)")
+        self._covered = [p for p, _ in covered]
+        lr = lrs.pop()
+        first = self._covered[0]
+        packed = PackedPrior([prior], first.device, first.dtype)
+        plain = float(lr / (self.num_data * prior.variance.double().min()))
+        if self.prior_step_cap is None:
+            self._curvature = (plain, plain)
+            return None
+        one = torch.ones(1, dtype=torch.float64)
+        precond = packed.preconditioner(lr * one, self.num_data * one, self.prior_step_cap)
+        self._curvature = (plain, float(precond.max_step_curvature()))
+        return precond
+
+    def _precondition_step(self, noisy: bool) -> None:
+        """This step's preconditioned gradients and noise of the covered parameters (flattened
+        into one row for the preconditioner, then split back)."""
+        self._step_grads, self._step_noise = {}, {}
+        if self._precond is None or any(p.grad is None for p in self._covered):
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in self._covered]).unsqueeze(0)
+        self._precond.apply_(flat)
+        sizes = [p.numel() for p in self._covered]
+        for p, g in zip(self._covered, flat[0].split(sizes), strict=True):
+            self._step_grads[p] = g.view_as(p)
+        if noisy:
+            dim, k = flat.shape[1], self._precond.rank
+            z = torch.randn(2 * dim + k, generator=self.generator, device=flat.device,
+                            dtype=flat.dtype).unsqueeze(0)
+            noise = self._precond.noise(z[:, :dim], z[:, dim:dim + k], z[:, dim + k:])
+            for p, n in zip(self._covered, noise[0].split(sizes), strict=True):
+                self._step_noise[p] = n.view_as(p)
 
     def _noise_like(self, p: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``p``, from ``self.generator`` when one is set, times
-        the square root of ``p``'s preconditioner."""
-        noise = torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
-        m = self._precondition.get(p)
-        return noise if m is None else noise.mul_(m.sqrt())
+        """The noise direction of ``p``: N(0, M) for the covered parameters, else standard
+        normal, from ``self.generator`` when one is set."""
+        if p in self._step_noise:
+            return self._step_noise[p]
+        return torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
 
     def _grad(self, p: torch.Tensor) -> torch.Tensor:
-        """``p``'s gradient times its preconditioner."""
-        m = self._precondition.get(p)
-        return p.grad if m is None else p.grad * m
+        """``p``'s gradient, preconditioned where the prior covers it."""
+        return self._step_grads.get(p, p.grad)
 
     def _noise_std(self, lr: float, temperature: float, friction: float) -> float:
         """Noise std ``sqrt(2 * friction * lr * T / N)``; friction is 1 for SGLD."""
@@ -207,6 +233,7 @@ class _LangevinBase(Optimizer):
         saved = [(p.clone(), {k: v.clone() if isinstance(v, torch.Tensor) else v
                               for k, v in self.state[p].items()})
                  for p, _ in touched]
+        self._precondition_step(noise and any(g["temperature"] > 0 for g in self.param_groups))
         for p, group in touched:
             self._update(p, group, _check_lr(group["lr"] if lr is None else lr), noise)
         finite = torch.stack([torch.isfinite(p).all() for p, _ in touched]).all() if touched \
@@ -259,7 +286,7 @@ class SGLD(_LangevinBase):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         prior: Any | None = None,
-        prior_step_cap: float | None = 0.1,
+        prior_step_cap: float | None = 0.05,
     ) -> None:
         defaults = {"lr": _check_lr(lr), "temperature": _check_temperature(temperature)}
         super().__init__(params, defaults, num_data, generator, prior, prior_step_cap)
@@ -301,7 +328,7 @@ class SGHMC(_LangevinBase):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         prior: Any | None = None,
-        prior_step_cap: float | None = 0.1,
+        prior_step_cap: float | None = 0.05,
     ) -> None:
         defaults = {
             "lr": _check_lr(lr),

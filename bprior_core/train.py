@@ -16,7 +16,7 @@ A non-finite loss, weight or prediction marks the run `diverged` instead of rais
 A tight prior (small scale) is stiff: its curvature 1/(N * variance) makes explicit steps of
 every method unstable (lr x curvature reaches 1e6 at scale 1 with SWAG variances). The authors
 clip the gradient at norm 2, which keeps runs finite but no longer samples the prior. Here
-`prior_step_cap` (default 0.1) preconditions the stiff coordinates so that no step sees more than
+`prior_step_cap` (default 0.05) preconditions the stiff directions so that no step sees more than
 that curvature (`PackedPrior.preconditioner`; the target density and the MAP are unchanged), and
 runs need no clipping. `prior_step_cap: null` gives plain explicit steps.
 
@@ -61,7 +61,7 @@ class TrainSettings:
     # from the pretrained weights, far from the posterior
     burn_in_cycles: int = setting(1, lo=0, hi=MAX_CYCLES)
     grad_clip: float | None = setting(None, lo=1e-8, hi=1e6, nullable=True)
-    prior_step_cap: float | None = setting(0.1, lo=1e-6, hi=1.0, nullable=True)
+    prior_step_cap: float | None = setting(0.05, lo=1e-6, hi=1.0, nullable=True)
     bn_refresh_batches: int = setting(8, lo=1, hi=MAX_PASSES)
     eval_batch_size: int = setting(500, lo=1, hi=MAX_BATCH)
 

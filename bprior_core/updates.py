@@ -22,15 +22,6 @@ import torch
 Coef = float | torch.Tensor
 
 
-def stiffness_preconditioner(variance: torch.Tensor, lr: Coef, num_data: Coef, cap: float
-                             ) -> torch.Tensor:
-    """m = min(1, cap N d / lr): the diagonal preconditioner under which no step on the prior
-    term (curvature at most 1 / (N d) along a coordinate of the mean loss) sees more than lr x
-    curvature = cap. Coordinates the prior does not pin keep m = 1. See
-    `PackedPrior.preconditioner` for why the target density and the MAP are unchanged."""
-    return (cap * num_data * variance / lr).clamp(max=1.0)
-
-
 def langevin_noise_std(lr: Coef, temperature: Coef, num_data: Coef, friction: float = 1.0):
     """sqrt(2 friction lr T / N): the injected noise's standard deviation (friction 1 for SGLD,
     1 - momentum for SGHMC)."""

@@ -154,8 +154,9 @@ def test_packed_runs_equal_runs_one_by_one(pool, test_set, learned_prior, method
 @pytest.mark.parametrize("cap", [None, 0.1])
 def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learned_prior,
                                                           cap) -> None:
-    """With momentum 0, one step is theta - lr * m * grad of [mean CE - log p / N + wd/2
-    |head|^2], m the prior-step preconditioner (1 everywhere without a cap)."""
+    """With momentum 0, one step is theta - lr * M grad of [mean CE - log p / N + wd/2
+    |head|^2], M the prior's preconditioner on the backbone (computed here independently with a
+    K x K solve; the identity without a cap)."""
     settings = TrainSettings(**{**SETTINGS.__dict__, "momentum": 0.0, "nesterov": False,
                                 "prior_step_cap": cap})
     prior = learned_prior.to(dtype=torch.float32)
@@ -174,13 +175,17 @@ def test_one_sgd_step_follows_the_reference_loss_gradient(pool, test_set, learne
     pack.step(0)
     grads = torch.cat([p.grad.reshape(-1) for p in
                        [*reference.backbone.parameters(), *reference.head.parameters()]])
-    m = torch.ones_like(grads)
-    if cap is not None:
-        stiffness = settings.lr / (10 * prior.variance)
-        m[: prior.dim] = (cap / stiffness).clamp(max=1.0)
-        assert m.min() < 1.0  # this prior is stiff enough to be preconditioned
-    assert torch.allclose(pack.weights[0], before - settings.lr * m * grads, rtol=1e-4,
-                          atol=1e-6)
+    step = grads.clone()
+    if cap is not None:  # M = a Sigma (I + a Sigma)^{-1}, a = cap N / lr, applied by Woodbury
+        a = cap * 10 / settings.lr
+        d, f = prior.variance.double(), prior.cov_factor.double()
+        g = grads[: prior.dim].double()
+        e = 1 + a * d
+        cap_k = torch.eye(f.shape[0], dtype=torch.float64) / a + (f / e) @ f.T
+        solve = g / e - (f.T @ torch.linalg.solve(cap_k, f @ (g / e))) / e  # (I + a Sigma)^-1 g
+        step[: prior.dim] = (g - solve).float()
+        assert (step - grads).abs().max() > 1e-3 * grads.abs().max()  # stiff: preconditioned
+    assert torch.allclose(pack.weights[0], before - settings.lr * step, rtol=1e-4, atol=1e-6)
     with torch.no_grad():
         head_term = 0.15 * sum((p * p).sum() for p in reference.head.parameters())
     assert math.isclose(float(pack.last_loss[0] + head_term), float(loss.detach()), rel_tol=1e-4)
