@@ -137,6 +137,7 @@ PRIOR_NAMES = ("ssl", "supervised", "oracle")
 # where each learned prior's images come from (study/sources.py); `oracle` only for the control
 SSL_SOURCES = ("source_classes", "outside_pool")
 MIN_GRID = 5  # values per tuned arm: enough to reach both the strong and the weak side
+MIN_CHAINS = 4  # chains behind every convergence-gated claim (rank-normalised R-hat, ESS)
 DOWNSTREAM_CLASSES = {"fashion_mnist": 5, "flowers102": 102}
 
 SCHEMA: dict[str, Any] = {
@@ -249,6 +250,10 @@ SCHEMA: dict[str, Any] = {
                 "lrs": _list_like(TrainSettings, "lr", None, nullable=True),
             },
             "seeds": _int(1, MAX_SEEDS, None, nullable=True),
+            # chains of each sampler arm's final run (and of the T = 0 ensemble): their model
+            # averages are pooled, and C4 / C4b are judged only where they converged (R-hat
+            # and bulk ESS over the chains)
+            "chains": _int(1, MAX_SEEDS, 4),
         },
         # the positive control (claim PC): an oracle prior (supervised SWAG on labelled
         # downstream-class images outside the labelled pool) against the tuned zero-mean and
@@ -457,9 +462,17 @@ def _check_protocol(p: dict) -> None:
             f"or unequal); use a multiple of {classes}, e.g. "
             f"{classes * max(1, val_size // classes)}")
     temp = exps["temperature"]
-    if temp["enabled"] and temp["chains"] < 3:
-        raise ProfileError(f"experiments.temperature.chains: split R-hat needs at least 3 chains "
-                           f"per temperature, got {temp['chains']}")
+    if temp["enabled"] and temp["chains"] < MIN_CHAINS:
+        raise ProfileError(f"experiments.temperature.chains: the temperature claims are judged "
+                           f"on R-hat and ESS over at least {MIN_CHAINS} chains per "
+                           f"temperature, got {temp['chains']}")
+    inference = exps["inference"]
+    samplers = [a for a in inference["arms"] if a.split("+")[0] in ("sghmc", "sgld", "ensemble")]
+    if inference["enabled"] and samplers and inference["chains"] < MIN_CHAINS:
+        raise ProfileError(
+            f"experiments.inference.chains: C4 and C4b are judged only where the samplers "
+            f"converged (R-hat and bulk ESS over at least {MIN_CHAINS} chains), got "
+            f"{inference['chains']} for the arms {shown(samplers)}; use chains: {MIN_CHAINS}")
     scale = exps["scale"]
     rules = scale["rules"] or [p["priors"]["rescaling_rule"]]
     eps = scale["eps"] or [p["priors"]["eps"]]

@@ -193,6 +193,10 @@ class Pack:
         self.average = ProbabilityAverage()
         self.sample_classes: list[torch.Tensor] = []  # (R, n_test) predicted class per sample
         self.sample_nll: list[torch.Tensor] = []  # (R,) test NLL of each sample
+        # every sample's probability of the true class on a fixed subset of the test points
+        # (every `stride`-th, at most DIAGNOSTIC_POINTS): the draws of per-point R-hat and ESS
+        self.diagnostic_points = diagnostic_points(self.n_test)
+        self.sample_true_probs: list[torch.Tensor] = []  # (R, points) per sample
 
     @staticmethod
     def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
@@ -405,6 +409,7 @@ class Pack:
         self.sample_classes.append(test.argmax(-1))
         picked = test.gather(2, test_labels.view(1, -1, 1).expand(self.runs, -1, 1))
         self.sample_nll.append(-picked.clamp_min(1e-12).log().mean((1, 2)))
+        self.sample_true_probs.append(picked[:, self.diagnostic_points, 0].to(torch.float16))
 
     # ----------------------------------------------------------------------------- outcomes
 
@@ -442,6 +447,10 @@ class Pack:
                                    "labels": labels[part].to(torch.int16).numpy()}
                            for split, part in (("test", test), ("val", val))
                            if part.stop != part.start and len(labels[part])}
+            if self.sample_true_probs and "test" in predictions:
+                predictions["test"]["sample_true_probs"] = torch.stack(
+                    [p[r] for p in self.sample_true_probs]).cpu().numpy()
+                predictions["test"]["sample_points"] = self.diagnostic_points.cpu().numpy()
             out.append(RunOutcome(
                 "ok", scores(final, test), scores(avg, test), self.average.count, steps,
                 losses[r], wall / self.runs, diagnostics[r],
@@ -488,6 +497,16 @@ class Pack:
                  "prior_mahalanobis_rms": distance[r],
                  "sample_disagreement": disagreement[r], "sample_test_nll": nll[r]}
                 for r in range(self.runs)]
+
+
+DIAGNOSTIC_POINTS = 500
+
+
+def diagnostic_points(n_test: int) -> torch.Tensor:
+    """The test points whose per-sample probabilities are kept for convergence diagnostics:
+    every ceil(n_test / DIAGNOSTIC_POINTS)-th, a fixed spread subset (all of a small set)."""
+    stride = max(1, math.ceil(n_test / DIAGNOSTIC_POINTS))
+    return torch.arange(0, n_test, stride)
 
 
 def sample_disagreement(classes: Sequence[torch.Tensor]) -> list[float]:

@@ -185,33 +185,28 @@ def single_vs_average(frame: pd.DataFrame) -> pd.DataFrame:
 
 def temperature_table(records: list[dict]) -> pd.DataFrame:
     """Per temperature of the temperature experiment: test error, NLL and ECE of the model
-    average and of one sample (the final iterate), the split R-hat of the per-sample test NLL
-    over the chains (the largest over seeds; needs >= 2 chains of >= 4 samples), the mean
-    disagreement between samples and the prior Mahalanobis RMS."""
-    rows, chains = [], {}
-    for r in records:
-        cfg = r["config"]
-        if cfg["experiment"] != "temperature" or r["status"] != "ok":
-            continue
-        t = cfg["train"]["temperature"]
-        nll = (r.get("diagnostics") or {}).get("sample_test_nll")
-        if nll:
-            chains.setdefault((t, r["seed"]), []).append(nll)
+    average (the chains pooled where `chains.combine_chains` pooled them) and of one sample
+    (the final iterate), the rank-normalised R-hat (largest over seeds) and bulk ESS (smallest)
+    over the chains, the mean disagreement between samples and the prior Mahalanobis RMS."""
     frame = select(records_frame(records), "temperature") if records else pd.DataFrame()
     if frame.empty:
         return frame
+    rhat, ess = _temperature_convergence(records)
     ok = frame[frame["status"] == "ok"]
+    chains = {t: max((r.get("chains") or 1 for r in records
+                      if r["config"]["experiment"] == "temperature"
+                      and r["config"]["train"]["temperature"] == t), default=1)
+              for t in ok["temperature"].unique()}
+    rows = []
     for t, group in ok.groupby("temperature", sort=True):
-        rhats = [split_rhat(c) for (tt, _), c in chains.items()
-                 if tt == t and len(c) >= 2 and len({len(x) for x in c}) == 1 and len(c[0]) >= 4]
         rows.append({
-            "T": f"{t:g}", "chains": int(group["chain"].nunique()),
+            "T": f"{t:g}", "chains": max(chains[t], int(group["chain"].nunique())),
             "runs": len(group), "diverged": int((frame["temperature"] == t).sum() - len(group)),
             "error % (average)": group["error_pct"].mean(),
             "error % (one sample)": 100 * (1 - group["final_accuracy"]).mean(),
             "NLL (average)": group["nll"].mean(), "NLL (one sample)": group["final_nll"].mean(),
             "ECE (average)": group["ece"].mean(),
-            "split R-hat (test NLL)": max(rhats) if rhats else np.nan,
+            "R-hat": rhat.get(t, np.nan), "bulk ESS": ess.get(t, np.nan),
             "sample disagreement": group["sample_disagreement"].mean(),
             "prior Mahalanobis RMS": group["prior_mahalanobis_rms"].mean(),
         })
@@ -416,13 +411,31 @@ def temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
     if part.empty:
         return pd.DataFrame()
     summary = summarize(part, ["temperature"], ("error_pct", "nll", "ece"))
-    rhat = {}
+    rhat, ess = _temperature_convergence(records)
+    summary["rhat"] = [rhat.get(t, math.nan) for t in summary["temperature"]]
+    summary["ess"] = [ess.get(t, math.nan) for t in summary["temperature"]]
+    return summary.sort_values("temperature").reset_index(drop=True)
+
+
+def _temperature_convergence(records: Sequence[Mapping]) -> tuple[dict, dict]:
+    """Per temperature: the largest R-hat and the smallest bulk ESS over seeds, from the pooled
+    chains' diagnostics (`chains.combine_chains`), else the split R-hat of separate chain
+    records' per-sample test NLL."""
+    rhat: dict[float, float] = {}
+    ess: dict[float, float] = {}
+    for r in records:
+        cfg, conv = r["config"], (r.get("diagnostics") or {}).get("convergence") or {}
+        if cfg["experiment"] != "temperature" or conv.get("rhat") is None:
+            continue
+        t = cfg["train"]["temperature"]
+        rhat[t] = max(rhat.get(t, -math.inf), conv["rhat"])
+        ess[t] = min(ess.get(t, math.inf), conv["ess"])
     for t, group in _chains(records).items():
         values = [split_rhat(c) for c in group.values()
                   if len(c) >= 2 and len({len(x) for x in c}) == 1 and len(c[0]) >= 4]
-        rhat[t] = max(values) if values else math.nan
-    summary["rhat"] = [rhat.get(t, math.nan) for t in summary["temperature"]]
-    return summary.sort_values("temperature").reset_index(drop=True)
+        if t not in rhat and values:
+            rhat[t] = max(values)
+    return rhat, ess
 
 
 def _chains(records: Sequence[Mapping]) -> dict[float, dict[int, list]]:

@@ -9,6 +9,7 @@ atomically, so an interrupted study resumes where it stopped and ends with the s
 
 from .errors import StudyError
 from .execution import (
+    analysis_records,
     execute_pack,
     execute_run,
     is_done,
@@ -44,8 +45,8 @@ from .resources import resolve_device
 from .sources import source_task
 
 __all__ = [
-    "EXPERIMENTS", "StudyError", "build_run_prior", "check_prior_files", "default_outputs",
-    "final_runs",
+    "EXPERIMENTS", "StudyError", "analysis_records", "build_run_prior", "check_prior_files",
+    "default_outputs", "final_runs",
     "execute_pack", "execute_run", "is_done", "learn_priors", "load_prior_and_backbone",
     "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
     "prepare_priors", "prior_location", "prior_paths", "prior_source_id",

@@ -21,19 +21,26 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write, remove_stale_temporaries
+from ..chains import combine_chains
 from ..config import load_profile, profile_path
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
 from ..jsonsafe import to_plain
 from ..models import build_model, num_prior_parameters
 from ..records import record_problem
+from ..selection import select_tuned
 from ..train import TrainSettings
 from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
 from .planning import EXPERIMENTS, digest, final_runs, make_packs, plan
-from .predictions import predictions_name, predictions_problem, write_predictions
+from .predictions import (
+    predictions_loader,
+    predictions_name,
+    predictions_problem,
+    write_predictions,
+)
 from .preflight import preflight
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
@@ -306,6 +313,15 @@ def load_results(
     runs, stored = _study(profile, root)
     return [stored[r["id"]] for r in runs if stored[r["id"]] is not None
             and (not experiment or r["config"]["experiment"] == experiment)]
+
+
+def analysis_records(profile: dict, root: Path | None = None,
+                     experiment: str | None = None) -> list[dict]:
+    """The records every table, figure and claim reads: the stored results
+    (`load_results`) without the tuning runs (`selection.select_tuned`), each group of chains
+    pooled into one record with its convergence diagnostics (`chains.combine_chains`)."""
+    records = select_tuned(load_results(profile, root, experiment))
+    return combine_chains(records, predictions_loader(output_dir(profile, root) / "runs"))
 
 
 def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,

@@ -207,7 +207,9 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
     stored (`stored(run)` gives a run's complete record or None): the tuning point with the
     lowest validation NLL (the first in plan order on ties; no final where no point has a finite
     one), trained again in phase `final` with the test set scored. Each run carries its
-    `selection` (the chosen point, its validation NLL and every candidate's)."""
+    `selection` (the chosen point, its validation NLL and every candidate's). A sampler's final
+    run (and the T = 0 ensemble's) has `experiments.inference.chains` chains, for the
+    convergence diagnostics and a model average pooled over them."""
     groups: dict[tuple, list[dict]] = {}
     for run in plan(profile, experiments):
         cfg = run["config"]
@@ -222,7 +224,12 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
             continue
         best, selection = choice
         config = {**members[best]["config"], "phase": "final"}
-        finals.append({"id": digest(config), "config": config, "selection": selection})
+        sampler = config["method"] in ("sghmc", "sgld")
+        chains = profile["experiments"]["inference"]["chains"] if sampler else 1
+        for chain in range(chains):  # a sampler's chains: own batches, head init and noise
+            run_config = {**config, "chain": chain} if sampler else config
+            finals.append({"id": digest(run_config), "config": run_config,
+                           "selection": selection})
     return finals
 
 

@@ -37,15 +37,18 @@ def write_predictions(path: Path, predictions: dict[str, dict[str, np.ndarray]])
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]] | None:
-    """{split: {"probs": (n, classes) float32, "labels": (n,) int64}} or None if the file is
-    missing or unreadable."""
+    """{split: {"probs": (n, classes) float32, "labels": (n,) int64, and for samplers' test
+    predictions "sample_true_probs": (samples, points) float32 with "sample_points": (points,)
+    int64}} or None if the file is missing or unreadable."""
     try:
         with np.load(path, allow_pickle=False) as data:
             out: dict[str, Any] = {}
-            for split in SPLITS:
-                if f"{split}_probs" in data:
-                    out[split] = {"probs": data[f"{split}_probs"].astype(np.float32),
-                                  "labels": data[f"{split}_labels"].astype(np.int64)}
+            for name in data.files:
+                split, _, key = name.partition("_")
+                if split in SPLITS:
+                    value = data[name]
+                    kind = np.int64 if np.issubdtype(value.dtype, np.integer) else np.float32
+                    out.setdefault(split, {})[key] = value.astype(kind)
             return out
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
@@ -65,4 +68,29 @@ def predictions_problem(predictions: object) -> str | None:
         if not (isinstance(labels, np.ndarray) and labels.shape == probs.shape[:1]
                 and np.issubdtype(labels.dtype, np.integer)):
             return f"{split} labels are not an integer array, one per image"
+        extra = set(part) - {"probs", "labels"}
+        if extra - {"sample_true_probs", "sample_points"}:
+            return f"{split} predictions hold unknown arrays {sorted(extra)[:3]}"
+        if extra and not all(isinstance(part.get(k), np.ndarray) and part[k].ndim == n
+                             and part[k].dtype.kind in "fiu"
+                             for k, n in (("sample_true_probs", 2), ("sample_points", 1))):
+            return f"{split} per-sample predictions are not numeric arrays"
     return None
+
+
+def predictions_loader(runs_folder: Path):
+    """`loader(record)` -> the record's predictions: its in-memory pooled ones (chains pooled by
+    `chains.combine_chains`), else its file in `runs_folder` (read once), else None."""
+    cache: dict[str, Any] = {}
+
+    def load(record: dict) -> dict | None:
+        if "_predictions" in record:
+            return record["_predictions"]
+        name = record.get("predictions")
+        if not isinstance(name, str):
+            return None
+        if name not in cache:
+            cache[name] = read_predictions(Path(runs_folder) / name)
+        return cache[name]
+
+    return load
