@@ -1,4 +1,5 @@
-"""Several chains of one sampler run pooled into one record, with their convergence diagnostics.
+"""Several chains of one sampler run pooled into one record, with their convergence diagnostics
+(and a deep ensemble's members pooled the same way).
 
 A sampler's final run (`experiments.inference.chains`) and the temperature experiment's runs
 are chains: the same training subset, prior and settings, each with its own batch order, head
@@ -39,7 +40,8 @@ def _group_key(record: Mapping[str, Any]) -> tuple | None:
     """The run several chains belong to, or None for a record that is not a chain."""
     cfg = record.get("config") or {}
     chained = cfg.get("experiment") == "temperature" or (
-        cfg.get("phase") == "final" and cfg.get("method") in ("sghmc", "sgld"))
+        cfg.get("phase") == "final" and (cfg.get("method") in ("sghmc", "sgld")
+                                         or str(cfg.get("arm")).startswith("deep_ensemble")))
     if not chained:
         return None
     return (cfg["experiment"], cfg["arm"], cfg.get("n_train"), cfg["seed"],

@@ -77,6 +77,7 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
 
 
 ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
+              "deep_ensemble": "deep ensemble (SGD)",
               "learned": "learned prior",
               "zero": "zero-mean prior", "isotropic": "isotropic prior"}
 

@@ -254,6 +254,10 @@ SCHEMA: dict[str, Any] = {
             # averages are pooled, and C4 / C4b are judged only where they converged (R-hat
             # and bulk ESS over the chains)
             "chains": _int(1, MAX_SEEDS, 4),
+            # `deep_ensemble+learned`: the chosen `sgd+learned` run trained `chains` times (own
+            # batches, head init), the members' predictions averaged like a sampler's chains:
+            # the sampler's total gradient budget spent on an ensemble instead
+            "deep_ensemble": Field(bool, True),
         },
         # the positive control (claim PC): an oracle prior (supervised SWAG on labelled
         # downstream-class images outside the labelled pool) against the tuned zero-mean and

@@ -224,13 +224,28 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
             continue
         best, selection = choice
         config = {**members[best]["config"], "phase": "final"}
-        sampler = config["method"] in ("sghmc", "sgld")
-        chains = profile["experiments"]["inference"]["chains"] if sampler else 1
-        for chain in range(chains):  # a sampler's chains: own batches, head init and noise
-            run_config = {**config, "chain": chain} if sampler else config
-            finals.append({"id": digest(run_config), "config": run_config,
-                           "selection": selection})
+        finals += [{"id": digest(c), "config": c, "selection": selection}
+                   for c in _final_configs(profile, config)]
     return finals
+
+
+DEEP_ENSEMBLE = "deep_ensemble+learned"
+
+
+def _final_configs(profile: dict, config: dict) -> list[dict]:
+    """The final run(s) of one chosen configuration: a sampler's `chains` chains (own batches,
+    head initialisation and noise); for `sgd+learned` the run itself and, with
+    `experiments.inference.deep_ensemble`, the deep ensemble's members (the same run as
+    `chains` chains, averaged in the analysis)."""
+    inference = profile["experiments"]["inference"]
+    chains = range(inference["chains"])
+    if config["method"] in ("sghmc", "sgld"):
+        return [{**config, "chain": c} for c in chains]
+    out = [config]
+    if (config["arm"] == "sgd+learned" and config["experiment"] == "inference"
+            and inference["deep_ensemble"]):
+        out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
+    return out
 
 
 def _scale_runs(profile: dict, cfg: dict) -> list[dict]:
