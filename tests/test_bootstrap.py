@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from bprior_core import bootstrap, metrics
+from bprior_core import bootstrap, metrics, paired
 from bprior_core.bootstrap import (
     PerPoint,
     per_point,
@@ -177,6 +177,20 @@ def test_spread_is_the_crossed_random_effects_variance():
     plain = s / (s - 1) * two_way_variance(x)
     assert out.se_two_way ** 2 == pytest.approx(plain, rel=4 * math.sqrt(2 / b))
     assert out.se_two_way > out.se > out.se_seeds
+
+
+def test_without_test_point_error_the_interval_is_the_t_interval():
+    """Every point gives the seed's value: no test-set error, so the bootstrap comparison is
+    exactly the t comparison over seeds."""
+    d = np.array([0.03, 0.01, 0.04, 0.02, 0.025])
+    x = np.repeat(d[:, None], 50, axis=1)
+    reps = resampled_metric(rows_as_runs(x), "accuracy", n_boot=500)
+    values = {s: np.concatenate([[d[s]], reps[s]]) for s in range(5)}
+    boot, plain = paired.one_sample(values), paired.one_sample(dict(enumerate(d)))
+    assert boot.uncertainty == "seeds x test points" and plain.uncertainty == "seeds"
+    assert boot.se_points == 0.0 and boot.n_boot == 500
+    for key in ("effect", "se", "ci_low", "ci_high"):
+        assert getattr(boot, key) == pytest.approx(getattr(plain, key), rel=1e-12)
 
 
 def test_runs_on_different_test_sets_are_refused():
