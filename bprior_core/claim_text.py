@@ -149,10 +149,10 @@ RULE_PC = (
 RULE_C1 = (
     "(a) the best rank >= 1 (lowest mean validation NLL; without validation metrics the best "
     "test mean with a Bonferroni-corrected interval over the m ranks >= 1) vs rank 0, paired over "
-    "seeds: supported if it is supported by the verdict rule; contradicted if every rank >= 1 is "
+    "seeds: supported if the verdict rule below says so; contradicted if every rank >= 1 is "
     "contradicted against rank 0; else not supported (or inconclusive). (b) saturation rank = "
-    "smallest rank >= 1 not contradicted against the best rank >= 1 (not worse by a "
-    "significant margin): supported if <= max(2, max rank / 2), else contradicted ((b) alone is "
+    "smallest rank >= 1 not contradicted against the best rank >= 1 (not significantly worse by "
+    "at least the margin): supported if <= max(2, max rank / 2), else contradicted ((b) alone is "
     "vacuous when rank has no effect, so the claim also needs (a)). (c) where the rank "
     "experiment also ran at fixed total variance (every rank's diagonal raised to the "
     "full-rank prior's trace), (a) again on those runs, so that a rank effect is not a trace "
