@@ -673,7 +673,7 @@ def _headline_of(part: Mapping[str, Any]) -> Any:
 
 
 def _pair_summary(part: dict, metric: str) -> str:
-    label = comparison_label(part["arms"])
+    label = part.get("label") or comparison_label(part["arms"])
     return (f"{label}: {_fmt(_headline_of(part), metric)}, {_sizes_text(part['sizes'])}, "
             f"{_units_text(part)}")
 
@@ -854,10 +854,11 @@ def claim_control(records: Sequence[Mapping[str, Any]], metric: str = "accuracy"
                            role) for (a, b), role in zip(pairs, ("claim", "evidence only"),
                                                          strict=True)]
     parts, k = _judge_all(described, counted=[True, False])
+    for part in parts:
+        part["label"] = comparison_label(part["arms"]).replace("learned prior", "oracle prior")
     evidence = _pair_evidence(metric, parts, _diverged(div, [a for p in pairs for a in p]), k,
                               counted=[True, False])
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
-    summary = summary.replace("learned prior", "oracle prior")
     return _claim(CONTROL_ID, parts[0]["verdict"], RULE_PC, evidence, summary)
 
 
