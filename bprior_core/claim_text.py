@@ -7,9 +7,22 @@ must describe what `claims` computes (its tests check the verdicts, this file th
 
 from __future__ import annotations
 
+from .bootstrap import N_BOOT
 from .paired import MIN_SEEDS
 
 TEXT: dict[str, tuple[str, str, str, str]] = {
+    "PC": (
+        "Positive control: can this testbed detect a prior's effect?",
+        "A prior that knows the downstream task (the oracle prior: SWAG on labelled images of "
+        "the downstream classes that no training, validation or test image comes from) beats "
+        "the tuned zero-mean prior with SGD at the control's training size.",
+        "Not a claim of the paper: a check of this study's testbed. If even the oracle prior "
+        "cannot be told from the zero-mean prior, the verdicts about learned priors cannot "
+        "show an effect either.",
+        "Harvey et al. (TMLR 2024) found an isotropic prior at the same centre competitive "
+        "with the learned one, so the oracle vs isotropic comparison is shown as evidence "
+        "only.",
+    ),
     "C1": (
         "Rank of the low-rank covariance",
         "Increasing the rank of the learned prior's low-rank covariance from zero improves "
@@ -31,7 +44,8 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
     "C3": (
         "Modified loss surface",
         "Putting the learned prior into the downstream loss (SGD + learned prior) beats "
-        "standard SGD fine-tuning (SGD with a zero-mean prior, i.e. tuned weight decay).",
+        "standard SGD fine-tuning (SGD with a zero-mean prior, i.e. tuned weight decay) at "
+        "every training size.",
         "SGD with the learned prior beat SGD with a non-learned prior at every CIFAR-10 size "
         "(e.g. 26.8% vs 36.8% test error at n=1k).",
         "Confirmed on Flowers-102: learned-prior models beat non-learned-prior models, most at "
@@ -40,7 +54,7 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
     "C4": (
         "Bayesian boost over SGD",
         "Bayesian inference (SG-MCMC with model averaging) with the learned prior beats SGD "
-        "with the same learned prior.",
+        "with the same learned prior at every training size.",
         "Bayesian inference with the learned prior had the lowest CIFAR-10 error at every size "
         "(e.g. 21.6% vs 26.8% for SGD + learned prior at n=1k).",
         "Found the claim ambiguous; read as Bayes vs SGD it held only on small Flowers-102 "
@@ -82,27 +96,69 @@ ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0
               "zero": "zero-mean prior", "isotropic": "isotropic prior"}
 
 
-MARGIN_RULE = ("An interval that contains 0 gives 'not supported' when its upper bound stays "
-               "below the claim's margin (the smallest effect that matters) and 'inconclusive' "
-               "when it reaches the margin.")
+VERDICT_RULE = (
+    "With [L, U] the interval, e the estimate and m the margin (the smallest effect that "
+    "matters), oriented so that positive = the claim's direction: supported if L > 0 and "
+    "e >= m; contradicted if U < 0 and e <= -m; not supported if U < m and not contradicted "
+    "(no effect that matters is left); inconclusive otherwise, or with fewer than "
+    f"{MIN_SEEDS} paired seeds.")
 
 
-COMBINE_RULE = ("Parts combine as: contradicted if any part is contradicted; else inconclusive "
-                "if any part is inconclusive; else supported if all parts are supported; else "
-                "not supported. " + MARGIN_RULE)
+INTERVAL_RULE = (
+    "Intervals are e -/+ t(S - 1) SE over the S paired seeds. Where the runs' test predictions "
+    "are stored, SE is the two-way bootstrap's (seeds and test images resampled with "
+    f"replacement, independently, {N_BOOT} replicates, fixed seed): the spread over seeds plus "
+    "the test set's sampling error, the seed x image interaction counted once; else SE = "
+    "sd / sqrt(S) over seeds. The p-value is 2 P(T(S - 1) > |e| / SE), so the interval at "
+    "level 1 - a excludes 0 exactly when p < a. mde = (t(1 - a/2) + t(0.80)) SE, both with "
+    "S - 1 degrees of freedom: the effect detected with about 80 % power at the level the "
+    "comparison is judged at.")
+
+
+PARTS_RULE = (
+    "A claim of k parts (each judged comparison: a part, a prior source's part, a training "
+    "size) judges every part at level 1 - alpha / k, alpha = 1 - the claim's Holm-adjusted "
+    "level (Bonferroni within the claim; one interval per part, conservative for 'supported', "
+    "which needs every part), and combines them: contradicted if any part is contradicted; "
+    "else inconclusive if any part is inconclusive; else supported if all parts are "
+    "supported; else not supported.")
+
+
+PER_SIZE_RULE = (
+    "C3 and C4 are stated at every training size and are judged size by size (each size a "
+    "part); C4b and H1 are judged pooled over sizes unless their per-size estimates point in "
+    "opposite directions by at least the margin (a gain that matters at one size, a loss that "
+    "matters at another), then size by size. Per-size rows at the claim's level are shown for "
+    "every pooled comparison as description (no verdict).")
+
+
+COMBINE_RULE = PARTS_RULE + " " + VERDICT_RULE
+MARGIN_RULE = VERDICT_RULE
+
+
+RULE_PC = (
+    "Positive control, not a claim of the paper: SGD + oracle prior (`sgd+learned` of the "
+    "control experiment) vs SGD + tuned zero-mean prior (`sgd+zero`), paired over seeds at the "
+    "control's training size, judged at 95 % outside the Holm family of the seven claims. "
+    + VERDICT_RULE + " The oracle vs the tuned isotropic prior at the same centre "
+    "(`sgd+isotropic`) is evidence only (Harvey et al. found isotropic priors competitive), "
+    "judged at 95 % too. If PC is not supported, C3, C4, C4b, C5 and H1 are marked "
+    "uninformative: the testbed could not show even the oracle prior's effect. " + INTERVAL_RULE
+)
 
 
 RULE_C1 = (
     "(a) the best rank >= 1 (lowest mean validation NLL; without validation metrics the best "
     "test mean with a Bonferroni-corrected interval over the m ranks >= 1) vs rank 0, paired over "
-    "seeds: supported if it excludes 0 upwards; contradicted if every rank >= 1 is significantly "
-    "below rank 0; else not supported. (b) saturation rank = smallest rank >= 1 not "
-    "significantly worse than the best rank >= 1: supported if <= max(2, max rank / 2), else "
-    "contradicted ((b) alone is vacuous when rank has no effect, so the claim also needs (a)). "
-    "(c) where the rank experiment also ran at fixed total variance (every rank's diagonal "
-    "raised to the full-rank prior's trace), (a) again on those runs, so that a rank effect is "
-    "not a trace effect. Ranks keep the top principal directions of the deviations. "
-    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE
+    "seeds: supported if the verdict rule below says so; contradicted if every rank >= 1 is "
+    "contradicted against rank 0; else not supported (or inconclusive). (b) saturation rank = "
+    "smallest rank >= 1 not contradicted against the best rank >= 1 (not significantly worse by "
+    "at least the margin): supported if <= max(2, max rank / 2), else contradicted ((b) alone is "
+    "vacuous when rank has no effect, so the claim also needs (a)). (c) where the rank "
+    "experiment also ran at fixed total variance (every rank's diagonal raised to the "
+    "full-rank prior's trace), (a) again on those runs, so that a rank effect is not a trace "
+    "effect. Ranks keep the top principal directions of the deviations. Parts (a), (b), (c) "
+    "are the claim's k = 2 or 3 parts. " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
@@ -110,42 +166,48 @@ RULE_C2 = (
     "Per prior source, under the profile's rescaling convention (rule and eps), paired over "
     "seeds: (a) the best rescaled scale (lowest mean validation NLL, excluding the smallest; "
     "without validation metrics the best test mean, Bonferroni-corrected) vs the smallest scale "
-    "(un-rescaled): supported if better, contradicted if worse, else not supported; (b) per-seed "
-    "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
-    "scale (chosen the same way; the whole sweep if the smallest is best): supported if "
-    "rising, contradicted if falling; (c) the best scale below the largest vs the largest "
-    "scale: supported if it falls at the largest scale, contradicted if the largest is "
-    "significantly better (still rising), else not supported (a plateau). "
-    f"Fewer than {MIN_SEEDS} paired seeds: inconclusive. " + COMBINE_RULE +
+    "(un-rescaled): supported if better; (b) per-seed least-squares slope of the metric against "
+    "log10(scale) from the smallest scale to the best scale (chosen the same way; the whole "
+    "sweep if the smallest is best): supported if rising; (c) the best scale below the largest "
+    "vs the largest scale: supported if it falls at the largest scale, contradicted if the "
+    "largest is better (still rising), not supported on a plateau. The claim's parts are the "
+    "3 x (prior sources) comparisons of its headline convention. " + COMBINE_RULE +
     " The overall verdict combines the per-source verdicts the same way. The other swept "
     "conventions get the same verdicts in `by_convention`; the from-scratch arm (no "
-    "pretraining, no prior) is compared with the un-rescaled prior in `scratch`, for the "
-    "paper's remark that an un-rescaled prior can be worse than no prior (evidence only)."
+    "pretraining, no prior), where run, is compared with the un-rescaled prior in `scratch`, "
+    "for the paper's remark that an un-rescaled prior can be worse than no prior (evidence "
+    "only). The sweep runs no from-scratch arm by default (`experiments.scale.scratch: "
+    "false`): the claim does not need it, and 'no prior' is then the largest-scale end of the "
+    "sweep (a near-uniform prior), which part (c) compares with the best scale. "
+    + INTERVAL_RULE
 )
 
 
 RULE_POOLED = (
     "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
-    "over all sizes (seeds present at every size), t interval at the claim's Holm-adjusted "
-    "level: supported if > 0, contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} pooled seeds or a missing arm: inconclusive. " + MARGIN_RULE
+    "over all sizes (seeds present at every size, the same resampled test images at every "
+    f"size). Fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + PER_SIZE_RULE
+    + " " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
-RULE_C4 = RULE_POOLED + (
-    " Where the profile has the `ensemble+learned` control (the sampler's schedule and samples "
-    "at temperature 0: a cyclical snapshot ensemble), the claim also needs the sampler to beat "
-    "that ensemble, so that a gain from averaging snapshots is not read as a Bayesian gain; "
-    "the two parts combine as: " + COMBINE_RULE
+RULE_C3 = ("SGD + learned prior vs SGD + tuned zero-mean prior, judged size by size (the claim "
+           "is stated at every size). " + RULE_POOLED)
+
+
+RULE_C4 = (
+    "Bayes + learned prior vs SGD + learned prior, judged size by size (the claim is stated at "
+    "every size). Where the profile has the `ensemble+learned` control (the sampler's schedule "
+    "and samples at temperature 0: a cyclical snapshot ensemble), the claim also needs the "
+    "sampler to beat that ensemble at every size, so that a gain from averaging snapshots is "
+    "not read as a Bayesian gain: both comparisons' sizes are the claim's parts. " + RULE_POOLED
 )
 
 
 RULE_C4B = (
     "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
     "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
-    "mean over sizes, t interval at the claim's Holm-adjusted level: supported if > 0, "
-    "contradicted if < 0, else not supported; fewer than "
-    f"{MIN_SEEDS} seeds or a missing arm: inconclusive. " + MARGIN_RULE
+    "mean over sizes. " + RULE_POOLED
 )
 
 
@@ -154,24 +216,27 @@ RULE_C5 = (
     "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
     "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
     "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
-    "per decade of n; t interval at the claim's Holm-adjusted level: supported if > 0, "
-    f"contradicted if < 0; fewer than {MIN_SEEDS} seeds, fewer than two sizes or a missing arm: "
-    "inconclusive. The margin is read per decade. " + COMBINE_RULE
+    "per decade of n; the slope is the claim (it compares sizes, so it is not judged size by "
+    "size; the gain per size is shown as description). Each pair's slope is a part. Fewer than "
+    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is "
+    "read per decade. " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
 RULE_H1 = (
     "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
-    "pooled over sizes as the per-seed mean of the paired differences, t interval at the "
-    "claim's Holm-adjusted level: supported if > 0, contradicted if < 0, else not supported; "
-    f"fewer than {MIN_SEEDS} seeds or no arm pair: inconclusive. " + COMBINE_RULE
+    f"each pair a part. Fewer than {MIN_SEEDS} seeds or no arm pair: inconclusive. "
+    + RULE_POOLED
 )
 
 
 HOLM_RULE = (
-    "Holm's step-down correction over the seven claims (family-wise error 5% per metric): each "
-    "claim's p-value is the smallest alpha at which its verdict is decisive (supported or "
-    "contradicted); sorted by p-value, the i-th claim is judged with intervals at level "
+    "Holm's step-down correction over the seven claims C1-H1 (family-wise error 5% per metric; "
+    "the positive control PC is outside the family, at 95 %): each claim's p-value is the "
+    "smallest alpha at which its verdict is decisive (supported or contradicted) when it is "
+    "judged at 1 - alpha and its k parts at 1 - alpha / k (for one comparison its p-value, 1 "
+    "when the estimate does not reach the margin; for k parts that must all be supported, k "
+    "times the largest part p-value); sorted by p-value, the i-th claim is judged at level "
     "1 - 0.05 / (7 - i + 1) until one fails, and every later claim at that failing level.")
 
 
@@ -180,3 +245,10 @@ NONLEARNED_TEXT = (
     "non-learned prior) with its variance tuned on the validation set like every other arm. "
     "Tuned, it is SGD with tuned weight decay, i.e. standard fine-tuning, so C3 (SGD + learned "
     "prior vs standard SGD) uses it too.")
+
+
+UNINFORMATIVE_TEXT = (
+    "The positive control (PC) is not supported: this testbed did not show that even the "
+    "oracle prior beats the tuned zero-mean prior, so it cannot be shown to detect a prior "
+    "effect. The verdicts of C3, C4, C4b, C5 and H1 are marked uninformative: read them as "
+    "saying nothing about the paper's claims.")

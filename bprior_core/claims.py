@@ -2,11 +2,20 @@
 
 Every comparison is paired over seeds (`paired`): the same seed draws the same training subset
 in every arm, so two arms are compared on the seeds present (status "ok") in both, oriented so
-that positive means the claim's direction. Each metric has a `margin`, the smallest effect that
-matters (`MARGINS`, or the profile's `claims.margins`), and a claim is judged at its Holm-adjusted
-level over the seven claims. The verdict words and the rule that combines the parts of compound
-claims are `paired.verdict` and `paired.combine`; the prose of each claim and rule lives in
-`claim_text`.
+that positive means the claim's direction. Where the runs' test predictions are given
+(`predictions=`), every interval also carries the test set's sampling error (the two-way
+bootstrap over seeds and test points, `bootstrap`); else it is a t interval over seeds.
+
+Each metric has a `margin`, the smallest effect that matters (`MARGINS`, or the profile's
+`claims.margins`). The seven claims of `FAMILY_IDS` are judged at their Holm-adjusted level
+over the seven; a claim of k parts judges each part at 1 - alpha_claim / k (Bonferroni), and
+claims stated "at every size" (C3, C4), or whose per-size effects point in opposite directions
+by at least the margin, are judged size by size (each size a part). The positive control `PC`
+(the oracle prior against the tuned zero-mean prior, `experiment: control`) is a check of the
+testbed, not a claim of the paper: it is judged first, at 95 %, outside the Holm family, and
+when it is not supported the claims about a prior's effect (`NEEDS_CONTROL`) are marked
+`evidence["uninformative"]`. The verdict words and the combination rule are `paired.verdict`
+and `paired.combine`; the prose of each claim and rule lives in `claim_text`.
 
 The headline prediction of a run is its Bayesian model average when present, else its final
 iterate (`records`). Diverged runs count as missing and are reported as `n_diverged` in each
@@ -26,21 +35,32 @@ from typing import Any
 
 import numpy as np
 
-from . import paired
+from . import bootstrap, paired
 from .atomic import atomic_write_text
 from .claim_text import (
     ARM_LABELS,
     RULE_C1,
     RULE_C2,
+    RULE_C3,
     RULE_C4,
     RULE_C4B,
     RULE_C5,
     RULE_H1,
-    RULE_POOLED,
+    RULE_PC,
     TEXT,
 )
 from .jsonsafe import to_plain
-from .paired import MIN_SEEDS, VERDICTS, Comparison, Seeded, combine, contrast, verdict
+from .paired import (
+    MIN_SEEDS,
+    VERDICTS,
+    Comparison,
+    Seeded,
+    combine,
+    contrast,
+    mean_values,
+    observed,
+    verdict,
+)
 from .records import arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 
@@ -50,26 +70,41 @@ MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier"
 _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
 _LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
-CLAIM_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
-__all__ = ["CLAIM_IDS", "MARGINS", "METRICS", "MIN_SEEDS", "VERDICTS", "claim_p_value",
-           "collect", "comparison_label", "evaluate_claims", "evaluate_claims_by_metric",
-           "gains_by_size", "headline",
-           "write_claims_json"]
+CONTROL_ID = "PC"
+CONTROL_LEVEL = 0.95  # the positive control's level (outside the Holm family)
+FAMILY_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
+CLAIM_IDS = (CONTROL_ID, *FAMILY_IDS)
+# claims about a prior's effect on the inference testbed: uninformative without the control
+NEEDS_CONTROL = ("C3", "C4", "C4b", "C5", "H1")
+PER_SIZE = ("C3", "C4")  # stated "at every size": always judged size by size
+EXPERIMENTS = ("control", "rank", "scale", "inference")  # the experiments the claims read
+BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
+__all__ = ["CLAIM_IDS", "CONTROL_ID", "FAMILY_IDS", "MARGINS", "METRICS", "MIN_SEEDS",
+           "NEEDS_CONTROL", "VERDICTS", "claim_p_value", "collect", "comparison_label",
+           "evaluate_claims", "evaluate_claims_by_metric", "gains_by_size", "headline",
+           "with_replicates", "write_claims_json"]
 
 Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
+Predictions = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 
 # ----------------------------------------------------------------------------- claim context
 
 
-def _one_sample(values: Mapping[int, float], level: float | None = None) -> Comparison:
-    """`paired.one_sample` at the level (default) and margin of the claim being evaluated."""
+def _part_level(k: int) -> float:
+    """The level each of a claim's k parts is judged at: Bonferroni within the claim."""
+    return paired.bonferroni(k, _LEVEL.get())
+
+
+def _one_sample(values: Mapping[int, Any], level: float | None = None) -> Comparison:
+    """`paired.one_sample` at the level (default: the claim's) and margin of the claim."""
     return paired.one_sample(values, _LEVEL.get() if level is None else level, _MARGIN.get())
 
 
-def _paired_difference(a: Mapping[int, float], b: Mapping[int, float],
-                      higher_is_better: bool = True, level: float | None = None) -> Comparison:
-    """`paired.paired_difference` at the level (default) and margin of the claim evaluated."""
+def _paired_difference(a: Mapping[int, Any], b: Mapping[int, Any],
+                       higher_is_better: bool = True, level: float | None = None) -> Comparison:
+    """`paired.paired_difference` at the level (default: the claim's) and margin of the
+    claim being evaluated."""
     return paired.paired_difference(a, b, higher_is_better,
                                     _LEVEL.get() if level is None else level, _MARGIN.get())
 
@@ -94,6 +129,7 @@ def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
             _MARGIN.reset(tokens[0])
             _LEVEL.reset(tokens[1])
         out["evidence"]["margin"] = value
+        out["evidence"]["claim_level"] = level
         return out
 
     return wrapped
@@ -122,16 +158,26 @@ def _seed(record: Mapping[str, Any]) -> int:
     return int(record["config"]["seed"] if seed is None else seed)
 
 
+def _value(record: Mapping[str, Any], metric: str, split: str) -> Any:
+    """The headline value, followed by its bootstrap replicates where the record carries
+    them (`with_replicates`, test split only); None if missing."""
+    value = headline(record, metric, split)
+    reps = (record.get(BOOTSTRAP_KEY) or {}).get(metric) if split == "test" else None
+    if value is None or reps is None:
+        return value
+    return np.concatenate([[value], reps])
+
+
 def collect(
     records: Sequence[Mapping[str, Any]], experiment: str,
     key: Callable[[Mapping[str, Any]], Hashable], metric: str, split: str = "test",
 ) -> tuple[dict[Hashable, Seeded], dict[Hashable, int]]:
     """Headline values of one experiment on `split` as {key(config): {seed: value}} plus
-    diverged counts.
+    diverged counts (a value carries its bootstrap replicates where the record has them).
 
     Repeated (key, seed) pairs are averaged; diverged and metric-less runs are left out.
     """
-    values: dict[Hashable, dict[int, list[float]]] = {}
+    values: dict[Hashable, dict[int, list]] = {}
     diverged: dict[Hashable, int] = {}
     for record in records:
         config = record.get("config") or {}
@@ -140,11 +186,26 @@ def collect(
         k = key(config)
         if record.get("status") == "diverged":
             diverged[k] = diverged.get(k, 0) + 1
-        value = headline(record, metric, split)
+        value = _value(record, metric, split)
         if value is not None:
             values.setdefault(k, {}).setdefault(_seed(record), []).append(value)
-    table = {k: {s: float(np.mean(v)) for s, v in by_seed.items()} for k, by_seed in values.items()}
+    table = {k: {s: mean_values(v) for s, v in by_seed.items()} for k, by_seed in values.items()}
     return table, diverged
+
+
+def with_replicates(records: Sequence[Mapping[str, Any]], predictions: Predictions,
+                    metrics: Sequence[str], n_boot: int = bootstrap.N_BOOT) -> list[dict]:
+    """Copies of `records` in which every ok run of the claims' experiments whose test
+    predictions `predictions(record)` gives (the `read_predictions` mapping, or None) carries
+    its metrics' bootstrap replicates over test points (`bootstrap`), one resampling for all
+    runs. The claims then include the test set's sampling error in their intervals."""
+    out = [dict(r) for r in records]
+    used = [r for r in out if (r.get("config") or {}).get("experiment") in EXPERIMENTS]
+    points = bootstrap.load_points(used, predictions)
+    for record, reps in zip(used, bootstrap.replicates(points, metrics, n_boot), strict=True):
+        if reps:
+            record[BOOTSTRAP_KEY] = reps
+    return out
 
 
 def _size_key(n: int | None) -> float:
@@ -157,19 +218,20 @@ def _size_label(n: int | None) -> str:
 
 
 def _pick(table: Mapping[Any, Seeded], val_nll: Mapping[Any, Seeded], keys: Sequence[Any],
-          higher_is_better: bool) -> tuple[Any, float, str]:
+          higher_is_better: bool, level: float) -> tuple[Any, float, str]:
     """The best of `keys` (ranks, scales), the level to compare it at and where it was chosen:
-    on the validation NLL (the claim's own level: the test data played no part in the choice),
-    or, for records without validation metrics, on the test means with a Bonferroni-corrected
-    level over the candidates (picking the best on test is otherwise optimistic)."""
+    on the validation NLL (at `level`: the test data played no part in the choice), or, for
+    records without validation metrics, on the test means with a Bonferroni-corrected level
+    over the candidates (picking the best on test is otherwise optimistic)."""
     if any(val_nll.get(k) for k in keys):
-        return best_by_validation(val_nll, keys), _LEVEL.get(), "validation"
-    return _best(table, keys, higher_is_better), paired.bonferroni(len(keys), _LEVEL.get()), "test"
+        return best_by_validation(val_nll, keys), level, "validation"
+    return _best(table, keys, higher_is_better), paired.bonferroni(len(keys), level), "test"
 
 
 def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bool) -> Any:
     """The key whose mean over its seeds is best (first in `keys` on ties); None if no data."""
-    means = [(k, float(np.mean(list(table[k].values())))) for k in keys if table.get(k)]
+    means = [(k, float(np.mean([observed(v) for v in table[k].values()])))
+             for k in keys if table.get(k)]
     if not means:
         return None
     sign = 1.0 if higher_is_better else -1.0
@@ -186,17 +248,20 @@ def _num(x: float | None, metric: str) -> str:
     return f"{100 * x:+.1f}" if metric == "accuracy" else f"{x:+.3f}"
 
 
-def _fmt(c: Comparison, metric: str) -> str:
-    """E.g. '+2.1 points accuracy (95% CI +0.8..+3.4, 5 seeds)'."""
-    if c.effect is None:
+def _fmt(c: Comparison | Mapping[str, Any], metric: str) -> str:
+    """E.g. '+2.1 points accuracy (95% CI +0.8..+3.4, 5 seeds x test points)' for a
+    comparison or its `to_dict` form."""
+    d = c.to_dict() if isinstance(c, Comparison) else c
+    if d.get("effect") is None:
         return f"no paired seeds for {metric}"
     if metric == "accuracy":
         unit = "points accuracy"
     else:
         unit = metric if METRICS[metric] else f"{metric} reduction"
-    ci = (f"{100 * c.level:.4g}% CI {_num(c.ci_low, metric)}..{_num(c.ci_high, metric)}"
-          if c.ci_low is not None else "no interval")
-    return f"{_num(c.effect, metric)} {unit} ({ci}, {c.n} seeds)"
+    ci = (f"{100 * d['level']:.4g}% CI {_num(d['ci_low'], metric)}.."
+          f"{_num(d['ci_high'], metric)}" if d.get("ci_low") is not None else "no interval")
+    over = "seeds" if d.get("uncertainty", "seeds") == "seeds" else "seeds x test points"
+    return f"{_num(d['effect'], metric)} {unit} ({ci}, {d['n_seeds']} {over})"
 
 
 def _arm_label(arm: str) -> str:
@@ -227,7 +292,8 @@ def _evidence(metric: str, c: Comparison | None, n_diverged: int, **extra: Any) 
     return {"metric": metric, "higher_is_better": METRICS[metric],
             "effect": head.get("effect"), "se": head.get("se"), "ci_low": head.get("ci_low"),
             "ci_high": head.get("ci_high"), "n_seeds": head.get("n_seeds", 0),
-            "level": head.get("level"), "n_diverged": int(n_diverged), **extra}
+            "level": head.get("level"), "uncertainty": head.get("uncertainty"),
+            "n_diverged": int(n_diverged), **extra}
 
 
 def _claim(cid: str, verdict_: str, rule: str, evidence: dict, summary: str) -> dict:
@@ -239,41 +305,49 @@ def _claim(cid: str, verdict_: str, rule: str, evidence: dict, summary: str) -> 
 
 def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str) -> dict:
     reason = f"no usable records for experiment {experiment!r}"
-    evidence = _evidence(metric, None, n_diverged, sizes=[], reason=reason)
+    evidence = _evidence(metric, None, n_diverged, sizes=[], reason=reason, n_parts=0,
+                         mde=None)
     return _claim(cid, "inconclusive", rule, evidence, f"Inconclusive: {reason}.")
+
+
+def _max_mde(comparisons: Sequence[Mapping[str, Any] | None]) -> float | None:
+    """The largest minimum detectable effect among the comparisons that decide a verdict
+    (every part must be detected for 'supported'); None when none has one."""
+    values = [c.get("mde") for c in comparisons if c and c.get("mde") is not None]
+    return max(values) if values else None
 
 
 # ----------------------------------------------------------------------------- C1 rank
 
 
 def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
-                     ranks: Sequence[int], hib: bool) -> dict:
+                     ranks: Sequence[int], hib: bool, level: float) -> dict:
     """Part (a): does the best rank >= 1 (`_pick`) beat rank 0?"""
     if 0 not in table or not ranks:
         return {"part": "a", "verdict": "inconclusive", "best_rank": None,
                 "comparison": None, "per_rank": [], "reason": "rank 0 or ranks >= 1 missing"}
-    best, level, chosen_on = _pick(table, val, ranks, hib)
-    comps = {r: _paired_difference(table[r], table[0], hib, level) for r in ranks}
+    best, pick_level, chosen_on = _pick(table, val, ranks, hib, level)
+    comps = {r: _paired_difference(table[r], table[0], hib, pick_level) for r in ranks}
     v = verdict(comps[best])
     if v == "contradicted" and not all(verdict(c) == "contradicted" for c in comps.values()):
         v = "not supported"
     return {"part": "a", "verdict": v, "best_rank": best, "chosen_on": chosen_on,
-            "comparison": comps[best],
+            "comparison": comps[best], "level": pick_level,
             "per_rank": [{"rank": r, **c.to_dict()} for r, c in comps.items()]}
 
 
 def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
-                     ranks: Sequence[int], hib: bool) -> dict:
-    """Part (b): the smallest rank >= 1 statistically level with the best rank >= 1."""
-    best = _pick(table, val, ranks, hib)[0]
+                     ranks: Sequence[int], hib: bool, level: float) -> dict:
+    """Part (b): the smallest rank >= 1 not meaningfully worse than the best rank >= 1."""
+    best = _pick(table, val, ranks, hib, level)[0]
     threshold = max(2.0, max(ranks) / 2) if ranks else None
     part: dict[str, Any] = {"part": "b", "best_rank": best, "saturation_rank": None,
-                            "small_threshold": threshold, "per_rank": []}
+                            "small_threshold": threshold, "per_rank": [], "level": level}
     if best is None or len(table[best]) < MIN_SEEDS:
         return {**part, "verdict": "inconclusive", "reason": "too few seeds for the best rank"}
     saturation = best
     for r in (r for r in ranks if r < best):
-        c = _paired_difference(table[r], table[best], hib)
+        c = _paired_difference(table[r], table[best], hib, level)
         part["per_rank"].append({"rank": r, "vs_rank": best, **c.to_dict()})
         if verdict(c) == "inconclusive":
             return {**part, "verdict": "inconclusive",
@@ -307,16 +381,22 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
     if not table:
         return _missing("C1", "rank", metric, n_div, RULE_C1)
     ranks = sorted(r for r in table if r >= 1)
-    a, b = _rank_beats_zero(table, val, ranks, hib), _rank_saturation(table, val, ranks, hib)
+    k = 3 if fixed else 2
+    level = _part_level(k)
+    a = _rank_beats_zero(table, val, ranks, hib, level)
+    b = _rank_saturation(table, val, ranks, hib, level)
     parts = {"a": a, "b": b}
     if fixed:
         fixed_ranks = sorted(r for r in fixed if r >= 1)
-        parts["c"] = {**_rank_beats_zero(fixed, val_fixed, fixed_ranks, hib),
+        parts["c"] = {**_rank_beats_zero(fixed, val_fixed, fixed_ranks, hib, level),
                       "part": "c", "trace": "fixed"}
     head = a["comparison"]
     v = combine([p["verdict"] for p in parts.values()])
+    deciding = [p["comparison"].to_dict() for p in parts.values()
+                if isinstance(p.get("comparison"), Comparison)]
     evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts=parts,
-                         diverged_by_rank={str(k): n for k, n in div.items()})
+                         diverged_by_rank={str(k): n for k, n in div.items()},
+                         n_parts=k, part_level=level, mde=_max_mde(deciding + b["per_rank"]))
     summary = (f"Best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
                if head is not None else "Rank 0 or ranks >= 1 missing")
     summary += (f"; saturation rank {b['saturation_rank']} (small if <= {b['small_threshold']:g}, "
@@ -341,27 +421,28 @@ def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -
     return {seed: sign * slope for seed, slope in per_seed.items()}
 
 
-def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib: bool) -> dict:
-    """Parts (a), (b), (c) of C2 for one prior source and convention."""
+def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib: bool,
+                 level: float) -> dict:
+    """Parts (a), (b), (c) of C2 for one prior source and convention, each at `level`."""
     scales = sorted(table)
     smin, smax = scales[0], scales[-1]
     parts: dict[str, Any] = {}
     others, below = scales[1:], scales[:-1]
     if others:
-        best_other, level, chosen_on = _pick(table, val, others, hib)
-        c = _paired_difference(table[best_other], table[smin], hib, level)
+        best_other, pick_level, chosen_on = _pick(table, val, others, hib, level)
+        c = _paired_difference(table[best_other], table[smin], hib, pick_level)
         parts["a"] = {"best_scale": best_other, "vs_scale": smin, "chosen_on": chosen_on,
                       **c.to_dict()}
-        peak, level, chosen_on = _pick(table, val, below, hib)
-        c = _paired_difference(table[peak], table[smax], hib, level)
+        peak, pick_level, chosen_on = _pick(table, val, below, hib, level)
+        c = _paired_difference(table[peak], table[smax], hib, pick_level)
         parts["c"] = {"best_scale": peak, "vs_scale": smax, "chosen_on": chosen_on,
                       **c.to_dict()}
     else:
         parts["a"] = parts["c"] = {"verdict": "inconclusive", "reason": "a single scale"}
-    best = _pick(table, val, scales, hib)[0]
+    best = _pick(table, val, scales, hib, level)[0]
     segment = scales[: scales.index(best) + 1] if best != smin else scales
     if len(segment) >= 2:
-        c = _one_sample(_slopes(table, segment, hib))
+        c = _one_sample(_slopes(table, segment, hib), level)
         parts["b"] = {"best_scale": best, "segment": segment, "slope_per_decade": c.effect,
                       **c.to_dict()}
     else:
@@ -408,6 +489,26 @@ def _headline_convention(conventions: Sequence[tuple[str, float]]) -> tuple[str,
     return sorted(conventions)[0]
 
 
+def _convention_verdict(table: Mapping, val: Mapping, div: Mapping, scratch: Seeded,
+                        convention: tuple[str, float], hib: bool) -> dict:
+    """C2 under one convention: parts (a)-(c) per prior source, all 3 x sources parts at
+    the claim's level Bonferroni-corrected over them."""
+    sources = sorted({k[0] for k in table if k[1:3] == convention})
+    k = 3 * len(sources)
+    level = _part_level(k)
+    out: dict[str, dict] = {}
+    for src in sources:
+        keys = [key for key in table if key[0] == src and key[1:3] == convention]
+        sub = {key[3]: table[key] for key in keys}
+        parts = _scale_parts(sub, {key[3]: val.get(key, {}) for key in keys}, hib, level)
+        if scratch:
+            parts["scratch"] = _paired_difference(sub[min(sub)], scratch, hib).to_dict()
+        parts["n_diverged"] = sum(n for key, n in div.items() if key in keys)
+        out[src] = parts
+    return {"verdict": combine([p["verdict"] for p in out.values()]), "sources": out,
+            "n_parts": k, "part_level": level}
+
+
 @with_margin
 def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
@@ -419,40 +520,32 @@ def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") 
     if not table:
         return _missing("C2", "scale", metric, n_div, RULE_C2)
     conventions = sorted({k[1:3] for k in table})
-    by_convention: dict[str, dict] = {}
-    for convention in conventions:
-        sources: dict[str, dict] = {}
-        for src in sorted({k[0] for k in table if k[1:3] == convention}):
-            keys = [k for k in table if k[0] == src and k[1:3] == convention]
-            sub = {k[3]: table[k] for k in keys}
-            parts = _scale_parts(sub, {k[3]: val.get(k, {}) for k in keys}, hib)
-            if scratch:
-                parts["scratch"] = _paired_difference(sub[min(sub)], scratch, hib).to_dict()
-            parts["n_diverged"] = sum(n for k, n in div.items() if k in keys)
-            sources[src] = parts
-        by_convention[_convention_label(convention)] = {
-            "verdict": combine([p["verdict"] for p in sources.values()]), "sources": sources}
+    by_convention = {_convention_label(c): _convention_verdict(table, val, div, scratch, c, hib)
+                     for c in conventions}
     head = _convention_label(_headline_convention(conventions))
-    sources = by_convention[head]["sources"]
+    chosen = by_convention[head]
+    sources = chosen["sources"]
     unit = "points" if metric == "accuracy" else metric
     summary = "; ".join(_scale_summary(s, p, metric) for s, p in sources.items())
     others = [f"{label}: {c['verdict']}" for label, c in by_convention.items() if label != head]
     if others:
         summary += f" Under the other conventions: {'; '.join(others)}."
+    deciding = [p.get(x) for p in sources.values() for x in "abc"]
     evidence = _evidence(metric, None, n_div, sizes=[], sources=sources, effect_unit=unit,
-                         convention=head, by_convention=by_convention)
-    return _claim("C2", by_convention[head]["verdict"], RULE_C2, evidence,
+                         convention=head, by_convention=by_convention,
+                         n_parts=chosen["n_parts"], part_level=chosen["part_level"],
+                         mde=_max_mde(deciding))
+    return _claim("C2", chosen["verdict"], RULE_C2, evidence,
                   f"Convention {head}. {summary} ({unit}, positive = better).")
 
 
 # ----------------------------------------------------------------------------- inference
 
 
-def _inference_table(
-    records: Sequence[Mapping[str, Any]], metric: str,
-) -> tuple[dict[str, Sized], dict[str, int]]:
-    """{arm: {n_train: {seed: value}}} for the inference experiment, plus diverged per arm."""
-    flat, div = collect(records, "inference",
+def _sized_table(records: Sequence[Mapping[str, Any]], experiment: str, metric: str,
+                 ) -> tuple[dict[str, Sized], dict[str, int]]:
+    """{arm: {n_train: {seed: value}}} for an experiment, plus diverged runs per arm."""
+    flat, div = collect(records, experiment,
                         lambda cfg: (str(cfg["arm"]), int(cfg.get("n_train") or 0)), metric)
     table: dict[str, Sized] = {}
     for (arm, n), seeded in flat.items():
@@ -463,18 +556,33 @@ def _inference_table(
     return table, diverged
 
 
-def pooled(
-    terms: Sequence[tuple[float, Mapping[int, Mapping[int, float]]]], level: float | None = None,
-) -> tuple[Comparison, list[dict], list[int]]:
-    """A per-seed contrast per size and pooled (per seed, mean over the common sizes).
+def _inference_table(
+    records: Sequence[Mapping[str, Any]], metric: str,
+) -> tuple[dict[str, Sized], dict[str, int]]:
+    """{arm: {n_train: {seed: value}}} for the inference experiment, plus diverged per arm."""
+    return _sized_table(records, "inference", metric)
 
-    Pooled seeds must be present in every term at every size used.
-    """
+
+def _descriptive(row: dict) -> dict:
+    """A per-size row shown for information: at the claim's level, without a verdict."""
+    row = {k: v for k, v in row.items() if k != "verdict"}
+    return {**row, "descriptive": True}
+
+
+def pooled(
+    terms: Sequence[tuple[float, Mapping[int, Mapping[int, Any]]]], level: float | None = None,
+) -> tuple[Comparison, list[dict], list[int]]:
+    """A per-seed contrast per size and pooled (per seed, mean over the common sizes), with
+    the per-size rows (descriptive: no verdict).
+
+    Pooled seeds must be present in every term at every size used; the same seeds (and, with
+    the bootstrap, the same resampled test points) enter every size."""
     sizes = sorted(set.intersection(*(set(t) for _, t in terms)), key=_size_key) if terms else []
     per_size = {n: contrast([(coef, t[n]) for coef, t in terms]) for n in sizes}
     seeds = (set.intersection(*(set(d) for d in per_size.values())) if per_size else set())
-    mean_d = {s: float(np.mean([per_size[n][s] for n in sizes])) for s in sorted(seeds)}
-    rows = [{"n_train": n, **_one_sample(per_size[n], level).to_dict()} for n in sizes]
+    mean_d = {s: mean_values([per_size[n][s] for n in sizes]) for s in sorted(seeds)}
+    rows = [_descriptive({"n_train": n, **_one_sample(per_size[n], level).to_dict()})
+            for n in sizes]
     return _one_sample(mean_d, level), rows, sizes
 
 
@@ -492,17 +600,96 @@ def _diverged(div: Mapping[str, int], arms: Sequence[str]) -> int:
     return int(sum(div.get(a, 0) for a in set(arms)))
 
 
-def _pair_part(table: Mapping[str, Sized], hib: bool, a: str, b: str) -> dict:
-    """A pooled A-vs-B comparison over sizes, with per-size rows."""
-    c, rows, sizes = pooled(_pair_terms(hib, table.get(a, {}), table.get(b, {})))
-    return {"arms": [a, b], "comparison": c, "per_size": rows, "sizes": sizes,
-            "verdict": verdict(c)}
+def _per_size_reason(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a pooled comparison must be judged size by size: its per-size estimates point in
+    opposite directions by at least the margin (pooling would average a gain and a loss that
+    both matter); None otherwise."""
+    m = _MARGIN.get() or 0.0
+    effects = [r["effect"] for r in rows if r.get("effect") is not None]
+    up = [e for e in effects if e >= m]
+    down = [e for e in effects if e <= -m]
+    if up and down:
+        return (f"per-size effects of opposite sign beyond the margin ({max(up):+.3g} and "
+                f"{min(down):+.3g}): judged size by size")
+    return None
+
+
+def _describe(arms: Sequence[str], terms: Sequence[tuple[float, Sized]], per_size: bool,
+              role: str = "claim") -> dict:
+    """A comparison's descriptive numbers (pooled over sizes and per size, at the claim's
+    level) and how it is judged: size by size (`per_size`, or per-size effects of opposite
+    sign beyond the margin) or pooled."""
+    c, rows, sizes = pooled(terms)
+    reason = ("the claim is stated at every size: judged size by size" if per_size
+              else _per_size_reason(rows))
+    judged = "per size" if reason and len(sizes) > 1 else "pooled"
+    return {"arms": list(arms), "role": role, "comparison": c, "per_size": rows,
+            "sizes": sizes, "terms": list(terms), "judged": judged,
+            "why": reason if judged == "per size" else "pooled over sizes"}
+
+
+def _n_units(part: Mapping[str, Any]) -> int:
+    return len(part["sizes"]) if part["judged"] == "per size" else 1
+
+
+def _judge(part: dict, level: float) -> dict:
+    """The part's judged comparisons at the part `level` (one per size, or the pooled one),
+    their combined verdict, and the plain-JSON form of the part."""
+    terms = part.pop("terms")
+    if part["judged"] == "per size":
+        units = [{"n_train": n, **_one_sample(contrast([(coef, t[n]) for coef, t in terms]),
+                                              level).to_dict()} for n in part["sizes"]]
+    else:
+        units = [{"n_train": None, **pooled(terms, level)[0].to_dict()}]
+    return {**part, "units": units, "part_level": level,
+            "verdict": combine([u["verdict"] for u in units])}
+
+
+def _judge_all(parts: Sequence[dict], counted: Sequence[bool] | None = None) -> tuple[list, int]:
+    """Judge every part at the claim's level Bonferroni-corrected over the k judged units of
+    the parts that enter the verdict (`counted`); returns the judged parts and k."""
+    counted = counted or [True] * len(parts)
+    k = sum(_n_units(p) for p, c in zip(parts, counted, strict=True) if c)
+    level = _part_level(max(k, 1))
+    return [_judge(p, level) for p in parts], max(k, 1)
+
+
+def _units_text(part: Mapping[str, Any]) -> str:
+    """'judged per size: supported at 5, 50; inconclusive at full' (or the pooled verdict)."""
+    if part.get("role") == "evidence only":
+        return f"evidence only: {part['verdict']}"
+    if part["judged"] != "per size":
+        return f"judged pooled: {part['verdict']}"
+    groups: dict[str, list[str]] = {}
+    for u in part["units"]:
+        groups.setdefault(u["verdict"], []).append(_size_label(u["n_train"]))
+    return "judged per size: " + "; ".join(f"{v} at {', '.join(ns)}" for v, ns in groups.items())
+
+
+def _headline_of(part: Mapping[str, Any]) -> Any:
+    """What a part's summary shows: its judged comparison when judged pooled, else the
+    descriptive pooled one (the per-size verdicts follow in words)."""
+    return part["units"][0] if part["judged"] != "per size" else part["comparison"]
 
 
 def _pair_summary(part: dict, metric: str) -> str:
-    a, b = part["arms"]
-    return (f"{_arm_label(a)} vs {_arm_label(b)}: {_fmt(part['comparison'], metric)}, "
-            f"{_sizes_text(part['sizes'])}")
+    label = part.get("label") or comparison_label(part["arms"])
+    return (f"{label}: {_fmt(_headline_of(part), metric)}, {_sizes_text(part['sizes'])}, "
+            f"{_units_text(part)}")
+
+
+def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
+                   counted: Sequence[bool] | None = None, **extra: Any) -> dict:
+    """Evidence of a claim made of paired comparisons: the first part's pooled numbers at
+    the claim's level (descriptive), every part with its judged units, k, the part level and
+    the largest mde of the units that enter the verdict."""
+    head = parts[0]
+    counted = counted or [True] * len(parts)
+    units = [u for p, c in zip(parts, counted, strict=True) if c for u in p["units"]]
+    return _evidence(metric, head["comparison"], n_div, sizes=head["sizes"],
+                     arms=head["arms"], per_size=head["per_size"], judged=head["judged"],
+                     parts=list(parts), n_parts=k, part_level=parts[0]["part_level"],
+                     mde=_max_mde(units), **extra)
 
 
 # The one non-learned comparison of C3, C4b and C5: the paper's non-learned prior, zero-mean and
@@ -512,45 +699,47 @@ def _pair_summary(part: dict, metric: str) -> str:
 NONLEARNED = "zero"
 
 
-def _simple_claim(cid: str, table: Mapping[str, Sized], div: Mapping[str, int], hib: bool,
-                  metric: str, a: str, b: str) -> dict:
-    part = _pair_part(table, hib, a, b)
-    c = part.pop("comparison")
-    evidence = _evidence(metric, c, _diverged(div, [a, b]), sizes=part["sizes"],
-                         arms=[a, b], per_size=part["per_size"])
-    return _claim(cid, verdict(c), RULE_POOLED, evidence,
-                  _pair_summary({**part, "comparison": c}, metric) + ".")
+def _pair_claim(cid: str, rule: str, table: Mapping[str, Sized], div: Mapping[str, int],
+                hib: bool, metric: str, pairs: Sequence[tuple[str, str]],
+                roles: Sequence[str] | None = None) -> dict:
+    """A claim made of A-vs-B pairs (C3, C4, H1): each pair described, judged (per size for
+    the claims of `PER_SIZE`) and combined."""
+    roles = roles or ["claim"] * len(pairs)
+    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+                           cid in PER_SIZE, role) for (a, b), role in zip(pairs, roles,
+                                                                          strict=True)]
+    parts, k = _judge_all(described)
+    arms = [arm for pair in pairs for arm in pair]
+    evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
+    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
+    return _claim(cid, combine([p["verdict"] for p in parts]), rule, evidence, summary)
 
 
 @with_margin
 def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
-    """C3: SGD with the learned prior beats plain SGD."""
+    """C3: SGD with the learned prior beats plain SGD, at every size."""
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
-        return _missing("C3", "inference", metric, sum(div.values()), RULE_POOLED)
-    return _simple_claim("C3", table, div, hib, metric, "sgd+learned", f"sgd+{NONLEARNED}")
+        return _missing("C3", "inference", metric, sum(div.values()), RULE_C3)
+    return _pair_claim("C3", RULE_C3, table, div, hib, metric,
+                       [("sgd+learned", f"sgd+{NONLEARNED}")])
 
 
 @with_margin
 def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
-    """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it."""
+    """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it, at every
+    size (and beats the T = 0 snapshot ensemble where the profile has it)."""
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C4", "inference", metric, sum(div.values()), RULE_C4)
     bayes = f"{_bayes(table)}+learned"
-    if "ensemble+learned" not in table:
-        return _simple_claim("C4", table, div, hib, metric, bayes, "sgd+learned")
-    parts = [_pair_part(table, hib, bayes, "sgd+learned"),
-             _pair_part(table, hib, bayes, "ensemble+learned")]
-    head = parts[0]["comparison"]
-    evidence = _evidence(metric, head, _diverged(div, [bayes, "sgd+learned", "ensemble+learned"]),
-                         sizes=parts[0]["sizes"], arms=[bayes, "sgd+learned"],
-                         per_size=parts[0]["per_size"],
-                         ensemble_control={k: v for k, v in parts[1].items()})
-    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
-    return _claim("C4", combine([p["verdict"] for p in parts]), RULE_C4, evidence, summary)
+    pairs, roles = [(bayes, "sgd+learned")], ["claim"]
+    if "ensemble+learned" in table:
+        pairs.append((bayes, "ensemble+learned"))
+        roles.append("control: snapshot ensemble")
+    return _pair_claim("C4", RULE_C4, table, div, hib, metric, pairs, roles)
 
 
 @with_margin
@@ -567,29 +756,39 @@ def claim_bayes_interaction(
     sign = 1.0 if hib else -1.0
     coefs = (sign, -sign, -sign, sign)
     terms = [(coef, table.get(arm, {})) for coef, arm in zip(coefs, arms, strict=True)]
-    c, rows, sizes = pooled(terms)
-    evidence = _evidence(metric, c, _diverged(div, arms), sizes=sizes, arms=arms,
-                         per_size=rows)
+    parts, k = _judge_all([_describe(arms, terms, False)])
+    evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
     summary = (f"Bayesian gain with the learned prior minus with the zero-mean prior "
-               f"({bayes.upper()} vs SGD): {_fmt(c, metric)}, {_sizes_text(sizes)}.")
-    return _claim("C4b", verdict(c), RULE_C4B, evidence, summary)
+               f"({bayes.upper()} vs SGD): {_fmt(_headline_of(parts[0]), metric)}, "
+               f"{_sizes_text(parts[0]['sizes'])}, {_units_text(parts[0])}.")
+    return _claim("C4b", parts[0]["verdict"], RULE_C4B, evidence, summary)
 
 
 def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:
-    """Gain per size, and the per-seed slope of the gain in log10(n) (negated: positive = the
-    gain is larger for smaller training sets)."""
+    """Gain per size (descriptive, at the claim's level), and the per-seed slope of the gain
+    in log10(n) (negated: positive = the gain is larger for smaller training sets), which
+    `_judge_slope` judges at the part level."""
     a, b = table.get(learned, {}), table.get(zero, {})
     sizes = sorted(set(a) & set(b), key=_size_key)
-    per_size = [{"n_train": n, **_paired_difference(a[n], b[n], hib).to_dict()} for n in sizes]
+    per_size = [_descriptive({"n_train": n, **_paired_difference(a[n], b[n], hib).to_dict()})
+                for n in sizes]
     part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes, "gain_per_size": per_size}
     fitted = [n for n in sizes if n]
     if len(fitted) < 2:
-        return {**part, "comparison": _one_sample({}), "verdict": "inconclusive"}
+        return {**part, "falls": {}}
     sign = 1.0 if hib else -1.0
     gains = [contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted]
     rises = paired.slopes(np.log10(np.asarray(fitted, dtype=float)), gains)
-    c = _one_sample({seed: -slope for seed, slope in rises.items()})
-    return {**part, "sizes_fitted": fitted, "comparison": c, "verdict": verdict(c)}
+    return {**part, "sizes_fitted": fitted, "falls": {s: -r for s, r in rises.items()}}
+
+
+def _judge_slope(part: dict, level: float) -> dict:
+    """C5's part judged: the fall of the gain per decade at the part `level` (its
+    `comparison` and only unit)."""
+    judged = _one_sample(part.pop("falls"), level)
+    unit = {"n_train": None, **judged.to_dict()}
+    return {**part, "comparison": judged, "units": [unit], "part_level": level,
+            "judged": "slope over sizes", "verdict": unit["verdict"]}
 
 
 def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]]:
@@ -609,11 +808,13 @@ def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "a
     if not table:
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
     pairs = _learned_vs(table, "zero")
-    parts = [_efficiency_part(table, hib, lo, hi) for lo, hi in pairs]
+    level = _part_level(len(pairs))
+    parts = [_judge_slope(_efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
     summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
     arms = [arm for pair in pairs for arm in pair]
     evidence = _evidence(metric, parts[0]["comparison"], _diverged(div, arms),
-                         sizes=parts[0]["sizes"], parts=parts)
+                         sizes=parts[0]["sizes"], parts=parts, n_parts=len(pairs),
+                         part_level=level, mde=_max_mde([u for p in parts for u in p["units"]]))
     return _claim("C5", combine([p["verdict"] for p in parts]), RULE_C5, evidence, summary)
 
 
@@ -622,7 +823,8 @@ def _efficiency_summary(part: dict, metric: str) -> str:
     if "sizes_fitted" not in part:
         return f"{_arm_label(learned)} over {_arm_label(zero)} gain: fewer than two sizes"
     return (f"{_arm_label(learned)} over {_arm_label(zero)} gain, fall per decade of n over "
-            f"{_sizes_text(part['sizes_fitted'])}: {_fmt(part['comparison'], metric)}")
+            f"{_sizes_text(part['sizes_fitted'])}: {_fmt(part['comparison'], metric)} "
+            f"({part['verdict']})")
 
 
 @with_margin
@@ -632,14 +834,32 @@ def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accurac
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
-    pairs = _learned_vs(table, "isotropic")
-    parts = [_pair_part(table, hib, a, b) for a, b in pairs]
-    head = parts[0]["comparison"]
+    return _pair_claim("H1", RULE_H1, table, div, hib, metric, _learned_vs(table, "isotropic"))
+
+
+# ----------------------------------------------------------------------------- PC control
+
+
+@with_margin
+def claim_control(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """PC: the oracle prior (`sgd+learned` of the control experiment) beats the tuned
+    zero-mean prior (`sgd+zero`); the isotropic prior at the same centre (`sgd+isotropic`) is
+    compared too, as evidence only."""
+    hib = _check_metric(metric)
+    table, div = _sized_table(records, "control", metric)
+    if not table:
+        return _missing(CONTROL_ID, "control", metric, sum(div.values()), RULE_PC)
+    pairs = [("sgd+learned", "sgd+zero"), ("sgd+learned", "sgd+isotropic")]
+    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})), False,
+                           role) for (a, b), role in zip(pairs, ("claim", "evidence only"),
+                                                         strict=True)]
+    parts, k = _judge_all(described, counted=[True, False])
+    for part in parts:
+        part["label"] = comparison_label(part["arms"]).replace("learned prior", "oracle prior")
+    evidence = _pair_evidence(metric, parts, _diverged(div, [a for p in pairs for a in p]), k,
+                              counted=[True, False])
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
-    arms = [arm for pair in pairs for arm in pair]
-    evidence = _evidence(metric, head, _diverged(div, arms), sizes=parts[0]["sizes"],
-                         parts=parts)
-    return _claim("H1", combine([p["verdict"] for p in parts]), RULE_H1, evidence, summary)
+    return _claim(CONTROL_ID, parts[0]["verdict"], RULE_PC, evidence, summary)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -652,11 +872,14 @@ _P_RANGE = (1e-6, 0.5)
 
 def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any]],
                   metric: str, margin: float) -> float:
-    """The smallest alpha at which the claim's verdict is decisive (supported or contradicted),
-    by bisection on log(alpha) over [1e-6, 0.5]; 1.0 when it is not decisive even at 0.5."""
+    """The smallest alpha at which the claim's verdict is decisive (supported or contradicted)
+    when the claim is judged at level 1 - alpha (its parts at 1 - alpha / k), by bisection on
+    log(alpha) over [1e-6, 0.5]; 1.0 when it is not decisive even at 0.5. For a claim of one
+    comparison this is the comparison's p-value (`paired.decisive_p`); for k parts that must
+    all be supported, k times the largest part p-value."""
     def decisive(alpha: float) -> bool:
         v = build(records, metric, margin, 1.0 - alpha)["verdict"]
-        return v in ("supported", "contradicted")
+        return v in paired.DECISIVE
 
     lo, hi = _P_RANGE
     if not decisive(hi):
@@ -669,50 +892,108 @@ def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any
     return hi
 
 
-def evaluate_claims(
-    records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
-    margins: Mapping[str, float] | None = None, convention: tuple[str, float] | None = None,
-) -> list[dict]:
-    """All claim verdicts, in the order C1, C2, C3, C4, C4b, C5, H1, as plain JSON data.
+def control_p_value(records: Sequence[Mapping[str, Any]], metric: str, margin: float) -> float:
+    """PC's p-value (the smallest alpha at which it is decisive), for information: PC is
+    judged at 95 % whatever it is."""
+    return claim_p_value(claim_control, records, metric, margin)
 
-    Tuned arms are first reduced to their validation choice (`selection.select_tuned`); each
-    claim is then judged at its Holm-adjusted level (`HOLM_RULE`, stored in
-    `evidence["holm"]`). `margins` (metric -> smallest effect that matters) defaults to
-    `MARGINS`; `convention` (rescaling rule, eps) picks C2's headline convention."""
-    _check_metric(metric)
-    margin = (margins or MARGINS).get(metric, MARGINS[metric])
-    selected = select_tuned(records)
+
+def _mark_uninformative(claims: Sequence[dict]) -> None:
+    """Flag the claims of `NEEDS_CONTROL` as uninformative (with the reason) unless the
+    positive control is supported: a testbed that cannot show the oracle prior's effect
+    cannot show a learned prior's either."""
+    control = next((c for c in claims if c["id"] == CONTROL_ID), None)
+    ok = control is not None and control["verdict"] == "supported"
+    reason = None if ok else (
+        f"the positive control PC is {control['verdict'] if control else 'missing'} on "
+        f"{claims[0]['evidence']['metric']}: this testbed did not detect the effect of the "
+        "oracle prior over the tuned zero-mean prior, so it cannot be shown to detect a prior "
+        "effect, and this verdict says little about the paper's claim")
+    for claim in claims:
+        flagged = claim["id"] in NEEDS_CONTROL and not ok
+        claim["evidence"]["uninformative"] = flagged
+        if flagged:
+            claim["evidence"]["uninformative_reason"] = reason
+
+
+def _evaluate(selected: Sequence[Mapping[str, Any]], metric: str, margin: float,
+              convention: tuple[str, float] | None) -> list[dict]:
+    """PC at 95 %, then the seven claims at their Holm levels (see `evaluate_claims`)."""
     token = _CONVENTION.set(None if convention is None
                             else (str(convention[0]), float(convention[1])))
     try:
+        control = to_plain(claim_control(selected, metric, margin, CONTROL_LEVEL))
+        # the same keys as the family's (readers find every claim's level in one place), but
+        # no family: PC is judged at 95 % on its own
+        control["evidence"]["holm"] = {
+            "p_value": control_p_value(selected, metric, margin), "level": CONTROL_LEVEL,
+            "family": None, "alpha": 1.0 - CONTROL_LEVEL,
+            "note": "the positive control: a check of the testbed, outside the Holm family"}
         p_values = [claim_p_value(build, selected, metric, margin) for build in BUILDERS]
         levels = paired.holm_levels(p_values, FAMILY_ALPHA)
-        claims = []
+        claims = [control]
         for build, p, level in zip(BUILDERS, p_values, levels, strict=True):
             claim = to_plain(build(selected, metric, margin, level))
             claim["evidence"]["holm"] = {"p_value": p, "level": level, "family": len(BUILDERS),
                                          "alpha": FAMILY_ALPHA}
             claims.append(claim)
+        _mark_uninformative(claims)
         return claims
     finally:
         _CONVENTION.reset(token)
 
 
+def evaluate_claims(
+    records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
+    margins: Mapping[str, float] | None = None, convention: tuple[str, float] | None = None,
+    predictions: Predictions | None = None, n_boot: int = bootstrap.N_BOOT,
+) -> list[dict]:
+    """All claim verdicts, in the order PC, C1, C2, C3, C4, C4b, C5, H1, as plain JSON data.
+
+    Tuned arms are first reduced to their validation choice (`selection.select_tuned`). PC is
+    judged at 95 % outside the family; each of the seven claims at its Holm-adjusted level
+    (`HOLM_RULE`, stored in `evidence["holm"]`), its k parts at 1 - alpha / k. `margins`
+    (metric -> smallest effect that matters) defaults to `MARGINS`; `convention` (rescaling
+    rule, eps) picks C2's headline convention. `predictions(record)` (optional) returns a
+    run's stored predictions (`study.predictions.read_predictions` of the file named by
+    `record["predictions"]`, or None): with it, intervals come from the two-way bootstrap over
+    seeds and test points (`n_boot` replicates); runs without predictions fall back to t
+    intervals over seeds."""
+    _check_metric(metric)
+    margin = (margins or MARGINS).get(metric, MARGINS[metric])
+    selected = select_tuned(records)
+    if predictions is not None:
+        selected = with_replicates(selected, predictions, [metric], n_boot)
+    return _evaluate(selected, metric, margin, convention)
+
+
 def evaluate_claims_by_metric(
     records: Sequence[Mapping[str, Any]], margins: Mapping[str, float] | None = None,
     others: Sequence[str] = ("nll", "ece"), convention: tuple[str, float] | None = None,
+    predictions: Predictions | None = None, n_boot: int = bootstrap.N_BOOT,
 ) -> list[dict]:
     """The accuracy verdicts, each with the same claim's verdict on the `others` metrics in
-    `evidence["by_metric"]` (verdict, effect, interval, margin), so calibration is judged
-    beside accuracy (Holm's correction applies per metric)."""
-    main = evaluate_claims(records, "accuracy", margins, convention)
-    extra = {m: {c["id"]: c for c in evaluate_claims(records, m, margins, convention)}
-             for m in others}
+    `evidence["by_metric"]` (verdict, effect, interval, margin, mde, uninformative), so
+    calibration is judged beside accuracy (Holm's correction applies per metric).
+    `predictions` as in `evaluate_claims` (read once for every metric)."""
+    for m in ("accuracy", *others):
+        _check_metric(m)
+    selected = select_tuned(records)
+    if predictions is not None:
+        selected = with_replicates(selected, predictions, ["accuracy", *others], n_boot)
+
+    def run(metric: str) -> list[dict]:
+        return _evaluate(selected, metric, (margins or MARGINS).get(metric, MARGINS[metric]),
+                         convention)
+
+    main = run("accuracy")
+    extra = {m: {c["id"]: c for c in run(m)} for m in others}
     for claim in main:
         claim["evidence"]["by_metric"] = {
             m: {k: extra[m][claim["id"]][k] for k in ("verdict", "summary")}
             | {k: extra[m][claim["id"]]["evidence"].get(k)
-               for k in ("effect", "ci_low", "ci_high", "margin", "holm")}
+               for k in ("effect", "ci_low", "ci_high", "margin", "holm", "mde",
+                         "uninformative")}
             for m in others
         }
     return main
@@ -732,14 +1013,19 @@ def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Flat rows (claim, comparison, n_train, effect, interval, level, seeds) of every
     comparison's per-size effects in the claims' evidence: the effect of each claim at each
     training size, not only pooled over sizes. `level` is the confidence level of that row's
-    interval (the claim's Holm-adjusted level); `comparison` names what the row subtracts (for
-    C4b the interaction, not a pair of arms); C5's rows are its gain per size."""
+    interval (the claim's Holm-adjusted level: descriptive; the per-size verdicts of claims
+    judged size by size are in each part's `units`, at the part level); `comparison` names what
+    the row subtracts (for C4b the interaction, not a pair of arms); C5's rows are its gain per
+    size. The positive control (one size, judged at 95 %) is left out."""
     rows = []
     for claim in claims:
+        if claim["id"] == CONTROL_ID:
+            continue
         ev = claim.get("evidence") or {}
-        found = [(ev.get("arms"), ev.get("per_size"))]
-        found += [(p.get("arms"), p.get("per_size") or p.get("gain_per_size"))
-                  for p in (ev.get("parts") or []) if isinstance(p, Mapping)]
+        parts = [p for p in (ev.get("parts") or []) if isinstance(p, Mapping)]
+        found = [(p.get("arms"), p.get("per_size") or p.get("gain_per_size")) for p in parts]
+        if not parts:
+            found = [(ev.get("arms"), ev.get("per_size"))]
         control = ev.get("ensemble_control")
         if control:
             found.append((control.get("arms"), control.get("per_size")))

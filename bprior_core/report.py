@@ -20,8 +20,16 @@ from pathlib import Path
 
 from . import paired, tables
 from .atomic import atomic_write_text
-from .claim_text import HOLM_RULE, NONLEARNED_TEXT
-from .claims import MARGINS, comparison_label
+from .claim_text import (
+    HOLM_RULE,
+    INTERVAL_RULE,
+    NONLEARNED_TEXT,
+    PARTS_RULE,
+    PER_SIZE_RULE,
+    UNINFORMATIVE_TEXT,
+    VERDICT_RULE,
+)
+from .claims import CONTROL_ID, MARGINS, comparison_label
 from .config import load_profile, profile_path
 from .study import EXPERIMENTS, output_dir, plan, prepare_priors, sweep_study
 from .study.preflight import preflight
@@ -70,30 +78,84 @@ def verdict_badge(verdict: str) -> str:
             f'white-space:nowrap">{_esc(verdict)}</span>')
 
 
+def uninformative_badge() -> str:
+    """The label beside a verdict the positive control makes uninformative."""
+    return ('<span style="border:2px solid #cf222e;color:#cf222e;padding:0 6px;'
+            'border-radius:10px;white-space:nowrap;font-weight:bold">uninformative</span>')
+
+
+def _verdict_cell(verdict: str, evidence: Mapping, metric: str) -> str:
+    """A verdict badge, the uninformative label where the control failed, and the mde."""
+    label = f" {uninformative_badge()}" if evidence.get("uninformative") else ""
+    mde = evidence.get("mde")
+    small = (f"<br><small>mde {_esc(_magnitude(mde, metric))}</small>" if mde is not None
+             else "")
+    return f"{verdict_badge(verdict)}{label}{small}"
+
+
+def _magnitude(x: float | None, metric: str) -> str:
+    """An unsigned size of effect: accuracy in points, other metrics as they are."""
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f} points" if metric == "accuracy" else f"{x:.4f}"
+
+
+def control_banner_html(claims: Sequence[Mapping]) -> str:
+    """A prominent warning when the positive control is not supported (the claims about a
+    prior's effect are then uninformative); empty otherwise."""
+    control = next((c for c in claims if c.get("id") == CONTROL_ID), None)
+    if control is not None and control.get("verdict") == "supported":
+        return ""
+    state = control.get("verdict") if control else "missing"
+    return ('<div class="control-warning" style="border:3px solid #cf222e;background:#ffebe9;'
+            'padding:10px;margin:8px 0;font-size:110%"><b>The testbed cannot detect a prior '
+            f"effect</b> (positive control PC: {_esc(state)}). {_esc(UNINFORMATIVE_TEXT)}</div>")
+
+
+def control_html(claims: Sequence[Mapping]) -> str:
+    """The positive control first: the warning when it fails, its verdict and its evidence
+    (oracle vs zero-mean prior, and vs the isotropic prior as evidence only)."""
+    control = next((c for c in claims if c.get("id") == CONTROL_ID), None)
+    if control is None:
+        return control_banner_html(claims)
+    ev = control.get("evidence") or {}
+    return (control_banner_html(claims)
+            + f"<p><b>PC</b> {_esc(control.get('title'))}: "
+            f"{_verdict_cell(control['verdict'], ev, ev.get('metric', 'accuracy'))}</p>"
+            f"<p>{_esc(control.get('summary'))}</p>" + claim_evidence_html(control))
+
+
 def verdict_table_html(claims: list[dict]) -> str:
-    """One row per claim: the claim, the paper's and the reproduction's findings, this run's
-    evidence and the verdict on accuracy, with the verdicts on the other metrics where the
-    claims carry them (`claims.evaluate_claims_by_metric`)."""
+    """One row per claim (the positive control PC first): the claim, the paper's and the
+    reproduction's findings, this run's evidence and the verdict on accuracy with its minimum
+    detectable effect (mde) and, where the control failed, the label 'uninformative'; then the
+    verdicts on the other metrics where the claims carry them
+    (`claims.evaluate_claims_by_metric`)."""
     others = list((claims[0]["evidence"].get("by_metric") or {}) if claims else {})
     head = ("<tr><th>claim</th><th>paper</th><th>reproduction (MLRC 2022)</th>"
-            "<th>this run</th><th>verdict (accuracy)</th>"
+            "<th>this run</th><th>verdict (accuracy), mde</th>"
             + "".join(f"<th>{_esc(m.upper())}</th>" for m in others) + "</tr>")
     cell = '<td style="text-align:left;vertical-align:top">'
 
     def other_cells(c: dict) -> str:
         by_metric = c["evidence"].get("by_metric") or {}
-        return "".join(f"{cell}{verdict_badge(by_metric[m]['verdict'])}</td>"
+        return "".join(f"{cell}{_verdict_cell(by_metric[m]['verdict'], by_metric[m], m)}</td>"
                        if m in by_metric else f"{cell}-</td>" for m in others)
 
-    rows = [
-        f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}<br><small>"
-        f"{_esc(c.get('statement'))}</small></td>{cell}{_esc(c.get('paper'))}</td>"
-        f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
-        f"{cell}{verdict_badge(c['verdict'])}</td>{other_cells(c)}</tr>"
-        for c in claims
-    ]
-    return ('<table class="verdicts" border="1" style="border-collapse:collapse;font-size:90%">'
-            + head + "".join(rows) + "</table>")
+    def row(c: dict) -> str:
+        ev = c["evidence"]
+        what = ("testbed check, 95 %, outside the Holm family" if c["id"] == CONTROL_ID
+                else None)
+        note = f"<br><small><i>{_esc(what)}</i></small>" if what else ""
+        return (f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}{note}<br><small>"
+                f"{_esc(c.get('statement'))}</small></td>{cell}{_esc(c.get('paper'))}</td>"
+                f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
+                f"{cell}{_verdict_cell(c['verdict'], ev, ev.get('metric', 'accuracy'))}</td>"
+                f"{other_cells(c)}</tr>")
+
+    return (control_banner_html(claims)
+            + '<table class="verdicts" border="1" style="border-collapse:collapse;'
+            'font-size:90%">' + head + "".join(row(c) for c in claims) + "</table>")
 
 
 def _effect(x: float | None, metric: str) -> str:
@@ -120,22 +182,38 @@ def _verdict_of(d: Mapping) -> str:
 
 
 EVIDENCE_HEAD = ("<tr><th>comparison</th><th>effect</th><th>interval</th><th>level</th>"
-                 "<th>seeds</th><th>verdict</th></tr>")
+                 "<th>seeds</th><th>SE (seeds / test images)</th><th>mde</th><th>verdict</th>"
+                 "</tr>")
 _TD = '<td style="text-align:left">'
 _NOWRAP = '<td style="white-space:nowrap">'
 
 
+def _se_text(d: Mapping, metric: str) -> str:
+    """The standard error, and its parts where the bootstrap gave them."""
+    if d.get("se") is None:
+        return "-"
+    se = _magnitude(d["se"], metric).replace(" points", "")
+    if d.get("se_points") is None:
+        return f"{se} (seeds)"
+    parts = "/".join(_magnitude(d[k], metric).replace(" points", "")
+                     for k in ("se_seeds", "se_points"))
+    return f"{se} ({parts})"
+
+
 def _evidence_row(label: str, d: Mapping | None, metric: str, strong: bool = False) -> str:
-    """One comparison as a table row: label, effect, interval, level, seeds, verdict."""
+    """One comparison as a table row: label, effect, interval, level, seeds, SE, mde and the
+    verdict (a descriptive row, shown for information only, has none)."""
     d = d or {}
     text = f"<b>{_esc(label)}</b>" if strong else _esc(label)
     if d.get("effect") is None and d.get("reason"):
-        return (f"<tr>{_TD}{text}</td><td colspan=4>{_esc(d['reason'])}</td>"
+        return (f"<tr>{_TD}{text}</td><td colspan=6>{_esc(d['reason'])}</td>"
                 f"<td>{verdict_badge(d.get('verdict', 'inconclusive'))}</td></tr>")
+    mark = "<i>descriptive</i>" if d.get("descriptive") else verdict_badge(_verdict_of(d))
     return (f"<tr>{_TD}{text}</td><td>{_esc(_effect(d.get('effect'), metric))}</td>"
             f"{_NOWRAP}{_esc(_interval(d, metric))}</td>"
             f"{_NOWRAP}{_esc(tables.format_level(d.get('level')))}</td>"
-            f"<td>{_esc(d.get('n_seeds', '-'))}</td><td>{verdict_badge(_verdict_of(d))}</td></tr>")
+            f"<td>{_esc(d.get('n_seeds', '-'))}</td>{_NOWRAP}{_esc(_se_text(d, metric))}</td>"
+            f"{_NOWRAP}{_esc(_magnitude(d.get('mde'), metric))}</td><td>{mark}</td></tr>")
 
 
 def _evidence_table(rows: Sequence[str], caption: str = "") -> str:
@@ -222,23 +300,53 @@ def _scale_text(x: float) -> str:
     return f"{x:g}"
 
 
+def _unit_label(unit: Mapping, judged: str) -> str:
+    if unit.get("n_train") is not None:
+        return f"n = {_size(unit['n_train'])} (judged)"
+    return f"{judged} (judged)"
+
+
+def _part_table(part: Mapping, metric: str) -> str:
+    """One comparison of a claim: its judged rows (per size, pooled or the slope, at the part
+    level, with verdicts), then the description at the claim's level (pooled, and per size or
+    the gain per size for C5)."""
+    judged = part.get("judged", "pooled")
+    sizes = part.get("sizes") or []
+    single = judged == "pooled" and len(sizes) == 1  # the judged row is the one size
+    rows = [_evidence_row(f"n = {_size(sizes[0])} (judged)" if single
+                          else _unit_label(u, judged), u, metric, True)
+            for u in part.get("units") or []]
+    if judged != "slope over sizes" and part.get("comparison") and not single:
+        rows.append(_evidence_row("pooled over sizes", {**part["comparison"],
+                                                         "descriptive": True}, metric))
+    prefix = "gain at " if "gain_per_size" in part else "at "
+    if not single:
+        rows += _per_size_rows(part.get("per_size") or part.get("gain_per_size"), metric,
+                               prefix)
+    role = part.get("role", "claim")
+    caption = (f"{_esc(part.get('label') or _arms_label(part.get('arms')))}"
+               + (f" ({_esc(role)})" if role != "claim" else "")
+               + f": {verdict_badge(part.get('verdict', '-'))}; judged {_esc(judged)}"
+               + (f": {_esc(part['why'])}" if part.get("why") and judged == "per size" else "")
+               + (f"; each judged row at {_esc(tables.format_level(part.get('part_level')))}"
+                  if part.get("part_level") else ""))
+    return _evidence_table(rows, caption)
+
+
 def _pair_evidence(ev: Mapping, claim: Mapping, metric: str) -> str:
-    """C3, C4, C4b, H1: each comparison pooled over sizes, then size by size; C5: each pair's
-    fall of the gain per decade of n, then its gain size by size."""
+    """PC, C3, C4, C4b, C5, H1: per comparison (part), the judged rows (per size, pooled or
+    the slope) with their verdicts, then the description at the claim's level. Evidence
+    without parts (older claims) shows its pooled comparison and its sizes."""
+    parts = [p for p in (ev.get("parts") or []) if isinstance(p, Mapping)]
+    if parts and all("units" in p for p in parts):
+        return "".join(_part_table(p, metric) for p in parts)
     sections = []
     if ev.get("per_size") is not None:
         pooled = {k: ev.get(k) for k in ("effect", "se", "ci_low", "ci_high", "n_seeds",
-                                         "level", "margin")}
-        if claim["id"] in ("C3", "C4b") or not ev.get("ensemble_control"):
-            pooled["verdict"] = claim["verdict"]
+                                         "level", "margin", "mde")}
+        pooled["verdict"] = claim["verdict"]
         sections.append((ev.get("arms"), pooled, ev.get("per_size"), "pooled over sizes"))
-    if ev.get("ensemble_control"):
-        c = ev["ensemble_control"]
-        sections.append((c.get("arms"), c.get("comparison"), c.get("per_size"),
-                         "pooled over sizes (control: snapshot ensemble)"))
-    for part in ev.get("parts") or []:
-        if not isinstance(part, Mapping):
-            continue
+    for part in parts:
         if "gain_per_size" in part:
             sections.append((part.get("arms"), part.get("comparison"), part["gain_per_size"],
                              "fall of the gain per decade of n"))
@@ -262,29 +370,39 @@ def _by_metric_table(by_metric: Mapping) -> str:
         f"<tr>{_TD}{_esc(m.upper())}</td><td>{_esc(_effect(d.get('effect'), m))}</td>"
         f"{_NOWRAP}{_esc(_interval(d, m))}</td>"
         f"{_NOWRAP}{_esc(tables.format_level((d.get('holm') or {}).get('level')))}</td>"
-        f"<td>{_esc(d.get('margin'))}</td><td>{verdict_badge(d.get('verdict', '-'))}</td>"
-        f"{_TD}<small>{_esc(d.get('summary'))}</small></td></tr>"
+        f"<td>{_esc(d.get('margin'))}</td><td>{_esc(_magnitude(d.get('mde'), m))}</td>"
+        f"<td>{_verdict_cell(d.get('verdict', '-'), {'uninformative': d.get('uninformative')}, m)}"
+        f"</td>{_TD}<small>{_esc(d.get('summary'))}</small></td></tr>"
         for m, d in by_metric.items())
     return ('<table class="bprior-table evidence" border="1" style="border-collapse:collapse;'
             'font-size:85%"><caption style="text-align:left">the same claim on other metrics '
             "(reduction = positive)</caption><tr><th>metric</th><th>effect</th><th>interval"
-            "</th><th>level</th><th>margin</th><th>verdict</th><th>summary</th></tr>"
+            "</th><th>level</th><th>margin</th><th>mde</th><th>verdict</th><th>summary</th></tr>"
             + rows + "</table>")
 
 
 def claim_evidence_html(claim: Mapping) -> str:
     """One claim's evidence as small tables: its comparisons (per part, per size or per
-    convention, as the claim has them) with effect, interval, level, seeds and verdict, its
-    verdicts on other metrics, and the raw evidence collapsed at the end."""
+    convention, as the claim has them) with effect, interval, level, seeds, standard error,
+    mde and verdict, its verdicts on other metrics, and the raw evidence collapsed at the
+    end."""
     ev = claim.get("evidence") or {}
     metric = ev.get("metric", "accuracy")
     unit = "accuracy points" if metric == "accuracy" else metric
     holm = ev.get("holm") or {}
+    level = tables.format_level(holm.get("level") or ev.get("level"))
+    where = ("the control's level" if claim["id"] == CONTROL_ID else
+             "the claim's Holm-adjusted level" if holm else "the claim's level")
+    parts = ev.get("n_parts")
+    split = (f", each of its {_esc(parts)} parts at "
+             f"{_esc(tables.format_level(ev.get('part_level')))} (Bonferroni)"
+             if parts and parts > 1 else "")
+    mde = _magnitude(ev.get("mde"), metric)
     facts = (f"Effects in {unit}, positive = the claim's direction; margin "
-             f"{_esc(ev.get('margin'))}; intervals at the claim's Holm-adjusted level "
-             f"{_esc(tables.format_level(holm.get('level') or ev.get('level')))} (p = "
-             f"{_esc(_p_text(holm.get('p_value')))}); diverged runs left out: "
-             f"{_esc(ev.get('n_diverged', 0))}.")
+             f"{_esc(ev.get('margin'))}; judged at {where} {_esc(level)}{split} (p "
+             f"{_esc(_p_text(holm.get('p_value')))}); mde {_esc(mde)}; intervals over "
+             f"{_esc(ev.get('uncertainty') or 'seeds')}; diverged runs left "
+             f"out: {_esc(ev.get('n_diverged', 0))}.")
     if claim["id"] == "C1":
         body = _rank_evidence(ev, metric)
     elif claim["id"] == "C2":
@@ -293,6 +411,9 @@ def claim_evidence_html(claim: Mapping) -> str:
         body = _pair_evidence(ev, claim, metric)
     if ev.get("reason"):
         body = f"<p>{_esc(ev['reason'])}</p>" + body
+    if ev.get("uninformative"):
+        body = (f"<p>{uninformative_badge()} {_esc(ev.get('uninformative_reason'))}</p>"
+                + body)
     raw = json.dumps(ev, indent=1, default=str)
     return (f"<p><small>{facts}</small></p>{body}{_by_metric_table(ev.get('by_metric'))}"
             f"<details><summary>all evidence as JSON</summary><pre>{_esc(raw)}</pre>"
@@ -300,15 +421,20 @@ def claim_evidence_html(claim: Mapping) -> str:
 
 
 def _p_text(p: float | None) -> str:
-    return "-" if p is None else f"{p:.3g}"
+    """'= 0.0123', or '<= 1e-06' at the floor of the claims' p-values (their bisection's)."""
+    if p is None:
+        return "= -"
+    return "<= 1e-06" if p <= 1e-6 else f"= {p:.3g}"
 
 
 def evidence_html(claims: list[dict]) -> str:
     """How each verdict was decided, and the numbers behind it, as tables per claim."""
     parts = []
     for c in claims:
+        label = f" {uninformative_badge()}" if c.get("evidence", {}).get("uninformative") else ""
         parts.append(
-            f"<h4>{_esc(c['id'])}: {_esc(c.get('title'))} {verdict_badge(c['verdict'])}</h4>"
+            f"<h4>{_esc(c['id'])}: {_esc(c.get('title'))} {verdict_badge(c['verdict'])}"
+            f"{label}</h4>"
             f"<p>{_esc(c.get('summary'))}</p><p><i>Rule:</i> {_esc(c.get('rule'))}</p>"
             + claim_evidence_html(c)
         )
@@ -440,7 +566,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   Model `{profile['model']}`.
 - **Seeds**: {profile['seeds']} per point unless an experiment says otherwise (seed = training
   subset = head init = sampler noise); mean ± standard error over seeds; claims use paired
-  differences over seeds with Student-t intervals.
+  differences over seeds with t intervals whose standard error includes the test set's
+  sampling error where the runs' test predictions are stored (see Intervals).
 - **Priors**: {prior_text}. Covariance diag(variance) + F^T F; rank r keeps the top r principal
   directions of the SWAG deviations.
 - **Rescaling rule**: `{rule}`: {rule_text}; eps = {profile['priors']['eps']:g}. The scale
@@ -463,10 +590,16 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 {_experiments_text(profile)}
 - **Verdicts**: each claim's effect is oriented so that positive = the claim's direction and
   compared with a margin, the smallest effect that matters (accuracy {margins['accuracy']:g},
-  NLL {margins['nll']:g}, ECE {margins['ece']:g}): *supported* if the interval's lower bound
-  > 0, *contradicted* if its upper bound < 0, *not supported* if it contains 0 and stays below
-  the margin, *inconclusive* if it contains 0 and reaches the margin (or too few seeds).
-  {HOLM_RULE} Each claim's adjusted level is in its evidence (`holm`).
+  NLL {margins['nll']:g}, ECE {margins['ece']:g}). {VERDICT_RULE}
+  {PARTS_RULE} {PER_SIZE_RULE}
+  {HOLM_RULE} Each claim's adjusted level, its parts' level and its mde are in its evidence
+  (`holm`, `part_level`, `mde`).
+- **Intervals, p-values, mde**: {INTERVAL_RULE}
+- **Positive control (PC)**: the oracle prior against the tuned zero-mean prior with SGD at
+  the control's training size, judged first, at 95 %, outside the Holm family (a check of the
+  testbed, not a claim of the paper); the isotropic prior at the same centre is compared as
+  evidence only. If PC is not supported, C3, C4, C4b, C5 and H1 are labelled *uninformative*:
+  the testbed could not show even the oracle prior's effect.
 - **Non-learned comparison**: {NONLEARNED_TEXT}
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bprior_core import bootstrap, metrics, paired
 from bprior_core import claims as claims_module
 from bprior_core.claims import (
     CLAIM_IDS,
+    FAMILY_IDS,
     evaluate_claims,
     evaluate_claims_by_metric,
     headline,
     write_claims_json,
 )
+from bprior_core.study.predictions import read_predictions, write_predictions
 
 # Per-seed noise, rotated by an arm/size index so that paired differences vary across seeds but
 # average exactly to the intended effect (every arm sees the same five noise values).
@@ -31,6 +34,9 @@ BASE = {5: 0.20, 50: 0.50, 0: 0.80}
 LEARNED_GAIN = {5: 0.10, 50: 0.06, 0: 0.03}
 ARM_INDEX = {"sgd": 0, "sgd+learned": 1, "sghmc+learned": 2, "sgd+zero": 3, "sghmc+zero": 4,
              "sgd+isotropic": 5, "sghmc+isotropic": 6}
+# the positive control at n = 10: the oracle prior 10 points over the zero-mean prior, 5 over
+# the isotropic one
+CONTROL_OFFSET = {"sgd+learned": 0.10, "sgd+zero": 0.0, "sgd+isotropic": 0.05}
 
 
 def arm_offset(arm: str, n: int) -> float:
@@ -61,8 +67,11 @@ def noise(seed: int, index: int) -> float:
 
 
 def world(k: float = 1.0, seeds: tuple[int, ...] = SEEDS) -> list[dict]:
-    """All three experiments; k = 1 the claims hold, -1 effects reversed, 0 flat."""
+    """All four experiments; k = 1 the claims hold, -1 effects reversed, 0 flat."""
     out = []
+    for i, (arm, off) in enumerate(CONTROL_OFFSET.items()):
+        out += [record("control", arm, s, 0.4 + k * off + noise(s, 7 * i), n_train=10)
+                for s in seeds]
     for i, (rank, off) in enumerate(RANK_OFFSET.items()):
         prior = {"kind": "learned", "source": "ssl", "rank": rank, "scale": 1e5}
         out += [record("rank", f"rank={rank}", s, 0.70 + k * off + noise(s, i), prior=prior)
@@ -161,18 +170,26 @@ def test_reproduction_like_world():
     for r in recs:
         cfg, acc = r["config"], r["metrics"]["bma"] or r["metrics"]["final"]
         if cfg["experiment"] == "scale":
-            acc["accuracy"] += min(math.log10(cfg["prior"]["scale"]), 4) * 0.05
+            acc["accuracy"] += min(math.log10(cfg["prior"]["scale"]), 4) * 0.1
         if cfg["experiment"] == "inference" and cfg["arm"].endswith("learned"):
             acc["accuracy"] += LEARNED_GAIN[cfg["n_train"]]
-    v = verdicts(recs, margin=0.2)  # a margin the synthetic noise stays under
+        if cfg["experiment"] == "control" and cfg["arm"] == "sgd+learned":
+            acc["accuracy"] += 0.1
+    # a margin below every built-in effect (gains >= 3 points, slopes >= 2 points per decade)
+    # and above the reach of the flat comparisons' intervals: effects that exist are
+    # supported, the flat ones "not supported" (with the margin in the rule, a supported
+    # verdict needs e >= margin)
+    margins = {"accuracy": 0.02}
+    claims = by_id(evaluate_claims(recs, margins=margins))
+    v = {cid: c["verdict"] for cid, c in claims.items()}
     assert v["C1"] == "not supported"  # (a) no rank effect
-    c2 = by_id(evaluate_claims(recs, margins={"accuracy": 0.2}))["C2"]
-    for parts in c2["evidence"]["sources"].values():
+    for parts in claims["C2"]["evidence"]["sources"].values():
         assert [parts[p]["verdict"] for p in "abc"] == ["supported", "supported",
                                                        "not supported"]
     assert v["C2"] == "not supported"
     assert v["C3"] == "supported" and v["C5"] == "supported"
     assert v["C4"] == "not supported" and v["C4b"] == "not supported"
+    assert v["PC"] == "supported" and not claims["C3"]["evidence"]["uninformative"]
 
 
 def test_diverged_runs_ignored_and_counted():
@@ -194,7 +211,7 @@ def test_missing_experiment_inconclusive():
     # a wide margin: the saturation comparisons (effects of 0.001) are then too small to matter
     claims = by_id(evaluate_claims(only_rank, margins={"accuracy": 0.05}))
     assert claims["C1"]["verdict"] == "supported"
-    for cid in CLAIM_IDS[1:]:
+    for cid in ("PC", *FAMILY_IDS[1:]):
         assert claims[cid]["verdict"] == "inconclusive"
         assert "reason" in claims[cid]["evidence"]
 
@@ -243,7 +260,12 @@ def test_ensemble_control_separates_bayes_from_averaging():
         r["config"]["arm"] = "ensemble+learned"
     c4 = by_id(evaluate_claims(recs + ensemble))["C4"]
     assert c4["verdict"] == "not supported"  # no gain beyond the ensemble's
-    assert c4["evidence"]["ensemble_control"]["arms"] == ["sghmc+learned", "ensemble+learned"]
+    control = c4["evidence"]["parts"][1]
+    assert control["arms"] == ["sghmc+learned", "ensemble+learned"]
+    assert control["role"] == "control: snapshot ensemble"
+    # both comparisons are judged size by size: 2 x 3 sizes = 6 parts
+    assert c4["evidence"]["n_parts"] == 6
+    assert [u["verdict"] for u in control["units"]] == ["not supported"] * 3
     for r in ensemble:
         r["metrics"]["bma"]["accuracy"] -= 0.2
     assert by_id(evaluate_claims(recs + ensemble))["C4"]["verdict"] == "supported"
@@ -352,3 +374,278 @@ def test_c2_judges_the_profile_convention_and_reports_the_others_and_scratch():
     scratch = same["evidence"]["sources"]["ssl"]["scratch"]
     assert scratch["effect"] == pytest.approx(-0.1, abs=0.01)
     assert "from scratch" in same["summary"]
+
+
+# ----------------------------------------------------------------------------- PC control
+
+
+def test_positive_control_comes_first_at_95_percent_outside_the_holm_family():
+    claims = evaluate_claims(world(1.0))
+    pc, family = claims[0], claims[1:]
+    assert pc["id"] == "PC" and pc["verdict"] == "supported"
+    ev = pc["evidence"]
+    assert ev["claim_level"] == 0.95 and ev["part_level"] == 0.95
+    assert ev["holm"]["family"] is None and ev["holm"]["level"] == 0.95
+    assert ev["arms"] == ["sgd+learned", "sgd+zero"] and ev["sizes"] == [10]
+    assert ev["effect"] == pytest.approx(CONTROL_OFFSET["sgd+learned"])
+    iso = ev["parts"][1]
+    assert iso["arms"] == ["sgd+learned", "sgd+isotropic"] and iso["role"] == "evidence only"
+    assert ev["n_parts"] == 1  # the isotropic comparison does not enter the verdict
+    # Holm over the seven claims only: their levels are 1 - 0.05 / (7 - i + 1), i = 1..7
+    assert all(c["evidence"]["holm"]["family"] == 7 for c in family)
+    levels = sorted(c["evidence"]["holm"]["level"] for c in family)
+    assert levels == pytest.approx(sorted(1 - 0.05 / (7 - i) for i in range(7)))
+
+
+def test_the_isotropic_comparison_does_not_decide_the_control():
+    recs = world(1.0)
+    for r in recs:
+        if r["config"]["experiment"] == "control" and r["config"]["arm"] == "sgd+isotropic":
+            r["metrics"]["final"]["accuracy"] += 0.3  # isotropic now far ahead of the oracle
+    pc = by_id(evaluate_claims(recs))["PC"]
+    assert pc["verdict"] == "supported"
+    assert pc["evidence"]["parts"][1]["verdict"] == "contradicted"
+
+
+@pytest.mark.parametrize("control", ["flat", "missing"])
+def test_without_a_supported_control_the_prior_claims_are_uninformative(control):
+    recs = world(1.0)
+    if control == "missing":
+        recs = [r for r in recs if r["config"]["experiment"] != "control"]
+    else:
+        for r in recs:
+            if r["config"]["experiment"] == "control" and r["config"]["arm"] == "sgd+learned":
+                r["metrics"]["final"]["accuracy"] -= CONTROL_OFFSET["sgd+learned"]
+                r["metrics"]["final"]["nll"] += CONTROL_OFFSET["sgd+learned"]
+    claims = by_id(evaluate_claims(recs))
+    assert claims["PC"]["verdict"] == ("inconclusive" if control == "missing"
+                                       else "not supported")
+    for cid in CLAIM_IDS:
+        flagged = claims[cid]["evidence"]["uninformative"]
+        assert flagged == (cid in claims_module.NEEDS_CONTROL), cid
+        if flagged:
+            assert "positive control PC" in claims[cid]["evidence"]["uninformative_reason"]
+    assert claims["C3"]["verdict"] == "supported"  # the verdict stays; it is marked
+    assert evaluate_claims_by_metric(recs)[3]["evidence"]["by_metric"]["nll"]["uninformative"]
+    assert not any(c["evidence"]["uninformative"] for c in evaluate_claims(world(1.0)))
+
+
+# ----------------------------------------------------------------------------- per size, parts
+
+
+def shift(recs: list[dict], arm: str, n: int, by: float) -> list[dict]:
+    """Add `by` to the accuracy (and take it from the NLL) of an inference arm at size n."""
+    for r in recs:
+        cfg = r["config"]
+        if cfg["experiment"] == "inference" and cfg["arm"] == arm and cfg["n_train"] == n:
+            for block in filter(None, (r["metrics"]["final"], r["metrics"]["bma"])):
+                block["accuracy"] += by
+                block["nll"] -= by
+    return recs
+
+
+def test_a_claim_at_every_size_is_contradicted_by_one_size_that_pooling_hides():
+    """C3: the learned prior 10 and 6 points ahead at n = 5 and 50, 5 points behind on the
+    full set. Pooled over sizes (+3.7) it looks supported; size by size it is contradicted."""
+    recs = shift(world(1.0), "sgd+learned", 0, -(LEARNED_GAIN[0] + 0.05))
+    c3 = by_id(evaluate_claims(recs))["C3"]
+    ev = c3["evidence"]
+    assert ev["effect"] == pytest.approx((0.10 + 0.06 - 0.05) / 3)  # descriptive, pooled
+    assert ev["ci_low"] > 0  # the pooled interval alone would have said "supported"
+    part = ev["parts"][0]
+    assert part["judged"] == "per size" and ev["n_parts"] == 3
+    assert [u["verdict"] for u in part["units"]] == ["supported", "supported", "contradicted"]
+    assert c3["verdict"] == "contradicted"
+    assert ev["part_level"] == pytest.approx(1 - (1 - ev["holm"]["level"]) / 3)
+    assert all(u["level"] == ev["part_level"] for u in part["units"])
+    assert "contradicted at full" in c3["summary"]
+
+
+def test_the_nll_effect_of_the_sampler_that_reverses_with_n_is_judged_per_size():
+    """C4 on NLL: +0.068 at n = 10 and -0.086 at n = 250 (the cpu study's numbers) pool to
+    -0.009, which hides both; size by size the claim is contradicted at 250."""
+    recs = []
+    for s, eps in zip(SEEDS, NOISE, strict=True):
+        for n, gain in ((10, 0.068), (250, -0.086)):
+            recs.append(record("inference", "sgd+learned", s, 0.6 + eps, n_train=n))
+            recs.append(record("inference", "sghmc+learned", s, 0.6 + gain + eps / 2,
+                               n_train=n, bma=True))
+    c4 = by_id(evaluate_claims(recs, "nll"))["C4"]
+    assert c4["evidence"]["effect"] == pytest.approx((0.068 - 0.086) / 2, abs=1e-3)
+    assert [(u["n_train"], u["verdict"]) for u in c4["evidence"]["parts"][0]["units"]] == [
+        (10, "supported"), (250, "contradicted")]
+    assert c4["verdict"] == "contradicted"
+
+
+def test_a_pooled_claim_is_judged_per_size_when_its_sizes_disagree_beyond_the_margin():
+    """H1 is pooled unless its per-size effects point in opposite directions by at least the
+    margin."""
+    recs = shift(world(1.0), "sghmc+isotropic", 50, 0.12)  # learned +7 at 5, -5 at 50, +3 full
+    h1 = by_id(evaluate_claims(recs))["H1"]["evidence"]["parts"]
+    assert h1[0]["judged"] == "per size" and "opposite sign" in h1[0]["why"]
+    assert h1[0]["verdict"] == "contradicted"
+    assert h1[1]["judged"] == "pooled"  # the SGD pair agrees across sizes
+    plain = by_id(evaluate_claims(world(1.0)))["H1"]["evidence"]
+    assert [p["judged"] for p in plain["parts"]] == ["pooled", "pooled"]
+    assert plain["n_parts"] == 2 and by_id(evaluate_claims(recs))["H1"]["evidence"]["n_parts"] == 4
+
+
+def h1_records(sghmc: list[float], sgd: list[float]) -> list[dict]:
+    """H1 at one size: per-seed differences (learned - isotropic) for both methods."""
+    out = []
+    for arm, diffs in (("sghmc", sghmc), ("sgd", sgd)):
+        for seed, d in enumerate(diffs):
+            base = 0.6 + 0.01 * seed
+            out.append(record("inference", f"{arm}+isotropic", seed, base, bma=arm == "sghmc"))
+            out.append(record("inference", f"{arm}+learned", seed, base + d, bma=arm == "sghmc"))
+    return out
+
+
+def test_parts_are_judged_at_the_bonferroni_level_and_the_claim_p_value_follows():
+    sghmc = [0.03, 0.05, 0.02, 0.04, 0.035]
+    sgd = [0.02, 0.03, 0.025, 0.05, 0.015]
+    recs = h1_records(sghmc, sgd)
+    claim = claims_module.claim_isotropic(recs, level=0.99)
+    assert claim["evidence"]["n_parts"] == 2
+    for part, d in zip(claim["evidence"]["parts"], (sghmc, sgd), strict=True):
+        unit = part["units"][0]
+        assert unit["level"] == pytest.approx(1 - 0.01 / 2)
+        ref = stats.ttest_1samp(d, 0.0).confidence_interval(1 - 0.01 / 2)
+        assert (unit["ci_low"], unit["ci_high"]) == pytest.approx((ref.low, ref.high))
+    # both parts must be supported: the claim's p-value is 2 x the larger part p-value
+    p = claims_module.claim_p_value(claims_module.claim_isotropic, recs, "accuracy", 0.01)
+    worst = max(stats.ttest_1samp(d, 0.0).pvalue for d in (sghmc, sgd))
+    assert p == pytest.approx(2 * worst, rel=1e-3)
+
+
+def test_one_part_cannot_contradict_a_claim_without_the_correction():
+    """The SGD pair alone is contradicted at 95 % (p = 0.036) but not at 97.5 %, the level
+    each of H1's two parts is judged at when the claim is judged at 95 %."""
+    sgd = [-0.02, -0.035, 0.0, -0.03, -0.012]
+    p = stats.ttest_1samp(sgd, 0.0).pvalue
+    assert 0.025 < p < 0.05
+    alone = paired.one_sample(dict(enumerate(sgd)), 0.95, 0.01)
+    assert paired.verdict(alone) == "contradicted"
+    claim = claims_module.claim_isotropic(h1_records([0.0] * 5, sgd), level=0.95)
+    assert claim["evidence"]["parts"][1]["verdict"] != "contradicted"
+    assert claim["verdict"] != "contradicted"
+
+
+def test_mde_is_stated_per_claim_from_its_standard_error():
+    d = [0.02, 0.021, 0.019, 0.0205, 0.0195]
+    out = by_id(evaluate_claims(c3_records(d)))["C3"]["evidence"]
+    level = out["part_level"]
+    se = np.std(d, ddof=1) / math.sqrt(5)
+    hand = (stats.t.ppf(1 - (1 - level) / 2, 4) + stats.t.ppf(0.8, 4)) * se
+    assert out["mde"] == pytest.approx(hand)
+    assert out["parts"][0]["units"][0]["mde"] == pytest.approx(hand)
+    assert evaluate_claims_by_metric(c3_records(d))[3]["evidence"]["by_metric"]["nll"]["mde"] \
+        == pytest.approx(hand)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+
+
+N_TEST, CLASSES = 120, 3
+
+
+def prediction_world(seeds: tuple[int, ...] = SEEDS) -> tuple[list[dict], dict]:
+    """Control and inference runs with test predictions on one shared test set: per image a
+    difficulty; per arm and size a strength; per run the probabilities of a softmax whose
+    true-class logit is strength - difficulty + noise. Record metrics are computed from them.
+    Returns the records and {record id: predictions} (the `read_predictions` layout)."""
+    rng = np.random.default_rng(42)
+    labels = rng.integers(0, CLASSES, N_TEST)
+    hard = rng.normal(0.0, 1.5, N_TEST)
+    strength = {"sgd+zero": 0.0, "sgd+isotropic": 0.3, "sgd+learned": 1.0,
+                "sghmc+zero": 0.2, "sghmc+isotropic": 0.5, "sghmc+learned": 1.4}
+    runs = [("control", arm, 10) for arm in ("sgd+learned", "sgd+zero", "sgd+isotropic")]
+    runs += [("inference", arm, n) for arm in strength for n in (5, 50)]
+    records, stored = [], {}
+    for experiment, arm, n in runs:
+        for s in seeds:
+            logits = rng.normal(0.0, 1.0, (N_TEST, CLASSES))
+            boost = strength[arm] * (1.5 if n == 5 else 1.0) - hard + rng.normal(0, 0.3)
+            logits[np.arange(N_TEST), labels] += 1.0 + boost
+            probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+            rec = record(experiment, arm, s, 0.0, n_train=n, bma=arm.startswith("sghmc"))
+            block = metrics.classification_metrics(probs, labels)
+            rec["metrics"] = {"final": dict(block), "bma": dict(block) if rec["metrics"]["bma"]
+                              else None}
+            rec["predictions"] = f"{rec['id']}.predictions.npz"
+            records.append(rec)
+            stored[rec["id"]] = {"test": {"probs": probs.astype(np.float32),
+                                          "labels": labels}}
+    return records, stored
+
+
+def test_intervals_include_the_test_set_error_where_predictions_are_given():
+    recs, stored = prediction_world()
+    plain = by_id(evaluate_claims(recs))
+    boot = by_id(evaluate_claims(recs, predictions=lambda r: stored.get(r["id"]), n_boot=500))
+    for cid in ("PC", "C3", "C4b", "H1"):
+        p, b = plain[cid]["evidence"], boot[cid]["evidence"]
+        assert p["uncertainty"] == "seeds" and b["uncertainty"] == "seeds x test points"
+        assert b["effect"] == pytest.approx(p["effect"])  # the records' numbers, unchanged
+        assert b["se"] >= p["se"]
+    unit = boot["C3"]["evidence"]["parts"][0]["units"][0]
+    plain_unit = plain["C3"]["evidence"]["parts"][0]["units"][0]
+    assert unit["se_seeds"] == pytest.approx(plain_unit["se"])  # the seed part is the t SE
+    assert unit["se"] ** 2 == pytest.approx(unit["se_seeds"] ** 2 + unit["se_points"] ** 2)
+    assert unit["n_boot"] == 500
+    # runs without predictions fall back to t intervals over seeds
+    half = by_id(evaluate_claims(recs, predictions=lambda r: (
+        stored.get(r["id"]) if r["config"]["arm"] != "sgd+zero" else None), n_boot=500))
+    assert half["C3"]["evidence"]["uncertainty"] == "seeds"
+    assert half["H1"]["evidence"]["uncertainty"] == "seeds x test points"
+
+
+def pooled_points(stored: dict, arms: tuple[str, str], sizes: tuple[int, ...],
+                  weights: np.ndarray, seeds: tuple[int, ...] = SEEDS) -> np.ndarray:
+    """Per seed and test image, sum_k weights[k] (correct(A, n_k) - correct(B, n_k)): the
+    per-point quantity whose mean over images is a pooled or slope comparison's x_s."""
+    def correct(arm: str, n: int, s: int) -> np.ndarray:
+        part = stored[f"inference-{arm}-{n}-{s}"]["test"]
+        return bootstrap.per_point(part["probs"], part["labels"]).correct
+
+    return np.stack([sum(w * (correct(arms[0], n, s) - correct(arms[1], n, s))
+                         for w, n in zip(weights, sizes, strict=True)) for s in seeds])
+
+
+def test_pooled_and_slope_comparisons_resample_the_same_seeds_and_images_across_sizes():
+    """C3's pooled SE and C5's slope SE are the two-way bootstrap of one (seeds x images)
+    array: per image, the mean over sizes of the difference (C3), or its least-squares slope
+    over log10(n) (C5), each seed's images resampled alike at every size."""
+    recs, stored = prediction_world()
+    claims = by_id(evaluate_claims(recs, predictions=lambda r: stored.get(r["id"]), n_boot=500))
+    for cid, arms, weights in (
+            ("C3", ("sgd+learned", "sgd+zero"), np.array([0.5, 0.5])),
+            ("C5", ("sghmc+learned", "sghmc+zero"), -np.array([-1.0, 1.0]))):  # -slope, 1 decade
+        x = pooled_points(stored, arms, (5, 50), weights)
+        reps = bootstrap.resampled_metric(
+            [bootstrap.PerPoint(row, *(np.zeros(N_TEST),) * 5) for row in x], "accuracy",
+            n_boot=500)
+        hand = bootstrap.spread(x.mean(axis=1), reps)
+        ev = claims[cid]["evidence"]
+        comparison = ev if cid == "C3" else ev["parts"][0]["units"][0]
+        assert comparison["effect"] == pytest.approx(x.mean(), abs=1e-6)
+        assert comparison["se"] == pytest.approx(hand.se, rel=1e-6)
+
+
+def test_predictions_are_read_by_the_callers_loader(tmp_path):
+    """The claims read no file: the caller's loader does, here from the file named in the
+    record, beside it; every metric (ECE too) gets bootstrap intervals."""
+    recs, stored = prediction_world()
+    for r in recs:
+        write_predictions(tmp_path / r["predictions"], stored[r["id"]])
+
+    def loader(r: dict) -> dict | None:
+        return read_predictions(tmp_path / r["predictions"])
+
+    claims = evaluate_claims_by_metric(recs, others=("nll", "ece", "brier"), predictions=loader,
+                                       n_boot=300)
+    assert [c["id"] for c in claims] == list(CLAIM_IDS)
+    assert by_id(claims)["C3"]["evidence"]["uncertainty"] == "seeds x test points"
+    ece = by_id(evaluate_claims(recs, "ece", predictions=loader, n_boot=300))["PC"]["evidence"]
+    assert ece["uncertainty"] == "seeds x test points" and ece["parts"][0]["units"][0]["se_points"]
+    json.dumps(claims, allow_nan=False)

@@ -1,0 +1,86 @@
+"""Tests for the report's claim pages: the positive control first, its warning and the
+'uninformative' labels, judged and descriptive rows, standard errors and mde, and the methods
+text on verdicts (on the claims tests' synthetic study; nothing is trained)."""
+
+from __future__ import annotations
+
+import re
+
+from test_claims import CONTROL_OFFSET, world
+
+from bprior_core import report
+from bprior_core.claim_text import PER_SIZE_RULE, VERDICT_RULE
+from bprior_core.claims import evaluate_claims, evaluate_claims_by_metric
+from bprior_core.config import load_profile
+
+
+def failed_control() -> list[dict]:
+    recs = world(1.0)
+    for r in recs:
+        if r["config"]["experiment"] == "control" and r["config"]["arm"] == "sgd+learned":
+            r["metrics"]["final"]["accuracy"] -= CONTROL_OFFSET["sgd+learned"]
+            r["metrics"]["final"]["nll"] += CONTROL_OFFSET["sgd+learned"]
+    return recs
+
+
+def rows(table: str) -> dict[str, str]:
+    """The verdict table's rows by claim id."""
+    return {m.group(1): m.group(0) for m in re.finditer(r"<tr><td[^>]*><b>([^<]+)</b>.*?</tr>",
+                                                         table)}
+
+
+def test_the_verdict_table_puts_the_control_first_with_mde_and_no_warning_when_it_holds():
+    claims = evaluate_claims_by_metric(world(1.0), others=("nll",))
+    table = report.verdict_table_html(claims)
+    by_id = rows(table)
+    assert list(by_id)[0] == "PC" and table.index("<b>PC</b>") < table.index("<b>C1</b>")
+    assert "outside the Holm family" in by_id["PC"]
+    assert "mde " in by_id["C3"] and "points" in by_id["C3"]
+    assert "control-warning" not in table and "uninformative" not in table
+    # ECE is flat in this world, so the control fails on ECE: its column says so
+    ece = report.verdict_table_html(evaluate_claims_by_metric(world(1.0), others=("ece",)))
+    assert "uninformative" in rows(ece)["C3"] and "control-warning" not in ece
+
+
+def test_a_failed_control_is_announced_and_labels_the_prior_claims_uninformative():
+    claims = evaluate_claims_by_metric(failed_control())
+    table = report.verdict_table_html(claims)
+    assert table.index("The testbed cannot detect a prior effect") < table.index("<table")
+    by_id = rows(table)
+    for cid in ("C3", "C4", "C4b", "C5", "H1"):
+        assert "uninformative" in by_id[cid], cid
+    for cid in ("PC", "C1", "C2"):
+        assert "uninformative" not in by_id[cid], cid
+    first = report.control_html(claims)
+    assert first.startswith('<div class="control-warning"') and "<b>PC</b>" in first
+    assert "evidence only" in first  # the isotropic comparison
+    page = report.evidence_html(claims)
+    c3 = page[page.index("<h4>C3"):page.index("<h4>C4:")]
+    assert "uninformative" in c3 and "positive control PC" in c3
+
+
+def test_evidence_shows_judged_rows_with_verdicts_and_descriptive_rows_without():
+    recs = world(1.0)
+    for r in recs:  # C3 loses on the full set: judged per size, contradicted there
+        cfg = r["config"]
+        if cfg["experiment"] == "inference" and cfg["arm"] == "sgd+learned" and \
+                cfg["n_train"] == 0:
+            r["metrics"]["final"]["accuracy"] -= 0.08
+    claims = {c["id"]: c for c in evaluate_claims(recs)}
+    html = report.claim_evidence_html(claims["C3"])
+    assert "SE (seeds / test images)" in html and "<th>mde</th>" in html
+    judged = re.findall(r"<b>n = (\w+) \(judged\)</b>.*?</tr>", html)
+    assert judged == ["5", "50", "full"]
+    full = re.search(r"<b>n = full \(judged\)</b>.*?</tr>", html).group(0)
+    assert "contradicted" in full
+    assert "<i>descriptive</i>" in html  # the pooled row and the per-size rows
+    assert "each of its 3 parts at" in html and "(Bonferroni)" in html
+    c5 = report.claim_evidence_html(claims["C5"])
+    assert "slope over sizes (judged)" in c5 and "gain at n = 5" in c5
+
+
+def test_methods_state_the_verdict_rule_intervals_and_the_control():
+    text = report.methods_markdown(load_profile("smoke"), world(1.0))
+    assert VERDICT_RULE in text and PER_SIZE_RULE in text
+    assert "two-way bootstrap" in text and "mde" in text
+    assert "Positive control (PC)" in text and "uninformative" in text
