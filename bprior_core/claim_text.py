@@ -195,19 +195,31 @@ RULE_C3 = ("SGD + learned prior vs SGD + tuned zero-mean prior, judged size by s
            "is stated at every size). " + RULE_POOLED)
 
 
+CONVERGENCE_RULE = (
+    " Judged only where the samplers converged: for every sampler arm and size of the claim, "
+    "the rank-normalised split R-hat <= 1.05 and the bulk ESS >= 100 (Vehtari et al. 2021), "
+    "over the chains of each run (on every sample's test log-likelihood and, per test point, "
+    "its probability of the true class: the 95th percentile of the R-hats and the median of the "
+    "ESSs over a fixed subset of test points), worst over seeds; otherwise the verdict is "
+    "'not converged', with the numbers. Each run's prediction pools its chains' model averages "
+    "(burn-in cycles left out)."
+)
+
+
 RULE_C4 = (
     "Bayes + learned prior vs SGD + learned prior, judged size by size (the claim is stated at "
     "every size). Where the profile has the `ensemble+learned` control (the sampler's schedule "
     "and samples at temperature 0: a cyclical snapshot ensemble), the claim also needs the "
     "sampler to beat that ensemble at every size, so that a gain from averaging snapshots is "
     "not read as a Bayesian gain: both comparisons' sizes are the claim's parts. " + RULE_POOLED
+    + CONVERGENCE_RULE
 )
 
 
 RULE_C4B = (
     "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
     "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
-    "mean over sizes. " + RULE_POOLED
+    "mean over sizes. " + RULE_POOLED + CONVERGENCE_RULE
 )
 
 

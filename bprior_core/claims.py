@@ -37,6 +37,7 @@ import numpy as np
 
 from . import bootstrap, paired
 from .atomic import atomic_write_text
+from .chains import ESS_MIN, RHAT_MAX
 from .claim_text import (
     ARM_LABELS,
     RULE_C1,
@@ -739,7 +740,8 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     if "ensemble+learned" in table:
         pairs.append((bayes, "ensemble+learned"))
         roles.append("control: snapshot ensemble")
-    return _pair_claim("C4", RULE_C4, table, div, hib, metric, pairs, roles)
+    claim = _pair_claim("C4", RULE_C4, table, div, hib, metric, pairs, roles)
+    return _gate_convergence(claim, records, [a for a, _ in pairs] + ["ensemble+learned"])
 
 
 @with_margin
@@ -761,7 +763,55 @@ def claim_bayes_interaction(
     summary = (f"Bayesian gain with the learned prior minus with the zero-mean prior "
                f"({bayes.upper()} vs SGD): {_fmt(_headline_of(parts[0]), metric)}, "
                f"{_sizes_text(parts[0]['sizes'])}, {_units_text(parts[0])}.")
-    return _claim("C4b", parts[0]["verdict"], RULE_C4B, evidence, summary)
+    claim = _claim("C4b", parts[0]["verdict"], RULE_C4B, evidence, summary)
+    return _gate_convergence(claim, records, [f"{bayes}+learned", f"{bayes}+zero"])
+
+
+def _gate_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
+                      arms: Sequence[str]) -> dict:
+    """A Bayesian claim judged only where the chains of its sampler arms converged: per arm
+    and size, the largest R-hat and the smallest bulk ESS over seeds (`chains.convergence`)
+    into `evidence["convergence"]`, their worst as `rhat` and `ess`; any arm and size above
+    RHAT_MAX or below ESS_MIN makes the verdict `not converged`. Records without chain
+    diagnostics (a single chain; the profiles refuse fewer than MIN_CHAINS for these claims)
+    are not gated: `convergence_assessed` says so."""
+    rows: dict[tuple[str, int], dict] = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        conv = (r.get("diagnostics") or {}).get("convergence")
+        if cfg.get("experiment") != "inference" or cfg.get("arm") not in arms or not conv:
+            continue
+        row = rows.setdefault((cfg["arm"], int(cfg.get("n_train") or 0)),
+                              {"arm": cfg["arm"], "n_train": cfg.get("n_train"), "rhat": None,
+                               "ess": None, "chains": conv.get("n_chains")})
+        rhat, ess = conv.get("rhat"), conv.get("ess")
+        row["rhat"] = None if rhat is None else max(rhat, row["rhat"] or rhat)
+        row["ess"] = None if ess is None else min(ess, row["ess"] or ess)
+    evidence = claim["evidence"]
+    evidence["convergence_assessed"] = bool(rows)
+    if not rows:
+        return claim
+    table = sorted(rows.values(), key=lambda r: (r["arm"], _size_key(r["n_train"])))
+    evidence["convergence"] = table
+    rhats = [r["rhat"] for r in table if r["rhat"] is not None]
+    esses = [r["ess"] for r in table if r["ess"] is not None]
+    evidence["rhat"] = max(rhats) if rhats else None
+    evidence["ess"] = min(esses) if esses else None
+    failing = [r for r in table if r["rhat"] is None or r["ess"] is None
+               or r["rhat"] > RHAT_MAX or r["ess"] < ESS_MIN]
+    if failing:
+        worst = ", ".join(f"{r['arm']} n={_size_label(r['n_train'])}: R-hat "
+                          f"{_opt(r['rhat'], '.3f')}, ESS {_opt(r['ess'], '.0f')}"
+                          for r in failing[:4])
+        claim["verdict"] = "not converged"
+        claim["summary"] = (f"Not converged (R-hat <= {RHAT_MAX} and bulk ESS >= {ESS_MIN} "
+                            f"needed for every sampler arm and size; {worst}). Had they "
+                            f"converged: {claim['summary']}")
+    return claim
+
+
+def _opt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:

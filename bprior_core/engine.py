@@ -443,7 +443,9 @@ class Pack:
             final, avg = probs[r].cpu(), None if bma is None else bma[r]
             test, val = slice(0, n), slice(n, None)
             head = final if avg is None else avg
-            predictions = {split: {"probs": head[part].to(torch.float16).numpy(),
+            # log-probabilities in float16: probabilities below 6e-8 would round to 0
+            predictions = {split: {"log_probs": head[part].clamp_min(1e-30).log()
+                                   .to(torch.float16).numpy(),
                                    "labels": labels[part].to(torch.int16).numpy()}
                            for split, part in (("test", test), ("val", val))
                            if part.stop != part.start and len(labels[part])}

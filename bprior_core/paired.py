@@ -43,7 +43,8 @@ from . import bootstrap
 MIN_SEEDS = 3
 LEVEL = 0.95
 POWER = 0.80  # the power `mde` is computed at
-VERDICTS = ("supported", "not supported", "contradicted", "inconclusive")
+VERDICTS = ("supported", "not supported", "contradicted", "inconclusive", "not converged")
+# a Bayesian claim whose samplers' chains did not converge (`chains.converged`) is not judged
 DECISIVE = ("supported", "contradicted")
 
 Value = float | np.ndarray  # a number, or [observed, replicate_1, ..., replicate_B]

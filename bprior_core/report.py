@@ -52,6 +52,7 @@ VERDICT_COLOURS = {
     "not supported": "#9a6700",
     "contradicted": "#cf222e",
     "inconclusive": "#57606a",
+    "not converged": "#8250df",
 }
 
 # ----------------------------------------------------------------------------- HTML pieces

@@ -649,3 +649,34 @@ def test_predictions_are_read_by_the_callers_loader(tmp_path):
     ece = by_id(evaluate_claims(recs, "ece", predictions=loader, n_boot=300))["PC"]["evidence"]
     assert ece["uncertainty"] == "seeds x test points" and ece["parts"][0]["units"][0]["se_points"]
     json.dumps(claims, allow_nan=False)
+
+
+# ----------------------------------------------------------------------------- convergence (16)
+
+
+def with_convergence(records: list[dict], rhat: float, ess: float) -> list[dict]:
+    """The world's sampler records as pooled chains with the given diagnostics."""
+    out = []
+    for r in records:
+        r = copy.deepcopy(r)
+        if r["config"]["experiment"] == "inference" and r["config"]["arm"].startswith(
+                ("sghmc", "ensemble")):
+            r["diagnostics"] = {"convergence": {"n_chains": 4, "rhat": rhat, "ess": ess}}
+        out.append(r)
+    return out
+
+
+def test_bayesian_claims_are_judged_only_where_the_chains_converged() -> None:
+    base = {c["id"]: c for c in evaluate_claims(world())}
+    good = {c["id"]: c for c in evaluate_claims(with_convergence(world(), 1.01, 400))}
+    for cid in ("C4", "C4b"):
+        assert good[cid]["verdict"] == base[cid]["verdict"] != "not converged"
+        assert good[cid]["evidence"]["rhat"] == 1.01 and good[cid]["evidence"]["ess"] == 400
+        assert base[cid]["evidence"]["convergence_assessed"] is False
+    for rhat, ess in ((1.2, 400), (1.01, 60)):
+        bad = {c["id"]: c for c in evaluate_claims(with_convergence(world(), rhat, ess))}
+        for cid in ("C4", "C4b"):
+            assert bad[cid]["verdict"] == "not converged"
+            assert bad[cid]["evidence"]["rhat"] == rhat and bad[cid]["evidence"]["ess"] == ess
+            assert "Not converged" in bad[cid]["summary"]
+        assert bad["C3"]["verdict"] == base["C3"]["verdict"]  # SGD claims are not gated

@@ -361,7 +361,7 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     run = {"id": study.planning.digest(config), "config": config}
     record = study.execute_run(run, smoke)
     predictions = record.pop("_predictions")  # written beside the record by the driver
-    assert predictions["test"]["probs"].shape == (smoke["data"]["test_size"], 5)
+    assert predictions["test"]["log_probs"].shape == (smoke["data"]["test_size"], 5)
     assert record["val_metrics"] == tuned["val_metrics"]  # the same training, scored on test
     assert record["status"] == "ok"
     assert record["config"] == run["config"] and record["id"] == run["id"]

@@ -37,7 +37,8 @@ def write_predictions(path: Path, predictions: dict[str, dict[str, np.ndarray]])
 
 
 def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]] | None:
-    """{split: {"probs": (n, classes) float32, "labels": (n,) int64, and for samplers' test
+    """{split: {"probs": (n, classes) float32 (also "log_probs", as stored), "labels": (n,)
+    int64, and for samplers' test
     predictions "sample_true_probs": (samples, points) float32 with "sample_points": (points,)
     int64}} or None if the file is missing or unreadable."""
     try:
@@ -49,6 +50,9 @@ def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]] | None:
                     value = data[name]
                     kind = np.int64 if np.issubdtype(value.dtype, np.integer) else np.float32
                     out.setdefault(split, {})[key] = value.astype(kind)
+            for part in out.values():
+                if "log_probs" in part and "probs" not in part:
+                    part["probs"] = np.exp(part["log_probs"])
             return out
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
         return None
@@ -56,19 +60,19 @@ def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]] | None:
 
 def predictions_problem(predictions: object) -> str | None:
     """Why `predictions` (as a back end returned them) cannot be stored, or None: a mapping of
-    `test` / `val` to a (n, classes) floating `probs` and an (n,) integer `labels` array."""
+    `test` / `val` to a (n, classes) floating `log_probs` and an (n,) integer `labels` array."""
     if not isinstance(predictions, dict) or not set(predictions) <= set(SPLITS):
         return "predictions are not a mapping of test / val"
     for split, part in predictions.items():
         probs, labels = (part.get(k) if isinstance(part, dict) else None
-                         for k in ("probs", "labels"))
+                         for k in ("log_probs", "labels"))
         if not (isinstance(probs, np.ndarray) and probs.ndim == 2
                 and np.issubdtype(probs.dtype, np.floating)):
             return f"{split} probabilities are not a 2-D floating array"
         if not (isinstance(labels, np.ndarray) and labels.shape == probs.shape[:1]
                 and np.issubdtype(labels.dtype, np.integer)):
             return f"{split} labels are not an integer array, one per image"
-        extra = set(part) - {"probs", "labels"}
+        extra = set(part) - {"log_probs", "labels"}
         if extra - {"sample_true_probs", "sample_points"}:
             return f"{split} predictions hold unknown arrays {sorted(extra)[:3]}"
         if extra and not all(isinstance(part.get(k), np.ndarray) and part[k].ndim == n
