@@ -92,7 +92,7 @@ def test_no_profile_clips_gradients(name) -> None:
     """The preconditioned prior step keeps every scale stable without clipping."""
     profile = load_profile(name)
     assert profile["train"]["grad_clip"] is None
-    assert profile["train"]["prior_step_cap"] == 0.1
+    assert profile["train"]["prior_step_cap"] == 0.05
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,8 @@ def test_missing_or_invalid_profile_file(tmp_path) -> None:
      "same number of grid values"),
     ("data.val_size", 3, "leave classes empty"),
     ("data.val_size", 52, "multiple of 5"),
-    ("experiments.temperature.chains", 2, "at least 3 chains"),
+    ("experiments.temperature.chains", 3, "at least 4 chains"),
+    ("experiments.inference.chains", 3, "at least 4 chains"),
     ("experiments.scale.rules", ["authors"], "must be among the swept"),
     ("experiments.scale.eps", [0.1, 0.1], "more than once"),
 ])

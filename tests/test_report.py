@@ -26,7 +26,6 @@ from bprior_core.report import (
     grid_edges_markdown,
     render_html,
 )
-from bprior_core.study import load_results
 
 REPO = Path(__file__).resolve().parent.parent
 # a 1x1 PNG
@@ -148,7 +147,7 @@ def test_report_and_explorer_show_the_same_numbers(smoke_report):
     between tags)."""
     out, report = smoke_report
     page = _squeeze(report.read_text())
-    records = load_results(load_profile("smoke"), out.parent)
+    records = study.analysis_records(load_profile("smoke"), out.parent)
     explorer = Explorer(records)
     for experiment in tables.EXPERIMENTS:
         explorer.experiment.value = experiment
@@ -177,8 +176,11 @@ def test_claims_json(smoke_report):
     assert [c["id"] for c in claims] == list(CLAIM_IDS)
     for c in claims:
         assert c["verdict"] in VERDICTS and c["evidence"] is not None
-    # 2 seeds: too few for any verdict
-    assert {c["verdict"] for c in claims} == {"inconclusive"}
+    # 2 seeds: too few for any verdict; the smoke samplers' 4 chains of 1 sample each are far
+    # too short to say whether they converged
+    verdicts = {c["id"]: c["verdict"] for c in claims}
+    assert verdicts.pop("C4") == verdicts.pop("C4b") == "not converged"
+    assert set(verdicts.values()) == {"inconclusive"}
 
 
 def test_results_and_resume(smoke_report):
