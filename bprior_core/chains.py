@@ -133,7 +133,8 @@ def convergence(chains: Sequence[Mapping[str, Any]], loaded: Sequence[dict | Non
         return out
     loglik = -np.asarray(nll, dtype=float)
     out.update(draws_per_chain=loglik.shape[1], rhat_loglik=float(rank_rhat(loglik)),
-               ess_loglik=float(bulk_ess(loglik)))
+               ess_loglik=float(bulk_ess(loglik)),
+               traces=[list(map(float, x)) for x in nll])  # each chain's sample test NLLs
     rhats, esses = [out["rhat_loglik"]], [out["ess_loglik"]]
     points = [p["test"].get("sample_true_probs") if p and "test" in p else None for p in loaded]
     if all(x is not None for x in points) and len({x.shape for x in points}) == 1:

@@ -274,29 +274,35 @@ def temperature_positions(temperatures: Sequence[float]) -> tuple[list[float], l
 
 
 def temperature_figure(summary: pd.DataFrame):
-    """Test error, NLL (mean ± se over chains and seeds) and the split R-hat of the per-sample
-    test NLL against the temperature on a log axis, T = 0 placed a decade below the smallest
-    positive T behind an axis break. None without rows."""
+    """Test error, NLL and ECE (mean ± se over seeds) and the rank-normalised R-hat over the
+    chains (largest over seeds; the smallest bulk ESS written beside it; dashed: 1.05) against
+    the temperature on a log axis, T = 0 placed a decade below the smallest positive T behind
+    an axis break. None without rows."""
     if summary.empty:
         return None
     xs, labels = temperature_positions(list(summary["temperature"]))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for ax, metric in zip(axes[:2], ("error_pct", "nll"), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for ax, metric in zip(axes[:3], ("error_pct", "nll", "ece"), strict=True):
         ax.errorbar(xs, summary[metric], yerr=summary[f"{metric}_se"].fillna(0), marker="o",
                     capsize=3)
-        ax.set_ylabel(Y_LABELS[metric])
+        ax.set_ylabel(Y_LABELS.get(metric, metric.upper()))
     rhat = summary["rhat"].to_numpy(dtype=float)
-    ax = axes[2]
+    ax = axes[3]
     if np.isfinite(rhat).any():
         ax.plot(xs, rhat, marker="o")
         if np.nanmax(rhat) > 3:
             ax.set_yscale("log")
+        if "ess" in summary:
+            for x, y, ess in zip(xs, rhat, summary["ess"], strict=True):
+                if np.isfinite(y) and np.isfinite(ess):
+                    ax.annotate(f"ESS {ess:.0f}", (x, y), textcoords="offset points",
+                                xytext=(0, 6), ha="center", fontsize=7)
     else:
         ax.text(0.5, 0.5, "no R-hat: needs >= 2 chains\nof >= 4 samples per seed",
                 transform=ax.transAxes, ha="center", va="center", color="0.4")
-    for y, style in ((1.0, "-"), (1.1, "--")):
+    for y, style in ((1.0, "-"), (1.05, "--")):
         ax.axhline(y, color="0.5", lw=0.8, ls=style)
-    ax.set_ylabel("split R-hat of test NLL (1 = chains agree)")
+    ax.set_ylabel("rank-normalised R-hat (1 = chains agree)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlim(min(xs) / 3, max(xs) * 3)
@@ -396,5 +402,29 @@ def per_draw_figure(draws: pd.DataFrame):
     handles = [h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]]
     labels = [lab for ax in axes[0] for lab in ax.get_legend_handles_labels()[1]]
     axes[0][-1].legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def trace_figure(records, max_runs: int = 3):
+    """Trace plots: each sample's test NLL in sample order, one line per chain, for the first
+    `max_runs` pooled chain records with traces (`chains.convergence`); chains that agree
+    overlap. None without traces."""
+    runs = [r for r in records
+            if ((r.get("diagnostics") or {}).get("convergence") or {}).get("traces")][:max_runs]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], runs, strict=True):
+        conv = r["diagnostics"]["convergence"]
+        for c, trace in enumerate(conv["traces"]):
+            ax.plot(range(1, len(trace) + 1), trace, marker=".", lw=1, label=f"chain {c}")
+        cfg = r["config"]
+        ax.set_title(f"{cfg['arm']}, n = {cfg.get('n_train')}, seed {cfg['seed']}: R-hat "
+                     f"{conv['rhat']:.3f}, ESS {conv['ess']:.0f}", fontsize=8)
+        ax.set_xlabel("sample (after burn-in)")
+        ax.set_ylabel("test NLL of the sample")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

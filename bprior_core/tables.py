@@ -524,3 +524,38 @@ def format_level(level: float | None) -> str:
     if level is None or pd.isna(level):
         return "-"
     return f"{100 * level:.4g} %"
+
+
+# ----------------------------------------------------------------------------- convergence
+
+
+def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
+    """Per experiment, arm and size (and temperature), over the seeds of the pooled chain
+    records (`chains.combine_chains`): chains, samples per chain, the largest R-hat and the
+    smallest bulk ESS, and how many seeds converged (R-hat <= RHAT_MAX, ESS >= ESS_MIN)."""
+    from .chains import converged
+
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        conv = (r.get("diagnostics") or {}).get("convergence")
+        if not conv or r.get("status") != "ok":
+            continue
+        cfg = r["config"]
+        key = (cfg["experiment"], cfg["arm"], cfg.get("n_train") or 0)
+        row = rows.setdefault(key, {"experiment": key[0], "arm": key[1], "n_train": key[2],
+                                    "chains": conv.get("n_chains"),
+                                    "samples per chain": conv.get("draws_per_chain"),
+                                    "R-hat (max)": None, "bulk ESS (min)": None,
+                                    "seeds converged": 0, "seeds": 0})
+        row["seeds"] += 1
+        row["seeds converged"] += bool(converged(r))
+        for name, value, pick in (("R-hat (max)", conv.get("rhat"), max),
+                                  ("bulk ESS (min)", conv.get("ess"), min)):
+            if value is not None:
+                row[name] = value if row[name] is None else pick(row[name], value)
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["experiment"], r["arm"],
+                                                              r["n_train"] or math.inf)))
+    frame["n_train"] = [str(int(n)) if n else "full" for n in frame["n_train"]]
+    return frame.round({"R-hat (max)": 3, "bulk ESS (min)": 0})

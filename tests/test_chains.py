@@ -88,3 +88,23 @@ def test_combine_chains_pools_each_run_in_place_and_keeps_the_rest() -> None:
     out = combine_chains([sgd, *runs[:6], diverged, runs[7]])
     assert [r["id"] for r in out] == ["sgd", runs[0]["id"], diverged["id"]]
     assert out[1]["chains"] == 4 and out[2]["status"] == "diverged"
+
+
+def test_the_convergence_table_and_traces_summarise_pooled_runs() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bprior_core import plots, tables
+
+    rng = np.random.default_rng(4)
+    pooled = [pool_chains([chain_record(c, rng.normal(1.0 + shift * c, 0.1, 40), seed=s)
+                           for c in range(4)])
+              for s, shift in ((0, 0.0), (1, 0.0), (2, 0.5))]
+    table = tables.convergence_table(pooled)
+    (row,) = table.to_dict("records")
+    assert row["chains"] == 4 and row["samples per chain"] == 40 and row["seeds"] == 3
+    assert row["seeds converged"] == 2 and row["R-hat (max)"] > 1.5
+    fig = plots.trace_figure(pooled, max_runs=2)
+    assert fig is not None and len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    assert tables.convergence_table([chain_record(0, [1.0])]).empty
+    assert plots.trace_figure([chain_record(0, [1.0])]) is None
