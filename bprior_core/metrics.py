@@ -83,12 +83,11 @@ def nll(probs: Any, labels: Any) -> float:
     return (-p_true.clamp_min(NLL_FLOOR).log()).mean().item()
 
 
-def ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
-    """Expected calibration error over ``n_bins`` equal-width top-label confidence bins.
-
-    Bins are ``(lo, hi]`` with edges ``b / n_bins`` (the first bin includes 0), so a confidence
-    exactly on an edge goes to the lower bin.
-    """
+def _confidence_bins(probs: Any, labels: Any, n_bins: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per bin of top-label confidence (``(lo, hi]``, edges ``b / n_bins``, the first bin
+    including 0): the number of examples, the sum of their confidences, the number correct
+    (float64, length ``n_bins``)."""
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
     probs, labels = _as_inputs(probs, labels)
@@ -98,8 +97,18 @@ def ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
     bins = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, n_bins - 1)
     count = torch.zeros(n_bins, dtype=torch.float64, device=probs.device)
     count.index_add_(0, bins, torch.ones_like(conf))
-    gap = torch.zeros_like(count).index_add_(0, bins, correct - conf)
-    return (gap.abs().sum() / conf.shape[0]).item()
+    conf_sum = torch.zeros_like(count).index_add_(0, bins, conf)
+    return count, conf_sum, torch.zeros_like(count).index_add_(0, bins, correct)
+
+
+def ece(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """Expected calibration error over ``n_bins`` equal-width top-label confidence bins.
+
+    Bins are ``(lo, hi]`` with edges ``b / n_bins`` (the first bin includes 0), so a confidence
+    exactly on an edge goes to the lower bin.
+    """
+    count, conf_sum, correct = _confidence_bins(probs, labels, n_bins)
+    return ((correct - conf_sum).abs().sum() / count.sum()).item()
 
 
 def brier(probs: Any, labels: Any) -> float:
@@ -112,23 +121,10 @@ def brier(probs: Any, labels: Any) -> float:
 def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, list]:
     """The per-bin data behind `ece` (the same bins): mean top-label confidence, fraction
     correct (None for an empty bin) and count, for a reliability diagram."""
-    if int(n_bins) != n_bins or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
-    probs, labels = _as_inputs(probs, labels)
-    conf, pred = probs.max(dim=1)
-    correct = (pred == labels).double()
-    edges = torch.arange(n_bins + 1, dtype=torch.float64, device=probs.device) / n_bins
-    bins = (torch.bucketize(conf, edges, right=False) - 1).clamp(0, n_bins - 1)
-    count = torch.zeros(n_bins, dtype=torch.float64, device=probs.device)
-    count.index_add_(0, bins, torch.ones_like(conf))
-    conf_sum = torch.zeros_like(count).index_add_(0, bins, conf)
-    acc_sum = torch.zeros_like(count).index_add_(0, bins, correct)
-    counts = count.tolist()
-    return {"confidence": [c / n if n else None for c, n in zip(conf_sum.tolist(), counts,
-                                                               strict=True)],
-            "accuracy": [a / n if n else None for a, n in zip(acc_sum.tolist(), counts,
-                                                             strict=True)],
-            "count": [int(n) for n in counts]}
+    count, conf_sum, correct = (t.tolist() for t in _confidence_bins(probs, labels, n_bins))
+    return {"confidence": [c / n if n else None for c, n in zip(conf_sum, count, strict=True)],
+            "accuracy": [a / n if n else None for a, n in zip(correct, count, strict=True)],
+            "count": [int(n) for n in count]}
 
 
 def classification_metrics(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, float]:
