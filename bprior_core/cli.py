@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .config import ProfileError, load_profile, profile_path
+from .config import MAX_PACK, ProfileError, load_profile, profile_path
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
@@ -100,9 +100,9 @@ def _pack_size(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value <= MAX_PACK:
         raise argparse.ArgumentTypeError(
-            f"expected a positive integer (runs per pack), got {text!r}")
+            f"expected an integer in [1, {MAX_PACK}] (runs per pack), got {text[:20]!r}")
     return value
 
 

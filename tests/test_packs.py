@@ -214,11 +214,12 @@ def test_pack_auto_and_the_cli_override(smoke, monkeypatch) -> None:
             resources.FALLBACK_PACK
 
 
-def test_cli_refuses_a_non_positive_pack(capsys) -> None:
+@pytest.mark.parametrize("value", ["0", "-2", "100000", "lots"])
+def test_cli_refuses_a_pack_outside_its_range(capsys, value) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["run", "--profile", "smoke", "--pack", "0"])
+        main(["run", "--profile", "smoke", "--pack", value])
     assert info.value.code == 2
-    assert "positive integer" in capsys.readouterr().err
+    assert "an integer in [1, 4096]" in capsys.readouterr().err
 
 
 def test_cuda_device_without_cuda_is_a_clear_error(monkeypatch) -> None:
