@@ -248,6 +248,12 @@ SCHEMA: dict[str, Any] = {
                 # learning rates every arm is tuned over too (crossed with its strength grid);
                 # null: train.lr only
                 "lrs": _list_like(TrainSettings, "lr", None, nullable=True),
+                # what scores a tuning run: the fixed validation set (`validation`), or, as
+                # Harvey et al. do, a split of each training subset (`split`: fit on 4/5 of
+                # every class, score on the held-out 1/5, at least one image; the chosen point
+                # is then trained on all n); with a validation set too, the report compares
+                # the two choices
+                "selection": _choice("validation", "split"),
             },
             "seeds": _int(1, MAX_SEEDS, None, nullable=True),
             # chains of each sampler arm's final run (and of the T = 0 ensemble): their model
@@ -455,9 +461,11 @@ def _check_protocol(p: dict) -> None:
             raise ProfileError(
                 "experiments.inference.tuning: every arm gets the same number of grid values "
                 f"(the same tuning budget); got {lengths}")
-        if p["data"]["val_size"] == 0:
+        if p["data"]["val_size"] == 0 and tuning["selection"] == "validation":
             raise ProfileError("experiments.inference.tuning.enabled needs a validation set: set "
-                               "data.val_size (e.g. 500)")
+                               "data.val_size (e.g. 500), or tuning.selection: split")
+        if tuning["selection"] == "split":
+            _check_split_sizes(p)
     val_size, classes = p["data"]["val_size"], DOWNSTREAM_CLASSES[p["data"]["dataset"]]
     if val_size and (val_size < classes or val_size % classes):
         raise ProfileError(
@@ -557,6 +565,25 @@ def _check_sources(p: dict) -> None:
     if control["enabled"] and not exps["inference"]["tuning"]["enabled"]:
         raise ProfileError("experiments.control: the positive control is tuned like the "
                            "inference arms; set experiments.inference.tuning.enabled: true")
+
+
+def _check_split_sizes(p: dict) -> None:
+    """`tuning.selection: split` holds out images of every class of each training subset: each
+    tuned size needs at least 2 images per class (balanced subsets)."""
+    classes = DOWNSTREAM_CLASSES[p["data"]["dataset"]]
+    if p["data"]["subset_protocol"] != "balanced":
+        raise ProfileError("experiments.inference.tuning.selection: 'split' splits every class of "
+                           "a training subset; it needs data.subset_protocol 'balanced'")
+    exps = p["experiments"]
+    sizes = list(exps["inference"]["sizes"]) if exps["inference"]["enabled"] else []
+    if exps["control"]["enabled"] and exps["control"]["n_train"]:
+        sizes.append(exps["control"]["n_train"])
+    small = [n for n in sizes if n and n < 2 * classes]
+    if small:
+        raise ProfileError(
+            f"experiments.inference.tuning.selection: 'split' holds out at least one image of "
+            f"each of the {classes} classes, so every tuned size needs >= {2 * classes} images; "
+            f"{shown(small)} are smaller: use larger sizes or selection 'validation'")
 
 
 def _check_train_settings(train: dict) -> None:

@@ -70,6 +70,9 @@ class RunSpec:
     weight_decay: float | None = None
     temperature: float | None = None
     chain: int = 0  # another chain on the same data: own batch order, head init and noise
+    # pool indices of the run's own held-out images (a training subset's split for selection,
+    # scored as `RunOutcome.heldout_*`), or None
+    heldout: torch.Tensor | None = None
 
     def stream_seed(self, offset: int) -> int:
         """Seed of one of the run's random streams (0: batches and head, 1: noise, 2: BatchNorm
@@ -97,6 +100,9 @@ class RunOutcome:
     predictions: dict[str, Any] | None = None
     # the test set's reliability-diagram bins (`metrics.reliability_bins`) of each prediction
     reliability: dict[str, Any] | None = None
+    # metrics on the run's own held-out images (`RunSpec.heldout`), None without them
+    heldout_final: dict[str, float] | None = None
+    heldout_bma: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "predictions"}
@@ -156,6 +162,8 @@ class Pack:
         # tuning runs) followed by the validation set
         self.eval_tasks = [t for t in (test, val) if t is not None]
         self.n_test = 0 if test is None else len(test)
+        self.n_val = 0 if val is None else len(val)
+        self.heldout_positions = self._heldout(pool, specs)
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device, self.dtype).train()
@@ -424,7 +432,7 @@ class Pack:
         labels, n = labels.cpu(), self.n_test
         bma = self.average.mean().cpu() if self.average.count else None
         diagnostics = self._diagnostics()
-        has_val = len(labels) > n
+        has_val = self.n_val > 0
 
         def scores(p: torch.Tensor | None, part: slice) -> dict[str, Any] | None:
             if p is None or part.stop == part.start == 0 or len(labels[part]) == 0:
@@ -441,7 +449,7 @@ class Pack:
                                       diverged_at[r], None, wall / self.runs, diagnostics[r]))
                 continue
             final, avg = probs[r].cpu(), None if bma is None else bma[r]
-            test, val = slice(0, n), slice(n, None)
+            test, val = slice(0, n), slice(n, n + self.n_val)
             head = final if avg is None else avg
             # log-probabilities in float16: probabilities below 6e-8 would round to 0
             predictions = {split: {"log_probs": head[part].clamp_min(1e-30).log()
@@ -458,8 +466,28 @@ class Pack:
                 losses[r], wall / self.runs, diagnostics[r],
                 scores(final, val) if has_val else None, scores(avg, val) if has_val else None,
                 predictions, {"final": bins(final), "bma": bins(avg)},
+                *self._heldout_scores(r, final, avg, labels),
             ))
         return out
+
+    def _heldout(self, pool: DeviceTask, specs: Sequence[RunSpec]) -> list | None:
+        """Scores every run's own held-out pool images too: their union is evaluated after the
+        test and validation sets; returns each run's positions in it (None without any)."""
+        held = [s.heldout for s in specs]
+        if all(h is None for h in held):
+            return None
+        union = torch.unique(torch.cat([h.cpu() for h in held if h is not None]))
+        self.eval_tasks.append(pool.subset(union.to(pool.device)))
+        return [None if h is None else torch.searchsorted(union, h.cpu()) for h in held]
+
+    def _heldout_scores(self, r: int, final: torch.Tensor, avg: torch.Tensor | None,
+                        labels: torch.Tensor) -> tuple:
+        """(final, model average) metrics of run r on its own held-out images, or Nones."""
+        if self.heldout_positions is None or self.heldout_positions[r] is None:
+            return None, None
+        where = self.n_test + self.n_val + self.heldout_positions[r]
+        return tuple(None if p is None else classification_metrics(p[where], labels[where])
+                     for p in (final, avg))
 
     def _diagnostics(self) -> list[dict[str, float | None]]:
         """Per run:

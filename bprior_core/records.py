@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-SPLITS = {"test": "metrics", "val": "val_metrics"}
+SPLITS = {"test": "metrics", "val": "val_metrics", "heldout": "heldout_metrics"}
 STATUSES = ("ok", "diverged")
 METRIC_NAMES = ("accuracy", "nll", "ece", "brier")
 # the fields every complete record has (what the report and the claims read), with their types
@@ -65,12 +65,16 @@ def record_problem(record: object) -> str | None:
             return f"field {key!r} is missing or not a {kind.__name__}"
     if record["status"] not in STATUSES:
         return f"status {str(record['status'])[:20]!r} is not one of {', '.join(STATUSES)}"
-    for split in SPLITS.values():
+    for split in ("metrics", "val_metrics"):
         for part in ("final", "bma"):
             block = record[split].get(part)
             if block is not None and not _metric_block(block):
                 return f"{split}.{part} is not a block of the metrics {', '.join(METRIC_NAMES)}"
-    scored = "val_metrics" if record["config"].get("phase") == "tune" else "metrics"
+    cfg = record["config"]
+    scored = ("metrics" if cfg.get("phase") != "tune" else
+              "heldout_metrics" if cfg.get("fit") == "split" else "val_metrics")
+    if not isinstance(record.get(scored), dict):
+        return f"field {scored!r} is missing"
     if record["status"] == "ok" and not _metric_block(record[scored].get("final"), True):
         return f"an ok run without finite {scored} of its final iterate"
     for key in _LABELS:

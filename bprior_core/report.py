@@ -483,6 +483,17 @@ def results_status_html(profile: Mapping, folder: Path, records: Sequence, plann
             "folder that holds your runs.</p>")
 
 
+def choice_agreement_markdown(agreement: Mapping | None) -> str:
+    """`selection.choice_agreement` in words (empty where it does not apply)."""
+    if not agreement:
+        return ""
+    agree, total = agreement["agree"], agreement["total"]
+    return (f"**Held-out split vs fixed validation set.** The tuning runs were scored on each "
+            f"training subset's held-out fifth (Harvey et al.'s protocol); the fixed validation "
+            f"set would have chosen the same grid point in {agree} of {total} cases "
+            f"({100 * agree / total:.0f} %).")
+
+
 def grid_edges_markdown(rows: list[dict], flat: float = MARGINS["nll"]) -> str:
     """`selection.grid_edges` in words: which tuned arms chose an end of their grid, how often,
     and whether the metric still improved there (a validation NLL gain over the next value

@@ -19,13 +19,15 @@ from .records import headline_value
 SELECTION_METRIC = "nll"
 
 
-def choose_point(records: Sequence[Mapping[str, Any]]) -> tuple[int, dict] | None:
+def choose_point(records: Sequence[Mapping[str, Any]], split: str = "val"
+                 ) -> tuple[int, dict] | None:
     """The tuning run to keep among one group's complete `records` (one per grid point): the
     lowest validation NLL of its headline prediction (the first on ties), as (its position, the
     selection: chosen point, its validation NLL, every candidate point with its validation NLL
-    or None); None when no candidate has a finite validation NLL (all diverged). The test
-    metrics play no part."""
-    scores = [headline_value(r, SELECTION_METRIC, "val") for r in records]
+    or None); None when no candidate has a finite validation NLL (all diverged). `split` is
+    what scores it: the fixed validation set (`val`) or each run's held-out part of its
+    training subset (`heldout`). The test metrics play no part."""
+    scores = [headline_value(r, SELECTION_METRIC, split) for r in records]
     valid = [(v, i) for i, v in enumerate(scores) if v is not None]
     if not valid:
         return None
@@ -113,3 +115,15 @@ def grid_edges(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
         row.setdefault("low_gain", None)
         row.setdefault("high_gain", None)
     return [rows[key] for key in sorted(rows)]
+
+
+def choice_agreement(selected: Sequence[Mapping[str, Any]]) -> dict[str, int] | None:
+    """With `tuning.selection: split`, how often the held-out split's choice (the one used) is
+    also the fixed validation set's choice from the same tuning runs: {agree, total}; None
+    where no selection carries the validation set's choice."""
+    pairs = [(sel, sel["validation_choice"]) for r in selected
+             if (sel := r.get("selection")) and sel.get("validation_choice")]
+    if not pairs:
+        return None
+    agree = sum((a["value"], a.get("lr")) == (b["value"], b.get("lr")) for a, b in pairs)
+    return {"agree": agree, "total": len(pairs)}

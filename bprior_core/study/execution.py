@@ -74,6 +74,9 @@ def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
     which lets the packed prior read a shared factor once."""
     cfg = run["config"]
     indices = few_shot_indices(labels, cfg["n_train"], cfg["data"]["subset_protocol"], cfg["seed"])
+    heldout = None
+    if cfg.get("fit") == "split":
+        indices, heldout = split_subset(labels, indices, cfg["seed"])
     source, draw = cfg["prior"]["source"], cfg["prior"]["draw"]
     # read and checked against the model when loaded (`priors.load_prior_and_backbone`)
     learned, backbone_state = load_prior_and_backbone(
@@ -85,8 +88,28 @@ def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
         backbone_state = scratch_backbone(cfg["model"], cfg["seed"])
     spec = RunSpec(indices, cfg["seed"], priors[key], backbone_state,
                    lr=cfg["train"]["lr"], weight_decay=cfg["train"]["weight_decay"],
-                   temperature=cfg["train"]["temperature"], chain=cfg.get("chain", 0))
+                   temperature=cfg["train"]["temperature"], chain=cfg.get("chain", 0),
+                   heldout=heldout)
     return spec, indices
+
+
+SPLIT_SEED = 7_777  # added to the run's seed for the held-out split of its subset
+
+
+def split_subset(labels: torch.Tensor, indices: torch.Tensor, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training subset split for selection (`tuning.selection: split`, as Harvey et al.):
+    per class, round(k / 5) of its k images held out (at least one), the rest fitted; returns
+    (fit indices, held-out indices), both sorted pool indices, fixed by the seed."""
+    gen = torch.Generator().manual_seed(seed + SPLIT_SEED)
+    fit, held = [], []
+    for c in torch.unique(labels[indices]).tolist():
+        members = indices[labels[indices] == c]
+        members = members[torch.randperm(len(members), generator=gen)]
+        k = max(1, round(len(members) / 5))
+        held.append(members[:k])
+        fit.append(members[k:])
+    return torch.sort(torch.cat(fit)).values, torch.sort(torch.cat(held)).values
 
 
 def scratch_backbone(model: str, seed: int) -> dict[str, torch.Tensor]:
@@ -105,6 +128,8 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
         "seed": cfg["seed"],
         "metrics": {"final": outcome.final, "bma": outcome.bma},
         "val_metrics": {"final": outcome.val_final, "bma": outcome.val_bma},
+        **({"heldout_metrics": {"final": outcome.heldout_final, "bma": outcome.heldout_bma}}
+           if cfg.get("fit") == "split" else {}),
         "n_samples": outcome.n_samples,
         "steps_done": outcome.steps_done,
         "final_loss": outcome.final_loss,

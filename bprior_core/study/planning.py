@@ -169,6 +169,8 @@ def _tuned_arm_runs(profile: dict, experiment: str, prior_name: str, arms: list[
                 values = {"scale": cfg["scale"], "variance": cfg["nonlearned_variance"]}
                 if point is not None:
                     extra.update(tuned=point, phase="tune")
+                    if cfg["tuning"]["selection"] == "split":
+                        extra["fit"] = "split"  # fit on 4/5, scored on the held-out 1/5
                     if point["parameter"] == "weight_decay":
                         train = {**train, "weight_decay": point["value"]}
                     else:
@@ -216,14 +218,21 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
         if cfg.get("phase") == "tune":
             key = (cfg["experiment"], cfg["arm"], cfg["n_train"], cfg["seed"], cfg.get("chain", 0))
             groups.setdefault(key, []).append(run)
+    scored = ("heldout" if profile["experiments"]["inference"]["tuning"]["selection"] == "split"
+              else "val")
     finals = []
     for members in groups.values():
         records = [stored(run) for run in members]
-        choice = None if any(r is None for r in records) else choose_point(records)
+        choice = None if any(r is None for r in records) else choose_point(records, scored)
         if choice is None:
             continue
         best, selection = choice
-        config = {**members[best]["config"], "phase": "final"}
+        if scored == "heldout":  # the fixed validation set's choice from the same runs
+            other = choose_point(records, "val")
+            selection["validation_choice"] = None if other is None else {
+                k: other[1][k] for k in ("value", "lr", "val_nll")}
+        config = {k: v for k, v in members[best]["config"].items() if k != "fit"}
+        config["phase"] = "final"  # trained on the whole subset
         finals += [{"id": digest(c), "config": c, "selection": selection}
                    for c in _final_configs(profile, config)]
     return finals
