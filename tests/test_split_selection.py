@@ -39,7 +39,6 @@ def test_the_split_is_a_profile_choice_checked_against_the_sizes() -> None:
     split["experiments"]["inference"]["sizes"] = [10, 20]
     split["experiments"]["control"]["n_train"] = 10
     profile = validate_profile(split)
-    runs = study.plan(profile, ["inference"])
     assert {r["config"].get("fit") for r in runs} == {"split"}
 
 
@@ -85,11 +84,12 @@ def test_final_runs_under_split_train_on_the_whole_subset(smoke) -> None:
     tuning = profile["experiments"]["inference"]["tuning"]
     tuning["selection"] = "split"
     profile["experiments"]["inference"]["sizes"] = [10]
-    runs = study.plan(profile, ["inference"])
 
     def stored(run):
         value = run["config"]["tuned"]["value"]
-        return tune_record(value, heldout_nll=abs(value - 1e5) / 1e9, val_nll=value / 1e9)
+        record = tune_record(value, heldout_nll=abs(value - 1e5) / 1e9, val_nll=value / 1e9)
+        record["config"]["tuned"] = run["config"]["tuned"]
+        return record
 
     finals = study.final_runs(profile, stored, ["inference"])
     assert finals and all("fit" not in f["config"] and f["config"]["phase"] == "final"
