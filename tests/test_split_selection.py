@@ -39,6 +39,7 @@ def test_the_split_is_a_profile_choice_checked_against_the_sizes() -> None:
     split["experiments"]["inference"]["sizes"] = [10, 20]
     split["experiments"]["control"]["n_train"] = 10
     profile = validate_profile(split)
+    runs = study.plan(profile, ["inference"])
     assert {r["config"].get("fit") for r in runs} == {"split"}
 
 
