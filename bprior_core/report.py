@@ -32,6 +32,7 @@ from .claim_text import (
 from .claims import CONTROL_ID, MARGINS, comparison_label
 from .config import load_profile, profile_path
 from .study import EXPERIMENTS, output_dir, plan, prepare_priors, sweep_study
+from .study.planning import control_size
 from .study.preflight import preflight
 from .study.ray_backend import connect
 
@@ -540,7 +541,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
         f"rank {learning['max_rank']}, batch {learning['batch_size']}); **{draws} independent "
         f"draw(s) per source** (prior-learning seeds 0..{draws - 1}); downstream seed s uses draw "
         "s mod the number of draws, so paired differences over seeds carry prior-to-prior "
-        "variation too"
+        "variation too. " + _sources_text(profile)
         if profile["priors"]["source"] == "learn"
         else "read from the authors' four-file format: "
         + "; ".join(f"{_md(name)} from {_md(prefix)}"
@@ -558,8 +559,11 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
             f"backbone gradient clipped at norm {t['grad_clip']}")
     cap = t["prior_step_cap"]
     step_text = ("plain explicit steps on the prior term" if cap is None else
-                 f"stiff prior coordinates preconditioned so that no step sees more than "
-                 f"lr x curvature = {cap:g} (target density and MAP unchanged)")
+                 f"steps preconditioned by the prior's whole covariance, M = a Sigma (I + a "
+                 f"Sigma)^-1, so that no step on the prior sees more than lr x curvature = "
+                 f"{cap:g} and its low-rank directions relax as fast as the others (target "
+                 "density and MAP unchanged)")
+    kept = t["cycles"] - t["burn_in_cycles"]
     protocol = ("; the reproduction's protocol draws one image from each of the first n classes "
                 "for n <= 100 but tests on ALL classes, so few-shot models are scored on classes "
                 "they never saw" if profile["data"]["subset_protocol"] == "reproduction" else "")
@@ -590,7 +594,9 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   size). Samplers and SGD take the same number of gradient steps.
 - **Samplers**: `{exps['inference']['bayes_method']}` with a cyclical cosine step size,
   {t['cycles']} cycles, exploration fraction {t['explore_fraction']} (no noise), then sampling;
-  {t['samples_per_cycle']} sample(s) per cycle, {t['cycles'] * t['samples_per_cycle']} in all.
+  {t['samples_per_cycle']} sample(s) per cycle; the first {t['burn_in_cycles']} cycle(s) are
+  burn-in (left out), so {kept * t['samples_per_cycle']} samples per chain are averaged, and a
+  final run pools its {exps['inference']['chains']} chains.
   **Temperature T = {t['temperature']:g}** (posterior proportional to exp(-U/T); T = 1 is the
   Bayes posterior; the authors' default 2e-8 corresponds to T = 4e-8 here). The `ensemble`
   arm is the same schedule and samples at T = 0 (a cyclical snapshot ensemble): the control that
@@ -616,6 +622,21 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """
+
+
+def _sources_text(profile: dict) -> str:
+    """Which images each learned prior was learned from, with their numbers."""
+    from .study.sources import SOURCE_TEXT, source_kind
+
+    pool = profile["data"]["labelled_pool"]
+    head = (f"The downstream classes' labelled pool holds {pool} training images (validation set "
+            "and every training subset come from it); prior learning never sees them. "
+            if pool else "Every downstream training image is labelled. ")
+    names = sorted({*profile["experiments"]["scale"]["priors"],
+                    *(profile["experiments"][e]["prior"]
+                      for e in ("rank", "inference", "temperature"))}
+                   | ({"oracle"} if profile["experiments"]["control"]["enabled"] else set()))
+    return head + "; ".join(f"`{n}`: {SOURCE_TEXT[source_kind(profile, n)]}" for n in names)
 
 
 def _experiments_text(profile: dict) -> str:
@@ -647,28 +668,41 @@ def _experiments_text(profile: dict) -> str:
         e = exps["inference"]
         tuning = e["tuning"]
         if tuning["enabled"]:
-            tuned = (f"every arm tuned on validation over the same number of values "
-                     f"({len(tuning['scales'])}): learned prior scale "
+            lrs = tuning["lrs"] or [profile["train"]["lr"]]
+            scored = ("each training subset's held-out fifth (4/5 fitted; Harvey et al.)"
+                      if tuning["selection"] == "split" else "the validation set")
+            tuned = (f"every arm tuned over the same {len(tuning['scales'])} x {len(lrs)} grid: "
+                     f"its strength (learned prior scale "
                      f"{', '.join(f'{x:g}' for x in tuning['scales'])}; zero-mean and isotropic "
                      f"prior variance {', '.join(f'{x:g}' for x in tuning['variances'])}; `sgd` "
-                     f"weight decay {', '.join(f'{x:g}' for x in tuning['weight_decays'])}; per "
-                     "size and seed the run with the lowest validation NLL enters the claims")
+                     f"weight decay {', '.join(f'{x:g}' for x in tuning['weight_decays'])}) "
+                     f"crossed with the learning rate ({', '.join(f'{x:g}' for x in lrs)}); "
+                     f"tuning runs are scored on {scored} only, and per size and seed the point "
+                     "with the lowest NLL there is trained again on the whole subset with the "
+                     "test set scored (the final run the claims see)")
         else:
             v = e["nonlearned_variance"]
             tuned = (f"untuned: learned prior at scale {e['scale']:g}; baselines with variance "
                      + (f"{v:g}" if v is not None else "trace-matched to the rescaled learned "
                         "prior"))
+        deep = (f"; the deep ensemble averages the chosen `sgd+learned` run trained as "
+                f"{e['chains']} members" if e["deep_ensemble"] else "")
         lines.append(f"- **Inference** (C3-C5, H1): arms {', '.join(e['arms'])} at rank "
                      f"{e['rank']}, sizes {', '.join(n(x) for x in e['sizes'])}, "
-                     f"{e['seeds'] or seeds} seeds; {tuned}. All arms start from the pretrained "
+                     f"{e['seeds'] or seeds} seeds; {tuned}. Every sampler's final run has "
+                     f"{e['chains']} chains, pooled{deep}. All arms start from the pretrained "
                      "backbone.")
+    if exps["control"]["enabled"]:
+        lines.append(f"- **Control** (PC): {', '.join(exps['control']['arms'])} with the oracle "
+                     f"prior at n = {n(control_size(profile))}, tuned like the inference arms, "
+                     "every arm starting from the oracle's backbone.")
     if exps["temperature"]["enabled"]:
         e = exps["temperature"]
         lines.append(f"- **Temperature**: `{e['method']}` + learned prior at scale {e['scale']:g}, "
                      f"n = {n(e['n_train'])}, T in "
                      f"{', '.join(f'{x:g}' for x in e['temperatures'])}, {e['chains']} chains "
-                     f"per temperature on the same subset ({e['seeds'] or seeds} seed(s)); split "
-                     "R-hat of the per-sample test NLL over the chains.")
+                     f"per temperature on the same subset ({e['seeds'] or seeds} seed(s)), "
+                     "pooled; rank-normalised R-hat and bulk ESS over the chains.")
     return "\n".join(lines)
 
 
