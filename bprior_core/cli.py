@@ -54,21 +54,12 @@ def _plan_command(args) -> int:
 
 
 def _run_command(args) -> int:
-    from .study import prepare_priors
-    from .study.execution import sweep_study
-    from .study.preflight import preflight
-    from .study.ray_backend import connect
+    from .study.runner import run_study
 
     path = profile_path(args.profile)
-    profile = load_profile(path)
-    experiments = args.experiment or list(EXPERIMENTS)
-    root = Path(args.outputs) if args.outputs else None
-    backend = args.backend or profile["backend"]
-    connect(backend, args.address)  # a back end that is not ready fails before anything is written
-    preflight(profile, root, experiments, profile_file=path)  # before anything is learned
-    prepare_priors(profile, root, experiments=experiments)
-    counts = sweep_study(profile, experiments, root, pack=args.pack, backend=backend,
-                         address=args.address)
+    counts = run_study(load_profile(path), Path(args.outputs) if args.outputs else None,
+                       args.experiment or list(EXPERIMENTS), profile_file=path, pack=args.pack,
+                       backend=args.backend, address=args.address)
     print(counts)
     return 0
 
@@ -91,6 +82,19 @@ def _render_command(args) -> int:
     target = Path(args.output) if args.output else notebook.with_suffix(".html")
     atomic_write_text(target, render_html(notebook, ""))
     print(f"wrote {target}")
+    return 0
+
+
+def _example_folder_command(args) -> int:
+    from .imagefolder import write_example
+
+    target = Path(args.folder)
+    if target.exists() and any(target.iterdir()):
+        raise StudyError(f"{target} exists and is not empty; give a new folder")
+    write_example(target)
+    print(f"wrote {target}/downstream/{{train,val,test}}/<class>/*.png and "
+          f"{target}/source/<class>/*.png; try: bprior report --profile "
+          "params/imagefolder-example.yaml (it reads data/example-folder)")
     return 0
 
 
@@ -139,9 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                             "HTML page (code hidden, nothing loaded from a CDN)")
     render.add_argument("notebook", help="an executed .ipynb file")
     render.add_argument("-o", "--output", default=None, help="HTML file (default: beside it)")
+    example = sub.add_parser("example-folder", help="write a tiny synthetic image folder "
+                             "(three shape classes downstream, three others as the source) to "
+                             "try data.dataset: imagefolder on")
+    example.add_argument("folder", nargs="?", default="data/example-folder",
+                         help="where to write it (default: data/example-folder)")
     args = parser.parse_args(argv)
     handler = {"plan": _plan_command, "run": _run_command, "report": _report_command,
-               "render": _render_command}[args.command]
+               "render": _render_command, "example-folder": _example_folder_command}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:  # `bprior plan -v | head`: the reader left; stop quietly

@@ -138,7 +138,18 @@ PRIOR_NAMES = ("ssl", "supervised", "oracle")
 SSL_SOURCES = ("source_classes", "outside_pool")
 MIN_GRID = 5  # values per tuned arm: enough to reach both the strong and the weak side
 MIN_CHAINS = 4  # chains behind every convergence-gated claim (rank-normalised R-hat, ESS)
-DOWNSTREAM_CLASSES = {"fashion_mnist": 5, "flowers102": 102}
+DATASETS = ("fashion_mnist", "flowers102", "imagefolder")
+CLASS_COUNTS = {"fashion_mnist": 5, "flowers102": 102}  # imagefolder: its class folders
+
+
+def downstream_classes(p: dict) -> int:
+    """How many classes the downstream task has (an image folder: its train/ class folders)."""
+    data = p["data"]
+    if data["dataset"] != "imagefolder":
+        return CLASS_COUNTS[data["dataset"]]
+    from .imagefolder import scan_root
+
+    return len(scan_root(data["root"])["train"].classes)
 
 SCHEMA: dict[str, Any] = {
     "name": Field(str, None),
@@ -150,10 +161,24 @@ SCHEMA: dict[str, Any] = {
     "backend": _choice("local", "ray"),
     "pack": Field(int, 1, lo=1, hi=MAX_PACK, auto=True),
     "precision": _choice(*PRECISIONS),
-    "model": _choice("small_resnet", "resnet50"),
+    # small_resnet, resnet50, or torchvision:<name> (any torchvision classification model)
+    "model": Field(str, "small_resnet"),
+    # a local state dict for a torchvision model (its classifier's keys ignored): where prior
+    # learning starts (nothing is downloaded)
+    "model_weights": Field(str, None, nullable=True),
     "data": {
-        "dataset": _choice("fashion_mnist", "flowers102"),
+        "dataset": _choice(*DATASETS),
+        # fashion_mnist / flowers102: where the files are; imagefolder: the folder holding
+        # train/<class>/*, test/<class>/* and optionally val/<class>/*
         "root": Field(str, None, nullable=True),
+        # imagefolder: side of the square the images are resized and centre-cropped to
+        "image_size": _int(8, 1024, 32),
+        # imagefolder: training augmentations on the device (any of crop, flip, rotation);
+        # null: none
+        "augment": Field(list, None, items=str, nullable=True),
+        # imagefolder: per-channel normalisation; null: the training images' own mean and std
+        "mean": Field(list, None, items=float, nullable=True),
+        "std": Field(list, None, items=float, nullable=True),
         "download": Field(bool, False),
         "subset_protocol": _choice("balanced", "reproduction"),
         "test_size": _int(0, MAX_IMAGES, 0),
@@ -184,6 +209,9 @@ SCHEMA: dict[str, Any] = {
         "eps": _like(PriorParameters, "eps", 0.0),
         "learning": {
             "source_train_size": _int(0, MAX_IMAGES, 0),
+            # imagefolder: the priors' source images, <source_root>/<class>/* (the supervised
+            # prior uses the labels, SimCLR ignores them)
+            "source_root": Field(str, None, nullable=True),
             **_section_from(PriorLearningSettings),
         },
     },
@@ -293,6 +321,7 @@ _LIST_CHOICES = {
     ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
     ("experiments", "control", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
     ("experiments", "scale", "rules"): ("same", "authors"),
+    ("data", "augment"): ("crop", "flip", "rotation"),
 }
 
 
@@ -434,13 +463,94 @@ def _check_consistency(p: dict) -> None:
                     "prior will store (min of priors.learning.max_rank and the number of SWAG "
                     f"snapshots); use a rank <= {max_rank}"
                 )
+    _check_model(p)
     if p["data"]["dataset"] == "fashion_mnist" and p["model"] != "small_resnet":
         raise ProfileError("model: fashion_mnist (28x28 grayscale) needs model 'small_resnet'")
     if p["data"]["dataset"] == "flowers102" and p["priors"]["source"] == "learn":
         raise ProfileError(
-            "priors.source: 'learn' is only implemented for fashion_mnist; flowers102 needs "
-            "priors.source 'files' with priors.files.ssl / priors.files.supervised"
+            "priors.source: 'learn' is implemented for fashion_mnist and imagefolder; flowers102 "
+            "needs priors.source 'files' with priors.files.ssl / priors.files.supervised"
         )
+    _check_imagefolder(p)
+
+
+def validation_from_pool(p: dict) -> bool:
+    """Whether the validation set is drawn from the labelled pool (not an image folder's own
+    val/ folder, nor Flowers-102's official split)."""
+    data = p["data"]
+    if data["dataset"] == "imagefolder":
+        from .imagefolder import scan_root
+
+        return "val" not in scan_root(data["root"])
+    return data["dataset"] == "fashion_mnist"
+
+
+# priors.learning keys that say where the source images come from, not how to learn
+SOURCE_KEYS = ("source_train_size", "source_root")
+
+
+def learning_settings(p: dict) -> PriorLearningSettings:
+    """The profile's prior-learning settings (`priors.learning` less its source keys)."""
+    learning = p["priors"]["learning"]
+    return PriorLearningSettings(**{k: v for k, v in learning.items() if k not in SOURCE_KEYS})
+
+
+def _check_model(p: dict) -> None:
+    from .models import ModelError, check_model_name
+
+    try:
+        check_model_name(p["model"])
+    except ModelError as exc:
+        raise ProfileError(f"model: {exc}") from None
+    weights = p["model_weights"]
+    if weights is not None and not p["model"].startswith("torchvision:"):
+        raise ProfileError(f"model_weights: only torchvision:<name> models take weights; "
+                           f"{p['model']!r} does not")
+    if weights is not None and not Path(weights).is_file():
+        raise ProfileError(f"model_weights: {weights} is not a file (a local state dict saved "
+                           "with torch.save)")
+    if weights is not None:  # weights that do not fit are named before anything runs
+        from .models import build_model
+
+        try:
+            build_model(p["model"], 2, weights)
+        except ModelError as exc:
+            raise ProfileError(str(exc)) from None
+
+
+def _check_imagefolder(p: dict) -> None:
+    """An image folder's keys: a root that holds usable splits, a source folder for learned
+    priors, normalisation of one value per channel."""
+    data, learning = p["data"], p["priors"]["learning"]
+    if data["dataset"] != "imagefolder":
+        for key in ("augment", "mean", "std"):
+            if data[key]:
+                raise ProfileError(f"data.{key}: only used with data.dataset 'imagefolder'")
+        if learning["source_root"]:
+            raise ProfileError("priors.learning.source_root: only used with data.dataset "
+                               "'imagefolder'")
+        return
+    from .imagefolder import FolderError, list_classes
+    from .models import input_channels
+
+    if not data["root"]:
+        raise ProfileError("data.root: an image folder needs it (the folder holding train/ and "
+                           "test/ class folders)")
+    channels = input_channels(p["model"])
+    for key in ("mean", "std"):
+        if data[key] is not None and len(data[key]) != channels:
+            raise ProfileError(f"data.{key}: {shown(data[key])} has {len(data[key])} values; "
+                               f"model {p['model']} takes {channels}-channel images")
+    if data["std"] is not None and min(data["std"]) <= 0:
+        raise ProfileError(f"data.std: {shown(data['std'])}: every value must be > 0")
+    if p["priors"]["source"] == "learn" and _priors_used(p) - {"oracle"}:
+        if not learning["source_root"]:
+            raise ProfileError("priors.learning.source_root: learned priors on an image folder "
+                               "need a source folder of class subfolders (<source_root>/<class>/*)")
+        try:
+            list_classes(learning["source_root"], "priors.learning.source_root")
+        except FolderError as exc:
+            raise ProfileError(str(exc)) from None
 
 
 def _check_protocol(p: dict) -> None:
@@ -466,7 +576,7 @@ def _check_protocol(p: dict) -> None:
                                "data.val_size (e.g. 500), or tuning.selection: split")
         if tuning["selection"] == "split":
             _check_split_sizes(p)
-    val_size, classes = p["data"]["val_size"], DOWNSTREAM_CLASSES[p["data"]["dataset"]]
+    val_size, classes = p["data"]["val_size"], downstream_classes(p)
     if val_size and (val_size < classes or val_size % classes):
         raise ProfileError(
             f"data.val_size: {val_size} cannot be split evenly over the {classes} downstream "
@@ -528,16 +638,16 @@ def _check_sources(p: dict) -> None:
     and every training size, class-balanced; the SimCLR prior outside the pool and the control's
     oracle prior need a pool that leaves images outside it; the control needs a size."""
     data, priors, exps = p["data"], p["priors"], p["experiments"]
-    pool, classes = data["labelled_pool"], DOWNSTREAM_CLASSES[data["dataset"]]
-    if pool and data["dataset"] != "fashion_mnist":
-        raise ProfileError("data.labelled_pool: only fashion_mnist is split into a labelled pool "
-                           "and an unlabelled rest here; set it to 0 for flowers102 (its "
-                           "official splits are used)")
+    pool, classes = data["labelled_pool"], downstream_classes(p)
+    if pool and data["dataset"] == "flowers102":
+        raise ProfileError("data.labelled_pool: fashion_mnist and imagefolder training images "
+                           "are split into a labelled pool and an unlabelled rest; set it to 0 "
+                           "for flowers102 (its official splits are used)")
     if pool:
         if pool % classes:
             raise ProfileError(f"data.labelled_pool: {pool} images cannot be split evenly over "
                                f"the {classes} downstream classes; use a multiple of {classes}")
-        room = pool - data["val_size"]
+        room = pool - (data["val_size"] if validation_from_pool(p) else 0)
         for key, sizes in training_sizes(p).items():
             largest = max(sizes) if 0 not in sizes else room + 1
             if largest > room:
@@ -570,7 +680,7 @@ def _check_sources(p: dict) -> None:
 def _check_split_sizes(p: dict) -> None:
     """`tuning.selection: split` holds out images of every class of each training subset: each
     tuned size needs at least 2 images per class (balanced subsets)."""
-    classes = DOWNSTREAM_CLASSES[p["data"]["dataset"]]
+    classes = downstream_classes(p)
     if p["data"]["subset_protocol"] != "balanced":
         raise ProfileError("experiments.inference.tuning.selection: 'split' splits every class of "
                            "a training subset; it needs data.subset_protocol 'balanced'")

@@ -52,6 +52,10 @@ def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
     cannot be traced."""
     from torch.fx.experimental.optimization import fuse
 
+    from .packing import StackedBackbone
+
+    if isinstance(backbone, StackedBackbone):  # vmap cannot be traced
+        return backbone
     try:
         return fuse(backbone)
     except Exception:  # noqa: BLE001 - untraceable custom backbones are evaluated unfused

@@ -12,7 +12,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-MODEL_NAMES = ("small_resnet", "resnet50")
+MODEL_NAMES = ("small_resnet", "resnet50")  # besides `torchvision:<name>`
+TORCHVISION_PREFIX = "torchvision:"
+
+
+class ModelError(ValueError):
+    """A model name or weights file that cannot be used; the message says what would work."""
 
 
 class Classifier(nn.Module):
@@ -85,18 +90,117 @@ def _resnet50_backbone() -> tuple[nn.Module, int]:
     return net, feature_dim
 
 
-def build_model(name: str, num_classes: int) -> Classifier:
-    """Build a backbone + fresh linear head by name (`small_resnet` or `resnet50`)."""
-    if name == "small_resnet":
-        backbone: nn.Module = SmallResNet()
-        feature_dim = backbone.feature_dim
-    elif name == "resnet50":
-        backbone, feature_dim = _resnet50_backbone()
-    else:
-        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+def torchvision_names() -> list[str]:
+    """The classification models torchvision can build."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_model_name(name: str) -> None:
+    """ModelError unless `name` is a model `build_model` knows (closest names suggested)."""
+    if name in MODEL_NAMES:
+        return
+    if name.startswith(TORCHVISION_PREFIX):
+        arch, known = name.removeprefix(TORCHVISION_PREFIX), torchvision_names()
+        if arch in known:
+            return
+        import difflib
+
+        close = difflib.get_close_matches(arch, known, n=3) or known[:3]
+        raise ModelError(f"unknown torchvision model {arch!r}; closest: "
+                         f"{', '.join(TORCHVISION_PREFIX + c for c in close)}")
+    raise ModelError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)} or "
+                     f"{TORCHVISION_PREFIX}<name> (a torchvision classification model, e.g. "
+                     f"{TORCHVISION_PREFIX}resnet18)")
+
+
+def input_channels(name: str) -> int:
+    """Image channels the model takes: 1 for small_resnet (grayscale), else 3 (RGB)."""
+    return 1 if name == "small_resnet" else 3
+
+
+def _final_linear(net: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
+    """The model's last Linear layer (its classifier) with its parent and attribute name."""
+    found = None
+    for parent_name, parent in net.named_modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                found = (parent, name, child, f"{parent_name}.{name}".lstrip("."))
+    if found is None:
+        raise ModelError(f"{type(net).__name__} has no Linear classifier to replace by the run's "
+                         "head; use a model whose last layer is a Linear")
+    return found[0], found[3], found[2]
+
+
+def _torchvision_backbone(arch: str, weights: str | None) -> tuple[nn.Module, int]:
+    """torchvision's `arch`, untrained or with a local state dict, its last Linear removed."""
+    import torchvision
+
+    net = torchvision.models.get_model(arch, weights=None)
+    parent, path, linear = _final_linear(net)
+    if weights is not None:
+        load_checked_weights(net, weights, skip=path)
+    setattr(parent, path.rsplit(".", 1)[-1], nn.Identity())
+    return net, linear.in_features
+
+
+def load_checked_weights(net: nn.Module, path: str, skip: str = "") -> None:
+    """Load a local state dict into `net` (read with weights_only=True); keys under `skip` (the
+    classifier that the run's head replaces) are ignored. ModelError naming the first keys that
+    are missing, unexpected or of the wrong shape."""
+    from .prior_files import PriorFileError, load_torch_file
+
+    try:
+        state = load_torch_file(path)
+    except PriorFileError as exc:
+        raise ModelError(f"model_weights: {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"model_weights: cannot read {path} ({exc.strerror or exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"model_weights: {path} is not a state dict (a mapping of names to "
+                         "tensors)")
+    mine = {k: v for k, v in net.state_dict().items() if not k.startswith(skip + ".")}
+    theirs = {k: v for k, v in state.items() if not k.startswith(skip + ".")}
+    missing = [k for k in mine if k not in theirs]
+    unexpected = [k for k in theirs if k not in mine]
+    shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in mine.items()
+              if k in theirs and theirs[k].shape != v.shape]
+    problems = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                    ("wrong shape (file vs model)", shapes)) if keys]
+    if problems:
+        raise ModelError(f"model_weights: {path} does not fit {type(net).__name__} ("
+                         + "; ".join(problems) + ")")
+    net.load_state_dict(theirs, strict=False)
+
+
+def build_model(name: str, num_classes: int, weights: str | None = None) -> Classifier:
+    """A backbone + fresh linear head by name: `small_resnet`, `resnet50`, or
+    `torchvision:<name>` (any torchvision classification model, its last Linear replaced by the
+    head), optionally from a local state dict `weights` (torchvision models)."""
+    check_model_name(name)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if name.startswith(TORCHVISION_PREFIX):
+        backbone, feature_dim = _torchvision_backbone(name.removeprefix(TORCHVISION_PREFIX),
+                                                      weights)
+    elif weights is not None:
+        raise ModelError(f"model_weights is for torchvision models; {name!r} takes none")
+    elif name == "small_resnet":
+        backbone = SmallResNet()
+        feature_dim = backbone.feature_dim
+    else:
+        backbone, feature_dim = _resnet50_backbone()
     return Classifier(backbone, nn.Linear(feature_dim, num_classes))
+
+
+def build_backbone(name: str) -> nn.Module:
+    """The named model's backbone alone (freshly initialised): what a prior covers and stored
+    backbone weights are checked against."""
+    return build_model(name, num_classes=2).backbone
 
 
 def prior_parameters(backbone: nn.Module) -> list[nn.Parameter]:

@@ -30,11 +30,10 @@ from .claim_text import (
     VERDICT_RULE,
 )
 from .claims import CONTROL_ID, MARGINS, comparison_label
-from .config import load_profile, profile_path
-from .study import EXPERIMENTS, output_dir, plan, prepare_priors, sweep_study
+from .config import load_profile, profile_path, validation_from_pool
+from .study import output_dir, plan
 from .study.planning import control_size
-from .study.preflight import preflight
-from .study.ray_backend import connect
+from .study.runner import run_study
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_temperature",
@@ -568,10 +567,13 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
                 "for n <= 100 but tests on ALL classes, so few-shot models are scored on classes "
                 "they never saw" if profile["data"]["subset_protocol"] == "reproduction" else "")
     val = profile["data"]["val_size"]
-    val_text = (f"validation set of {val} images, class-balanced, drawn once from the labelled "
-                "pool and removed from it (never in a training subset; Flowers-102: from the "
-                "official validation split); it only selects hyper-parameters, ranks and "
-                "scales, and the test set only measures the selected runs" if val else
+    origin = {"flowers102": "taken from the official validation split",
+              "imagefolder": "taken from the val/ folder" if not validation_from_pool(profile)
+              else None}.get(profile["data"]["dataset"]) or (
+        "drawn once from the labelled pool and removed from it (never in a training subset)")
+    val_text = (f"validation set of {val} images, class-balanced, {origin}; it only selects "
+                "hyper-parameters, ranks and scales, and the test set only measures the "
+                "selected runs" if val else
                 "no validation set (best ranks and scales are then picked on test means with "
                 "Bonferroni-corrected intervals)")
     margins = profile["claims"]["margins"]
@@ -626,7 +628,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 
 def _sources_text(profile: dict) -> str:
     """Which images each learned prior was learned from, with their numbers."""
-    from .study.sources import SOURCE_TEXT, source_kind
+    from .study.sources import source_kind, source_text
 
     pool = profile["data"]["labelled_pool"]
     head = (f"The downstream classes' labelled pool holds {pool} training images (validation set "
@@ -636,7 +638,8 @@ def _sources_text(profile: dict) -> str:
                     *(profile["experiments"][e]["prior"]
                       for e in ("rank", "inference", "temperature"))}
                    | ({"oracle"} if profile["experiments"]["control"]["enabled"] else set()))
-    return head + "; ".join(f"`{n}`: {SOURCE_TEXT[source_kind(profile, n)]}" for n in names)
+    return head + "; ".join(f"`{n}`: {source_text(profile, source_kind(profile, n))}"
+                            for n in names)
 
 
 def _experiments_text(profile: dict) -> str:
@@ -770,25 +773,17 @@ def build_report(
 
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
-    backend = backend or profile["backend"]
-    connect(backend, address)  # a back end that is not ready fails before anything is written
-    # outputs writable and owned by this file, device, prior files, training sizes
-    preflight(profile, root, profile_file=path)
     out = output_dir(profile, root)
+    log(f"profile {profile['name']}: {len(plan(profile))} runs planned; outputs in {out}")
+    # train first, with progress bars and a time estimate here; the notebooks then find every
+    # run done and only read results
+    counts = run_study(profile, root, profile_file=path, pack=pack, backend=backend,
+                       address=address, progress=progress)
+    timings = {"priors": counts.pop("priors_s"), "runs": counts["wall_time_s"]}
+    log(f"runs: {counts}")
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)
     html_dir.mkdir(parents=True, exist_ok=True)
-    runs = plan(profile)
-    log(f"profile {profile['name']}: {len(runs)} runs planned; outputs in {out}")
-    # train first, with progress bars and a time estimate here; the notebooks then find every
-    # run done and only read results
-    start = time.perf_counter()
-    prepare_priors(profile, root, progress=progress)
-    timings = {"priors": round(time.perf_counter() - start, 1)}
-    counts = sweep_study(profile, EXPERIMENTS, root, progress=progress, pack=pack,
-                         backend=backend, address=address)
-    timings["runs"] = counts["wall_time_s"]
-    log(f"runs: {counts}")
     params = {"profile": str(path.resolve()), "outputs_root": str(out.parent.resolve()),
               "progress": False}
     for name in NOTEBOOKS:

@@ -48,9 +48,7 @@ def test_every_profile_loads_and_builds_settings(name) -> None:
     assert set(profile) == set(config.SCHEMA)
     TrainSettings(**profile["train"])  # what the study does with it
     if profile["priors"]["source"] == "learn":
-        learning = dict(profile["priors"]["learning"])
-        learning.pop("source_train_size")
-        PriorLearningSettings(**learning)
+        assert isinstance(config.learning_settings(profile), PriorLearningSettings)
     assert load_profile(config.PARAMS_DIR / f"{name}.yaml") == profile
 
 
@@ -71,7 +69,7 @@ def test_schema_matches_the_settings_dataclasses() -> None:
     train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     assert set(config.SCHEMA["train"]) == train_fields
     learning_fields = {f.name for f in dataclasses.fields(PriorLearningSettings)}
-    assert set(config.SCHEMA["priors"]["learning"]) == learning_fields | {"source_train_size"}
+    assert set(config.SCHEMA["priors"]["learning"]) == learning_fields | set(config.SOURCE_KEYS)
 
 
 def test_flowers_profile_reproduces_the_reproduction_setting() -> None:

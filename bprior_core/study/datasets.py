@@ -5,8 +5,10 @@ The labelled pool (`data.labelled_pool`, `sources.labelled_pool_indices`; all do
 training images when 0) holds every labelled image the downstream task may use. The validation
 set is drawn once (fixed seed, `val_size` images, the same number of every class) from it and
 removed from it, so no training subset can contain a validation image;
-Flowers-102 uses a class-balanced subset of its official validation split instead. Validation
-data only ever selects hyper-parameters; the test set only ever measures the selected runs.
+Flowers-102 uses a class-balanced subset of its official validation split instead, an image
+folder its `val/` folder when it has one (all of it, or a class-balanced `val_size` of it).
+Validation data only ever selects hyper-parameters; the test set only ever measures the selected
+runs.
 """
 
 from __future__ import annotations
@@ -46,12 +48,23 @@ class DataKey:
     val_size: int = 0
     env_data: str | None = None  # $BPRIOR_DATA when the key was made: it moves the data too
     labelled_pool: int = 0
+    # image folders: decoded size and channels, training augmentations, normalisation
+    image_size: int = 32
+    channels: int = 1
+    augment: tuple[str, ...] = ()
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
+        from ..models import input_channels
+
         d = profile["data"]
         return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"],
-                   os.environ.get("BPRIOR_DATA"), d["labelled_pool"])
+                   os.environ.get("BPRIOR_DATA"), d["labelled_pool"], d["image_size"],
+                   input_channels(profile["model"]), tuple(d["augment"] or ()),
+                   None if d["mean"] is None else tuple(d["mean"]),
+                   None if d["std"] is None else tuple(d["std"]))
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
@@ -96,6 +109,8 @@ def downstream_data(key: DataKey, device: str
             test = test.subset(keep)
         pool, val = split_validation(DeviceTask.from_task(train, device), key.val_size)
         return pool, val, DeviceTask.from_task(test, device)
+    if key.dataset == "imagefolder":
+        return _folder_data(key, device)
     from ..flowers import flowers_device_task
 
     root = flowers_root(key)
@@ -112,6 +127,49 @@ def downstream_data(key: DataKey, device: str
     return train, val, test
 
 
+def folder_normalisation(key: DataKey) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """An image folder's per-channel mean and std: given, else those of its training images."""
+    from ..imagefolder import channel_stats, decoded, scan_root
+
+    if key.mean is not None and key.std is not None:
+        return key.mean, key.std
+    mean, std = channel_stats(decoded(scan_root(key.root)["train"], key.image_size,
+                                      key.channels)["images"])
+    return key.mean or mean, key.std or std
+
+
+def folder_split(key: DataKey, split: str):
+    """One split of an image folder, decoded (cached): (uint8 images and labels, classes)."""
+    from ..imagefolder import decoded, scan_root
+
+    listing = scan_root(key.root)[split]
+    return decoded(listing, key.image_size, key.channels), len(listing.classes)
+
+
+def _folder_data(key: DataKey, device: str) -> tuple[DeviceTask, DeviceTask | None, DeviceTask]:
+    """An image folder's pool (its labelled part of train/), validation and test sets."""
+    from ..imagefolder import device_task, scan_root
+
+    norm = folder_normalisation(key)
+    train, classes = folder_split(key, "train")
+    keep = labelled_pool_indices(train["labels"], key.labelled_pool)
+    train = {"images": train["images"][keep], "labels": train["labels"][keep]}
+    pool = device_task(train, classes, device, norm, key.augment)
+    test_cache, _ = folder_split(key, "test")
+    test = device_task(test_cache, classes, device, norm)
+    subset = _test_subset(len(test), key.test_size)
+    if subset is not None:
+        test = test.subset(subset.to(test.device))
+    if "val" not in scan_root(key.root):
+        pool, val = split_validation(pool, key.val_size)
+        return pool, val, test
+    val_cache, _ = folder_split(key, "val")
+    val = device_task(val_cache, classes, device, norm)
+    if 0 < key.val_size < len(val):
+        val = val.subset(validation_indices(val.labels.cpu(), key.val_size).to(val.device))
+    return pool, val, test
+
+
 def flowers_root(key: DataKey) -> str:
     """Where Flowers-102 lives: `data.root`, else ~/.cache/bprior."""
     return key.root or str(cache_dir())
@@ -122,6 +180,11 @@ def locate_data(key: DataKey) -> Path:
     when a named location lacks it)."""
     if key.dataset == "fashion_mnist":
         return locate_fashion_mnist(key.root, key.download)
+    if key.dataset == "imagefolder":
+        from ..imagefolder import scan_root
+
+        scan_root(key.root)
+        return Path(key.root)
     folder = Path(flowers_root(key))
     if not folder.is_dir() and not key.download:
         raise DataUnavailableError(
@@ -137,6 +200,8 @@ def data_source(key: DataKey) -> dict[str, str]:
     folder = locate_data(key)
     if key.dataset == "fashion_mnist":
         files = [folder / name for name in FMNIST_FILES]
+    elif key.dataset == "imagefolder":
+        return {"dataset": key.dataset, "folder": str(folder), "digest": _folder_digest(key)}
     else:
         files = sorted((folder / "bprior-cache").glob("*.pt"))
     return {"dataset": key.dataset, "folder": str(folder), "digest": files_digest(files)}
@@ -153,7 +218,18 @@ def data_digest(key: DataKey) -> str | None:
         return None
     if key.dataset == "fashion_mnist":
         return files_digest([folder / name for name in FMNIST_FILES])
+    if key.dataset == "imagefolder":
+        return _folder_digest(key)
     return _flowers_digest(folder)
+
+
+def _folder_digest(key: DataKey) -> str:
+    """An image folder's splits: the names and sizes of their images."""
+    from ..imagefolder import scan_root
+
+    listings = scan_root(key.root)
+    return hashlib.sha256(repr(sorted((s, v.digest()) for s, v in listings.items()))
+                          .encode()).hexdigest()[:16]
 
 
 def _flowers_digest(folder: Path) -> str | None:

@@ -26,7 +26,7 @@ from ..config import load_profile, profile_path
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
 from ..jsonsafe import to_plain
-from ..models import build_model, num_prior_parameters
+from ..models import build_backbone, build_model, num_prior_parameters
 from ..records import record_problem
 from ..selection import select_tuned
 from ..train import TrainSettings
@@ -62,9 +62,9 @@ def resolve_pack_size(profile: dict, override: int | None = None) -> int:
     if value != "auto":
         return int(value)
     device = resolve_device(profile["device"])
-    model = build_model(profile["model"], 2)
+    backbone = build_backbone(profile["model"])
     ranks = [r["config"]["prior"].get("rank", 0) for r in plan(profile)] or [0]
-    return auto_pack_size(device, profile["model"], num_prior_parameters(model.backbone),
+    return auto_pack_size(device, profile["model"], num_prior_parameters(backbone),
                           max(ranks), profile["train"]["batch_size"], profile["precision"])
 
 
@@ -115,7 +115,7 @@ def split_subset(labels: torch.Tensor, indices: torch.Tensor, seed: int
 def scratch_backbone(model: str, seed: int) -> dict[str, torch.Tensor]:
     """Randomly initialised backbone weights (no pretraining), seeded by the run's seed."""
     torch.manual_seed(seed)
-    return build_model(model, 2).backbone.state_dict()
+    return build_backbone(model).state_dict()
 
 
 def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, pack: int,

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..digests import authors_files_digest
+from ..digests import authors_files_digest, file_digest
 from ..records import arm_parts
 from ..selection import choose_point
 from .datasets import DataKey, data_digest
@@ -77,7 +77,25 @@ def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
         "model": profile["model"],
         "seed": draw,
         "context": context,
+        **_source_files(profile, kind),
     }
+
+
+def _source_files(profile: dict, kind: str) -> dict:
+    """The content of what a prior is learned from beyond the built-in data: the starting
+    weights (`model_weights`) and an image folder's source folder (names and sizes)."""
+    out = {}
+    if profile["model_weights"]:
+        out["model_weights_digest"] = file_digest(profile["model_weights"])
+    root = profile["priors"]["learning"]["source_root"]
+    if root and kind != "downstream_rest":
+        from ..imagefolder import FolderError, list_classes
+
+        try:
+            out["source_digest"] = list_classes(root, "priors.learning.source_root").digest()
+        except FolderError:
+            out["source_digest"] = None  # preflight says what is wrong with it
+    return out
 
 
 def _prior_spec(profile: dict, kind: str, source: str, seed: int, rank: int = 0,

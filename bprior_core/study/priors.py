@@ -13,11 +13,13 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_torch_save, remove_stale_temporaries
+from ..config import learning_settings
 from ..digests import authors_files_digest, file_digest
-from ..learn import PriorLearningSettings, learn_prior
-from ..models import build_model, num_prior_parameters
+from ..learn import learn_prior
+from ..models import build_backbone, build_model, num_prior_parameters
 from ..prior import GaussianPrior, check_covers, rescale
 from ..prior_files import (
+    AUTHORS_SUFFIXES,
     PriorFileError,
     checked_backbone_state,
     load_authors_model_state,
@@ -50,7 +52,7 @@ def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -
         if not prefix:
             problems.append(f"priors.files.{name} is not set")
             continue
-        missing = [f"{prefix}_{s}.pt" for s in ("mean", "variance", "covmat", "model")
+        missing = [f"{prefix}_{s}.pt" for s in AUTHORS_SUFFIXES
                    if not Path(f"{prefix}_{s}.pt").exists()]
         if missing:
             problems.append(f"priors.files.{name}: missing {', '.join(missing)}")
@@ -82,7 +84,7 @@ def _read_learned(prior_file: Path, backbone_file: Path, model: str
     prior (their digest is in the prior's meta: a backbone file swapped for another prior's is
     refused)."""
     prior = load_prior(prior_file)
-    backbone = build_model(model, 2).backbone
+    backbone = build_backbone(model)
     state = checked_backbone_state(load_torch_file(backbone_file), backbone, backbone_file)
     tied = prior.meta.get("backbone_digest")
     if tied != file_digest(backbone_file):
@@ -146,14 +148,12 @@ def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
 def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
               progress: bool = True) -> Path:
     """Learn prior `name` with seed `draw` on the source task and store it with its backbone."""
-    learning = dict(profile["priors"]["learning"])
-    learning.pop("source_train_size")
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
-    torch.manual_seed(draw)  # the backbone's initial weights
-    model = build_model(profile["model"], num_classes=5)
     source = source_task(profile, name)
+    torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
+    model = build_model(profile["model"], source.num_classes, profile["model_weights"])
     prior, state = learn_prior(
-        model, source, OBJECTIVES[name], PriorLearningSettings(**learning),
+        model, source, OBJECTIVES[name], learning_settings(profile),
         seed=draw, device=device, progress=progress,
     )
     source_meta = {"images": source_kind(profile, name), "size": len(source)}
@@ -203,7 +203,7 @@ def load_prior_and_backbone(where: PriorLocation) -> tuple[GaussianPrior, dict[s
         return _preloaded[where]
     if where.files_prefix is not None:
         prior = load_authors_prior(where.files_prefix, variance_floor=where.variance_floor)
-        backbone = build_model(where.model, 2).backbone
+        backbone = build_backbone(where.model)
         model_file = f"{where.files_prefix}_model.pt"
         state = checked_backbone_state(load_authors_model_state(where.files_prefix), backbone,
                                        model_file)

@@ -15,6 +15,10 @@ every training subset come from it) and the rest. Only prior learning may use th
 
 No test image reaches prior learning (it reads training images only), and no pool image
 either (`outside_pool_indices` is the pool's complement).
+
+An image folder (`data.dataset: imagefolder`) takes the same roles from its own folders: the
+source classes are `priors.learning.source_root`'s class folders (labels as their sorted names),
+the downstream rest is `train/` outside the labelled pool.
 """
 
 from __future__ import annotations
@@ -62,6 +66,35 @@ def source_kind(profile: dict, name: str) -> str:
     return "source_classes"
 
 
+def _source_classes(profile: dict) -> TensorTask:
+    """The source task's labelled images: Fashion-MNIST's classes 0-4, or an image folder's
+    `priors.learning.source_root`."""
+    data = profile["data"]
+    if data["dataset"] != "imagefolder":
+        return fashion_mnist_task("source", "train", data["root"], data["download"])
+    from ..imagefolder import decoded, list_classes, tensor_task
+    from .datasets import DataKey, folder_normalisation
+
+    key = DataKey.of(profile)
+    listing = list_classes(profile["priors"]["learning"]["source_root"],
+                           "priors.learning.source_root")
+    cache = decoded(listing, key.image_size, key.channels)
+    return tensor_task(cache, len(listing.classes), folder_normalisation(key))
+
+
+def _downstream_train(profile: dict) -> TensorTask:
+    """Every downstream training image with its label (pool and rest)."""
+    data = profile["data"]
+    if data["dataset"] != "imagefolder":
+        return fashion_mnist_task("downstream", "train", data["root"], data["download"])
+    from ..imagefolder import tensor_task
+    from .datasets import DataKey, folder_normalisation, folder_split
+
+    key = DataKey.of(profile)
+    cache, classes = folder_split(key, "train")
+    return tensor_task(cache, classes, folder_normalisation(key))
+
+
 def source_task(profile: dict, name: str) -> TensorTask:
     """The images (and labels) prior `name` is learned from, optionally cut to
     `priors.learning.source_train_size` random images (fixed seed)."""
@@ -69,11 +102,15 @@ def source_task(profile: dict, name: str) -> TensorTask:
     kind = source_kind(profile, name)
     parts = []
     if kind in ("source_classes", "outside_pool"):
-        parts.append(fashion_mnist_task("source", "train", data["root"], data["download"]))
+        parts.append(_source_classes(profile))
     if kind in ("outside_pool", "downstream_rest"):
-        downstream = fashion_mnist_task("downstream", "train", data["root"], data["download"])
+        downstream = _downstream_train(profile)
         parts.append(downstream.subset(outside_pool_indices(downstream.labels,
                                                             data["labelled_pool"])))
+    if kind == "downstream_rest" and not len(parts[0]):
+        raise ValueError("the oracle prior is learned from the downstream training images "
+                         "outside the labelled pool, and there are none: lower "
+                         "data.labelled_pool")
     task = parts[0] if len(parts) == 1 else TensorTask(
         torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
         parts[0].num_classes)  # SimCLR ignores the labels of the mixed set
@@ -84,10 +121,17 @@ def source_task(profile: dict, name: str) -> TensorTask:
     return task
 
 
-SOURCE_TEXT = {
-    "source_classes": "the source classes' training images (classes 0-4)",
-    "outside_pool": "every training image outside the labelled pool (the source classes 0-4 "
-                    "and the downstream classes' images not in the pool), without labels",
-    "downstream_rest": "the downstream classes' training images outside the labelled pool, "
-                       "with their labels (the positive control's oracle)",
-}
+def source_text(profile: dict, kind: str) -> str:
+    """What `kind` of source images is, in words, for the report."""
+    folder = profile["priors"]["learning"]["source_root"]
+    if profile["data"]["dataset"] == "imagefolder":
+        source = f"the source folder {folder}'s images"
+        rest = "train/"
+    else:
+        source, rest = "the source classes' training images (classes 0-4)", "the downstream classes"
+    return {
+        "source_classes": source,
+        "outside_pool": f"{source} and {rest}'s images outside the labelled pool, without labels",
+        "downstream_rest": f"{rest}'s training images outside the labelled pool, with their "
+                           "labels (the positive control's oracle)",
+    }[kind]

@@ -1,0 +1,34 @@
+"""The one sequence that runs a study, used by `bprior run` and `bprior report`: connect the back
+end, check everything that can fail early, learn or read the priors, then sweep the runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .execution import sweep_study
+from .planning import EXPERIMENTS
+from .preflight import preflight
+from .priors import prepare_priors
+from .ray_backend import connect
+
+
+def run_study(
+    profile: dict, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
+    profile_file: str | Path | None = None, pack: int | None = None,
+    backend: str | None = None, address: str | None = None, progress: bool = True,
+) -> dict[str, float]:
+    """Everything a study still needs, in order; nothing is written before the checks pass.
+    Returns the sweep's counts with `priors_s`, the seconds spent on the priors."""
+    experiments = list(experiments)
+    backend = backend or profile["backend"]
+    connect(backend, address)  # a back end that is not ready fails before anything is written
+    # outputs writable and owned by this profile file, device, prior files, data, sizes
+    preflight(profile, root, experiments, profile_file=profile_file)
+    start = time.perf_counter()
+    prepare_priors(profile, root, progress=progress, experiments=experiments)
+    priors_s = round(time.perf_counter() - start, 1)
+    counts = sweep_study(profile, experiments, root, progress=progress, pack=pack,
+                         backend=backend, address=address)
+    return {**counts, "priors_s": priors_s}
