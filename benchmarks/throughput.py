@@ -8,12 +8,16 @@ For each model, method, pack size R and precision, prints one JSON object per li
                        same batch, device, precision and layout), measured in this process,
   ratio                ms_per_run_step / raw_ms_per_step (the engine's cost per run vs plain torch),
   prior_ms, prior_fraction   the prior term (log p and its gradient for all R runs) alone, and
-                       its share of the packed step.
+                       its share of the packed step,
+  alone_ms_per_step    the same R runs as R packs of one, each stepped in turn (one engine
+                       step of every run), and packed_speedup = alone_ms_per_step / ms_per_step,
+  stacked              whether the backbone was stacked (vmap) rather than packed by channel.
 Ratios measured in one run are what to compare on a noisy machine. Data and prior are synthetic
 (a rank-K prior around the initial weights with SWAG-sized variances): speed does not depend on
 their values. Usage:
     python benchmarks/throughput.py                          # CPU: small_resnet, R = 1, 2, 4, 8
     python benchmarks/throughput.py --device cuda --model resnet50 --packs 1,8,16 --precision bf16
+    python benchmarks/throughput.py --model torchvision:densenet121 --image-size 32 --packs 4
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ from bprior_core.prior import GaussianPrior
 from bprior_core.train import TrainSettings
 
 SHAPES = {"small_resnet": ((1, 28, 28), 5), "resnet50": ((3, 224, 224), 102)}
+IMAGE_SIZE = 32  # torchvision:<name> models: RGB images of this side, 10 classes
+
+
+def shape_of(model_name: str) -> tuple[tuple[int, ...], int]:
+    """(input shape, classes) of a model's benchmark data."""
+    return SHAPES.get(model_name, ((3, IMAGE_SIZE, IMAGE_SIZE), 10))
 
 
 def _sync(device: torch.device) -> None:
@@ -53,7 +63,7 @@ def _timed(fn, device, warmup: int, steps: int) -> float:
 
 def raw_step_ms(model_name, batch, device, precision, channels_last, warmup, steps) -> float:
     """A plain torch training step of one unpacked model: the baseline."""
-    shape, classes = SHAPES[model_name]
+    shape, classes = shape_of(model_name)
     model = build_model(model_name, classes).to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, *shape, device=device).contiguous(memory_format=fmt)
@@ -70,8 +80,10 @@ def raw_step_ms(model_name, batch, device, precision, channels_last, warmup, ste
     return _timed(step, device, warmup, steps)
 
 
-def _pack(model_name, method, runs, batch, device, precision, channels_last, rank):
-    shape, classes = SHAPES[model_name]
+def _pack(model_name, method, runs, batch, device, precision, channels_last, rank,
+          alone: bool = False):
+    """A pack of `runs` runs, or (alone) a list of `runs` packs of one run each."""
+    shape, classes = shape_of(model_name)
     torch.manual_seed(0)
     model = build_model(model_name, classes)
     mean = flat_parameters(model.backbone).detach()
@@ -85,6 +97,9 @@ def _pack(model_name, method, runs, batch, device, precision, channels_last, ran
                              cycles=4, samples_per_cycle=1)
     specs = [RunSpec(torch.arange(pool_size), seed, None if method == "sgd" else prior)
              for seed in range(runs)]
+    if alone:
+        return [Pack(model, pool, pool, method, settings, [s], device, precision, channels_last)
+                for s in specs]
     return Pack(model, pool, pool, method, settings, specs, device, precision, channels_last)
 
 
@@ -102,6 +117,14 @@ def measure(args, model_name, method, runs, precision, device) -> dict:
                           device, 2, args.steps)
     raw = raw_step_ms(model_name, args.batch, device, precision, channels_last, args.warmup,
                       args.steps)
+    singles = _pack(model_name, method, runs, args.batch, device, precision, channels_last,
+                    args.rank, alone=True)
+
+    def one_by_one(k: int) -> None:
+        for single in singles:
+            single.step(k)
+
+    alone_ms = _timed(one_by_one, device, args.warmup, args.steps)
     return {
         "device": str(device), "model": model_name, "method": method, "pack": runs,
         "precision": precision, "channels_last": channels_last,
@@ -109,6 +132,8 @@ def measure(args, model_name, method, runs, precision, device) -> dict:
         "ms_per_step": round(ms, 3), "ms_per_run_step": round(ms / runs, 3),
         "raw_ms_per_step": round(raw, 3), "ratio": round(ms / runs / raw, 3),
         "prior_ms": round(prior_ms, 3), "prior_fraction": round(prior_ms / ms, 4),
+        "alone_ms_per_step": round(alone_ms, 3), "packed_speedup": round(alone_ms / ms, 3),
+        "stacked": pack.net.stacked,
     }
 
 
@@ -116,7 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, or both (default: cpu, and cuda when present)")
-    parser.add_argument("--model", default="small_resnet", choices=sorted(SHAPES))
+    parser.add_argument("--model", default="small_resnet",
+                        help="small_resnet, resnet50 or torchvision:<name>")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                        help="side of the RGB images for torchvision:<name> models")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--packs", default="1,2,4,8")
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or both: fp32,bf16")
@@ -130,6 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global IMAGE_SIZE
+    IMAGE_SIZE = args.image_size
     torch.backends.cudnn.benchmark = True
     devices = (args.device.split(",") if args.device
                else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))

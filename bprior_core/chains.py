@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .mcmc import bulk_ess, rank_rhat
+from .mcmc import MIN_DRAWS, bulk_ess, rank_rhat
 from .metrics import classification_metrics, reliability_bins
 
 RHAT_MAX = 1.05  # Vehtari et al.'s lenient threshold
@@ -129,10 +129,12 @@ def convergence(chains: Sequence[Mapping[str, Any]], loaded: Sequence[dict | Non
     out: dict[str, Any] = {"n_chains": len(chains), "rhat": None, "ess": None}
     nll = [(r.get("diagnostics") or {}).get("sample_test_nll") for r in chains]
     lengths = {len(x) for x in nll if x}
-    if len(chains) < 2 or None in nll or len(lengths) != 1 or lengths.pop() < 4:
+    if len(lengths) == 1:
+        out["draws_per_chain"] = next(iter(lengths))
+    if len(chains) < 2 or None in nll or len(lengths) != 1 or lengths.pop() < MIN_DRAWS:
         return out
     loglik = -np.asarray(nll, dtype=float)
-    out.update(draws_per_chain=loglik.shape[1], rhat_loglik=float(rank_rhat(loglik)),
+    out.update(rhat_loglik=float(rank_rhat(loglik)),
                ess_loglik=float(bulk_ess(loglik)),
                traces=[list(map(float, x)) for x in nll])  # each chain's sample test NLLs
     rhats, esses = [out["rhat_loglik"]], [out["ess_loglik"]]

@@ -51,6 +51,7 @@ from .claim_text import (
     TEXT,
 )
 from .jsonsafe import to_plain
+from .mcmc import MIN_DRAWS
 from .paired import (
     MIN_SEEDS,
     VERDICTS,
@@ -783,7 +784,8 @@ def _gate_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
             continue
         row = rows.setdefault((cfg["arm"], int(cfg.get("n_train") or 0)),
                               {"arm": cfg["arm"], "n_train": cfg.get("n_train"), "rhat": None,
-                               "ess": None, "chains": conv.get("n_chains")})
+                               "ess": None, "chains": conv.get("n_chains"),
+                               "draws": conv.get("draws_per_chain")})
         rhat, ess = conv.get("rhat"), conv.get("ess")
         row["rhat"] = None if rhat is None else max(rhat, row["rhat"] or rhat)
         row["ess"] = None if ess is None else min(ess, row["ess"] or ess)
@@ -800,9 +802,11 @@ def _gate_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
     failing = [r for r in table if r["rhat"] is None or r["ess"] is None
                or r["rhat"] > RHAT_MAX or r["ess"] < ESS_MIN]
     if failing:
-        worst = ", ".join(f"{r['arm']} n={_size_label(r['n_train'])}: R-hat "
-                          f"{_opt(r['rhat'], '.3f')}, ESS {_opt(r['ess'], '.0f')}"
-                          for r in failing[:4])
+        worst = ", ".join(f"{r['arm']} n={_size_label(r['n_train'])}: " + (
+            f"R-hat {_opt(r['rhat'], '.3f')}, ESS {_opt(r['ess'], '.0f')}"
+            if r["rhat"] is not None else
+            f"{r['draws'] if r['draws'] is not None else 'too few'} draws per chain, fewer "
+            f"than the {MIN_DRAWS} R-hat needs") for r in failing[:4])
         claim["verdict"] = "not converged"
         claim["summary"] = (f"Not converged (R-hat <= {RHAT_MAX} and bulk ESS >= {ESS_MIN} "
                             f"needed for every sampler arm and size; {worst}). Had they "

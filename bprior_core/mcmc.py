@@ -13,15 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+MIN_DRAWS = 4  # per chain: split R-hat halves each chain, and ranks need a few per half
+
 
 def _draws(chains: Sequence | np.ndarray, min_chains: int = 2) -> np.ndarray:
     """Float array (chains, draws, k), checked: enough chains and draws, all finite."""
     x = np.asarray(chains, dtype=float)
     if x.ndim == 2:
         x = x[..., None]
-    if x.ndim != 3 or x.shape[0] < min_chains or x.shape[1] < 4:
+    if x.ndim != 3 or x.shape[0] < min_chains or x.shape[1] < MIN_DRAWS:
         raise ValueError(f"convergence diagnostics need at least {min_chains} chains of at "
-                         f"least 4 draws, got shape {x.shape[:2]}")
+                         f"least {MIN_DRAWS} draws, got shape {x.shape[:2]}")
     if not np.isfinite(x).all():
         raise ValueError("convergence diagnostics need finite draws")
     return x

@@ -34,6 +34,12 @@ TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "varianc
 _GRID_KEY = {"scale": "scales", "variance": "variances", "weight_decay": "weight_decays"}
 
 
+# the data keys that change a run's result (the image folder's only for image folders, so that
+# other studies keep their run ids)
+DATA_KEYS = ("dataset", "subset_protocol", "test_size", "val_size", "image_size", "augment",
+             "mean", "std")
+
+
 def digest(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
@@ -70,7 +76,9 @@ def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
     kind = source_kind(profile, name)
     return {
         "learned": name,
-        "learning": profile["priors"]["learning"],
+        # where the source images live is not what they are (`_source_files` digests them)
+        "learning": {k: v for k, v in profile["priors"]["learning"].items()
+                     if k != "source_root"},
         "data": profile["data"]["dataset"],
         "images": kind,
         "labelled_pool": 0 if kind == "source_classes" else profile["data"]["labelled_pool"],
@@ -130,8 +138,8 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
         "n_train": n_train,
         "seed": seed,
         "model": profile["model"],
-        "data": {k: profile["data"][k]
-                 for k in ("dataset", "subset_protocol", "test_size", "val_size")},
+        "data": {k: profile["data"][k] for k in DATA_KEYS[:4] + (
+            DATA_KEYS[4:] if profile["data"]["dataset"] == "imagefolder" else ())},
         "train": profile["train"] if train is None else train,
         **extra,
     }
