@@ -177,8 +177,8 @@ SCHEMA: dict[str, Any] = {
         # null: none
         "augment": Field(list, None, items=str, nullable=True),
         # imagefolder: per-channel normalisation; null: the training images' own mean and std
-        "mean": Field(list, None, items=float, nullable=True),
-        "std": Field(list, None, items=float, nullable=True),
+        "mean": Field(list, None, items=float, nullable=True, lo=-10.0, hi=10.0),
+        "std": Field(list, None, items=float, nullable=True, lo=1e-6, hi=10.0),
         "download": Field(bool, False),
         "subset_protocol": _choice("balanced", "reproduction"),
         "test_size": _int(0, MAX_IMAGES, 0),
@@ -541,8 +541,6 @@ def _check_imagefolder(p: dict) -> None:
         if data[key] is not None and len(data[key]) != channels:
             raise ProfileError(f"data.{key}: {shown(data[key])} has {len(data[key])} values; "
                                f"model {p['model']} takes {channels}-channel images")
-    if data["std"] is not None and min(data["std"]) <= 0:
-        raise ProfileError(f"data.std: {shown(data['std'])}: every value must be > 0")
     if p["priors"]["source"] == "learn" and _priors_used(p) - {"oracle"}:
         if not learning["source_root"]:
             raise ProfileError("priors.learning.source_root: learned priors on an image folder "

@@ -188,12 +188,12 @@ def test_read_only_outputs_folder_is_refused_before_training(tmp_path, monkeypat
 
 
 def test_permission_error_later_on_is_one_line(tmp_path, capsys, monkeypatch) -> None:
-    import bprior_core.study as study_package
+    import bprior_core.study.runner as runner
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "out" / "smoke" / "runs"))
 
-    monkeypatch.setattr(study_package, "prepare_priors", denied)
+    monkeypatch.setattr(runner, "prepare_priors", denied)
     rc, err = run_cli(capsys, "run", "--profile", str(write_profile(tmp_path)), "--outputs",
                       str(tmp_path / "out"))
     assert rc == 2
