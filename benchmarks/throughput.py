@@ -36,12 +36,14 @@ from bprior_core.prior import GaussianPrior
 from bprior_core.train import TrainSettings
 
 SHAPES = {"small_resnet": ((1, 28, 28), 5), "resnet50": ((3, 224, 224), 102)}
-IMAGE_SIZE = 32  # torchvision:<name> models: RGB images of this side, 10 classes
+IMAGE_SIZE = 32  # torchvision:<name> models: RGB images of this side (--image-size), 10 classes
+SHAPE_OVERRIDE = {"image_size": IMAGE_SIZE}
 
 
 def shape_of(model_name: str) -> tuple[tuple[int, ...], int]:
     """(input shape, classes) of a model's benchmark data."""
-    return SHAPES.get(model_name, ((3, IMAGE_SIZE, IMAGE_SIZE), 10))
+    side = SHAPE_OVERRIDE["image_size"]
+    return SHAPES.get(model_name, ((3, side, side), 10))
 
 
 def _sync(device: torch.device) -> None:
@@ -158,8 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    global IMAGE_SIZE
-    IMAGE_SIZE = args.image_size
+    SHAPE_OVERRIDE["image_size"] = args.image_size
     torch.backends.cudnn.benchmark = True
     devices = (args.device.split(",") if args.device
                else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -170,7 +171,7 @@ def main() -> None:
                 for runs in (int(r) for r in args.packs.split(",")):
                     try:
                         row = measure(args, args.model, method, runs, precision, device)
-                    except torch.OutOfMemoryError as exc:
+                    except (torch.OutOfMemoryError, RuntimeError) as exc:  # OOM, or vmap
                         row = {"device": name, "model": args.model, "method": method,
                                "pack": runs, "precision": precision, "error": repr(exc)[:200]}
                     print(json.dumps(row), flush=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -586,6 +587,24 @@ def train_pack(
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type in ("cuda", "cpu")
+    args = (pool, test, method, settings)
+    try:
+        return _train_pack(model, *args, specs, device, precision, channels_last, progress,
+                           trained, val)
+    except RuntimeError as exc:
+        if len(specs) == 1 or "vmap" not in str(exc):
+            raise
+        reason = str(exc).splitlines()[0][:160]
+        warnings.warn(f"{type(model.backbone).__name__} cannot be stacked ({reason}); its "
+                      f"{len(specs)} runs train one per pack", stacklevel=2)
+    return [outcome for r, spec in enumerate(specs) for outcome in _train_pack(
+        model, *args, [spec], device, precision, channels_last, progress,
+        None if trained is None else [trained[r]], val)]
+
+
+def _train_pack(model, pool, test, method, settings, specs, device, precision, channels_last,
+                progress, trained, val) -> list[RunOutcome]:
+    """`train_pack` once its arguments are checked: one pack, no fallback."""
     start = time.perf_counter()
     torch.set_flush_denormal(True)
     try:

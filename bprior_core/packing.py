@@ -103,6 +103,9 @@ class StackedBackbone(nn.Module):
     BatchNorm's step counters stay shared scalars (they count steps, the same for every run).
     Random layers (dropout, stochastic depth) draw a different mask for each run, from the global
     generator: their masks depend on the pack, as they would on the order of runs one by one.
+    A layer vmap cannot batch (e.g. torchvision's StochasticDepth, which draws its mask in place
+    into an unbatched tensor) fails at the first step; `engine.train_pack` then trains the
+    pack's runs one at a time (a pack of one calls the backbone without vmap).
     """
 
     def __init__(self, backbone: nn.Module, runs: int):
@@ -130,6 +133,8 @@ class StackedBackbone(nn.Module):
         def one_run(tensors: dict, xr: torch.Tensor) -> torch.Tensor:
             return functional_call(self.inner, {**tensors, **shared}, (xr,))
 
+        if self.runs == 1:  # no vmap: any module a plain forward pass runs, runs here
+            return one_run({n: t[0] for n, t in per_run.items()}, x[0]).unsqueeze(0)
         return vmap(one_run, randomness="different")(per_run, x)
 
     def state_dict(self, *args, **kwargs):

@@ -140,3 +140,36 @@ def test_model_weights_load_and_mismatches_are_named(tmp_path) -> None:
         build_model("torchvision:resnet18", 3, weights=str(tmp_path / "r34.pt"))
     with pytest.raises(ModelError, match="cannot read"):
         build_model("torchvision:resnet18", 3, weights=str(tmp_path / "missing.pt"))
+
+
+class _Drop(nn.Module):
+    """A backbone whose stochastic depth vmap cannot batch (its mask is drawn in place into an
+    unbatched tensor, as torchvision's StochasticDepth does)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import StochasticDepth
+
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6), nn.ReLU())
+        self.drop = StochasticDepth(0.5, "row")
+
+    def forward(self, x):
+        return self.drop(self.body(x))
+
+
+def test_a_backbone_vmap_cannot_batch_trains_one_run_per_pack() -> None:
+    """A pack of such a model warns in one line and trains each run alone (a pack of one runs
+    the backbone without vmap), instead of failing the sweep."""
+    from bprior_core.engine import train_pack
+
+    torch.manual_seed(0)
+    model = Classifier(_Drop(), nn.Linear(6, 3))
+    pool = DeviceTask(torch.randn(24, 3, 8, 8), torch.arange(24) % 3, 3)
+    specs = [RunSpec(torch.arange(r, 24, 3)[:6], seed=r) for r in range(3)]
+    packed = PackedClassifier(model, 3)
+    with pytest.raises(RuntimeError, match="vmap"):
+        packed(torch.randn(3, 2, 3, 8, 8))
+    with pytest.warns(UserWarning, match="_Drop cannot be stacked .*; its 3 runs train one per"):
+        outcomes = train_pack(model, pool, pool, "sgd", SETTINGS, specs)
+    assert [o.status for o in outcomes] == ["ok"] * 3
+    assert len({round(o.final["nll"], 12) for o in outcomes}) == 3  # each its own run
