@@ -23,11 +23,15 @@ from typing import Any
 
 import yaml
 
-from .engine import PRECISIONS
-from .learn import PriorLearningSettings
-from .samplers import CyclicalSchedule
-from .settings import PriorParameters, field_meta, float32_problem, range_text
-from .train import TrainSettings
+from .settings import (
+    PRECISIONS,
+    PriorLearningSettings,
+    PriorParameters,
+    TrainSettings,
+    field_meta,
+    float32_problem,
+    range_text,
+)
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
@@ -699,6 +703,8 @@ def _check_train_settings(train: dict) -> None:
     cross-field errors (e.g. more cycles than steps) surface before anything trains. The schema
     has already bounded steps and cycles (settings.MAX_STEPS, MAX_CYCLES), so the schedule built
     here is small (MAX_CYCLES + 1 cycle starts at most; 3e7 cycles once took 88 s and 2.4 GB)."""
+    from .samplers import CyclicalSchedule
+
     try:
         s = TrainSettings(**train)
         CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,

@@ -37,11 +37,11 @@ from .packed_prior import PackedPrior, PriorPreconditioner
 from .packing import PackedClassifier, extract_run, load_run, run_view
 from .prior import GaussianPrior, check_covers
 from .samplers import CosineSchedule, CyclicalSchedule, Schedule
+from .settings import PRECISIONS
 from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
 
 METHODS = ("sgd", "sgd_prior", "sgld", "sghmc")
 BAYESIAN_METHODS = ("sgld", "sghmc")
-PRECISIONS = ("fp32", "bf16", "fp64")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
 CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -28,38 +28,10 @@ from .models import (
 )
 from .prior import GaussianPrior
 from .samplers import CyclicalSchedule
-from .settings import MAX_BATCH, MAX_CYCLES, MAX_PASSES, MAX_STEPS, check_ranges, setting
+from .settings import PriorLearningSettings
 from .swag import SWAG
 
 OBJECTIVES = ("supervised", "simclr")
-
-
-@dataclass(frozen=True)
-class PriorLearningSettings:
-    """Hyper-parameters of prior learning (the profile's `priors.learning` section)."""
-
-    pretrain_steps: int = setting(600, lo=0, hi=MAX_STEPS)
-    pretrain_lr: float = setting(0.05, lo=1e-8, hi=10)
-    swag_steps: int = setting(300, lo=2, hi=MAX_STEPS)
-    swag_lr: float = setting(0.02, lo=1e-8, hi=10)
-    swag_schedule: str = setting("constant", choices=("constant", "cyclical"))
-    swag_cycles: int = setting(1, lo=1, hi=MAX_CYCLES)
-    collect_every: int = setting(30, lo=1, hi=MAX_STEPS)
-    max_rank: int = setting(10, lo=0, hi=100)
-    batch_size: int = setting(128, lo=2, hi=MAX_BATCH)
-    momentum: float = setting(0.9, lo=0, hi=0.999)
-    weight_decay: float = setting(5e-4, lo=0, hi=1)
-    simclr_temperature: float = setting(0.5, lo=1e-3, hi=10)
-    bn_refresh_batches: int = setting(20, lo=1, hi=MAX_PASSES)
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "prior-learning settings")
-        n_snapshots = self.swag_steps // self.collect_every
-        if n_snapshots < 2:
-            raise ValueError(
-                f"SWAG needs at least 2 snapshots: swag_steps={self.swag_steps} with "
-                f"collect_every={self.collect_every} gives {n_snapshots}"
-            )
 
 
 # ----------------------------------------------------------------------------- objectives

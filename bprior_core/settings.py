@@ -1,5 +1,8 @@
 """Settings dataclasses whose fields carry their allowed range: one definition per setting.
 
+A leaf module (no torch, nothing of the trainer): `TrainSettings`, `PriorLearningSettings` and
+`PriorParameters` live here, so that checking a profile (`config`) imports none of the engine.
+
 `setting(default, lo=..., hi=...)` declares a field with its bounds; `check_ranges` validates an
 instance once, when it is built (never on every training step); the profile schema (`config`)
 derives its `train` and `priors.learning` sections from the same fields, and every per-experiment
@@ -118,3 +121,67 @@ class PriorParameters:
 
     def __post_init__(self) -> None:
         check_ranges(self, "prior parameters")
+
+
+PRECISIONS = ("fp32", "bf16", "fp64")  # the engine's arithmetic (`engine.train_pack`)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of one downstream run (the profile's `train` section)."""
+
+    steps: int = setting(300, lo=1, hi=MAX_STEPS)
+    batch_size: int = setting(16, lo=1, hi=MAX_BATCH)
+    lr: float = setting(0.01, lo=1e-8, hi=10)
+    weight_decay: float = setting(1e-4, lo=0, hi=1)
+    momentum: float = setting(0.9, lo=0, hi=0.999)
+    nesterov: bool = setting(True)
+    temperature: float = setting(1.0, lo=0, hi=1e6)
+    cycles: int = setting(4, lo=1, hi=MAX_CYCLES)
+    explore_fraction: float = setting(0.5, lo=0, hi=0.99)
+    samples_per_cycle: int = setting(1, lo=1, hi=MAX_PASSES)
+    # cycles whose samples are left out of the model average (burn-in): the first cycle starts
+    # from the pretrained weights, far from the posterior
+    burn_in_cycles: int = setting(1, lo=0, hi=MAX_CYCLES)
+    grad_clip: float | None = setting(None, lo=1e-8, hi=1e6, nullable=True)
+    prior_step_cap: float | None = setting(0.05, lo=1e-6, hi=1.0, nullable=True)
+    bn_refresh_batches: int = setting(8, lo=1, hi=MAX_PASSES)
+    eval_batch_size: int = setting(500, lo=1, hi=MAX_BATCH)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "training settings")
+        if self.cycles > self.steps:
+            raise ValueError(f"invalid training settings: cycles={self.cycles} is more than "
+                             f"the {self.steps} steps; need 1 <= cycles <= steps")
+        if self.burn_in_cycles >= self.cycles:
+            raise ValueError(f"invalid training settings: burn_in_cycles={self.burn_in_cycles} "
+                             f"leaves none of the {self.cycles} cycles' samples to average; "
+                             f"use burn_in_cycles <= {self.cycles - 1} (or more cycles)")
+
+
+@dataclass(frozen=True)
+class PriorLearningSettings:
+    """Hyper-parameters of prior learning (the profile's `priors.learning` section)."""
+
+    pretrain_steps: int = setting(600, lo=0, hi=MAX_STEPS)
+    pretrain_lr: float = setting(0.05, lo=1e-8, hi=10)
+    swag_steps: int = setting(300, lo=2, hi=MAX_STEPS)
+    swag_lr: float = setting(0.02, lo=1e-8, hi=10)
+    swag_schedule: str = setting("constant", choices=("constant", "cyclical"))
+    swag_cycles: int = setting(1, lo=1, hi=MAX_CYCLES)
+    collect_every: int = setting(30, lo=1, hi=MAX_STEPS)
+    max_rank: int = setting(10, lo=0, hi=100)
+    batch_size: int = setting(128, lo=2, hi=MAX_BATCH)
+    momentum: float = setting(0.9, lo=0, hi=0.999)
+    weight_decay: float = setting(5e-4, lo=0, hi=1)
+    simclr_temperature: float = setting(0.5, lo=1e-3, hi=10)
+    bn_refresh_batches: int = setting(20, lo=1, hi=MAX_PASSES)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "prior-learning settings")
+        n_snapshots = self.swag_steps // self.collect_every
+        if n_snapshots < 2:
+            raise ValueError(
+                f"SWAG needs at least 2 snapshots: swag_steps={self.swag_steps} with "
+                f"collect_every={self.collect_every} gives {n_snapshots}"
+            )

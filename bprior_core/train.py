@@ -29,8 +29,6 @@ Runs execute in packs (`engine.train_pack`); `train_and_evaluate` is one run alo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from .data import TensorTask
@@ -38,42 +36,9 @@ from .device_data import DeviceTask
 from .engine import BAYESIAN_METHODS, METHODS, RunOutcome, RunSpec, train_pack
 from .models import Classifier
 from .prior import GaussianPrior
-from .settings import MAX_BATCH, MAX_CYCLES, MAX_PASSES, MAX_STEPS, check_ranges, setting
+from .settings import TrainSettings
 
 __all__ = ["BAYESIAN_METHODS", "METHODS", "RunOutcome", "TrainSettings", "train_and_evaluate"]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Hyper-parameters of one downstream run (the profile's `train` section)."""
-
-    steps: int = setting(300, lo=1, hi=MAX_STEPS)
-    batch_size: int = setting(16, lo=1, hi=MAX_BATCH)
-    lr: float = setting(0.01, lo=1e-8, hi=10)
-    weight_decay: float = setting(1e-4, lo=0, hi=1)
-    momentum: float = setting(0.9, lo=0, hi=0.999)
-    nesterov: bool = setting(True)
-    temperature: float = setting(1.0, lo=0, hi=1e6)
-    cycles: int = setting(4, lo=1, hi=MAX_CYCLES)
-    explore_fraction: float = setting(0.5, lo=0, hi=0.99)
-    samples_per_cycle: int = setting(1, lo=1, hi=MAX_PASSES)
-    # cycles whose samples are left out of the model average (burn-in): the first cycle starts
-    # from the pretrained weights, far from the posterior
-    burn_in_cycles: int = setting(1, lo=0, hi=MAX_CYCLES)
-    grad_clip: float | None = setting(None, lo=1e-8, hi=1e6, nullable=True)
-    prior_step_cap: float | None = setting(0.05, lo=1e-6, hi=1.0, nullable=True)
-    bn_refresh_batches: int = setting(8, lo=1, hi=MAX_PASSES)
-    eval_batch_size: int = setting(500, lo=1, hi=MAX_BATCH)
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "training settings")
-        if self.cycles > self.steps:
-            raise ValueError(f"invalid training settings: cycles={self.cycles} is more than "
-                             f"the {self.steps} steps; need 1 <= cycles <= steps")
-        if self.burn_in_cycles >= self.cycles:
-            raise ValueError(f"invalid training settings: burn_in_cycles={self.burn_in_cycles} "
-                             f"leaves none of the {self.cycles} cycles' samples to average; "
-                             f"use burn_in_cycles <= {self.cycles - 1} (or more cycles)")
 
 
 def train_and_evaluate(

@@ -280,3 +280,15 @@ def test_a_control_without_an_oracle_source_is_refused() -> None:
     assert "the oracle prior (experiments.control" in message and "labelled_pool > 0" in message
     profile["experiments"]["control"]["enabled"] = False
     validate_profile(profile)  # no oracle needed: fine
+
+
+def test_checking_a_profile_does_not_import_the_trainer() -> None:
+    """Settings are a leaf module: `bprior plan` and profile checks stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bprior_core.config as c; c.load_profile('smoke'); "
+            "print(sorted(m for m in ('bprior_core.engine', 'bprior_core.train', "
+            "'bprior_core.learn', 'bprior_core.study') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
