@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-MODEL_NAMES = ("small_resnet", "resnet50")  # besides `torchvision:<name>`
 TORCHVISION_PREFIX = "torchvision:"
 
 
@@ -88,6 +87,16 @@ def _resnet50_backbone() -> tuple[nn.Module, int]:
     feature_dim = net.fc.in_features
     net.fc = nn.Identity()
     return net, feature_dim
+
+
+def _small_resnet_backbone() -> tuple[nn.Module, int]:
+    backbone = SmallResNet()
+    return backbone, backbone.feature_dim
+
+
+# the built-in backbones by name (besides `torchvision:<name>`): a new one is one more entry
+BACKBONES = {"small_resnet": _small_resnet_backbone, "resnet50": _resnet50_backbone}
+MODEL_NAMES = tuple(BACKBONES)
 
 
 def torchvision_names() -> list[str]:
@@ -189,11 +198,8 @@ def build_model(name: str, num_classes: int, weights: str | None = None) -> Clas
                                                       weights)
     elif weights is not None:
         raise ModelError(f"model_weights is for torchvision models; {name!r} takes none")
-    elif name == "small_resnet":
-        backbone = SmallResNet()
-        feature_dim = backbone.feature_dim
     else:
-        backbone, feature_dim = _resnet50_backbone()
+        backbone, feature_dim = BACKBONES[name]()
     return Classifier(backbone, nn.Linear(feature_dim, num_classes))
 
 

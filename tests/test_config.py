@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -39,6 +40,22 @@ def error_of(profile: dict) -> str:
 
 def test_the_three_profiles_exist() -> None:
     assert {"smoke", "cpu", "flowers102-resnet50"} <= set(PROFILES)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_a_folder_with_the_example(tmp_path_factory):
+    """The tests here run where `bprior example-folder` has written data/example-folder, which
+    the image-folder example profile reads (relative to the current folder)."""
+    import os
+
+    from bprior_core.imagefolder import write_example
+
+    folder = tmp_path_factory.mktemp("cwd")
+    write_example(folder / "data" / "example-folder", per_class=4)
+    before = os.getcwd()
+    os.chdir(folder)
+    yield
+    os.chdir(before)
 
 
 @pytest.mark.parametrize("name", PROFILES)
@@ -284,11 +301,14 @@ def test_a_control_without_an_oracle_source_is_refused() -> None:
 
 def test_checking_a_profile_does_not_import_the_trainer() -> None:
     """Settings are a leaf module: `bprior plan` and profile checks stay light."""
+    import os
     import subprocess
     import sys
 
     code = ("import sys, bprior_core.config as c; c.load_profile('smoke'); "
             "print(sorted(m for m in ('bprior_core.engine', 'bprior_core.train', "
             "'bprior_core.learn', 'bprior_core.study') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    repo = Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.stdout.strip() == "[]"

@@ -342,3 +342,11 @@ def test_infinite_batches_never_larger_than_data() -> None:
     for x, _ in batches:
         assert x.shape[0] == 5
         assert sorted(x.flatten().tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_every_dataset_a_profile_may_name_has_a_source() -> None:
+    """`data.dataset`'s choices and the data sources are one vocabulary."""
+    from bprior_core.config import DATASETS, SCHEMA
+    from bprior_core.study.datasets import SOURCES
+
+    assert set(DATASETS) == set(SOURCES) == set(SCHEMA["data"]["dataset"].choices)

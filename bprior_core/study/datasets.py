@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,8 @@ from ..device_data import DeviceTask
 from ..digests import files_digest
 from .sources import labelled_pool_indices
 
+# training pool, validation set (None without one), test set
+Splits = tuple[DeviceTask, DeviceTask | None, DeviceTask]
 TEST_SUBSET_SEED = 12345
 VAL_SEED = 54321
 
@@ -96,21 +99,18 @@ def split_validation(pool: DeviceTask, val_size: int) -> tuple[DeviceTask, Devic
     return pool.subset(rest.to(pool.device)), pool.subset(val.to(pool.device))
 
 
-@lru_cache(maxsize=2)
-def downstream_data(key: DataKey, device: str
-                    ) -> tuple[DeviceTask, DeviceTask | None, DeviceTask]:
-    """Training pool, validation set (None without one) and test set, held on `device`."""
-    if key.dataset == "fashion_mnist":
-        train = fashion_mnist_task("downstream", "train", key.root, key.download)
-        train = train.subset(labelled_pool_indices(train.labels, key.labelled_pool))
-        test = fashion_mnist_task("downstream", "test", key.root, key.download)
-        keep = _test_subset(len(test), key.test_size)
-        if keep is not None:
-            test = test.subset(keep)
-        pool, val = split_validation(DeviceTask.from_task(train, device), key.val_size)
-        return pool, val, DeviceTask.from_task(test, device)
-    if key.dataset == "imagefolder":
-        return _folder_data(key, device)
+def _fmnist_data(key: DataKey, device: str) -> Splits:
+    train = fashion_mnist_task("downstream", "train", key.root, key.download)
+    train = train.subset(labelled_pool_indices(train.labels, key.labelled_pool))
+    test = fashion_mnist_task("downstream", "test", key.root, key.download)
+    keep = _test_subset(len(test), key.test_size)
+    if keep is not None:
+        test = test.subset(keep)
+    pool, val = split_validation(DeviceTask.from_task(train, device), key.val_size)
+    return pool, val, DeviceTask.from_task(test, device)
+
+
+def _flowers_data(key: DataKey, device: str) -> Splits:
     from ..flowers import flowers_device_task
 
     root = flowers_root(key)
@@ -146,7 +146,7 @@ def folder_split(key: DataKey, split: str):
     return decoded(listing, key.image_size, key.channels), len(listing.classes)
 
 
-def _folder_data(key: DataKey, device: str) -> tuple[DeviceTask, DeviceTask | None, DeviceTask]:
+def _folder_data(key: DataKey, device: str) -> Splits:
     """An image folder's pool (its labelled part of train/), validation and test sets."""
     from ..imagefolder import device_task, scan_root
 
@@ -175,16 +175,18 @@ def flowers_root(key: DataKey) -> str:
     return key.root or str(cache_dir())
 
 
-def locate_data(key: DataKey) -> Path:
-    """The folder the downstream data is read from, without loading it (DataUnavailableError
-    when a named location lacks it)."""
-    if key.dataset == "fashion_mnist":
-        return locate_fashion_mnist(key.root, key.download)
-    if key.dataset == "imagefolder":
-        from ..imagefolder import scan_root
+def _fmnist_locate(key: DataKey) -> Path:
+    return locate_fashion_mnist(key.root, key.download)
 
-        scan_root(key.root)
-        return Path(key.root)
+
+def _folder_locate(key: DataKey) -> Path:
+    from ..imagefolder import scan_root
+
+    scan_root(key.root)
+    return Path(key.root)
+
+
+def _flowers_locate(key: DataKey) -> Path:
     folder = Path(flowers_root(key))
     if not folder.is_dir() and not key.download:
         raise DataUnavailableError(
@@ -193,37 +195,29 @@ def locate_data(key: DataKey) -> Path:
     return folder / "flowers-102"
 
 
-@lru_cache(maxsize=4)
-def data_source(key: DataKey) -> dict[str, str]:
-    """Where the downstream data was read from and a digest of the files trained and tested on
-    (Fashion-MNIST: the four IDX files; Flowers-102: its decoded caches), for each run's record."""
-    folder = locate_data(key)
-    if key.dataset == "fashion_mnist":
-        files = [folder / name for name in FMNIST_FILES]
-    elif key.dataset == "imagefolder":
-        return {"dataset": key.dataset, "folder": str(folder), "digest": _folder_digest(key)}
-    else:
-        files = sorted((folder / "bprior-cache").glob("*.pt"))
-    return {"dataset": key.dataset, "folder": str(folder), "digest": files_digest(files)}
+def _fmnist_digest(key: DataKey, folder: Path) -> str:
+    """Fashion-MNIST: its four IDX files."""
+    return files_digest([folder / name for name in FMNIST_FILES])
 
 
-def data_digest(key: DataKey) -> str | None:
-    """The digest of the downstream data files (see `data_source`), None where the data is not
-    there yet (nothing can train then; preflight says what is missing). Flowers-102: its split
-    and label files and the names and sizes of its images (its decoded cache is made by the
-    first run, so it cannot identify the data before it)."""
-    try:
-        folder = locate_data(key)
-    except DataUnavailableError:
-        return None
-    if key.dataset == "fashion_mnist":
-        return files_digest([folder / name for name in FMNIST_FILES])
-    if key.dataset == "imagefolder":
-        return _folder_digest(key)
-    return _flowers_digest(folder)
+def _flowers_cache_digest(key: DataKey, folder: Path) -> str:
+    """Flowers-102 as trained on: its decoded caches."""
+    return files_digest(sorted((folder / "bprior-cache").glob("*.pt")))
 
 
-def _folder_digest(key: DataKey) -> str:
+@dataclass(frozen=True)
+class DataSource:
+    """How one data set is read: its splits on a device, the folder it lives in (without
+    loading it; DataUnavailableError when a named location lacks it), a digest of its content
+    before anything ran (a run's identity), and one of what runs trained on (their records)."""
+
+    load: Callable[[DataKey, str], Splits]
+    locate: Callable[[DataKey], Path]
+    digest: Callable[[DataKey, Path], str | None]
+    trained_digest: Callable[[DataKey, Path], str]
+
+
+def _folder_digest(key: DataKey, folder: Path | None = None) -> str:
     """An image folder's splits: the names and sizes of their images."""
     from ..imagefolder import scan_root
 
@@ -239,3 +233,48 @@ def _flowers_digest(folder: Path) -> str | None:
     images = sorted((p.name, p.stat().st_size) for p in (folder / "jpg").glob("*.jpg"))
     listing = hashlib.sha256(repr(images).encode()).hexdigest()[:16]
     return f"{files_digest(marks)}-{listing}"
+
+
+# `data.dataset` -> its source; a new data set is one more entry (and its name in
+# config.DATASETS, which tests/test_data.py keeps equal to these keys)
+SOURCES: dict[str, DataSource] = {
+    "fashion_mnist": DataSource(_fmnist_data, _fmnist_locate, _fmnist_digest, _fmnist_digest),
+    "flowers102": DataSource(_flowers_data, _flowers_locate,
+                             lambda key, folder: _flowers_digest(folder), _flowers_cache_digest),
+    "imagefolder": DataSource(_folder_data, _folder_locate, _folder_digest,
+                              _folder_digest),
+}
+
+
+@lru_cache(maxsize=2)
+def downstream_data(key: DataKey, device: str) -> Splits:
+    """Training pool, validation set (None without one) and test set, held on `device`."""
+    return SOURCES[key.dataset].load(key, device)
+
+
+def locate_data(key: DataKey) -> Path:
+    """The folder the downstream data is read from, without loading it (DataUnavailableError
+    when a named location lacks it)."""
+    return SOURCES[key.dataset].locate(key)
+
+
+@lru_cache(maxsize=4)
+def data_source(key: DataKey) -> dict[str, str]:
+    """Where the downstream data was read from and a digest of the files trained and tested on
+    (Fashion-MNIST: the four IDX files; Flowers-102: its decoded caches; an image folder: its
+    images' names and sizes), for each run's record."""
+    folder = locate_data(key)
+    return {"dataset": key.dataset, "folder": str(folder),
+            "digest": SOURCES[key.dataset].trained_digest(key, folder)}
+
+
+def data_digest(key: DataKey) -> str | None:
+    """The digest of the downstream data files (see `data_source`), None where the data is not
+    there yet (nothing can train then; preflight says what is missing). Flowers-102: its split
+    and label files and the names and sizes of its images (its decoded cache is made by the
+    first run, so it cannot identify the data before it)."""
+    try:
+        folder = locate_data(key)
+    except DataUnavailableError:
+        return None
+    return SOURCES[key.dataset].digest(key, folder)
