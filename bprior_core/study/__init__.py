@@ -16,7 +16,6 @@ from .execution import (
     load_results,
     read_record,
     resolve_pack_size,
-    run_experiment,
     run_sweep,
     study_runs,
     sweep_study,
@@ -42,6 +41,7 @@ from .priors import (
     prior_location,
 )
 from .resources import resolve_device
+from .runner import run_experiment, run_study
 from .sources import source_task
 
 __all__ = [
@@ -51,5 +51,5 @@ __all__ = [
     "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
     "prepare_priors", "prior_location", "prior_paths", "prior_source_id",
     "read_record", "resolve_device", "resolve_pack_size", "result_path", "run_experiment",
-    "run_sweep", "source_task", "study_runs", "sweep_study", "write_json_atomic",
+    "run_study", "run_sweep", "source_task", "study_runs", "sweep_study", "write_json_atomic",
 ]

@@ -22,7 +22,6 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write, remove_stale_temporaries
 from ..chains import combine_chains
-from ..config import load_profile, profile_path
 from ..data import few_shot_indices
 from ..engine import RunOutcome, RunSpec, train_pack
 from ..jsonsafe import to_plain
@@ -41,7 +40,6 @@ from .predictions import (
     predictions_problem,
     write_predictions,
 )
-from .preflight import preflight
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
     auto_pack_size,
@@ -362,18 +360,3 @@ def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
         more = run_sweep(profile, finals, root, **sweep)
         counts = {k: counts[k] + more[k] for k in counts}
     return counts
-
-
-def run_experiment(
-    profile_or_name: dict | str, experiment: str, root: Path | None = None, progress: bool = True
-) -> dict[str, int]:
-    """Check (`preflight`), plan and execute one experiment of a profile (what the notebooks
-    call). Given a profile name or path, the outputs folder is also checked to belong to that
-    profile file."""
-    if isinstance(profile_or_name, str):
-        profile_file = profile_path(profile_or_name)
-        profile = load_profile(profile_file)
-    else:
-        profile, profile_file = profile_or_name, None
-    preflight(profile, root, [experiment], profile_file=profile_file)
-    return sweep_study(profile, [experiment], root, progress=progress)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import load_profile, profile_path
 from .execution import sweep_study
 from .planning import EXPERIMENTS
 from .preflight import preflight
@@ -32,3 +33,16 @@ def run_study(
     counts = sweep_study(profile, experiments, root, progress=progress, pack=pack,
                          backend=backend, address=address)
     return {**counts, "priors_s": priors_s}
+
+
+def run_experiment(
+    profile_or_name: dict | str, experiment: str, root: Path | None = None, progress: bool = True
+) -> dict[str, float]:
+    """`run_study` for one experiment of a profile (what notebooks 02-05 call). Given a profile
+    name or path, the outputs folder is also checked to belong to that profile file."""
+    if isinstance(profile_or_name, str):
+        profile_file = profile_path(profile_or_name)
+        profile = load_profile(profile_file)
+    else:
+        profile, profile_file = profile_or_name, None
+    return run_study(profile, root, [experiment], profile_file=profile_file, progress=progress)
