@@ -25,6 +25,7 @@ import torch
 from ..data import (
     FMNIST_FILES,
     DataUnavailableError,
+    TensorTask,
     balanced_subset,
     cache_dir,
     fashion_mnist_task,
@@ -57,6 +58,7 @@ class DataKey:
     augment: tuple[str, ...] = ()
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    source_root: str | None = None  # an image folder's prior-learning source
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
@@ -67,7 +69,8 @@ class DataKey:
                    os.environ.get("BPRIOR_DATA"), d["labelled_pool"], d["image_size"],
                    input_channels(profile["model"]), tuple(d["augment"] or ()),
                    None if d["mean"] is None else tuple(d["mean"]),
-                   None if d["std"] is None else tuple(d["std"]))
+                   None if d["std"] is None else tuple(d["std"]),
+                   profile["priors"]["learning"]["source_root"])
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:
@@ -146,6 +149,23 @@ def folder_split(key: DataKey, split: str):
     return decoded(listing, key.image_size, key.channels), len(listing.classes)
 
 
+def _folder_source(key: DataKey) -> TensorTask:
+    """`priors.learning.source_root`'s images with their labels, model-ready."""
+    from ..imagefolder import decoded, list_classes, tensor_task
+
+    listing = list_classes(key.source_root, "priors.learning.source_root")
+    cache = decoded(listing, key.image_size, key.channels)
+    return tensor_task(cache, len(listing.classes), folder_normalisation(key))
+
+
+def _folder_train(key: DataKey) -> TensorTask:
+    """Every image of train/ with its label, model-ready."""
+    from ..imagefolder import tensor_task
+
+    cache, classes = folder_split(key, "train")
+    return tensor_task(cache, classes, folder_normalisation(key))
+
+
 def _folder_data(key: DataKey, device: str) -> Splits:
     """An image folder's pool (its labelled part of train/), validation and test sets."""
     from ..imagefolder import device_task, scan_root
@@ -209,12 +229,16 @@ def _flowers_cache_digest(key: DataKey, folder: Path) -> str:
 class DataSource:
     """How one data set is read: its splits on a device, the folder it lives in (without
     loading it; DataUnavailableError when a named location lacks it), a digest of its content
-    before anything ran (a run's identity), and one of what runs trained on (their records)."""
+    before anything ran (a run's identity), one of what runs trained on (their records), and
+    the labelled source images and all downstream training images prior learning reads."""
 
     load: Callable[[DataKey, str], Splits]
     locate: Callable[[DataKey], Path]
     digest: Callable[[DataKey, Path], str | None]
     trained_digest: Callable[[DataKey, Path], str]
+    # the images prior learning may use (`sources`), model-ready; None: not learned here
+    source_classes: Callable[[DataKey], TensorTask] | None = None
+    downstream_train: Callable[[DataKey], TensorTask] | None = None
 
 
 def _folder_digest(key: DataKey, folder: Path | None = None) -> str:
@@ -238,11 +262,14 @@ def _flowers_digest(folder: Path) -> str | None:
 # `data.dataset` -> its source; a new data set is one more entry (and its name in
 # config.DATASETS, which tests/test_data.py keeps equal to these keys)
 SOURCES: dict[str, DataSource] = {
-    "fashion_mnist": DataSource(_fmnist_data, _fmnist_locate, _fmnist_digest, _fmnist_digest),
+    "fashion_mnist": DataSource(
+        _fmnist_data, _fmnist_locate, _fmnist_digest, _fmnist_digest,
+        lambda key: fashion_mnist_task("source", "train", key.root, key.download),
+        lambda key: fashion_mnist_task("downstream", "train", key.root, key.download)),
     "flowers102": DataSource(_flowers_data, _flowers_locate,
                              lambda key, folder: _flowers_digest(folder), _flowers_cache_digest),
-    "imagefolder": DataSource(_folder_data, _folder_locate, _folder_digest,
-                              _folder_digest),
+    "imagefolder": DataSource(_folder_data, _folder_locate, _folder_digest, _folder_digest,
+                              _folder_source, _folder_train),
 }
 
 

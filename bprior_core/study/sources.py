@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import TensorTask, fashion_mnist_task
+from ..data import TensorTask
 
 POOL_SEED = 24680
 OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised"}
@@ -66,33 +66,16 @@ def source_kind(profile: dict, name: str) -> str:
     return "source_classes"
 
 
-def _source_classes(profile: dict) -> TensorTask:
-    """The source task's labelled images: Fashion-MNIST's classes 0-4, or an image folder's
-    `priors.learning.source_root`."""
-    data = profile["data"]
-    if data["dataset"] != "imagefolder":
-        return fashion_mnist_task("source", "train", data["root"], data["download"])
-    from ..imagefolder import decoded, list_classes, tensor_task
-    from .datasets import DataKey, folder_normalisation
+def _prior_images(profile: dict, part: str) -> TensorTask:
+    """The data set's images prior learning may draw on (`part`: `source_classes` or
+    `downstream_train`; see `datasets.DataSource`)."""
+    from .datasets import SOURCES, DataKey
 
     key = DataKey.of(profile)
-    listing = list_classes(profile["priors"]["learning"]["source_root"],
-                           "priors.learning.source_root")
-    cache = decoded(listing, key.image_size, key.channels)
-    return tensor_task(cache, len(listing.classes), folder_normalisation(key))
-
-
-def _downstream_train(profile: dict) -> TensorTask:
-    """Every downstream training image with its label (pool and rest)."""
-    data = profile["data"]
-    if data["dataset"] != "imagefolder":
-        return fashion_mnist_task("downstream", "train", data["root"], data["download"])
-    from ..imagefolder import tensor_task
-    from .datasets import DataKey, folder_normalisation, folder_split
-
-    key = DataKey.of(profile)
-    cache, classes = folder_split(key, "train")
-    return tensor_task(cache, classes, folder_normalisation(key))
+    read = getattr(SOURCES[key.dataset], part)
+    if read is None:
+        raise ValueError(f"priors cannot be learned on {key.dataset} here")
+    return read(key)
 
 
 def source_task(profile: dict, name: str) -> TensorTask:
@@ -102,9 +85,9 @@ def source_task(profile: dict, name: str) -> TensorTask:
     kind = source_kind(profile, name)
     parts = []
     if kind in ("source_classes", "outside_pool"):
-        parts.append(_source_classes(profile))
+        parts.append(_prior_images(profile, "source_classes"))
     if kind in ("outside_pool", "downstream_rest"):
-        downstream = _downstream_train(profile)
+        downstream = _prior_images(profile, "downstream_train")
         parts.append(downstream.subset(outside_pool_indices(downstream.labels,
                                                             data["labelled_pool"])))
     if kind == "downstream_rest" and not len(parts[0]):
