@@ -23,6 +23,7 @@ import hashlib
 import math
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -80,8 +81,17 @@ def list_classes(folder: str | Path, what: str) -> Listing:
 
 def scan_root(root: str | Path) -> dict[str, Listing]:
     """The splits of a downstream image folder (`train`, `test`, optional `val`), checked: the
-    splits exist and hold the same classes."""
+    splits exist and hold the same classes. Cached while the folders' modification times stay
+    the same (a file added or removed changes its class folder's)."""
     root = Path(root)
+    stamp = tuple((str(d), d.stat().st_mtime_ns) for d in [root, *sorted(root.glob("*")),
+                                                          *sorted(root.glob("*/*"))]
+                  if d.is_dir()) if root.is_dir() else ()
+    return _scan_root(root, stamp)
+
+
+@lru_cache(maxsize=8)
+def _scan_root(root: Path, stamp: tuple) -> dict[str, Listing]:
     if not root.is_dir():
         raise DataUnavailableError(f"data.root {root} is not a folder; an image folder needs "
                                    f"{root}/train/<class>/* and {root}/test/<class>/*")

@@ -34,7 +34,7 @@ _CHANNELWISE = (nn.ReLU, nn.Identity, nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Avg
 
 
 class Unpackable(ValueError):
-    """A backbone that neither channel packing nor stacking can train as R independent runs."""
+    """A backbone that channel packing cannot train as R independent runs (it is stacked)."""
 
 
 def _packed_conv(m: nn.Conv2d, runs: int) -> nn.Conv2d:

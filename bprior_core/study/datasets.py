@@ -130,6 +130,7 @@ def _flowers_data(key: DataKey, device: str) -> Splits:
     return train, val, test
 
 
+@lru_cache(maxsize=4)
 def folder_normalisation(key: DataKey) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """An image folder's per-channel mean and std: given, else those of its training images."""
     from ..imagefolder import channel_stats, decoded, scan_root
