@@ -809,9 +809,34 @@ def _gate_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
             f"than the {MIN_DRAWS} R-hat needs") for r in failing[:4])
         claim["verdict"] = "not converged"
         claim["summary"] = (f"Not converged (R-hat <= {RHAT_MAX} and bulk ESS >= {ESS_MIN} "
-                            f"needed for every sampler arm and size; {worst}). Had they "
-                            f"converged: {claim['summary']}")
+                            f"needed for every sampler arm and size; {worst}).{_too_short(table)}"
+                            f" Had they converged: {claim['summary']}")
     return claim
+
+
+def _too_short(table: Sequence[Mapping]) -> str:
+    """A sentence when no chain set could pass by construction: with N draws in all (chains x
+    draws per chain) the bulk ESS is at most N log10 N (`mcmc._tau`'s floor), below ESS_MIN."""
+    totals = [r["chains"] * r["draws"] for r in table if r.get("chains") and r.get("draws")]
+    if not totals:
+        return ""
+    most = max(totals)
+    cap = most * np.log10(most) if most > 1 else 0.0
+    if cap >= ESS_MIN:
+        return ""
+    row = max(table, key=lambda r: (r.get("chains") or 0) * (r.get("draws") or 0))
+    return (f" This profile's chains cannot show convergence: {row['chains']} chains x "
+            f"{row['draws']} draws = {most} draws, whose bulk ESS is at most {cap:.0f} "
+            f"(N log10 N), below the {ESS_MIN} needed; lengthen the chains (more cycles or "
+            f"samples per cycle: at least {_fewest_draws()} draws in all) to judge this claim.")
+
+
+def _fewest_draws() -> int:
+    """The fewest draws N (all chains together) whose bulk ESS can reach ESS_MIN."""
+    n = 2
+    while n * np.log10(n) < ESS_MIN:
+        n += 1
+    return n
 
 
 def _opt(value: float | None, spec: str) -> str:
