@@ -92,6 +92,7 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
 
 ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
               "deep_ensemble": "deep ensemble (SGD)",
+              "sgd_long": "SGD, the sampler's budget",
               "learned": "learned prior",
               "zero": "zero-mean prior", "isotropic": "isotropic prior"}
 
@@ -211,7 +212,10 @@ RULE_C4 = (
     "every size). Where the profile has the `ensemble+learned` control (the sampler's schedule "
     "and samples at temperature 0: a cyclical snapshot ensemble), the claim also needs the "
     "sampler to beat that ensemble at every size, so that a gain from averaging snapshots is "
-    "not read as a Bayesian gain: both comparisons' sizes are the claim's parts. " + RULE_POOLED
+    "not read as a Bayesian gain; where it has `sgd_long+learned` (the chosen SGD run trained "
+    "for the sampler's total gradient budget, chains x steps), the sampler must beat that too, "
+    "so that a gain from more gradient steps is not read as one either: every comparison's "
+    "sizes are the claim's parts. " + RULE_POOLED
     + CONVERGENCE_RULE
 )
 

@@ -63,7 +63,7 @@ from .paired import (
     observed,
     verdict,
 )
-from .records import arm_parts, headline_value
+from .records import LONG_SGD, arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 
 METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "brier": False}
@@ -731,7 +731,8 @@ def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accu
 @with_margin
 def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it, at every
-    size (and beats the T = 0 snapshot ensemble where the profile has it)."""
+    size (and beats the T = 0 snapshot ensemble and SGD trained on the sampler's whole budget
+    where the profile has them)."""
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
@@ -741,6 +742,9 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     if "ensemble+learned" in table:
         pairs.append((bayes, "ensemble+learned"))
         roles.append("control: snapshot ensemble")
+    if LONG_SGD in table:
+        pairs.append((bayes, LONG_SGD))
+        roles.append("control: SGD with the sampler's budget")
     claim = _pair_claim("C4", RULE_C4, table, div, hib, metric, pairs, roles)
     return _gate_convergence(claim, records, [a for a, _ in pairs] + ["ensemble+learned"])
 

@@ -296,6 +296,10 @@ SCHEMA: dict[str, Any] = {
             # batches, head init), the members' predictions averaged like a sampler's chains:
             # the sampler's total gradient budget spent on an ensemble instead
             "deep_ensemble": Field(bool, True),
+            # `sgd_long+learned`: the chosen `sgd+learned` run trained `chains` times as many
+            # steps (one run, its cosine schedule stretched): the sampler's total budget in
+            # one SGD run, a control of C4
+            "long_sgd": Field(bool, True),
         },
         # the positive control (claim PC): an oracle prior (supervised SWAG on labelled
         # downstream-class images outside the labelled pool) against the tuned zero-mean and

@@ -46,6 +46,9 @@ def headline_value(record: Mapping[str, Any], metric: str, split: str = "test") 
     return float(value)
 
 
+LONG_SGD = "sgd_long+learned"  # the chosen SGD + learned run trained for the sampler's budget
+
+
 def arm_parts(arm: str) -> tuple[str, str | None]:
     """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
     method, _, prior_kind = arm.partition("+")

@@ -271,6 +271,23 @@ def test_ensemble_control_separates_bayes_from_averaging():
     assert by_id(evaluate_claims(recs + ensemble))["C4"]["verdict"] == "supported"
 
 
+def test_long_sgd_control_separates_bayes_from_the_gradient_budget():
+    """C4 needs the sampler to beat SGD trained for the sampler's whole budget too."""
+    recs = world(1.0)
+    long = [copy.deepcopy(r) for r in recs if r["config"]["arm"] == "sghmc+learned"]
+    for r in long:
+        r["config"]["arm"] = "sgd_long+learned"
+    c4 = by_id(evaluate_claims(recs + long))["C4"]
+    assert c4["verdict"] == "not supported"  # as good as the sampler: the gain was the budget
+    control = c4["evidence"]["parts"][1]
+    assert control["arms"] == ["sghmc+learned", "sgd_long+learned"]
+    assert control["role"] == "control: SGD with the sampler's budget"
+    assert c4["evidence"]["n_parts"] == 6
+    for r in long:
+        r["metrics"]["bma"]["accuracy"] -= 0.2
+    assert by_id(evaluate_claims(recs + long))["C4"]["verdict"] == "supported"
+
+
 def test_claims_carry_their_verdicts_on_nll_and_ece():
     claims = evaluate_claims_by_metric(world(1.0))
     assert [c["id"] for c in claims] == list(CLAIM_IDS)

@@ -293,3 +293,22 @@ def test_validation_metrics_per_sample_nll_and_chains(pool, test_set, learned_pr
     other = dataclasses.replace(spec, chain=1)
     chained = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [other])[0]
     assert chained.diagnostics["sample_test_nll"] != plain.diagnostics["sample_test_nll"]
+
+
+@pytest.mark.parametrize("method", ["sghmc", "sgld"])
+def test_the_first_cycles_of_a_longer_run_are_the_shorter_run(pool, test_set, learned_prior,
+                                                              method) -> None:
+    """A run of 2k cycles of the same length repeats a k-cycle run's samples exactly over its
+    first k cycles (the schedule is per cycle; batches and noise are drawn in step order): what
+    `benchmarks/convergence.py` relies on to read a whole convergence curve off one long run."""
+    spec = _specs(pool, learned_prior, method)[1]
+    short = dataclasses.replace(SETTINGS, steps=8, cycles=2)
+    long = dataclasses.replace(SETTINGS, steps=16, cycles=4)
+    model = fresh_model(0).double()
+    prior = dataclasses.replace(spec, prior=spec.prior.to(dtype=torch.float64))
+    a = train_pack(model, pool, test_set, method, short, [prior], precision="fp64")[0]
+    b = train_pack(model, pool, test_set, method, long, [prior], precision="fp64")[0]
+    nll_a, nll_b = a.diagnostics["sample_test_nll"], b.diagnostics["sample_test_nll"]
+    assert len(nll_a) == 2 and len(nll_b) == 4
+    assert nll_b[:2] == pytest.approx(nll_a, rel=1e-12)
+    assert nll_b[2:] != pytest.approx(nll_a, rel=1e-3)

@@ -650,3 +650,34 @@ def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
     first, second = (load_prior(paths["ssl", d]) for d in (0, 1))
     assert first.meta["source_id"]["seed"] == 0 and second.meta["source_id"]["seed"] == 1
     assert not torch.equal(first.mean, second.mean)
+
+
+def _tuned_record(run: dict) -> dict:
+    """A stored tuning record whose validation NLL is lowest at scale 1e5 and lr 0.01."""
+    tuned = run["config"]["tuned"]
+    nll = abs(math.log10(tuned["value"]) - 5) + abs(math.log10(tuned["lr"] or 0.01) + 2)
+    block = {"accuracy": 0.5, "nll": nll, "ece": 0.1, "brier": 0.5}
+    return {"status": "ok", "config": run["config"],
+            "val_metrics": {"final": block, "bma": block}}
+
+
+@pytest.mark.parametrize("long_sgd", [True, False])
+def test_long_sgd_is_the_chosen_sgd_run_on_the_samplers_budget(smoke, long_sgd) -> None:
+    """`sgd_long+learned`: the chosen `sgd+learned` point, `chains` x the steps, one run."""
+    profile = copy.deepcopy(smoke)
+    profile["experiments"]["inference"]["long_sgd"] = long_sgd
+    finals = study.final_runs(profile, _tuned_record, ["inference"])
+    chains = profile["experiments"]["inference"]["chains"]
+    sgd = {(f["config"]["n_train"], f["config"]["seed"]): f["config"] for f in finals
+           if f["config"]["arm"] == "sgd+learned"}
+    long = [f["config"] for f in finals if f["config"]["arm"] == "sgd_long+learned"]
+    assert len(long) == (len(sgd) if long_sgd else 0)
+    for cfg in long:
+        chosen = sgd[(cfg["n_train"], cfg["seed"])]
+        assert cfg["train"]["steps"] == chains * chosen["train"]["steps"]
+        assert {**cfg["train"], "steps": chosen["train"]["steps"]} == chosen["train"]
+        assert cfg["prior"] == chosen["prior"] and cfg["tuned"] == chosen["tuned"]
+        assert cfg["tuned"]["value"] == 1e5 and cfg["method"] == "sgd_prior"
+        assert "chain" not in cfg
+    packs = study.planning.make_packs(finals, 64)
+    assert all(len({p["config"]["train"]["steps"] for p in pack}) == 1 for pack in packs)

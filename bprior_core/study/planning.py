@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..digests import authors_files_digest, file_digest
-from ..records import arm_parts
+from ..records import LONG_SGD, arm_parts
 from ..selection import choose_point
 from .datasets import DataKey, data_digest
 from .errors import StudyError
@@ -271,15 +271,20 @@ def _final_configs(profile: dict, config: dict) -> list[dict]:
     """The final run(s) of one chosen configuration: a sampler's `chains` chains (own batches,
     head initialisation and noise); for `sgd+learned` the run itself and, with
     `experiments.inference.deep_ensemble`, the deep ensemble's members (the same run as
-    `chains` chains, averaged in the analysis)."""
+    `chains` chains, averaged in the analysis) and, with `experiments.inference.long_sgd`, the
+    same run trained `chains` times as long (`sgd_long+learned`): both spend the sampler's total
+    gradient budget, so a sampler's gain over SGD that is only the budget shows."""
     inference = profile["experiments"]["inference"]
     chains = range(inference["chains"])
     if config["method"] in ("sghmc", "sgld"):
         return [{**config, "chain": c} for c in chains]
     out = [config]
-    if (config["arm"] == "sgd+learned" and config["experiment"] == "inference"
-            and inference["deep_ensemble"]):
-        out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
+    if config["arm"] == "sgd+learned" and config["experiment"] == "inference":
+        if inference["deep_ensemble"]:
+            out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
+        if inference["long_sgd"]:
+            train = {**config["train"], "steps": config["train"]["steps"] * len(chains)}
+            out.append({**config, "arm": LONG_SGD, "train": train})
     return out
 
 
