@@ -50,12 +50,16 @@ def chained_group(runs: list[dict], args) -> list[dict]:
     return sorted(group, key=lambda r: r["config"].get("chain", 0))
 
 
-def lengthened(run: dict, cycles: int, samples_per_cycle: int, cycle_length: int | None) -> dict:
+def lengthened(run: dict, cycles: int, samples_per_cycle: int, cycle_length: int | None,
+               weight_decay: float | None = None) -> dict:
     """The same run with `cycles` cycles of `cycle_length` steps (default: the profile's) and
-    no burn-in (the burn-in is dropped here, per prefix)."""
+    no burn-in (the burn-in is dropped here, per prefix); `weight_decay` replaces the head's
+    (a Gaussian prior of variance 1 / (n_train * weight_decay) on the head in the posterior)."""
     run = copy.deepcopy(run)
     train = run["config"]["train"]
     cycle_length = cycle_length or train["steps"] // train["cycles"]
+    if weight_decay is not None:
+        train["weight_decay"] = weight_decay
     train.update(steps=cycle_length * cycles, cycles=cycles,
                  samples_per_cycle=samples_per_cycle, burn_in_cycles=0)
     return run
@@ -87,6 +91,8 @@ def main() -> None:
     parser.add_argument("--samples-per-cycle", type=int, default=1)
     parser.add_argument("--cycle-length", type=int, default=None,
                         help="steps per cycle (default: the profile's steps / cycles)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="the head's weight decay (default: the run's)")
     parser.add_argument("--burn-in", type=int, default=1, help="cycles left out of every prefix")
     parser.add_argument("--every", type=int, default=10, help="report every this many cycles")
     args = parser.parse_args()
@@ -95,7 +101,8 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     group = chained_group(study_runs(profile, args.outputs), args)
-    runs = [lengthened(r, args.cycles, args.samples_per_cycle, args.cycle_length) for r in group]
+    runs = [lengthened(r, args.cycles, args.samples_per_cycle, args.cycle_length,
+                       args.weight_decay) for r in group]
     start = time.perf_counter()
     records = execute_pack(runs, profile, args.outputs)
     wall = time.perf_counter() - start
@@ -107,8 +114,10 @@ def main() -> None:
     points = points.astype(float)
     cfg = group[0]["config"]
     train = runs[0]["config"]["train"]
+    rms = [r["diagnostics"].get("prior_mahalanobis_rms") for r in records]
     print(f"{len(records)} chains x {args.cycles} cycles of {train['steps'] // args.cycles} "
-          f"steps in {wall:.0f} s", file=sys.stderr)
+          f"steps in {wall:.0f} s; final prior Mahalanobis RMS per chain: "
+          f"{', '.join(f'{x:.3g}' for x in rms if x is not None)}", file=sys.stderr)
     spc = args.samples_per_cycle
     for cycles in range(args.every, args.cycles + 1, args.every):
         if cycles <= args.burn_in:
@@ -116,6 +125,7 @@ def main() -> None:
         kept = slice(args.burn_in * spc, cycles * spc)
         row = {"arm": cfg["arm"], "n_train": cfg["n_train"], "seed": cfg["seed"],
                "temperature": cfg["train"]["temperature"], "chains": len(records),
+               "weight_decay": train["weight_decay"],
                "cycles": cycles, "steps": cycles * train["steps"] // args.cycles,
                "burn_in_cycles": args.burn_in, "draws_per_chain": (cycles - args.burn_in) * spc,
                **diagnostics(nll[:, kept], points[:, kept]),

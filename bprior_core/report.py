@@ -525,6 +525,21 @@ def grid_edges_markdown(rows: list[dict], flat: float = MARGINS["nll"]) -> str:
     return "**Grid edges.** " + "; ".join(found) + ". " + advice
 
 
+def _head_prior_text(weight_decay: float) -> str:
+    """What the head's weight decay means in the sampled posterior."""
+    if weight_decay <= 0:
+        return ("The head has no weight decay, so no prior: its posterior is improper where the "
+                "training data are separable.")
+    variance = 1 / (50 * weight_decay)
+    text = (f"The head's weight decay {weight_decay:g} is its prior: Gaussian, of variance "
+            f"T / (N x {weight_decay:g}) in the sampled posterior ({variance:.3g} at T = 1 and "
+            "N = 50).")
+    if variance > 10:
+        text += (" Chains drift for many thousand steps towards a head prior that broad (the "
+                 "README's convergence measurements).")
+    return text
+
+
 def methods_markdown(profile: dict, records: list[dict]) -> str:
     """The settings and conventions that change results, stated from the profile."""
     t, learning, exps = profile["train"], profile["priors"]["learning"], profile["experiments"]
@@ -600,7 +615,8 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   burn-in (left out), so {kept * t['samples_per_cycle']} samples per chain are averaged, and a
   final run pools its {exps['inference']['chains']} chains.
   **Temperature T = {t['temperature']:g}** (posterior proportional to exp(-U/T); T = 1 is the
-  Bayes posterior; the authors' default 2e-8 corresponds to T = 4e-8 here). The `ensemble`
+  Bayes posterior; the authors' default 2e-8 corresponds to T = 4e-8 here). The prior covers
+  the backbone only: {_head_prior_text(t['weight_decay'])} The `ensemble`
   arm is the same schedule and samples at T = 0 (a cyclical snapshot ensemble): the control that
   separates "Bayesian" from "ensembling".
 - **Prediction**: samplers predict with the Bayesian model average (mean of softmax

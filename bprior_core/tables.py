@@ -157,6 +157,8 @@ def per_draw_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Test error % per inference arm and size for each prior draw (mean over the seeds that
     used it), and the spread between draws: how much the verdicts depend on one prior draw."""
     rows = select(frame, "inference")
+    if rows.empty:
+        return pd.DataFrame()
     rows = rows[rows["status"] == "ok"]
     if rows.empty:
         return rows
@@ -171,6 +173,8 @@ def single_vs_average(frame: pd.DataFrame) -> pd.DataFrame:
     """Per sampler arm and size: test error and NLL of one sample (the final iterate) beside
     those of the model average, so the gain of averaging is visible apart from the method."""
     rows = select(frame, "inference")
+    if rows.empty:
+        return pd.DataFrame()
     rows = rows[(rows["status"] == "ok") & (rows["prediction"] == "bma")]
     if rows.empty:
         return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -312,3 +313,17 @@ def test_checking_a_profile_does_not_import_the_trainer() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.stdout.strip() == "[]"
+
+
+def test_the_posterior_profile_can_pass_the_gate_and_reuses_the_cpu_prior() -> None:
+    """`cpu-posterior`: enough draws for bulk ESS >= 100 (N log10 N >= 100 needs N >= 57), a
+    head prior of variance 1 at T = 1 and n = 50, and the cpu profile's prior learning (so the
+    cpu study's learned SimCLR prior is the same prior)."""
+    posterior, cpu = load_profile("cpu-posterior"), load_profile("cpu")
+    train, temp = posterior["train"], posterior["experiments"]["temperature"]
+    draws = (train["cycles"] - train["burn_in_cycles"]) * train["samples_per_cycle"]
+    assert temp["chains"] * draws * math.log10(temp["chains"] * draws) >= 100
+    assert 1.0 in temp["temperatures"]
+    assert 1.0 / (temp["n_train"] * train["weight_decay"]) == pytest.approx(1.0)
+    assert config.learning_settings(posterior) == config.learning_settings(cpu)
+    assert posterior["data"] == cpu["data"]

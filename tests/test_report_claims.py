@@ -4,8 +4,10 @@ text on verdicts (on the claims tests' synthetic study; nothing is trained)."""
 
 from __future__ import annotations
 
+import copy
 import re
 
+import pytest
 from test_claims import CONTROL_OFFSET, world
 
 from bprior_core import report
@@ -84,3 +86,16 @@ def test_methods_state_the_verdict_rule_intervals_and_the_control():
     assert VERDICT_RULE in text and PER_SIZE_RULE in text
     assert "two-way bootstrap" in text and "mde" in text
     assert "Positive control (PC)" in text and "uninformative" in text
+
+
+@pytest.mark.parametrize("weight_decay, expected", [
+    (1e-4, "variance T / (N x 0.0001) in the sampled posterior (200 at T = 1 and N = 50). "
+           "Chains drift"),
+    (0.02, "variance T / (N x 0.02) in the sampled posterior (1 at T = 1 and N = 50). "
+           "The `ensemble`"),
+    (0.0, "no weight decay, so no prior"),
+])
+def test_methods_state_the_heads_prior_in_the_posterior(weight_decay, expected):
+    profile = copy.deepcopy(load_profile("smoke"))
+    profile["train"]["weight_decay"] = weight_decay
+    assert expected in report.methods_markdown(profile, world(1.0))

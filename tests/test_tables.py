@@ -398,3 +398,11 @@ def test_reliability_bins_match_the_ece_they_come_from():
                     zip(bins["accuracy"], bins["confidence"], bins["count"], strict=True) if n)
     assert total == 400 and from_bins == pytest.approx(ece(probs, labels), abs=1e-12)
     assert all(a is None for a, n in zip(bins["accuracy"], bins["count"], strict=True) if not n)
+
+
+def test_inference_tables_are_empty_without_the_inference_experiment() -> None:
+    """A profile with the inference experiment off (e.g. `cpu-posterior`) renders its report:
+    the inference-only tables are empty, not a KeyError."""
+    empty = tables.records_frame([])
+    assert tables.single_vs_average(empty).empty
+    assert tables.per_draw_table(empty).empty
