@@ -616,7 +616,7 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   final run pools its {exps['inference']['chains']} chains.
   **Temperature T = {t['temperature']:g}** (posterior proportional to exp(-U/T); T = 1 is the
   Bayes posterior; the authors' default 2e-8 corresponds to T = 4e-8 here). The prior covers
-  the backbone only: {_head_prior_text(t['weight_decay'])} The `ensemble`
+  the backbone only. {_head_prior_text(t['weight_decay'])} The `ensemble`
   arm is the same schedule and samples at T = 0 (a cyclical snapshot ensemble): the control that
   separates "Bayesian" from "ensembling".
 - **Prediction**: samplers predict with the Bayesian model average (mean of softmax

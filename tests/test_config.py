@@ -315,8 +315,8 @@ def test_checking_a_profile_does_not_import_the_trainer() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_the_posterior_profile_can_pass_the_gate_and_reuses_the_cpu_prior() -> None:
-    """`cpu-posterior`: enough draws for bulk ESS >= 100 (N log10 N >= 100 needs N >= 57), a
+def test_the_posterior_profile_has_draws_enough_for_the_gate_and_the_cpu_prior() -> None:
+    """`cpu-posterior`: draws enough for bulk ESS >= 100 (N log10 N >= 100 needs N >= 57), a
     head prior of variance 1 at T = 1 and n = 50, and the cpu profile's prior learning (so the
     cpu study's learned SimCLR prior is the same prior)."""
     posterior, cpu = load_profile("cpu-posterior"), load_profile("cpu")

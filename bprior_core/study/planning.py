@@ -282,7 +282,7 @@ def _final_configs(profile: dict, config: dict) -> list[dict]:
     if config["arm"] == "sgd+learned" and config["experiment"] == "inference":
         if inference["deep_ensemble"]:
             out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
-        if inference["long_sgd"]:
+        if inference["long_sgd"] and len(chains) > 1:  # one chain: the run itself
             train = {**config["train"], "steps": config["train"]["steps"] * len(chains)}
             out.append({**config, "arm": LONG_SGD, "train": train})
     return out
