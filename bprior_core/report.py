@@ -780,6 +780,35 @@ def _insert_after_body(page: str, block: str) -> str:
     return page[:end] + block + page[end:]
 
 
+# a cell that runs longer has hung (every run is trained before the notebooks run; the slowest
+# cell, the claims' bootstrap, takes seconds): nbclient's wait for a lost kernel message, seen
+# about once in many hundred notebook runs, would otherwise block a report forever
+CELL_TIMEOUT_S = 900
+NOTEBOOK_ATTEMPTS = 2
+
+
+def run_notebook(source: Path, target: Path, parameters: dict, kernel_name: str | None = None,
+                 cwd: Path | None = None, log=print) -> None:
+    """Execute a notebook with papermill, each cell limited to CELL_TIMEOUT_S; a timed-out cell
+    or a dead kernel runs the whole notebook again once (the notebooks only read stored
+    results, so a rerun repeats nothing), then the error propagates."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    for attempt in range(1, NOTEBOOK_ATTEMPTS + 1):
+        try:
+            papermill.execute_notebook(
+                str(source), str(target), parameters=parameters, progress_bar=False,
+                kernel_name=kernel_name, cwd=None if cwd is None else str(cwd),
+                execution_timeout=CELL_TIMEOUT_S)
+            return
+        except (CellTimeoutError, DeadKernelError) as exc:
+            if attempt == NOTEBOOK_ATTEMPTS:
+                raise
+            log(f"[{source.stem}] {type(exc).__name__} ({str(exc).splitlines()[0][:120]}); "
+                "running it again")
+
+
 def build_report(
     profile_arg: str | Path, root: Path | None = None, log=print, kernel_name: str | None = None,
     progress: bool = True, pack: int | None = None, backend: str | None = None,
@@ -789,8 +818,6 @@ def build_report(
 
     `pack` overrides the profile's runs per pack (the CLI's --pack); `backend` its back end, on
     the Ray cluster at `address` for `ray` (`study.ray_backend`)."""
-    import papermill
-
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
     out = output_dir(profile, root)
@@ -809,11 +836,8 @@ def build_report(
     for name in NOTEBOOKS:
         start = time.perf_counter()
         log(f"[{name}] running ...")
-        papermill.execute_notebook(
-            str(NOTEBOOK_DIR / f"{name}.ipynb"), str(nb_dir / f"{name}.ipynb"),
-            parameters=params, progress_bar=False, kernel_name=kernel_name,
-            cwd=str(Path.cwd()),
-        )
+        run_notebook(NOTEBOOK_DIR / f"{name}.ipynb", nb_dir / f"{name}.ipynb", params,
+                     kernel_name, Path.cwd(), log)
         timings[name] = round(time.perf_counter() - start, 1)
         log(f"[{name}] done in {timings[name]} s")
     for name in NOTEBOOKS:

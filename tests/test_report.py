@@ -9,11 +9,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
-import papermill
 import pytest
 from conftest import copy_root
 
-from bprior_core import study, tables
+from bprior_core import report, study, tables
 from bprior_core.claims import CLAIM_IDS, VERDICTS
 from bprior_core.cli import main
 from bprior_core.config import load_profile
@@ -202,10 +201,8 @@ def _html_outputs(path: Path) -> str:
 
 def test_explore_notebook_runs(smoke_report, tmp_path):
     out, _ = smoke_report
-    papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
-        parameters={"profile": "smoke", "outputs_root": str(out.parent)}, progress_bar=False,
-    )
+    report.run_notebook(NOTEBOOK_DIR / "explore.ipynb", tmp_path / "explore.ipynb",
+                        {"profile": "smoke", "outputs_root": str(out.parent)})
     text = _html_outputs(tmp_path / "explore.ipynb")
     n = len(study.load_results(load_profile("smoke"), out.parent))
     assert n == len(study.study_runs(load_profile("smoke"), out.parent))
@@ -213,11 +210,8 @@ def test_explore_notebook_runs(smoke_report, tmp_path):
 
 
 def test_explore_notebook_on_an_empty_folder_says_where_it_looked(tmp_path):
-    papermill.execute_notebook(
-        str(NOTEBOOK_DIR / "explore.ipynb"), str(tmp_path / "explore.ipynb"),
-        parameters={"profile": "smoke", "outputs_root": str(tmp_path / "none")},
-        progress_bar=False,
-    )
+    report.run_notebook(NOTEBOOK_DIR / "explore.ipynb", tmp_path / "explore.ipynb",
+                        {"profile": "smoke", "outputs_root": str(tmp_path / "none")})
     text = _html_outputs(tmp_path / "explore.ipynb")
     assert "No stored results" in text and str(tmp_path / "none" / "smoke" / "runs") in text
     assert f"bprior run --profile smoke --outputs {tmp_path / 'none'}" in text
@@ -309,8 +303,6 @@ def test_strings_from_profiles_and_records_are_inert_on_the_pages(tmp_path) -> N
     """Every string the report did not write itself (profile description, prior file paths, a
     record's device and version, an outputs folder) reaches the page escaped: no script, no
     event handler, no javascript: link."""
-    from bprior_core import report
-
     profile = load_profile("smoke")
     profile["description"] = PAYLOAD
     profile["priors"].update(source="files", files={"ssl": PAYLOAD, "supervised": None})
@@ -332,3 +324,49 @@ def test_strings_from_profiles_and_records_are_inert_on_the_pages(tmp_path) -> N
     assert not [v for k, v in injected.attributes if "javascript:" in v.lower()]
     assert PAYLOAD[:20] not in md  # escaped, but the text is still there to read
     assert "onerror" in md
+
+
+@pytest.mark.parametrize("error", ["CellTimeoutError", "DeadKernelError"])
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_hung_notebook_runs_again_once(monkeypatch, tmp_path, error, failures) -> None:
+    """A cell past CELL_TIMEOUT_S (nbclient waiting on a lost kernel message) or a dead kernel
+    reruns the notebook once, then the error propagates."""
+    import nbclient.exceptions
+    import papermill
+
+    exc = getattr(nbclient.exceptions, error)("stuck")
+    calls, said = [], []
+
+    def execute(source, target, **kwargs):
+        calls.append(kwargs)
+        if len(calls) <= failures:
+            raise exc
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+
+    def run():
+        report.run_notebook(tmp_path / "a.ipynb", tmp_path / "b.ipynb", {}, log=said.append)
+
+    if failures < report.NOTEBOOK_ATTEMPTS:
+        run()
+        assert len(calls) == 2 and "running it again" in said[0]
+    else:
+        with pytest.raises(type(exc)):
+            run()
+        assert len(calls) == report.NOTEBOOK_ATTEMPTS
+    assert all(c["execution_timeout"] == report.CELL_TIMEOUT_S for c in calls)
+
+
+def test_a_failing_cell_is_not_retried(monkeypatch, tmp_path) -> None:
+    import papermill
+
+    calls = []
+
+    def execute(source, target, **kwargs):
+        calls.append(1)
+        raise papermill.PapermillExecutionError(0, 1, "boom", "ValueError", "boom", [])
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    with pytest.raises(papermill.PapermillExecutionError):
+        report.run_notebook(tmp_path / "a.ipynb", tmp_path / "b.ipynb", {})
+    assert calls == [1]
