@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bprior_core.chains import ESS_MIN, RHAT_MAX
+from bprior_core.chains import converged, convergence
 from bprior_core.config import load_profile
-from bprior_core.mcmc import bulk_ess, rank_rhat
 from bprior_core.study.execution import execute_pack, study_runs
 
 
@@ -65,16 +64,14 @@ def lengthened(run: dict, cycles: int, samples_per_cycle: int, cycle_length: int
     return run
 
 
-def diagnostics(nll: np.ndarray, points: np.ndarray) -> dict:
-    """`chains.convergence`'s gate statistics of draws (chains, samples[, points])."""
-    loglik = -nll
-    varying = points.std(axis=(0, 1)) > 0
-    out = {"rhat_loglik": float(rank_rhat(loglik)), "ess_loglik": float(bulk_ess(loglik)),
-           "rhat_points_q95": float(np.quantile(rank_rhat(points[..., varying]), 0.95)),
-           "ess_points_median": float(np.median(bulk_ess(points[..., varying])))}
-    out["rhat"] = max(out["rhat_loglik"], out["rhat_points_q95"])
-    out["ess"] = min(out["ess_loglik"], out["ess_points_median"])
-    out["converged"] = out["rhat"] <= RHAT_MAX and out["ess"] >= ESS_MIN
+def prefix_convergence(records: list[dict], kept: slice) -> dict:
+    """`chains.convergence` (what gates a claim) of the chains' draws `kept`."""
+    chains = [{"diagnostics": {"sample_test_nll": r["diagnostics"]["sample_test_nll"][kept]}}
+              for r in records]
+    loaded = [{"test": {"sample_true_probs":
+                        r["_predictions"]["test"]["sample_true_probs"][kept]}} for r in records]
+    out = {k: v for k, v in convergence(chains, loaded).items() if k != "traces"}
+    out["converged"] = converged({"diagnostics": {"convergence": out}})
     return out
 
 
@@ -110,8 +107,6 @@ def main() -> None:
     if bad:
         sys.exit(f"convergence: chains ended {bad}")
     nll = np.array([r["diagnostics"]["sample_test_nll"] for r in records], dtype=float)
-    points = np.stack([r["_predictions"]["test"]["sample_true_probs"] for r in records])
-    points = points.astype(float)
     cfg = group[0]["config"]
     train = runs[0]["config"]["train"]
     rms = [r["diagnostics"].get("prior_mahalanobis_rms") for r in records]
@@ -128,7 +123,7 @@ def main() -> None:
                "weight_decay": train["weight_decay"],
                "cycles": cycles, "steps": cycles * train["steps"] // args.cycles,
                "burn_in_cycles": args.burn_in, "draws_per_chain": (cycles - args.burn_in) * spc,
-               **diagnostics(nll[:, kept], points[:, kept]),
+               **prefix_convergence(records, kept),
                "mean_sample_nll": float(nll[:, kept].mean())}
         print(json.dumps(row), flush=True)
 
