@@ -821,14 +821,14 @@ def _gate_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
 def _too_short(table: Sequence[Mapping]) -> str:
     """A sentence when no chain set could pass by construction: with N draws in all (chains x
     draws per chain) the bulk ESS is at most N log10 N (`mcmc._tau`'s floor), below ESS_MIN."""
-    totals = [r["chains"] * r["draws"] for r in table if r.get("chains") and r.get("draws")]
-    if not totals:
+    sized = [r for r in table if r.get("chains") and r.get("draws")]
+    if not sized:
         return ""
-    most = max(totals)
+    row = max(sized, key=lambda r: r["chains"] * r["draws"])
+    most = row["chains"] * row["draws"]
     cap = most * np.log10(most) if most > 1 else 0.0
     if cap >= ESS_MIN:
         return ""
-    row = max(table, key=lambda r: (r.get("chains") or 0) * (r.get("draws") or 0))
     return (f" This profile's chains cannot show convergence: {row['chains']} chains x "
             f"{row['draws']} draws = {most} draws, whose bulk ESS is at most {cap:.0f} "
             f"(N log10 N), below the {ESS_MIN} needed; lengthen the chains (more cycles or "

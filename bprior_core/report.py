@@ -704,16 +704,16 @@ def _experiments_text(profile: dict) -> str:
             tuned = (f"untuned: learned prior at scale {e['scale']:g}; baselines with variance "
                      + (f"{v:g}" if v is not None else "trace-matched to the rescaled learned "
                         "prior"))
-        deep = (f"; the deep ensemble averages the chosen `sgd+learned` run trained as "
-                f"{e['chains']} members" if e["deep_ensemble"] else "")
+        budget = (f"; the deep ensemble averages the chosen `sgd+learned` run trained as "
+                  f"{e['chains']} members" if e["deep_ensemble"] else "")
         if e["long_sgd"]:
-            deep += (f"; `sgd_long+learned` is the chosen `sgd+learned` run trained for "
-                     f"{e['chains']} x {profile['train']['steps']} steps, the sampler's whole "
-                     "gradient budget in one run")
+            budget += (f"; `sgd_long+learned` is the chosen `sgd+learned` run trained for "
+                       f"{e['chains']} x {profile['train']['steps']} steps, the sampler's whole "
+                       "gradient budget in one run")
         lines.append(f"- **Inference** (C3-C5, H1): arms {', '.join(e['arms'])} at rank "
                      f"{e['rank']}, sizes {', '.join(n(x) for x in e['sizes'])}, "
                      f"{e['seeds'] or seeds} seeds; {tuned}. Every sampler's final run has "
-                     f"{e['chains']} chains, pooled{deep}. All arms start from the pretrained "
+                     f"{e['chains']} chains, pooled{budget}. All arms start from the pretrained "
                      "backbone.")
     if exps["control"]["enabled"]:
         lines.append(f"- **Control** (PC): {', '.join(exps['control']['arms'])} with the oracle "
