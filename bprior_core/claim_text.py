@@ -23,6 +23,19 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
         "with the learned one, so the oracle vs isotropic comparison is shown as evidence "
         "only.",
     ),
+    "PC2": (
+        "Covariance control: can this testbed detect a covariance's effect?",
+        "A prior whose covariance knows the downstream task (the task-shaped prior: the "
+        "isotropic prior's mean, the SimCLR weights, and its total variance, part of it along "
+        "the directions fine-tuning those weights takes on labelled downstream-class images "
+        "that no training, validation or test image comes from) beats the isotropic prior with "
+        "SGD at the control's training size, both tuned over the same variances.",
+        "Not a claim of the paper: a check of this study's testbed. PC shows that a prior's "
+        "mean can matter here; PC2 shows whether a covariance can. If it cannot, the verdicts "
+        "about the learned covariance (C1, H1) cannot show an effect either.",
+        "Harvey et al. (TMLR 2024) found no gain from the learned covariance over an "
+        "isotropic prior at the same centre; no study has shown a covariance that could help.",
+    ),
     "C1": (
         "Rank of the low-rank covariance",
         "Increasing the rank of the learned prior's low-rank covariance from zero improves "
@@ -93,8 +106,9 @@ TEXT: dict[str, tuple[str, str, str, str]] = {
 ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0 ensemble",
               "deep_ensemble": "deep ensemble (SGD)",
               "sgd_long": "SGD, the sampler's budget",
-              "learned": "learned prior",
-              "zero": "zero-mean prior", "isotropic": "isotropic prior"}
+              "learned": "learned prior", "probe": "linear probe (frozen backbone)",
+              "zero": "zero-mean prior", "isotropic": "isotropic prior",
+              "task": "task-shaped prior"}
 
 
 VERDICT_RULE = (
@@ -113,7 +127,8 @@ INTERVAL_RULE = (
     "sd / sqrt(S) over seeds. The p-value is 2 P(T(S - 1) > |e| / SE), so the interval at "
     "level 1 - a excludes 0 exactly when p < a. mde = (t(1 - a/2) + t(0.80)) SE, both with "
     "S - 1 degrees of freedom: the effect detected with about 80 % power at the level the "
-    "comparison is judged at.")
+    "comparison is judged at. Each verdict also states the seeds its least powered comparison "
+    "would have needed for an mde of one margin (1 point of accuracy), from its own SE.")
 
 
 PARTS_RULE = (
@@ -126,11 +141,10 @@ PARTS_RULE = (
 
 
 PER_SIZE_RULE = (
-    "C3 and C4 are stated at every training size and are judged size by size (each size a "
-    "part); C4b and H1 are judged pooled over sizes unless their per-size estimates point in "
-    "opposite directions by at least the margin (a gain that matters at one size, a loss that "
-    "matters at another), then size by size. Per-size rows at the claim's level are shown for "
-    "every pooled comparison as description (no verdict).")
+    "Each training size is evaluated on its own seeds. C4, C4b and H1 are stated at every "
+    "training size and are judged size by size (each size a part, all must be supported). C3 "
+    "is about scarce data: it is judged at the smallest size, and the other sizes' verdicts "
+    "are shown beside it at the same level (they do not enter its verdict).")
 
 
 COMBINE_RULE = PARTS_RULE + " " + VERDICT_RULE
@@ -139,12 +153,27 @@ MARGIN_RULE = VERDICT_RULE
 
 RULE_PC = (
     "Positive control, not a claim of the paper: SGD + oracle prior (`sgd+learned` of the "
-    "control experiment) vs SGD + tuned zero-mean prior (`sgd+zero`), paired over seeds at the "
-    "control's training size, judged at 95 % outside the Holm family of the seven claims. "
+    "control experiment) vs SGD + tuned zero-mean prior (`sgd+zero`), paired over the "
+    "evaluation seeds at the control's training size, judged at 95 % outside the Holm family "
+    "of the seven claims. "
     + VERDICT_RULE + " The oracle vs the tuned isotropic prior at the same centre "
     "(`sgd+isotropic`) is evidence only (Harvey et al. found isotropic priors competitive), "
     "judged at 95 % too. If PC is not supported, C3, C4, C4b, C5 and H1 are marked "
     "uninformative: the testbed could not show even the oracle prior's effect. " + INTERVAL_RULE
+)
+
+
+RULE_PC2 = (
+    "Covariance control, not a claim of the paper: SGD + task-shaped prior (`sgd+task` of the "
+    "covariance experiment: N(m, v [(1 - share) I + share D F^T F / ||F||^2]) with m the "
+    "SimCLR draw's weights and F's rows the directions from m to the snapshots of m "
+    "fine-tuned on the downstream rest with labels) vs SGD + isotropic prior N(m, v I), both "
+    "tuned over the same variances v and learning rates, paired over the evaluation seeds at "
+    "the control's training size, judged at 95 % outside the Holm family. At every v the two "
+    "priors share mean and trace: only the shape of the covariance differs. " + VERDICT_RULE +
+    " The samplers' pair, where run, is evidence only. If PC2 ran and is not supported, C1 "
+    "and H1 (the claims about the learned covariance) are marked uninformative. "
+    + INTERVAL_RULE
 )
 
 
@@ -158,8 +187,11 @@ RULE_C1 = (
     "vacuous when rank has no effect, so the claim also needs (a)). (c) where the rank "
     "experiment also ran at fixed total variance (every rank's diagonal raised to the "
     "full-rank prior's trace), (a) again on those runs, so that a rank effect is not a trace "
-    "effect. Ranks keep the top principal directions of the deviations. Parts (a), (b), (c) "
-    "are the claim's k = 2 or 3 parts. " + COMBINE_RULE + " " + INTERVAL_RULE
+    "effect. Ranks keep the top principal directions of the deviations. Where the rank "
+    "experiment ran at several scales, the claim is judged at the scale where the learned "
+    "prior is strongest (the lowest mean validation NLL of its best rank >= 1: where the prior "
+    "binds and its covariance can matter), and the share of coordinates the prior binds is "
+    "reported at each scale. Parts (a), (b), (c) are the claim's k = 2 or 3 parts. " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
@@ -167,9 +199,11 @@ RULE_C2 = (
     "Per prior source, under the profile's rescaling convention (rule and eps), paired over "
     "seeds: (a) the best rescaled scale (lowest mean validation NLL, excluding the smallest; "
     "without validation metrics the best test mean, Bonferroni-corrected) vs the smallest scale "
-    "(un-rescaled): supported if better; (b) per-seed least-squares slope of the metric against "
-    "log10(scale) from the smallest scale to the best scale (chosen the same way; the whole "
-    "sweep if the smallest is best): supported if rising; (c) the best scale below the largest "
+    "(un-rescaled): supported if better; (b) the rise over the sweep: per seed, the "
+    "least-squares slope of the metric against log10(scale) from the smallest scale to the best "
+    "scale (chosen the same way; the whole sweep if the smallest is best) times the decades "
+    "that segment spans, so the margin is read over the sweep, as the claim is worded: "
+    "supported if rising; (c) the best scale below the largest "
     "vs the largest scale: supported if it falls at the largest scale, contradicted if the "
     "largest is better (still rising), not supported on a plateau. The claim's parts are the "
     "3 x (prior sources) comparisons of its headline convention. " + COMBINE_RULE +
@@ -185,15 +219,16 @@ RULE_C2 = (
 
 
 RULE_POOLED = (
-    "Paired over seeds at each training size; pooled effect = per-seed mean of the differences "
-    "over all sizes (seeds present at every size, the same resampled test images at every "
-    f"size). Fewer than {MIN_SEEDS} seeds or a missing arm: inconclusive. " + PER_SIZE_RULE
+    "Paired over the evaluation seeds at each training size (a seed fixes the training subset, "
+    "the head's initialisation and the batch order for every arm). Fewer than "
+    f"{MIN_SEEDS} seeds or a missing arm: inconclusive. " + PER_SIZE_RULE
     + " " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
-RULE_C3 = ("SGD + learned prior vs SGD + tuned zero-mean prior, judged size by size (the claim "
-           "is stated at every size). " + RULE_POOLED)
+RULE_C3 = ("SGD + learned prior vs SGD + tuned zero-mean prior (standard fine-tuning), "
+           "judged where data are scarcest, at the smallest size, as the paper states the "
+           "gain; the other sizes' verdicts beside it. " + RULE_POOLED)
 
 
 CONVERGENCE_RULE = (
@@ -222,33 +257,35 @@ RULE_C4 = (
 
 RULE_C4B = (
     "Per seed and size: (Bayes + learned - SGD + learned) - (Bayes + zero - SGD + zero), "
-    "oriented so positive = larger Bayesian gain with the learned prior; pooled as the per-seed "
-    "mean over sizes. " + RULE_POOLED + CONVERGENCE_RULE
+    "oriented so positive = larger Bayesian gain with the learned prior, judged size by size. "
+    + RULE_POOLED + CONVERGENCE_RULE
 )
 
 
 RULE_C5 = (
-    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present), per seed: the "
-    "least-squares slope of the gain (learned minus zero, oriented so that positive = better) "
-    "against log10(n) over the training sizes (the full set, n = 0, has no place on that axis "
-    "and is left out), negated so that positive = the gain shrinks as n grows, in metric units "
-    "per decade of n; the slope is the claim (it compares sizes, so it is not judged size by "
-    "size; the gain per size is shown as description). Each pair's slope is a part. Fewer than "
-    f"{MIN_SEEDS} seeds, fewer than two sizes or a missing arm: inconclusive. The margin is "
-    "read per decade. " + COMBINE_RULE + " " + INTERVAL_RULE
+    "For each pair (Bayes: learned vs zero; SGD: learned vs zero, when present): the gain "
+    "(learned minus zero, oriented so that positive = better) where data are scarcest (the "
+    "smallest size) minus the gain where they are most plentiful (the largest size), each the "
+    "mean over that size's own evaluation seeds, so positive = the gain shrinks as n grows, as "
+    "the claim is worded; the margin is read on that fall. The two sizes' seeds are treated as "
+    "independent: SE = sqrt(SE_small^2 + SE_large^2), the t interval at Welch-Satterthwaite's "
+    "degrees of freedom. The gain at each size is shown beside it. Each pair's fall is a part. "
+    f"Fewer than {MIN_SEEDS} seeds at a size, fewer than two sizes or a missing arm: "
+    "inconclusive. " + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
 RULE_H1 = (
     "For each method with both arms (Bayes: learned vs isotropic; SGD: learned vs isotropic), "
-    f"each pair a part. Fewer than {MIN_SEEDS} seeds or no arm pair: inconclusive. "
+    "judged size by size, each pair at each size a part. Fewer than "
+    f"{MIN_SEEDS} seeds or no arm pair: inconclusive. "
     + RULE_POOLED
 )
 
 
 HOLM_RULE = (
     "Holm's step-down correction over the seven claims C1-H1 (family-wise error 5% per metric; "
-    "the positive control PC is outside the family, at 95 %): each claim's p-value is the "
+    "the positive controls PC and PC2 are outside the family, at 95 %): each claim's p-value is the "
     "smallest alpha at which its verdict is decisive (supported or contradicted) when it is "
     "judged at 1 - alpha and its k parts at 1 - alpha / k (for one comparison its p-value, 1 "
     "when the estimate does not reach the margin; for k parts that must all be supported, k "

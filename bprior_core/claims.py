@@ -48,10 +48,12 @@ from .claim_text import (
     RULE_C5,
     RULE_H1,
     RULE_PC,
+    RULE_PC2,
     TEXT,
 )
 from .jsonsafe import to_plain
 from .mcmc import MIN_DRAWS
+from .power import seeds_needed
 from .paired import (
     MIN_SEEDS,
     VERDICTS,
@@ -73,16 +75,25 @@ _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
 _LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
 CONTROL_ID = "PC"
-CONTROL_LEVEL = 0.95  # the positive control's level (outside the Holm family)
+COVARIANCE_ID = "PC2"
+CONTROL_LEVEL = 0.95  # the positive controls' level (outside the Holm family)
 FAMILY_IDS = ("C1", "C2", "C3", "C4", "C4b", "C5", "H1")
-CLAIM_IDS = (CONTROL_ID, *FAMILY_IDS)
+CLAIM_IDS = (CONTROL_ID, COVARIANCE_ID, *FAMILY_IDS)
 # claims about a prior's effect on the inference testbed: uninformative without the control
 NEEDS_CONTROL = ("C3", "C4", "C4b", "C5", "H1")
-PER_SIZE = ("C3", "C4")  # stated "at every size": always judged size by size
-EXPERIMENTS = ("control", "rank", "scale", "inference")  # the experiments the claims read
+# claims about the learned covariance: uninformative where the covariance control ran and a
+# prior whose covariance carries task information could not be told from the isotropic one
+NEEDS_COVARIANCE = ("C1", "H1")
+# how each claim made of paired comparisons is judged over training sizes (`_describe`):
+# stated at every size (each size a part), or about scarce data (the smallest size judged,
+# the other sizes beside it)
+JUDGED_AT = {"C3": "at the smallest size", "C4": "per size", "C4b": "per size", "H1": "per size",
+             "PC": "per size", "PC2": "per size"}
+# the experiments the claims read
+EXPERIMENTS = ("control", "covariance", "rank", "scale", "inference")
 BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
-__all__ = ["CLAIM_IDS", "CONTROL_ID", "FAMILY_IDS", "MARGINS", "METRICS", "MIN_SEEDS",
-           "NEEDS_CONTROL", "VERDICTS", "claim_p_value", "collect", "comparison_label",
+__all__ = ["CLAIM_IDS", "CONTROL_ID", "COVARIANCE_ID", "FAMILY_IDS", "MARGINS", "METRICS",
+           "MIN_SEEDS", "NEEDS_CONTROL", "NEEDS_COVARIANCE", "VERDICTS", "claim_p_value", "collect", "comparison_label",
            "evaluate_claims", "evaluate_claims_by_metric", "gains_by_size", "headline",
            "with_replicates", "write_claims_json"]
 
@@ -312,6 +323,18 @@ def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str)
     return _claim(cid, "inconclusive", rule, evidence, f"Inconclusive: {reason}.")
 
 
+def _seeds_needed(comparisons: Sequence[Mapping[str, Any] | None]) -> int | None:
+    """The seeds the least powered of the deciding comparisons (largest mde) would have needed
+    for an mde of one margin (1 point of accuracy) at its level, from its own SE; None when
+    none has an SE."""
+    rows = [c for c in comparisons if c and c.get("mde") is not None]
+    if not rows:
+        return None
+    worst = max(rows, key=lambda c: c["mde"])
+    return seeds_needed(worst.get("se"), int(worst.get("n_seeds") or 0), worst["level"],
+                        worst.get("margin") or _MARGIN.get() or MARGINS["accuracy"])
+
+
 def _max_mde(comparisons: Sequence[Mapping[str, Any] | None]) -> float | None:
     """The largest minimum detectable effect among the comparisons that decide a verdict
     (every part must be detected for 'supported'); None when none has one."""
@@ -366,10 +389,13 @@ def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
 def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
     hib = _check_metric(metric)
+    scales = _rank_scales(records)
+    scale = _binding_scale(records, scales)
 
     def variant(trace: str, metric: str, split: str = "test"):
         def key(cfg):
-            same = cfg["prior"].get("trace", "scaled") == trace
+            same = (cfg["prior"].get("trace", "scaled") == trace
+                    and float(cfg["prior"]["scale"]) == scale)
             return int(cfg["prior"]["rank"]) if same else None
         table, div = collect(records, "rank", key, metric, split)
         table.pop(None, None)
@@ -396,11 +422,17 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
     v = combine([p["verdict"] for p in parts.values()])
     deciding = [p["comparison"].to_dict() for p in parts.values()
                 if isinstance(p.get("comparison"), Comparison)]
-    evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts=parts,
+    evidence = _evidence(metric, head, n_div, ranks=sorted(table), parts=parts, scale=scale,
+                         scales=[{"scale": x, **_scale_strength(records, x)} for x in scales],
                          diverged_by_rank={str(k): n for k, n in div.items()},
                          n_parts=k, part_level=level, mde=_max_mde(deciding + b["per_rank"]))
-    summary = (f"Best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
-               if head is not None else "Rank 0 or ranks >= 1 missing")
+    bound = _scale_strength(records, scale)["bound_share"]
+    summary = f"At scale {_scale_label(scale)}" + (
+        f" (the strongest of {len(scales)} on validation)" if len(scales) > 1 else "") + (
+        f", where the prior binds {100 * bound:.0f} % of the coordinates" if bound is not None
+        else "") + ": "
+    summary += (f"best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
+                if head is not None else "rank 0 or ranks >= 1 missing")
     summary += (f"; saturation rank {b['saturation_rank']} (small if <= {b['small_threshold']:g}, "
                 f"max rank {max(ranks)})." if b["saturation_rank"] is not None else
                 "; saturation rank undetermined.")
@@ -409,6 +441,45 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
         summary += (f" At fixed total variance: best rank {c['best_rank']} vs rank 0: "
                     f"{_fmt(c['comparison'], metric)}.")
     return _claim("C1", v, RULE_C1, evidence, summary)
+
+
+def _rank_scales(records: Sequence[Mapping[str, Any]]) -> list[float]:
+    """The scales the rank experiment ran at."""
+    return sorted({float(r["config"]["prior"]["scale"]) for r in records
+                   if (r.get("config") or {}).get("experiment") == "rank"})
+
+
+def _scale_strength(records: Sequence[Mapping[str, Any]], scale: float) -> dict:
+    """At one scale of the rank experiment (scaled trace, ranks >= 1): the lowest mean
+    validation NLL over its ranks, and the share of backbone coordinates the prior binds
+    (1 - the runs' mean `free_share`; None without it)."""
+    val: dict[int, dict[int, float]] = {}
+    free = []
+    for r in records:
+        cfg = r.get("config") or {}
+        prior = cfg.get("prior") or {}
+        if (cfg.get("experiment") != "rank" or float(prior.get("scale", math.nan)) != scale
+                or prior.get("trace", "scaled") != "scaled"):
+            continue
+        share = (r.get("diagnostics") or {}).get("free_share")
+        if share is not None:
+            free.append(share)
+        nll = headline_value(r, "nll", "val")
+        if nll is not None and prior.get("rank", 0) >= 1:
+            val.setdefault(int(prior["rank"]), {})[_seed(r)] = nll
+    means = [float(np.mean(list(v.values()))) for v in val.values() if v]
+    return {"val_nll": min(means) if means else None,
+            "bound_share": 1.0 - float(np.mean(free)) if free else None}
+
+
+def _binding_scale(records: Sequence[Mapping[str, Any]], scales: Sequence[float]) -> float | None:
+    """The scale C1 is judged at: where the learned prior is strongest, the lowest validation
+    NLL of its best rank >= 1 (the first scale without validation metrics)."""
+    if not scales:
+        return None
+    scored = [(_scale_strength(records, x)["val_nll"], i, x) for i, x in enumerate(scales)]
+    scored = [t for t in scored if t[0] is not None]
+    return min(scored)[2] if scored else scales[0]
 
 
 # ----------------------------------------------------------------------------- C2 scale
@@ -444,9 +515,13 @@ def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib
     best = _pick(table, val, scales, hib, level)[0]
     segment = scales[: scales.index(best) + 1] if best != smin else scales
     if len(segment) >= 2:
-        c = _one_sample(_slopes(table, segment, hib), level)
-        parts["b"] = {"best_scale": best, "segment": segment, "slope_per_decade": c.effect,
-                      **c.to_dict()}
+        # the claim is a rise over the sweep: the fitted slope times the decades it spans
+        span = math.log10(segment[-1] / segment[0])
+        rise = {seed: v * span for seed, v in _slopes(table, segment, hib).items()}
+        c = _one_sample(rise, level)
+        parts["b"] = {"best_scale": best, "segment": segment, "decades": span,
+                      "slope_per_decade": None if c.effect is None else c.effect / span,
+                      "rise": c.effect, **c.to_dict()}
     else:
         parts["b"] = {"verdict": "inconclusive", "reason": "a single scale"}
     parts["verdict"] = combine([parts[p]["verdict"] for p in "abc"])
@@ -457,11 +532,14 @@ def _scale_summary(source: str, parts: dict, metric: str) -> str:
     a, b, c = parts["a"], parts["b"], parts["c"]
     if "best_scale" not in a:
         return f"{source}: a single scale"
-    text = (f"{source}: best {_scale_label(a['best_scale'])} vs {_scale_label(a['vs_scale'])} "
-            f"{_num(a['effect'], metric)} ({a['verdict']}), slope "
-            f"{_num(b.get('slope_per_decade'), metric)}/decade ({b['verdict']}), best "
-            f"{_scale_label(c['best_scale'])} vs largest {_scale_label(c['vs_scale'])} "
-            f"{_num(c['effect'], metric)} ({c['verdict']})")
+    rise = (f"rise from {_scale_label(b['segment'][0])} to {_scale_label(b['segment'][-1])} "
+            f"{_num(b.get('rise'), metric)} (fitted slope x {b['decades']:g} decades, "
+            f"{b['verdict']})" if "segment" in b else f"rise: {b['verdict']}")
+    text = (f"{source}: the best scale {_scale_label(a['best_scale'])} (chosen on validation "
+            f"among the rescaled scales) vs the un-rescaled {_scale_label(a['vs_scale'])} "
+            f"{_num(a['effect'], metric)} ({a['verdict']}); {rise}; the best scale below the "
+            f"largest, {_scale_label(c['best_scale'])}, vs the largest "
+            f"{_scale_label(c['vs_scale'])} {_num(c['effect'], metric)} ({c['verdict']})")
     scratch = parts.get("scratch")
     if scratch and scratch.get("effect") is not None:
         text += (f"; un-rescaled {_scale_label(a['vs_scale'])} vs from scratch "
@@ -616,35 +694,64 @@ def _per_size_reason(rows: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def _describe(arms: Sequence[str], terms: Sequence[tuple[float, Sized]], per_size: bool,
+PER_SIZE_MODE, SMALLEST_MODE, POOLED_MODE = "per size", "at the smallest size", "pooled"
+
+
+def _size_contrast(terms: Sequence[tuple[float, Sized]], n: int, level: float | None
+                   ) -> Comparison:
+    return _one_sample(contrast([(coef, t[n]) for coef, t in terms]), level)
+
+
+def _describe(arms: Sequence[str], terms: Sequence[tuple[float, Sized]], how: str,
               role: str = "claim") -> dict:
-    """A comparison's descriptive numbers (pooled over sizes and per size, at the claim's
-    level) and how it is judged: size by size (`per_size`, or per-size effects of opposite
-    sign beyond the margin) or pooled."""
-    c, rows, sizes = pooled(terms)
-    reason = ("the claim is stated at every size: judged size by size" if per_size
-              else _per_size_reason(rows))
-    judged = "per size" if reason and len(sizes) > 1 else "pooled"
-    return {"arms": list(arms), "role": role, "comparison": c, "per_size": rows,
-            "sizes": sizes, "terms": list(terms), "judged": judged,
-            "why": reason if judged == "per size" else "pooled over sizes"}
+    """A comparison and how it is judged: size by size (`PER_SIZE_MODE`, each size a part),
+    where data are scarcest (`SMALLEST_MODE`: the smallest size is the judged part, the other
+    sizes' verdicts are shown beside it), or pooled over sizes (`POOLED_MODE`: the per-seed mean
+    over sizes; size by size instead when the per-size effects point in opposite directions
+    by at least the margin)."""
+    sizes = (sorted(set.intersection(*(set(t) for _, t in terms)), key=_size_key)
+             if terms else [])
+    why = {PER_SIZE_MODE: "the claim is stated at every size: judged size by size",
+           SMALLEST_MODE: "the claim is about scarce data: judged at the smallest size, the "
+                          "other sizes' verdicts beside it",
+           POOLED_MODE: "pooled over sizes"}[how]
+    if how == POOLED_MODE and len(sizes) > 1:
+        reason = _per_size_reason([_size_contrast(terms, n, None).to_dict() for n in sizes])
+        if reason:
+            how, why = PER_SIZE_MODE, reason
+    if len(sizes) <= 1 and how != SMALLEST_MODE:
+        how = PER_SIZE_MODE  # one size: its comparison is the claim
+    return {"arms": list(arms), "role": role, "sizes": sizes, "terms": list(terms),
+            "judged": how, "why": why}
 
 
 def _n_units(part: Mapping[str, Any]) -> int:
-    return len(part["sizes"]) if part["judged"] == "per size" else 1
+    return len(part["sizes"]) if part["judged"] == PER_SIZE_MODE else 1
 
 
 def _judge(part: dict, level: float) -> dict:
-    """The part's judged comparisons at the part `level` (one per size, or the pooled one),
-    their combined verdict, and the plain-JSON form of the part."""
+    """The part's judged comparisons at the part `level` (one per size, the smallest size's,
+    or the pooled one), their combined verdict, the comparison its summary shows (`comparison`,
+    the first judged one) and one row per size (`per_size`: the judged rows, and beside them,
+    at the same level, the other sizes' rows: `beside`; pooled parts: each size at the claim's
+    level, `descriptive`)."""
     terms = part.pop("terms")
-    if part["judged"] == "per size":
-        units = [{"n_train": n, **_one_sample(contrast([(coef, t[n]) for coef, t in terms]),
-                                              level).to_dict()} for n in part["sizes"]]
+    sizes, how = part["sizes"], part["judged"]
+    if how == POOLED_MODE:
+        c, rows, _ = pooled(terms, level)
+        units = [{"n_train": None, **c.to_dict()}]
+        per_size = [_descriptive({"n_train": n, **_size_contrast(terms, n, None).to_dict()})
+                    for n in sizes]
+        head = c
     else:
-        units = [{"n_train": None, **pooled(terms, level)[0].to_dict()}]
-    return {**part, "units": units, "part_level": level,
-            "verdict": combine([u["verdict"] for u in units])}
+        comparisons = {n: _size_contrast(terms, n, level) for n in sizes}
+        judged = sizes if how == PER_SIZE_MODE else sizes[:1]
+        units = [{"n_train": n, **comparisons[n].to_dict()} for n in judged]
+        per_size = units + [{"n_train": n, **comparisons[n].to_dict(), "beside": True}
+                            for n in sizes if n not in judged]
+        head = comparisons[judged[0]] if judged else None
+    return {**part, "units": units, "per_size": per_size, "comparison": head,
+            "part_level": level, "verdict": combine([u["verdict"] for u in units])}
 
 
 def _judge_all(parts: Sequence[dict], counted: Sequence[bool] | None = None) -> tuple[list, int]:
@@ -657,25 +764,37 @@ def _judge_all(parts: Sequence[dict], counted: Sequence[bool] | None = None) -> 
 
 
 def _units_text(part: Mapping[str, Any]) -> str:
-    """'judged per size: supported at 5, 50; inconclusive at full' (or the pooled verdict)."""
+    """'judged per size: supported at 5, 50; inconclusive at full', 'judged at n = 10:
+    supported (beside: not supported at 250)' or the pooled verdict."""
     if part.get("role") == "evidence only":
         return f"evidence only: {part['verdict']}"
-    if part["judged"] != "per size":
+    if part["judged"] == POOLED_MODE:
         return f"judged pooled: {part['verdict']}"
     groups: dict[str, list[str]] = {}
     for u in part["units"]:
         groups.setdefault(u["verdict"], []).append(_size_label(u["n_train"]))
+    if part["judged"] == SMALLEST_MODE:
+        beside = [f"{r['verdict']} at {_size_label(r['n_train'])}" for r in part["per_size"]
+                  if r.get("beside")]
+        head = part["units"][0] if part["units"] else None
+        text = (f"judged at n = {_size_label(head['n_train'])}: {head['verdict']}" if head
+                else "no size to judge")
+        return text + (f" (beside it: {'; '.join(beside)})" if beside else "")
     return "judged per size: " + "; ".join(f"{v} at {', '.join(ns)}" for v, ns in groups.items())
 
 
 def _headline_of(part: Mapping[str, Any]) -> Any:
-    """What a part's summary shows: its judged comparison when judged pooled, else the
-    descriptive pooled one (the per-size verdicts follow in words)."""
-    return part["units"][0] if part["judged"] != "per size" else part["comparison"]
+    """What a part's summary shows first: its first judged comparison (the pooled one, or the
+    smallest size's)."""
+    return part["units"][0] if part["units"] else {}
 
 
 def _pair_summary(part: dict, metric: str) -> str:
     label = part.get("label") or comparison_label(part["arms"])
+    if part["judged"] == PER_SIZE_MODE and len(part["units"]) > 1:
+        effects = "; ".join(f"{_fmt(u, metric)} at n = {_size_label(u['n_train'])}"
+                            for u in part["units"])
+        return f"{label}: {effects}; {_units_text(part)}"
     return (f"{label}: {_fmt(_headline_of(part), metric)}, {_sizes_text(part['sizes'])}, "
             f"{_units_text(part)}")
 
@@ -689,6 +808,7 @@ def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
     counted = counted or [True] * len(parts)
     units = [u for p, c in zip(parts, counted, strict=True) if c for u in p["units"]]
     return _evidence(metric, head["comparison"], n_div, sizes=head["sizes"],
+                     seeds_needed=_seeds_needed(units),
                      arms=head["arms"], per_size=head["per_size"], judged=head["judged"],
                      parts=list(parts), n_parts=k, part_level=parts[0]["part_level"],
                      mde=_max_mde(units), **extra)
@@ -708,8 +828,8 @@ def _pair_claim(cid: str, rule: str, table: Mapping[str, Sized], div: Mapping[st
     the claims of `PER_SIZE`) and combined."""
     roles = roles or ["claim"] * len(pairs)
     described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
-                           cid in PER_SIZE, role) for (a, b), role in zip(pairs, roles,
-                                                                          strict=True)]
+                           JUDGED_AT[cid], role) for (a, b), role in zip(pairs, roles,
+                                                                         strict=True)]
     parts, k = _judge_all(described)
     arms = [arm for pair in pairs for arm in pair]
     evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
@@ -763,11 +883,11 @@ def claim_bayes_interaction(
     sign = 1.0 if hib else -1.0
     coefs = (sign, -sign, -sign, sign)
     terms = [(coef, table.get(arm, {})) for coef, arm in zip(coefs, arms, strict=True)]
-    parts, k = _judge_all([_describe(arms, terms, False)])
+    parts, k = _judge_all([_describe(arms, terms, JUDGED_AT["C4b"])])
     evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
-    summary = (f"Bayesian gain with the learned prior minus with the zero-mean prior "
-               f"({bayes.upper()} vs SGD): {_fmt(_headline_of(parts[0]), metric)}, "
-               f"{_sizes_text(parts[0]['sizes'])}, {_units_text(parts[0])}.")
+    parts[0]["label"] = (f"Bayesian gain with the learned prior minus with the zero-mean "
+                         f"prior ({bayes.upper()} vs SGD)")
+    summary = _pair_summary(parts[0], metric) + "."
     claim = _claim("C4b", parts[0]["verdict"], RULE_C4B, evidence, summary)
     return _gate_convergence(claim, records, [f"{bayes}+learned", f"{bayes}+zero"])
 
@@ -848,30 +968,33 @@ def _opt(value: float | None, spec: str) -> str:
 
 
 def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: str) -> dict:
-    """Gain per size (descriptive, at the claim's level), and the per-seed slope of the gain
-    in log10(n) (negated: positive = the gain is larger for smaller training sets), which
-    `_judge_slope` judges at the part level."""
+    """The learned prior's gain over the zero-mean prior at each size (shown beside the
+    verdict), and what `_judge_fall` judges: the gain where data are scarcest minus the gain
+    where they are most plentiful (each size on its own seeds)."""
     a, b = table.get(learned, {}), table.get(zero, {})
     sizes = sorted(set(a) & set(b), key=_size_key)
-    per_size = [_descriptive({"n_train": n, **_paired_difference(a[n], b[n], hib).to_dict()})
-                for n in sizes]
-    part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes, "gain_per_size": per_size}
-    fitted = [n for n in sizes if n]
-    if len(fitted) < 2:
-        return {**part, "falls": {}}
+    part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes}
     sign = 1.0 if hib else -1.0
-    gains = [contrast([(sign, a[n]), (-sign, b[n])]) for n in fitted]
-    rises = paired.slopes(np.log10(np.asarray(fitted, dtype=float)), gains)
-    return {**part, "sizes_fitted": fitted, "falls": {s: -r for s, r in rises.items()}}
+    part["gains"] = {n: contrast([(sign, a[n]), (-sign, b[n])]) for n in sizes}
+    return part
 
 
-def _judge_slope(part: dict, level: float) -> dict:
-    """C5's part judged: the fall of the gain per decade at the part `level` (its
-    `comparison` and only unit)."""
-    judged = _one_sample(part.pop("falls"), level)
+def _judge_fall(part: dict, level: float) -> dict:
+    """C5's part judged at the part `level`: the fall of the gain from the smallest to the
+    largest size (`paired.difference_of`: independent seeds per size, Welch's t), its
+    `comparison` and only unit; the gain at each size at the same level beside it."""
+    gains = part.pop("gains")
+    per_size = {n: _one_sample(gains[n], level) for n in part["sizes"]}
+    part["gain_per_size"] = [{"n_train": n, **c.to_dict(), "beside": True}
+                             for n, c in per_size.items()]
+    if len(part["sizes"]) < 2:
+        judged = Comparison(None, None, None, None, 0, (), level, _MARGIN.get())
+    else:
+        first, last = part["sizes"][0], part["sizes"][-1]
+        judged = paired.difference_of(per_size[first], per_size[last], level, _MARGIN.get())
     unit = {"n_train": None, **judged.to_dict()}
     return {**part, "comparison": judged, "units": [unit], "part_level": level,
-            "judged": "slope over sizes", "verdict": unit["verdict"]}
+            "judged": "fall over sizes", "verdict": unit["verdict"]}
 
 
 def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]]:
@@ -892,22 +1015,25 @@ def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "a
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
     pairs = _learned_vs(table, "zero")
     level = _part_level(len(pairs))
-    parts = [_judge_slope(_efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
+    parts = [_judge_fall(_efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
     summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
     arms = [arm for pair in pairs for arm in pair]
+    units = [u for p in parts for u in p["units"]]
     evidence = _evidence(metric, parts[0]["comparison"], _diverged(div, arms),
                          sizes=parts[0]["sizes"], parts=parts, n_parts=len(pairs),
-                         part_level=level, mde=_max_mde([u for p in parts for u in p["units"]]))
+                         part_level=level, mde=_max_mde(units), seeds_needed=_seeds_needed(units))
     return _claim("C5", combine([p["verdict"] for p in parts]), RULE_C5, evidence, summary)
 
 
 def _efficiency_summary(part: dict, metric: str) -> str:
     learned, zero = part["arms"]
-    if "sizes_fitted" not in part:
+    if len(part["sizes"]) < 2:
         return f"{_arm_label(learned)} over {_arm_label(zero)} gain: fewer than two sizes"
-    return (f"{_arm_label(learned)} over {_arm_label(zero)} gain, fall per decade of n over "
-            f"{_sizes_text(part['sizes_fitted'])}: {_fmt(part['comparison'], metric)} "
-            f"({part['verdict']})")
+    gains = ", ".join(f"{_num(r['effect'], metric)} at n = {_size_label(r['n_train'])}"
+                      for r in part["gain_per_size"])
+    return (f"{_arm_label(learned)} over {_arm_label(zero)} gain ({gains}), its fall from n = "
+            f"{_size_label(part['sizes'][0])} to {_size_label(part['sizes'][-1])}: "
+            f"{_fmt(part['comparison'], metric)} ({part['verdict']})")
 
 
 @with_margin
@@ -933,9 +1059,9 @@ def claim_control(records: Sequence[Mapping[str, Any]], metric: str = "accuracy"
     if not table:
         return _missing(CONTROL_ID, "control", metric, sum(div.values()), RULE_PC)
     pairs = [("sgd+learned", "sgd+zero"), ("sgd+learned", "sgd+isotropic")]
-    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})), False,
-                           role) for (a, b), role in zip(pairs, ("claim", "evidence only"),
-                                                         strict=True)]
+    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+                           JUDGED_AT[CONTROL_ID], role)
+                 for (a, b), role in zip(pairs, ("claim", "evidence only"), strict=True)]
     parts, k = _judge_all(described, counted=[True, False])
     for part in parts:
         part["label"] = comparison_label(part["arms"]).replace("learned prior", "oracle prior")
@@ -943,6 +1069,29 @@ def claim_control(records: Sequence[Mapping[str, Any]], metric: str = "accuracy"
                               counted=[True, False])
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
     return _claim(CONTROL_ID, parts[0]["verdict"], RULE_PC, evidence, summary)
+
+
+@with_margin
+def claim_covariance(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+    """PC2: the task-shaped prior (`sgd+task` of the covariance experiment: the isotropic
+    prior's mean and trace, part of its variance along the directions fine-tuning takes on
+    labelled downstream images) beats the isotropic prior (`sgd+isotropic`); the samplers'
+    pair, where run, is evidence only."""
+    hib = _check_metric(metric)
+    table, div = _sized_table(records, "covariance", metric)
+    if not table:
+        return _missing(COVARIANCE_ID, "covariance", metric, sum(div.values()), RULE_PC2)
+    pairs = [(a, b) for a, b in (("sgd+task", "sgd+isotropic"),
+                                  ("sghmc+task", "sghmc+isotropic")) if a in table or b in table]
+    roles = ["claim"] + ["evidence only"] * (len(pairs) - 1)
+    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+                           JUDGED_AT[COVARIANCE_ID], role)
+                 for (a, b), role in zip(pairs, roles, strict=True)]
+    parts, k = _judge_all(described, counted=[r == "claim" for r in roles])
+    evidence = _pair_evidence(metric, parts, _diverged(div, [a for p in pairs for a in p]), k,
+                              counted=[r == "claim" for r in roles])
+    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
+    return _claim(COVARIANCE_ID, parts[0]["verdict"], RULE_PC2, evidence, summary)
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -975,28 +1124,34 @@ def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any
     return hi
 
 
-def control_p_value(records: Sequence[Mapping[str, Any]], metric: str, margin: float) -> float:
-    """PC's p-value (the smallest alpha at which it is decisive), for information: PC is
-    judged at 95 % whatever it is."""
-    return claim_p_value(claim_control, records, metric, margin)
-
-
 def _mark_uninformative(claims: Sequence[dict]) -> None:
     """Flag the claims of `NEEDS_CONTROL` as uninformative (with the reason) unless the
     positive control is supported: a testbed that cannot show the oracle prior's effect
-    cannot show a learned prior's either."""
-    control = next((c for c in claims if c["id"] == CONTROL_ID), None)
-    ok = control is not None and control["verdict"] == "supported"
-    reason = None if ok else (
-        f"the positive control PC is {control['verdict'] if control else 'missing'} on "
-        f"{claims[0]['evidence']['metric']}: this testbed did not detect the effect of the "
-        "oracle prior over the tuned zero-mean prior, so it cannot be shown to detect a prior "
-        "effect, and this verdict says little about the paper's claim")
+    cannot show a learned prior's either. Where the covariance control ran and is not
+    supported, flag the claims of `NEEDS_COVARIANCE` too: a testbed that cannot show a
+    covariance carrying task information cannot show the learned covariance's effect."""
+    by_id = {c["id"]: c for c in claims}
+    metric = claims[0]["evidence"]["metric"]
+    control, covariance = by_id.get(CONTROL_ID), by_id.get(COVARIANCE_ID)
+    reasons = {}
+    if control is None or control["verdict"] != "supported":
+        reasons[NEEDS_CONTROL] = (
+            f"the positive control PC is {control['verdict'] if control else 'missing'} on "
+            f"{metric}: this testbed did not detect the effect of the oracle prior over the "
+            "tuned zero-mean prior, so it cannot be shown to detect a prior effect, and this "
+            "verdict says little about the paper's claim")
+    if covariance is not None and covariance["evidence"].get("n_seeds") \
+            and covariance["verdict"] != "supported":
+        reasons[NEEDS_COVARIANCE] = (
+            f"the covariance control PC2 is {covariance['verdict']} on {metric}: this testbed "
+            "did not show that a covariance carrying task information beats the isotropic "
+            "prior at the same mean and trace, so this verdict says little about whether the "
+            "learned covariance could help")
     for claim in claims:
-        flagged = claim["id"] in NEEDS_CONTROL and not ok
-        claim["evidence"]["uninformative"] = flagged
-        if flagged:
-            claim["evidence"]["uninformative_reason"] = reason
+        why = [text for ids, text in reasons.items() if claim["id"] in ids]
+        claim["evidence"]["uninformative"] = bool(why)
+        if why:
+            claim["evidence"]["uninformative_reason"] = "; ".join(why)
 
 
 def _evaluate(selected: Sequence[Mapping[str, Any]], metric: str, margin: float,
@@ -1005,16 +1160,18 @@ def _evaluate(selected: Sequence[Mapping[str, Any]], metric: str, margin: float,
     token = _CONVENTION.set(None if convention is None
                             else (str(convention[0]), float(convention[1])))
     try:
-        control = to_plain(claim_control(selected, metric, margin, CONTROL_LEVEL))
-        # the same keys as the family's (readers find every claim's level in one place), but
-        # no family: PC is judged at 95 % on its own
-        control["evidence"]["holm"] = {
-            "p_value": control_p_value(selected, metric, margin), "level": CONTROL_LEVEL,
-            "family": None, "alpha": 1.0 - CONTROL_LEVEL,
-            "note": "the positive control: a check of the testbed, outside the Holm family"}
+        claims = []
+        for build in (claim_control, claim_covariance):
+            control = to_plain(build(selected, metric, margin, CONTROL_LEVEL))
+            # the same keys as the family's (readers find every claim's level in one place),
+            # but no family: a positive control is judged at 95 % on its own
+            control["evidence"]["holm"] = {
+                "p_value": claim_p_value(build, selected, metric, margin),
+                "level": CONTROL_LEVEL, "family": None, "alpha": 1.0 - CONTROL_LEVEL,
+                "note": "a positive control: a check of the testbed, outside the Holm family"}
+            claims.append(control)
         p_values = [claim_p_value(build, selected, metric, margin) for build in BUILDERS]
         levels = paired.holm_levels(p_values, FAMILY_ALPHA)
-        claims = [control]
         for build, p, level in zip(BUILDERS, p_values, levels, strict=True):
             claim = to_plain(build(selected, metric, margin, level))
             claim["evidence"]["holm"] = {"p_value": p, "level": level, "family": len(BUILDERS),

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .settings import (
+    MAX_STEPS,
     PRECISIONS,
     PriorLearningSettings,
     PriorParameters,
@@ -129,15 +130,26 @@ def _section_from(settings_cls) -> dict[str, Field]:
 
 # Bounds of the profile's own numbers (the settings' bounds live with them, in `settings`).
 MAX_SEEDS = 100  # seeds, prior draws, chains: each multiplies the number of runs
+# evaluation seeds per size: a power target can ask for ~100 at n = 10 (README, "Power")
+MAX_EVAL_SEEDS = 1000
+MAX_SEED_ID = 1_000_000  # the first evaluation seed: any offset that keeps seeds distinct
+MIN_TUNING_SEEDS = 3  # a setting fixed from fewer seeds is the draw of those seeds
 MAX_WORKERS = 64  # worker processes (about 1 GB of memory each); also <= this machine's cores
 MAX_PACK = 4096  # runs trained together as one network
 MAX_IMAGES = 10_000_000  # training, validation and test sizes: more than any data set read here
 
 ARMS = (
     "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
-    "sgd+isotropic", "sghmc+isotropic", "ensemble+learned",
+    "sgd+isotropic", "sghmc+isotropic", "ensemble+learned", "probe",
 )
+# the covariance control's arms (claim PC2): the task-shaped prior and the isotropic prior at the
+# same mean (the SimCLR weights), the same trace at every tuned variance
+COVARIANCE_ARMS = ("sgd+task", "sgd+isotropic", "sghmc+task", "sghmc+isotropic")
 PRIOR_NAMES = ("ssl", "supervised", "oracle")
+# the covariance control's prior (claim PC2): the SimCLR draw's mean, with a low-rank covariance
+# along the directions fine-tuning those weights on the downstream rest (with labels) takes
+TASK_PRIOR = "task"
+PROTOCOLS = ("fixed", "per_seed")
 # where each learned prior's images come from (study/sources.py); `oracle` only for the control
 SSL_SOURCES = ("source_classes", "outside_pool")
 MIN_GRID = 5  # values per tuned arm: enough to reach both the strong and the weak side
@@ -232,6 +244,9 @@ SCHEMA: dict[str, Any] = {
             "prior": _choice(*PRIOR_NAMES),
             "method": _choice("sghmc", "sgld", "sgd_prior"),
             "scale": _like(PriorParameters, "scale", 1e3),
+            # every rank at each of these scales (null: [scale]); C1 is judged at the scale
+            # where the best rank's validation NLL is lowest, where the prior binds
+            "scales": _list_like(PriorParameters, "scale", None, nullable=True),
             "ranks": _list_like(PriorLearningSettings, "max_rank", [0, 1, 2, 5, 10]),
             "seeds": _int(1, MAX_SEEDS, None, nullable=True),  # null: the profile's seeds
             # also run every rank at the full-rank prior's total variance (trace)
@@ -263,6 +278,31 @@ SCHEMA: dict[str, Any] = {
             "scale": _like(PriorParameters, "scale", 1e3),
             "rank": _like(PriorLearningSettings, "max_rank", 10),
             "sizes": Field(list, [5, 10, 50, 250], items=int, lo=0, hi=MAX_IMAGES),
+            # `fixed` (the headline protocol): every arm's setting per size is fixed once, by
+            # the validation NLL pooled over the tuning seeds, then evaluated on evaluation seeds
+            # that never entered selection; `per_seed`: every seed tunes its own setting
+            # (Harvey et al.), that seed's final run is evaluated
+            "protocol": _choice(*PROTOCOLS),
+            # training steps per size (a list aligned with `sizes`; null: train.steps): steps
+            # grow with n so that every arm is trained to convergence at every size
+            "steps": Field(list, None, items=int, nullable=True, lo=1, hi=MAX_STEPS),
+            # protocol `fixed`: the evaluation seeds, first_seed, first_seed + 1, ..., never
+            # tuning seeds (0 .. tuning.seeds - 1); per size (lists aligned with `sizes`)
+            "evaluation": {
+                "first_seed": _int(0, MAX_SEED_ID, 1000),
+                # seeds of the SGD-type arms (and of the controls at their size); null: the
+                # power target's count (`target_mde`, `pilot_sd`), else the profile's seeds
+                "seeds": Field(list, None, items=int, nullable=True, lo=1, hi=MAX_EVAL_SEEDS),
+                # seeds of the sampler arms (each seed is `chains` runs) and of their controls
+                # (T = 0 ensemble, deep ensemble, long SGD); null: `seeds`
+                "sampler_seeds": Field(list, None, items=int, nullable=True, lo=1,
+                                       hi=MAX_EVAL_SEEDS),
+                # power by design: the paired SD over seeds expected at each size (accuracy,
+                # the noisiest claim's; a pilot study's) and the minimum detectable effect
+                # wanted there at the claims' corrected level; seeds follow from both
+                "pilot_sd": Field(list, None, items=float, nullable=True, lo=1e-6, hi=1.0),
+                "target_mde": Field(list, None, items=float, nullable=True, lo=1e-4, hi=1.0),
+            },
             # null: the rescaled learned prior's average variance (trace-matched); used when
             # tuning is off
             "nonlearned_variance": _like(PriorParameters, "variance", None, nullable=True),
@@ -286,6 +326,9 @@ SCHEMA: dict[str, Any] = {
                 # is then trained on all n); with a validation set too, the report compares
                 # the two choices
                 "selection": _choice("validation", "split"),
+                # protocol `fixed`: the tuning seeds 0 .. seeds - 1 whose validation NLL, pooled,
+                # fixes each arm's setting per size (at least 3)
+                "seeds": _int(1, MAX_SEEDS, 3),
             },
             "seeds": _int(1, MAX_SEEDS, None, nullable=True),
             # chains of each sampler arm's final run (and of the T = 0 ensemble): their model
@@ -310,6 +353,27 @@ SCHEMA: dict[str, Any] = {
             # null: the smallest inference size
             "n_train": _int(0, MAX_IMAGES, None, nullable=True),
         },
+        # the covariance control (claim PC2): a prior whose low-rank covariance spans the
+        # directions from the SimCLR weights to those weights fine-tuned on the downstream rest
+        # WITH labels (task information no training, validation or test image gives), at the
+        # SimCLR mean and with the isotropic prior's trace, against that isotropic prior; both
+        # tuned over the same variances, at the control's size, with the inference protocol
+        "covariance": {
+            "enabled": Field(bool, False),
+            "arms": Field(list, ["sgd+task", "sgd+isotropic"], items=str),
+            # the share of the total variance along the task directions (the rest isotropic)
+            "share": _num(0.01, 0.99, 0.5),
+        },
+        # the per-seed protocol beside the headline one (Harvey et al.): each seed tunes its
+        # own setting (by `selection`) and its final run is evaluated; seeds from first_seed
+        "per_seed": {
+            "enabled": Field(bool, False),
+            "arms": Field(list, ["sgd+learned", "sgd+zero"], items=str),
+            "sizes": Field(list, [10], items=int, lo=1, hi=MAX_IMAGES),
+            "seeds": _int(1, MAX_SEEDS, 20),
+            "first_seed": _int(0, MAX_SEED_ID, 2000),
+            "selection": _choice("split", "validation"),
+        },
         "temperature": {
             "enabled": Field(bool, False),
             "prior": _choice(*PRIOR_NAMES),
@@ -328,6 +392,8 @@ _LIST_CHOICES = {
     ("experiments", "scale", "priors"): PRIOR_NAMES,
     ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
     ("experiments", "control", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+    ("experiments", "covariance", "arms"): COVARIANCE_ARMS,
+    ("experiments", "per_seed", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
     ("experiments", "scale", "rules"): ("same", "authors"),
     ("data", "augment"): ("crop", "flip", "rotation"),
 }
@@ -611,6 +677,7 @@ def _check_protocol(p: dict) -> None:
             f"headline verdict and must be among the swept rules {shown(rules)} and eps "
             f"{shown(eps)}")
     _check_sources(p)
+    _check_fixed_protocol(p)
     if p["priors"]["source"] == "files" and p["priors"]["draws"] != 1:
         raise ProfileError("priors.draws: published prior files are one draw per source; set "
                            "priors.draws: 1 (several draws need priors.source: learn)")
@@ -624,6 +691,8 @@ def _priors_used(p: dict) -> set[str]:
         used |= set(exps["scale"]["priors"])
     if exps["control"]["enabled"]:
         used.add("oracle")
+    if exps["covariance"]["enabled"]:
+        used |= {"ssl", TASK_PRIOR}  # the task prior starts from the SimCLR draw's weights
     return used
 
 
@@ -636,6 +705,8 @@ def training_sizes(p: dict) -> dict[str, list[int]]:
         out["experiments.inference.sizes"] = list(exps["inference"]["sizes"])
     if exps["control"]["enabled"] and exps["control"]["n_train"] is not None:
         out["experiments.control.n_train"] = [exps["control"]["n_train"]]
+    if exps["per_seed"]["enabled"]:
+        out["experiments.per_seed.sizes"] = list(exps["per_seed"]["sizes"])
     return out
 
 
@@ -669,6 +740,8 @@ def _check_sources(p: dict) -> None:
     if "oracle" in _priors_used(p):
         needs_rest.append("the oracle prior (experiments.control, or an experiment's prior "
                           "'oracle')")
+    if TASK_PRIOR in _priors_used(p):
+        needs_rest.append("the covariance control's task prior (experiments.covariance)")
     for what in needs_rest:
         if not pool or priors["source"] != "learn":
             raise ProfileError(
@@ -678,9 +751,14 @@ def _check_sources(p: dict) -> None:
     if control["enabled"] and control["n_train"] is None and not exps["inference"]["enabled"]:
         raise ProfileError("experiments.control.n_train: with the inference experiment off, "
                            "give the control's training size")
-    if control["enabled"] and not exps["inference"]["tuning"]["enabled"]:
-        raise ProfileError("experiments.control: the positive control is tuned like the "
-                           "inference arms; set experiments.inference.tuning.enabled: true")
+    for name in ("control", "covariance"):
+        if exps[name]["enabled"] and not exps["inference"]["tuning"]["enabled"]:
+            raise ProfileError(f"experiments.{name}: a positive control is tuned like the "
+                               "inference arms; set experiments.inference.tuning.enabled: true")
+    if exps["covariance"]["enabled"] and control["n_train"] is None \
+            and not exps["inference"]["enabled"]:
+        raise ProfileError("experiments.control.n_train: the covariance control runs at the "
+                           "control's size; with the inference experiment off, give it")
 
 
 def _check_split_sizes(p: dict) -> None:
@@ -749,10 +827,21 @@ def _list_fields(schema: dict, path: str = ""):
             yield sub, spec
 
 
+# lists of one value per training size (aligned with `experiments.inference.sizes`), which
+# may repeat a value
+PER_SIZE_KEYS = ("experiments.inference.steps", "experiments.inference.evaluation.seeds",
+                 "experiments.inference.evaluation.sampler_seeds",
+                 "experiments.inference.evaluation.pilot_sd",
+                 "experiments.inference.evaluation.target_mde")
+
+
 def _check_no_duplicates(profile: dict) -> None:
     """Every list in a profile (arms, sizes, ranks, scales, priors) names each value once: a
-    repeated value would plan the same runs twice under one result file."""
+    repeated value would plan the same runs twice under one result file (the per-size lists
+    of `PER_SIZE_KEYS` excepted)."""
     for dotted, _ in _list_fields(SCHEMA):
+        if dotted in PER_SIZE_KEYS:
+            continue
         values = profile
         for key in dotted.split("."):
             values = values[key]
@@ -945,3 +1034,127 @@ def load_profile(name_or_path: str | Path) -> dict:
         return validate_profile(raw or {})
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
+
+
+def fixed_protocol(p: dict) -> bool:
+    """Whether the inference, control and covariance experiments use the headline protocol
+    (each arm's setting fixed once on tuning seeds, then evaluated on fresh seeds)."""
+    return p["experiments"]["inference"]["protocol"] == "fixed"
+
+
+def tuning_seeds(p: dict) -> list[int]:
+    """The tuning seeds of the fixed protocol: 0 .. tuning.seeds - 1."""
+    return list(range(p["experiments"]["inference"]["tuning"]["seeds"]))
+
+
+def _per_size(p: dict, key: str) -> list | None:
+    """A per-size list of `experiments.inference.evaluation` (or `steps`), checked to have
+    one value per inference size; None when null."""
+    inference = p["experiments"]["inference"]
+    values = inference["steps"] if key == "steps" else inference["evaluation"][key]
+    where = ("experiments.inference.steps" if key == "steps"
+             else f"experiments.inference.evaluation.{key}")
+    if values is not None and len(values) != len(inference["sizes"]):
+        raise ProfileError(
+            f"{where}: {shown(values)} has {len(values)} values; it holds one per training "
+            f"size of experiments.inference.sizes {shown(inference['sizes'])}, in that order")
+    return values
+
+
+def size_index(p: dict, n: int) -> int:
+    """Where training size n sits in `experiments.inference.sizes` (a size outside them, such
+    as a control's own, takes the smallest size's place)."""
+    sizes = p["experiments"]["inference"]["sizes"]
+    if n in sizes:
+        return sizes.index(n)
+    return min(range(len(sizes)), key=lambda i: sizes[i] or math.inf)
+
+
+def steps_at(p: dict, n: int) -> int:
+    """The training steps of the inference protocol's runs at size n (`inference.steps`)."""
+    steps = _per_size(p, "steps")
+    return p["train"]["steps"] if steps is None else steps[size_index(p, n)]
+
+
+def evaluation_seeds(p: dict, n: int, sampler: bool = False) -> list[int]:
+    """The evaluation seeds of the fixed protocol at size n: first_seed, first_seed + 1, ...,
+    as many as `evaluation.sampler_seeds` (sampler arms and their controls) or
+    `evaluation.seeds` give there; `seeds` null: the power target's count, else the
+    profile's seeds (or the inference experiment's)."""
+    ev, i = p["experiments"]["inference"]["evaluation"], size_index(p, n)
+    counts = _per_size(p, "seeds") or _power_counts(p)
+    count = counts[i] if counts else (p["experiments"]["inference"]["seeds"] or p["seeds"])
+    sampler_counts = _per_size(p, "sampler_seeds")
+    if sampler and sampler_counts:
+        count = sampler_counts[i]
+    return list(range(ev["first_seed"], ev["first_seed"] + count))
+
+
+def _power_counts(p: dict) -> list[int] | None:
+    """Seeds per size from the power target (`evaluation.target_mde`, `pilot_sd`), or None."""
+    from .power import DESIGN_LEVEL, seeds_for
+
+    sd, target = _per_size(p, "pilot_sd"), _per_size(p, "target_mde")
+    if sd is None and target is None:
+        return None
+    if sd is None or target is None:
+        raise ProfileError("experiments.inference.evaluation: a power target needs both "
+                           "target_mde and pilot_sd (one value per size each)")
+    counts = []
+    for n, s, t in zip(p["experiments"]["inference"]["sizes"], sd, target, strict=True):
+        need = seeds_for(s, t, DESIGN_LEVEL, most=MAX_EVAL_SEEDS)
+        if need is None:
+            raise ProfileError(
+                f"experiments.inference.evaluation: at n = {n} a paired SD of {s:g} needs more "
+                f"than {MAX_EVAL_SEEDS} evaluation seeds for an mde of {t:g} at level "
+                f"{DESIGN_LEVEL:.4f} (Holm's first step over the seven claims); raise "
+                "target_mde there, or measure a smaller SD (e.g. a larger size)")
+        counts.append(need)
+    return counts
+
+
+def _check_fixed_protocol(p: dict) -> None:
+    """The headline protocol's keys: at least MIN_TUNING_SEEDS tuning seeds, evaluation seeds
+    that never overlap them (nor the per-seed protocol's), per-size lists of one value per size,
+    and explicit seed counts that meet the power target where one is given."""
+    exps = p["experiments"]
+    inference, tuning = exps["inference"], exps["inference"]["tuning"]
+    for key in ("steps", "seeds", "sampler_seeds", "pilot_sd", "target_mde"):
+        _per_size(p, key)
+    if not fixed_protocol(p) or not any(exps[e]["enabled"] for e in
+                                        ("inference", "control", "covariance")):
+        return
+    if not tuning["enabled"]:
+        raise ProfileError("experiments.inference.protocol: 'fixed' fixes every arm's setting "
+                           "from its tuning runs; set experiments.inference.tuning.enabled: "
+                           "true, or use protocol 'per_seed'")
+    if tuning["seeds"] < MIN_TUNING_SEEDS:
+        raise ProfileError(
+            f"experiments.inference.tuning.seeds: {tuning['seeds']} tuning seed(s) would fix "
+            f"each arm's setting from the draw of so few subsets; use at least "
+            f"{MIN_TUNING_SEEDS}")
+    first = inference["evaluation"]["first_seed"]
+    if first < tuning["seeds"]:
+        raise ProfileError(
+            f"experiments.inference.evaluation.first_seed: {first} makes the evaluation seeds "
+            f"overlap the tuning seeds 0..{tuning['seeds'] - 1}; evaluation seeds must never "
+            f"enter selection: use first_seed >= {tuning['seeds']} (e.g. 1000)")
+    counts, power = _per_size(p, "seeds"), _power_counts(p)
+    if counts and power:
+        for n, have, need in zip(inference["sizes"], counts, power, strict=True):
+            if have < need:
+                raise ProfileError(
+                    f"experiments.inference.evaluation.seeds: {have} seeds at n = {n} miss the "
+                    f"power target (target_mde and pilot_sd there need {need}); use at least "
+                    f"{need}, or drop seeds to take the power target's counts")
+    per_seed = exps["per_seed"]
+    if per_seed["enabled"]:
+        lo, hi = per_seed["first_seed"], per_seed["first_seed"] + per_seed["seeds"]
+        most = max(len(evaluation_seeds(p, n, s)) for n in inference["sizes"]
+                   for s in (False, True))
+        if lo < tuning["seeds"] or (lo < first + most and first < hi):
+            raise ProfileError(
+                f"experiments.per_seed.first_seed: its seeds {lo}..{hi - 1} overlap the tuning "
+                f"seeds 0..{tuning['seeds'] - 1} or the evaluation seeds {first}.."
+                f"{first + most - 1}; the two protocols use their own seeds: use first_seed >= "
+                f"{first + most}")

@@ -40,7 +40,10 @@ from .samplers import CosineSchedule, CyclicalSchedule, Schedule
 from .settings import PRECISIONS
 from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
 
-METHODS = ("sgd", "sgd_prior", "sgld", "sghmc")
+METHODS = ("sgd", "sgd_prior", "sgld", "sghmc", "probe")
+# methods that train without a prior: `sgd` (weight decay on every weight) and `probe` (the
+# backbone frozen at its initial weights, the head trained with weight decay: a linear probe)
+PRIORLESS_METHODS = ("sgd", "probe")
 BAYESIAN_METHODS = ("sgld", "sghmc")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
@@ -136,9 +139,10 @@ def _check_pack(method: str, specs: Sequence[RunSpec], model: Classifier, precis
         raise ValueError("a pack needs at least one run")
     dim = sum(p.numel() for p in prior_parameters(model.backbone))
     for i, spec in enumerate(specs):
-        if method != "sgd" and spec.prior is None:
-            raise ValueError(f"method {method!r} needs a prior (run {i} has none); only 'sgd' "
-                             "runs without one")
+        if method not in PRIORLESS_METHODS and spec.prior is None:
+            raise ValueError(f"method {method!r} needs a prior (run {i} has none); only "
+                             f"{' and '.join(repr(m) for m in PRIORLESS_METHODS)} run without "
+                             "one")
         if spec.prior is not None:
             check_covers(spec.prior, dim, f"the prior of run {i}")
 
@@ -172,7 +176,13 @@ class Pack:
         self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                          if precision == "bf16" else contextlib.nullcontext())
         self.net = self._build(model, specs, channels_last).to(device, self.dtype).train()
+        # a probe's backbone takes no gradient (backward stops at the head); its part of
+        # `grads` stays 0, so its weights never move
+        self.frozen = method == "probe"
+        for p in self.net.backbone_parameters():
+            p.requires_grad_(not self.frozen)
         self.net_params = self.net.backbone_parameters() + self.net.head_parameters()
+        self.trained_from = len(self.net.backbone_parameters()) if self.frozen else 0
         self.net_views = [run_view(p, self.runs) for p in self.net_params]
         widths = [v.shape[1] for v in self.net_views]
         self.dim = sum(widths[: len(self.net.backbone_parameters())])  # D, the prior's part
@@ -184,7 +194,7 @@ class Pack:
         self._stale = False
         # weight decay on the head only where a prior covers the backbone; on everything for sgd
         self.decay_from = 0 if method == "sgd" else self.dim
-        self.prior = (None if method == "sgd" else
+        self.prior = (None if method in PRIORLESS_METHODS else
                       PackedPrior([s.prior for s in specs], device, self.dtype))
         self.run_ranks = [0 if s.prior is None else s.prior.rank for s in specs]
         self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
@@ -210,6 +220,7 @@ class Pack:
         # (every `stride`-th, at most DIAGNOSTIC_POINTS): the draws of per-point R-hat and ESS
         self.diagnostic_points = diagnostic_points(self.n_test)
         self.sample_true_probs: list[torch.Tensor] = []  # (R, points) per sample
+        self._last_sample: tuple | None = None  # (steps done, probs, labels) of the last sample
 
     @staticmethod
     def _build(model: Classifier, specs: Sequence[RunSpec], channels_last: bool
@@ -283,9 +294,10 @@ class Pack:
         ce = F.cross_entropy(logits.float().reshape(runs * batch, classes), y.reshape(-1),
                              reduction="none").view(runs, batch).mean(1)
         ce.sum().backward()
+        trained = self.trained_from
         with torch.no_grad():
-            torch._foreach_copy_(self.grad_views,
-                                 [run_view(p.grad, runs) for p in self.net_params])
+            torch._foreach_copy_(self.grad_views[trained:],
+                                 [run_view(p.grad, runs) for p in self.net_params[trained:]])
         loss = ce.detach().double()
         if self.prior is not None:
             log_p = self.prior.add_neg_log_prob_grad_(
@@ -336,7 +348,7 @@ class Pack:
     def _update(self, k: int) -> None:
         s, lr = self.settings, self.lr[k]
         w, g, state = [self.weights], [self.grads], [self.state]
-        if self.method in ("sgd", "sgd_prior"):
+        if self.method in ("sgd", "sgd_prior", "probe"):
             sgd_(w, g, state, lr, s.momentum, s.nesterov, first=k == 0)
             return
         noises = [self._noise()] if self.noisy[k] and self.any_temperature else None
@@ -412,6 +424,7 @@ class Pack:
         """Add the current weights' test probabilities (`predict_refreshed`) to the model
         average."""
         probs, labels = self.predict_refreshed()
+        self._last_sample = (steps_done, probs, labels)  # the final iterate's, at the last step
         finite = torch.isfinite(probs).flatten(1).all(1)
         self._mark_diverged(finite, steps_done)
         probs = torch.where(finite.view(-1, 1, 1), probs, 0.0)
@@ -429,7 +442,11 @@ class Pack:
     def outcomes(self, wall: float) -> list[RunOutcome]:
         steps = self.settings.steps
         self._mark_diverged(torch.isfinite(self.weights).all(1), steps)
-        probs, labels = self.predict_refreshed()
+        # a sampler's last step is a sample: its prediction is the final iterate's (one BatchNorm
+        # refresh and one pass over the test set, not two)
+        last = self._last_sample
+        probs, labels = (last[1:] if last is not None and last[0] == steps
+                         else self.predict_refreshed())
         self._mark_diverged(torch.isfinite(probs).flatten(1).all(1), steps)
         alive = self.alive.tolist()
         diverged_at = self.diverged_at.tolist()
@@ -506,7 +523,11 @@ class Pack:
           points on which their predicted classes differ;
         - `sample_test_nll` (samplers): the test NLL of each sample in order (for R-hat);
         - `burn_in_samples` (samplers): sample points of the burn-in cycles, left out of the
-          average (`n_samples` of the record counts those averaged).
+          average (`n_samples` of the record counts those averaged);
+        - `free_share`: the share of backbone coordinates the prior leaves free to move, those
+          whose prior variance (the diagonal of Sigma) is at least lr0 / (cap N): there the
+          preconditioned step keeps at least half its size (`free_share`); 1 for `sgd`, 0 for
+          a probe.
         None where a value does not apply."""
         clipped = (self.clipped / self.settings.steps).tolist()
         none = [None] * self.runs
@@ -526,12 +547,38 @@ class Pack:
                         if len(self.sample_classes) >= 2 else none)
         nll = (torch.stack(self.sample_nll, 1).tolist() if self.sample_nll else none)
         burn_in = (self.schedule.burn_in_samples if self.method in BAYESIAN_METHODS else None)
+        free = self._free_shares()
         return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r],
+                 "free_share": free[r],
                  "burn_in_samples": burn_in,
                  "max_preconditioned_step_curvature": effective[r],
                  "prior_mahalanobis_rms": distance[r],
                  "sample_disagreement": disagreement[r], "sample_test_nll": nll[r]}
                 for r in range(self.runs)]
+
+
+    def _free_shares(self) -> list[float]:
+        """Per run, `free_share` (see `_diagnostics`)."""
+        if self.prior is None:
+            return [0.0 if self.frozen else 1.0] * self.runs
+        cap = self.settings.prior_step_cap or DEFAULT_STEP_CAP
+        shares, diagonals = [], {}
+        for spec, lr0, n in zip(self.specs, self.lr0, self.num_data.tolist(), strict=True):
+            key = id(spec.prior)
+            if key not in diagonals:
+                diagonals[key] = spec.prior.diag_of_covariance()
+            shares.append(free_share(diagonals[key], lr0, n, cap))
+        return shares
+
+
+DEFAULT_STEP_CAP = 0.05  # `TrainSettings.prior_step_cap`'s default: the free share's yardstick
+
+
+def free_share(diagonal: torch.Tensor, lr: float, num_data: float, cap: float) -> float:
+    """The share of coordinates whose prior variance is at least lr / (cap N): those the
+    preconditioner M = a Sigma (I + a Sigma)^-1, a = cap N / lr, leaves at least half of a plain
+    step (on the diagonal, a sigma^2 >= 1); the rest are pinned near the prior's mean."""
+    return float((diagonal >= lr / (cap * num_data)).double().mean())
 
 
 DIAGNOSTIC_POINTS = 500

@@ -207,3 +207,48 @@ def learn_prior(
     model.to(memory_format=torch.contiguous_format)
     state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     return prior.to("cpu"), state
+
+
+def learn_task_directions(
+    model: Classifier,
+    source: TensorTask,
+    settings: PriorLearningSettings,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> GaussianPrior:
+    """The directions fine-tuning takes from `model`'s backbone weights theta_0 (a pretrained
+    backbone, e.g. a SimCLR prior's mean) on a labelled task: `swag_steps` steps of supervised
+    SGD at `swag_lr` (a fresh head), snapshots theta_k at `max_rank` evenly spaced steps.
+
+    Returns N(theta_0, I + F^T F) with rows F_k = (theta_k - theta_0) / sqrt(K): its mean is the
+    starting point, its low-rank factor spans where the task moves the weights (the covariance
+    control's information; `GaussianPrior.shaped` sets its trace and share). `model` ends at
+    theta_0 again."""
+    s = settings
+    if s.max_rank < 1:
+        raise ValueError("task directions need max_rank >= 1")
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device, memory_format=torch.channels_last)
+    start = flat_parameters(model.backbone).detach().clone()
+    state = {k: v.detach().clone() for k, v in model.backbone.state_dict().items()}
+    every = max(1, s.swag_steps // s.max_rank)
+    directions: list[torch.Tensor] = []
+
+    def collect(k: int) -> None:
+        if (k + 1) % every == 0 and len(directions) < s.max_rank:
+            directions.append(flat_parameters(model.backbone).detach() - start)
+
+    batches = infinite_batches(source, s.batch_size, gen, device)
+    last = sgd_steps(SupervisedObjective(model), batches, s.swag_steps,
+                     lr_schedule(s.swag_steps, s.swag_lr, "constant"), s, on_step=collect,
+                     desc="task directions", progress=progress)
+    model.backbone.load_state_dict(state)
+    model.to(memory_format=torch.contiguous_format)
+    factor = torch.stack(directions) / math.sqrt(len(directions))
+    meta = {**parameter_spec(model.backbone),
+            "learned_by": {"method": "task_directions", "objective": "supervised", "seed": seed,
+                           "snapshots": len(directions), "final_loss": last, **asdict(s)}}
+    return GaussianPrior(start.cpu(), torch.ones_like(start).cpu(), factor.cpu(), meta)

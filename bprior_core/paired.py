@@ -71,9 +71,12 @@ class Comparison:
     se_seeds: float | None = None
     se_points: float | None = None
     n_boot: int | None = None
+    dof: float | None = None  # degrees of freedom where they are not n - 1 (Welch)
 
     @property
-    def df(self) -> int | None:
+    def df(self) -> float | None:
+        if self.dof is not None:
+            return self.dof
         return self.n - 1 if self.n >= 2 else None
 
     @property
@@ -187,6 +190,34 @@ def one_sample(values: Mapping[int, Value], level: float = LEVEL,
                       margin, **extra)
 
 
+def difference_of(a: Comparison, b: Comparison, level: float = LEVEL,
+                  margin: float | None = None) -> Comparison:
+    """a - b for two comparisons over independent sets of seeds (e.g. a gain at two training
+    sizes, each evaluated on its own seeds): SE = sqrt(SE_a^2 + SE_b^2), the t interval at
+    Welch-Satterthwaite's degrees of freedom. Without an SE on either side (fewer than 2 seeds)
+    there is no interval; `n` is the smaller seed count, so that fewer than MIN_SEEDS seeds on
+    either side read as inconclusive."""
+    n = min(a.n, b.n)
+    seeds = tuple(sorted(set(a.seeds) | set(b.seeds)))
+    if a.effect is None or b.effect is None:
+        return Comparison(None, None, None, None, n, seeds, level, margin)
+    effect = a.effect - b.effect
+    if a.se is None or b.se is None:
+        return Comparison(effect, None, None, None, n, seeds, level, margin)
+    va, vb = a.se ** 2, b.se ** 2
+    se = float(np.sqrt(va + vb))
+    denominator = va ** 2 / (a.n - 1) + vb ** 2 / (b.n - 1)
+    dof = float((va + vb) ** 2 / denominator) if denominator > 0 else float(a.n + b.n - 2)
+    half = float(half_width(se, dof, level))
+    extra: dict[str, Any] = {}
+    if a.uncertainty == b.uncertainty == "seeds x test points":
+        extra = {"uncertainty": a.uncertainty, "n_boot": a.n_boot,
+                 "se_seeds": float(np.hypot(a.se_seeds, b.se_seeds)),
+                 "se_points": float(np.hypot(a.se_points, b.se_points))}
+    return Comparison(effect, se, effect - half, effect + half, n, seeds, level, margin,
+                      dof=dof, **extra)
+
+
 def contrast(terms: Sequence[tuple[float, Mapping[int, Value]]]) -> Seeded:
     """Per-seed linear combination sum(coef * values[seed]) over seeds present in every term
     (replicate by replicate where every term carries replicates)."""
@@ -276,6 +307,10 @@ def decisive_p(c: Comparison) -> float:
     its p-value when the estimate reaches the margin, else 1 (never decisive)."""
     if c.effect is None or c.se is None or c.df is None:
         return 1.0
+    if c.dof is not None:
+        if abs(c.effect) < (c.margin or 0.0) or c.n < MIN_SEEDS:
+            return 1.0
+        return float(t_p_value(c.effect, c.se, c.dof))
     return float(decisive_p_values(c.effect, c.se, c.n, c.margin))
 
 

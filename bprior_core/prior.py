@@ -333,6 +333,24 @@ class GaussianPrior:
         meta = _with_transform(self._meta, op="trace_matched_isotropic", variance=variance)
         return GaussianPrior.isotropic(centre, variance, meta)
 
+    def shaped(self, variance: float, share: float) -> GaussianPrior:
+        """N(mean, v [(1 - share) I + share D F^T F / ||F||_F^2]): this prior's mean and the
+        directions of its low-rank factor, at the total variance of N(mean, v I) (trace D v,
+        `share` of it along the directions). At every v it has the isotropic prior's mean and
+        trace and differs only in the shape of its covariance: the covariance control's prior."""
+        variance = check_scale("variance", variance)
+        if not 0 < share < 1:
+            raise ValueError(f"share must lie in (0, 1), got {share!r}")
+        if self.rank == 0:
+            raise ValueError("a shaped prior needs low-rank directions; this prior has rank 0")
+        norm2 = float(self._cov_factor.double().pow(2).sum())
+        if not norm2 > 0:
+            raise ValueError("a shaped prior's directions must not all be zero")
+        factor = self._cov_factor * math.sqrt(share * self.dim * variance / norm2)
+        meta = _with_transform(self._meta, op="shaped", variance=variance, share=share)
+        return GaussianPrior(self._mean, torch.full_like(self._variance, (1 - share) * variance),
+                             factor, meta)
+
     # ------------------------------------------------------------------------- density
 
     def _capacitance(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,8 +29,14 @@ from .claim_text import (
     UNINFORMATIVE_TEXT,
     VERDICT_RULE,
 )
-from .claims import CONTROL_ID, MARGINS, comparison_label
-from .config import load_profile, profile_path, validation_from_pool
+from .claims import CONTROL_ID, COVARIANCE_ID, MARGINS, comparison_label
+from .config import (
+    evaluation_seeds,
+    fixed_protocol,
+    load_profile,
+    profile_path,
+    validation_from_pool,
+)
 from .study import output_dir, plan
 from .study.planning import control_size
 from .study.runner import run_study
@@ -86,11 +92,21 @@ def uninformative_badge() -> str:
 
 
 def _verdict_cell(verdict: str, evidence: Mapping, metric: str) -> str:
-    """A verdict badge, the uninformative label where the control failed, and the mde."""
+    """A verdict badge, the uninformative label where a control failed, the mde with its
+    seeds, and the seeds an mde of one margin would have needed."""
     label = f" {uninformative_badge()}" if evidence.get("uninformative") else ""
     mde = evidence.get("mde")
-    small = (f"<br><small>mde {_esc(_magnitude(mde, metric))}</small>" if mde is not None
-             else "")
+    small = ""
+    if mde is not None:
+        seeds = evidence.get("n_seeds")
+        small = f"<br><small>mde {_esc(_magnitude(mde, metric))}" + (
+            f", {_esc(seeds)} seeds" if seeds else "")
+        needed = evidence.get("seeds_needed")
+        margin = evidence.get("margin")
+        if needed and margin:
+            small += (f"; {_esc(needed)} for an mde of "
+                      f"{_esc(_magnitude(margin, metric))}")
+        small += "</small>"
     return f"{verdict_badge(verdict)}{label}{small}"
 
 
@@ -114,16 +130,19 @@ def control_banner_html(claims: Sequence[Mapping]) -> str:
 
 
 def control_html(claims: Sequence[Mapping]) -> str:
-    """The positive control first: the warning when it fails, its verdict and its evidence
-    (oracle vs zero-mean prior, and vs the isotropic prior as evidence only)."""
-    control = next((c for c in claims if c.get("id") == CONTROL_ID), None)
-    if control is None:
-        return control_banner_html(claims)
-    ev = control.get("evidence") or {}
-    return (control_banner_html(claims)
-            + f"<p><b>PC</b> {_esc(control.get('title'))}: "
-            f"{_verdict_cell(control['verdict'], ev, ev.get('metric', 'accuracy'))}</p>"
-            f"<p>{_esc(control.get('summary'))}</p>" + claim_evidence_html(control))
+    """The positive controls first: the warning when PC fails, then each control's verdict and
+    evidence (PC: oracle vs zero-mean prior, and vs the isotropic prior as evidence only; PC2:
+    the task-shaped vs the isotropic prior)."""
+    out = control_banner_html(claims)
+    for cid in (CONTROL_ID, COVARIANCE_ID):
+        control = next((c for c in claims if c.get("id") == cid), None)
+        if control is None:
+            continue
+        ev = control.get("evidence") or {}
+        out += (f"<p><b>{_esc(cid)}</b> {_esc(control.get('title'))}: "
+                f"{_verdict_cell(control['verdict'], ev, ev.get('metric', 'accuracy'))}</p>"
+                f"<p>{_esc(control.get('summary'))}</p>" + claim_evidence_html(control))
+    return out
 
 
 def verdict_table_html(claims: list[dict]) -> str:
@@ -145,11 +164,13 @@ def verdict_table_html(claims: list[dict]) -> str:
 
     def row(c: dict) -> str:
         ev = c["evidence"]
-        what = ("testbed check, 95 %, outside the Holm family" if c["id"] == CONTROL_ID
-                else None)
+        what = ("testbed check, 95 %, outside the Holm family"
+                if c["id"] in (CONTROL_ID, COVARIANCE_ID) else None)
         note = f"<br><small><i>{_esc(what)}</i></small>" if what else ""
+        rule = (f"<details><summary><small>the rule</small></summary><small>"
+                f"{_esc(c.get('rule'))}</small></details>" if c.get("rule") else "")
         return (f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}{note}<br><small>"
-                f"{_esc(c.get('statement'))}</small></td>{cell}{_esc(c.get('paper'))}</td>"
+                f"{_esc(c.get('statement'))}</small>{rule}</td>{cell}{_esc(c.get('paper'))}</td>"
                 f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
                 f"{cell}{_verdict_cell(c['verdict'], ev, ev.get('metric', 'accuracy'))}</td>"
                 f"{other_cells(c)}</tr>")
@@ -228,7 +249,9 @@ def _size(n) -> str:
 
 
 def _per_size_rows(per_size: Sequence[Mapping] | None, metric: str, prefix: str = "") -> list:
-    return [_evidence_row(f"{prefix}n = {_size(r['n_train'])}", r, metric)
+    return [_evidence_row(f"{prefix}n = {_size(r['n_train'])}"
+                          + (" (descriptive, the claim's level)" if r.get("descriptive")
+                             else ""), r, metric)
             for r in per_size or []]
 
 
@@ -236,9 +259,25 @@ def _arms_label(arms: Sequence[str] | None) -> str:
     return comparison_label(arms) if arms else "comparison"
 
 
+def _rank_scale_text(row: Mapping, judged: float | None) -> str:
+    """'scale 1e+03: best rank's validation NLL 0.4123, 62.0 % of the coordinates bound
+    (judged here)'."""
+    nll = "-" if row.get("val_nll") is None else f"{row['val_nll']:.4f}"
+    bound = "-" if row.get("bound_share") is None else f"{100 * row['bound_share']:.1f} %"
+    here = " (judged here)" if row["scale"] == judged else ""
+    return (f"scale {_scale_text(row['scale'])}: best rank's validation NLL {nll}, {bound} of "
+            f"the coordinates bound{here}")
+
+
 def _rank_evidence(ev: Mapping, metric: str) -> str:
-    """C1: per part, every rank's comparison."""
+    """C1: the scales the ranks ran at (validation NLL of the best rank, share of coordinates
+    the prior binds; the judged one marked), then per part every rank's comparison."""
     out = []
+    scales = ev.get("scales") or []
+    if len(scales) > 1 or any(x.get("bound_share") is not None for x in scales):
+        items = "".join(f"<li>{_esc(_rank_scale_text(x, ev.get('scale')))}</li>"
+                        for x in scales)
+        out.append(f"<p>Scales of the rank experiment:</p><ul>{items}</ul>")
     titles = {"a": "(a) each rank >= 1 vs rank 0", "b": "(b) smaller ranks vs the best rank",
               "c": "(c) each rank >= 1 vs rank 0 at fixed total variance"}
     for key, part in (ev.get("parts") or {}).items():
@@ -281,8 +320,9 @@ def _scale_evidence(ev: Mapping, metric: str) -> str:
                 rows += [
                     _evidence_row(f"{source} (a) best {sc(a['best_scale'])} vs un-rescaled "
                                   f"{sc(a['vs_scale'])}", a, metric),
-                    _evidence_row(f"{source} (b) slope per decade of scale, {sc(segment[0])} "
-                                  f"to {sc(segment[-1])}", b, metric),
+                    _evidence_row(f"{source} (b) rise over the sweep, {sc(segment[0])} to "
+                                  f"{sc(segment[-1])} (fitted slope x "
+                                  f"{b.get('decades', 0):g} decades)", b, metric),
                     _evidence_row(f"{source} (c) best {sc(c['best_scale'])} vs largest "
                                   f"{sc(c['vs_scale'])}", c, metric)]
             else:
@@ -308,22 +348,18 @@ def _unit_label(unit: Mapping, judged: str) -> str:
 
 
 def _part_table(part: Mapping, metric: str) -> str:
-    """One comparison of a claim: its judged rows (per size, pooled or the slope, at the part
-    level, with verdicts), then the description at the claim's level (pooled, and per size or
-    the gain per size for C5)."""
+    """One comparison of a claim: its judged rows (per size, at the smallest size, pooled or
+    the fall over sizes, at the part level, with verdicts), then the other rows: the sizes
+    beside a judged size (same level, not entering the verdict), the pooled comparison's sizes
+    (descriptive, at the claim's level) or C5's gain per size."""
     judged = part.get("judged", "pooled")
-    sizes = part.get("sizes") or []
-    single = judged == "pooled" and len(sizes) == 1  # the judged row is the one size
-    rows = [_evidence_row(f"n = {_size(sizes[0])} (judged)" if single
-                          else _unit_label(u, judged), u, metric, True)
-            for u in part.get("units") or []]
-    if judged != "slope over sizes" and part.get("comparison") and not single:
-        rows.append(_evidence_row("pooled over sizes", {**part["comparison"],
-                                                         "descriptive": True}, metric))
-    prefix = "gain at " if "gain_per_size" in part else "at "
-    if not single:
-        rows += _per_size_rows(part.get("per_size") or part.get("gain_per_size"), metric,
-                               prefix)
+    units = part.get("units") or []
+    rows = [_evidence_row(_unit_label(u, judged), u, metric, True) for u in units]
+    judged_sizes = {u.get("n_train") for u in units}
+    prefix = "gain at " if "gain_per_size" in part else "beside it, at "
+    others = [r for r in (part.get("per_size") or part.get("gain_per_size") or [])
+              if "gain_per_size" in part or r.get("n_train") not in judged_sizes]
+    rows += _per_size_rows(others, metric, prefix)
     role = part.get("role", "claim")
     caption = (f"{_esc(part.get('label') or _arms_label(part.get('arms')))}"
                + (f" ({_esc(role)})" if role != "claim" else "")
@@ -392,7 +428,7 @@ def claim_evidence_html(claim: Mapping) -> str:
     unit = "accuracy points" if metric == "accuracy" else metric
     holm = ev.get("holm") or {}
     level = tables.format_level(holm.get("level") or ev.get("level"))
-    where = ("the control's level" if claim["id"] == CONTROL_ID else
+    where = ("the control's level" if claim["id"] in (CONTROL_ID, COVARIANCE_ID) else
              "the claim's Holm-adjusted level" if holm else "the claim's level")
     parts = ev.get("n_parts")
     split = (f", each of its {_esc(parts)} parts at "
@@ -597,15 +633,17 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   subsets `{profile['data']['subset_protocol']}`{protocol},
   test set of {profile['data']['test_size'] or 'all'} images (fixed); {val_text}.
   Model `{profile['model']}`.
-- **Seeds**: {profile['seeds']} per point unless an experiment says otherwise (seed = training
-  subset = head init = sampler noise); mean ± standard error over seeds; claims use paired
-  differences over seeds with t intervals whose standard error includes the test set's
-  sampling error where the runs' test predictions are stored (see Intervals).
+- **Seeds**: {_seeds_text(profile)} A seed fixes the training subset, the head's
+  initialisation, the batch order and the sampler noise, the same for every arm (common random
+  numbers); mean ± standard error over seeds; claims use paired differences over seeds with t
+  intervals whose standard error includes the test set's sampling error where the runs' test
+  predictions are stored (see Intervals). Verdicts are conditional on the prior's source
+  images and the recipe that learned it: each draw is one run of that recipe.
 - **Priors**: {prior_text}. Covariance diag(variance) + F^T F; rank r keeps the top r principal
   directions of the SWAG deviations.
 - **Rescaling rule**: `{rule}`: {rule_text}; eps = {profile['priors']['eps']:g}. The scale
   experiment also sweeps the conventions listed below; the headline C2 verdict uses this one.
-- **Downstream training**: {t['steps']} steps, batch {t['batch_size']}, lr {t['lr']},
+- **Downstream training**: {_steps_text(profile)}, batch {t['batch_size']}, lr {t['lr']},
   momentum {t['momentum']}, weight decay {t['weight_decay']} (head only when a prior is used),
   {clip}; {step_text}. Loss = mean cross-entropy minus log p(theta) / N (N = training-set
   size). Samplers and SGD take the same number of gradient steps.
@@ -636,10 +674,66 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   testbed, not a claim of the paper); the isotropic prior at the same centre is compared as
   evidence only. If PC is not supported, C3, C4, C4b, C5 and H1 are labelled *uninformative*:
   the testbed could not show even the oracle prior's effect.
+- **Covariance control (PC2)**: a prior with the isotropic prior's mean (the SimCLR weights) and
+  total variance, part of it along the directions fine-tuning those weights takes on the
+  labelled downstream rest, against that isotropic prior, both tuned over the same variances,
+  judged like PC. Where it ran and is not supported, C1 and H1 (the learned covariance's
+  claims) are labelled *uninformative*.
+- **Baselines that say what a prior does**: `probe` (a linear probe: the pretrained backbone
+  frozen, the head trained with tuned weight decay) and `sgd` (fine-tuning every weight without
+  a prior, tuned weight decay). A prior whose chosen scale leaves few coordinates free acts as
+  a probe: the tables give, per chosen setting, the share of backbone coordinates the prior
+  leaves free (prior variance >= lr / (cap N), where its preconditioned step keeps at least half
+  its size).
 - **Non-learned comparison**: {NONLEARNED_TEXT}
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """
+
+
+def _seeds_text(profile: dict) -> str:
+    """How seeds are used: the fixed protocol's tuning and evaluation seeds (and the estimand),
+    the per-seed protocol's, and the other experiments' counts."""
+    exps = profile["experiments"]
+    inference = exps["inference"]
+    others = f"{profile['seeds']} per point in the rank, scale and temperature experiments " \
+             "unless they say otherwise."
+    tuned = [e for e in ("inference", "control", "covariance") if exps[e]["enabled"]]
+    if not tuned:
+        return others
+    if not fixed_protocol(profile):
+        return (f"{inference['seeds'] or profile['seeds']} seeds in {', '.join(tuned)}, each "
+                "tuning its own setting on its own subset (per-seed protocol). " + others)
+    sizes = inference["sizes"]
+    counts = "; ".join(
+        f"n = {n or 'full'}: {len(evaluation_seeds(profile, n))} seeds for SGD-type arms and "
+        f"the controls, {len(evaluation_seeds(profile, n, True))} for the samplers and their "
+        "controls" for n in sizes)
+    first = inference["evaluation"]["first_seed"]
+    text = (f"the headline protocol fixes each arm's setting per size once, by the validation "
+            f"NLL averaged over the tuning seeds 0-{inference['tuning']['seeds'] - 1}, then "
+            f"evaluates it on evaluation seeds from {first} on, which never enter selection "
+            f"({counts}). Its estimand: a method at its best fixed setting for that size. ")
+    if exps["per_seed"]["enabled"]:
+        e = exps["per_seed"]
+        text += (f"The per-seed protocol (Harvey et al.; estimand: a method tuned on each "
+                 f"subset) runs beside it with its own seeds {e['first_seed']}-"
+                 f"{e['first_seed'] + e['seeds'] - 1} ({', '.join(e['arms'])} at n = "
+                 f"{', '.join(str(x) for x in e['sizes'])}, selection by "
+                 f"{'a held-out fifth of each subset' if e['selection'] == 'split' else 'the validation set'}). ")
+    return text + others
+
+
+def _steps_text(profile: dict) -> str:
+    """The training steps: the profile's, and the inference protocol's per size."""
+    steps = profile["train"]["steps"]
+    inference = profile["experiments"]["inference"]
+    if inference["steps"] is None:
+        return f"{steps} steps"
+    per_size = ", ".join(f"{s} at n = {n or 'full'}"
+                         for n, s in zip(inference["sizes"], inference["steps"], strict=True))
+    return (f"{steps} steps in the rank, scale and temperature experiments; in the inference "
+            f"protocol (and its controls, at their size) steps grow with n: {per_size}")
 
 
 def _sources_text(profile: dict) -> str:

@@ -10,6 +10,7 @@ is the one the claims see. Nothing here reads a test metric.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -38,6 +39,38 @@ def choose_point(records: Sequence[Mapping[str, Any]], split: str = "val"
     return best, selection
 
 
+def choose_pooled(records: Sequence[Mapping[str, Any]], split: str = "val"
+                  ) -> tuple[int, dict] | None:
+    """The setting to fix for one (experiment, arm, size) from its tuning runs on every tuning
+    seed (`records`: one per grid point and seed, complete): the point whose validation NLL,
+    averaged over the tuning seeds, is lowest (the first in plan order on ties; a point that
+    diverged on any seed is left out). Returns (the position of that point's first run, the
+    selection: chosen point, its pooled validation NLL, the tuning seeds, and every candidate
+    with its pooled and per-seed NLL); None when no point has a finite score on every seed."""
+    points: dict[str, dict] = {}
+    for i, record in enumerate(records):
+        tuned = record["config"]["tuned"]
+        entry = points.setdefault(json.dumps(tuned, sort_keys=True),
+                                  {"first": i, "tuned": tuned, "scores": {}})
+        entry["scores"][int(record["config"]["seed"])] = headline_value(
+            record, SELECTION_METRIC, split)
+    candidates, valid = [], []
+    for entry in points.values():
+        scores = entry["scores"]
+        pooled = (None if any(v is None for v in scores.values())
+                  else sum(scores.values()) / len(scores))
+        candidates.append({**entry["tuned"], "val_nll": pooled,
+                           "per_seed": {str(k): v for k, v in sorted(scores.items())}})
+        if pooled is not None and math.isfinite(pooled):
+            valid.append((pooled, entry["first"], entry))
+    if not valid:
+        return None
+    best_nll, first, entry = min(valid, key=lambda v: (v[0], v[1]))
+    seeds = sorted({int(r["config"]["seed"]) for r in records})
+    return first, {**entry["tuned"], "val_nll": best_nll, "tuning_seeds": seeds,
+                   "candidates": candidates}
+
+
 def select_tuned(records: Sequence[Mapping[str, Any]]) -> list[dict]:
     """The records the claims read: tuning runs (phase `tune`) left out, final runs (with their
     `selection`) and untuned runs kept, in their order."""
@@ -53,6 +86,25 @@ def best_by_validation(val_nll: Mapping[Any, Mapping[int, float]], keys: Sequenc
     return min(means)[2] if means else None
 
 
+def _choices(selected: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The records that carry a validation choice, one per choice: every per-seed selection,
+    but a setting fixed over the tuning seeds (protocol `fixed`) once per experiment, arm and
+    size, however many evaluation seeds ran it."""
+    out, seen = [], set()
+    for record in selected:
+        sel = record.get("selection")
+        if not sel:
+            continue
+        if "tuning_seeds" in sel:
+            cfg = record["config"]
+            key = (cfg["experiment"], cfg["arm"], cfg.get("n_train"))
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(record)
+    return out
+
+
 def _points(selection: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """(parameter, chosen value) of a selection: the strength parameter, and the lr if tuned."""
     points = [(selection["parameter"], selection["value"])]
@@ -63,12 +115,11 @@ def _points(selection: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def chosen_values(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Rows (arm, n_train, parameter, value, runs): how often each grid value was chosen (the
-    strength parameter, and the learning rate where it was tuned)."""
+    strength parameter, and the learning rate where it was tuned; a fixed setting counts
+    once)."""
     counts: dict[tuple, int] = {}
-    for record in selected:
-        sel = record.get("selection")
-        if not sel:
-            continue
+    for record in _choices(selected):
+        sel = record["selection"]
         cfg = record["config"]
         for parameter, value in _points(sel):
             key = (cfg["arm"], int(cfg.get("n_train") or 0), parameter, value)
@@ -86,10 +137,8 @@ def grid_edges(selected: Sequence[Mapping[str, Any]]) -> list[dict]:
     arm, parameter, grid (sorted), choices, at_low, at_high, low_gain, high_gain."""
     rows: dict[tuple[str, str], dict] = {}
     gains: dict[tuple[str, str, str], list[float]] = {}
-    for record in selected:
-        sel = record.get("selection")
-        if not sel:
-            continue
+    for record in _choices(selected):
+        sel = record["selection"]
         arm = record["config"]["arm"]
         nll = {(c["value"], c.get("lr")): c["val_nll"] for c in sel["candidates"]}
         for parameter, value in _points(sel):
@@ -121,8 +170,8 @@ def choice_agreement(selected: Sequence[Mapping[str, Any]]) -> dict[str, int] | 
     """With `tuning.selection: split`, how often the held-out split's choice (the one used) is
     also the fixed validation set's choice from the same tuning runs: {agree, total}; None
     where no selection carries the validation set's choice."""
-    pairs = [(sel, sel["validation_choice"]) for r in selected
-             if (sel := r.get("selection")) and sel.get("validation_choice")]
+    pairs = [(sel, sel["validation_choice"]) for r in _choices(selected)
+             if (sel := r["selection"]).get("validation_choice")]
     if not pairs:
         return None
     agree = sum((a["value"], a.get("lr")) == (b["value"], b.get("lr")) for a, b in pairs)

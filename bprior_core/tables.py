@@ -16,7 +16,7 @@ from .selection import select_tuned
 
 METRICS = ("accuracy", "nll", "ece", "brier")
 DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
-               "prior_mahalanobis_rms", "sample_disagreement")
+               "prior_mahalanobis_rms", "sample_disagreement", "free_share")
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -234,6 +234,46 @@ def chosen_values_table(rows: list[dict]) -> pd.DataFrame:
     return table
 
 
+def settings_table(records: Sequence[Mapping]) -> pd.DataFrame:
+    """The setting each tuned arm was fixed at, per experiment, arm and size (protocol
+    `fixed`: chosen once by the validation NLL pooled over the tuning seeds): the strength
+    parameter and its value, the learning rate, that pooled NLL, the tuning seeds, the
+    evaluation seeds it ran on, whether the value sits on an edge of its grid, and the mean
+    share of backbone coordinates the prior leaves free there (`free_share`: 0 is a linear
+    probe, 1 unconstrained fine-tuning)."""
+    groups: dict[tuple, dict] = {}
+    for record in records:
+        cfg, sel = record.get("config") or {}, record.get("selection")
+        if not sel or "tuning_seeds" not in sel:
+            continue
+        key = (cfg["experiment"], cfg["arm"], int(cfg.get("n_train") or 0))
+        row = groups.setdefault(key, {"sel": sel, "seeds": set(), "free": []})
+        row["seeds"].add(int(record["seed"]))
+        free = (record.get("diagnostics") or {}).get("free_share")
+        if free is not None:
+            row["free"].append(free)
+    rows = []
+    for (experiment, arm, n), row in sorted(groups.items(),
+                                            key=lambda kv: (kv[0][0], kv[0][1],
+                                                            kv[0][2] or math.inf)):
+        sel = row["sel"]
+        grid = sorted({c["value"] for c in sel["candidates"]})
+        lrs = sorted({c["lr"] for c in sel["candidates"] if c.get("lr") is not None})
+        edges = [name for name, value, values in (("value", sel["value"], grid),
+                                                  ("lr", sel.get("lr"), lrs))
+                 if len(values) > 1 and value in (values[0], values[-1])]
+        rows.append({
+            "experiment": experiment, "arm": arm, "n_train": size_label(n),
+            "parameter": sel["parameter"], "value": f"{sel['value']:g}",
+            "lr": "-" if sel.get("lr") is None else f"{sel['lr']:g}",
+            "pooled val NLL": round(sel["val_nll"], 4),
+            "tuning seeds": len(sel["tuning_seeds"]), "evaluation seeds": len(row["seeds"]),
+            "on a grid edge": ", ".join(edges) or "no",
+            "free share": (f"{np.mean(row['free']):.3f}" if row["free"] else "-"),
+        })
+    return pd.DataFrame(rows)
+
+
 def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The scale experiment's rows split in two: rescaled-prior runs with a `prior, convention`
     column (e.g. `ssl (same, eps 0)`), and the from-scratch runs."""
@@ -401,6 +441,33 @@ def paired_gains(runs: pd.DataFrame, baseline: str = "sgd+zero",
             rows.append({"arm": arm, "n_train": n, "metric": metric, "gain": c.effect,
                          "ci_low": c.ci_low, "ci_high": c.ci_high, "n_seeds": c.n,
                          "level": level})
+    return pd.DataFrame(rows)
+
+
+def protocol_table(records: Sequence[Mapping], baseline: str = "sgd+zero") -> pd.DataFrame:
+    """The two protocols side by side: each arm of the per-seed experiment against `baseline`
+    there (each seed tuned on its own subset), and the same arms in the inference experiment
+    (settings fixed on the tuning seeds, evaluated on fresh seeds), per size: the gain in test
+    error points (baseline minus arm, positive = the arm is better) with its 95 % Student-t
+    interval over seeds (descriptive: the claims' intervals are in their evidence)."""
+    frame = records_frame(list(records)) if records else pd.DataFrame()
+    per_seed = select(frame, "per_seed")
+    if per_seed.empty:
+        return pd.DataFrame()
+    arms = set(per_seed["arm"])
+    rows = []
+    for experiment, label in (("inference", "fixed setting, fresh seeds"),
+                              ("per_seed", "tuned per seed (Harvey et al.)")):
+        part = select(frame, experiment)
+        part = part[part["arm"].isin(arms) & part["n_train"].isin(set(per_seed["n_train"]))]
+        gains = paired_gains(part, baseline, metrics=("error_pct",))
+        for _, g in gains.iterrows():
+            rows.append({"comparison": f"{g['arm']} vs {baseline}",
+                         "n_train": size_label(g["n_train"]), "protocol": label,
+                         "gain (error points)": f"{g['gain']:+.2f}",
+                         "95% interval": ("-" if g["ci_low"] is None or pd.isna(g["ci_low"])
+                                          else f"{g['ci_low']:+.2f} .. {g['ci_high']:+.2f}"),
+                         "seeds": int(g["n_seeds"])})
     return pd.DataFrame(rows)
 
 

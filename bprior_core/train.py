@@ -7,6 +7,8 @@ gets plain weight decay. Method `sgd` has no prior term: it is ordinary fine-tun
 decay on every parameter. Methods:
 - `sgd`:       SGD (Nesterov momentum) with a cosine learning rate, weight decay, no prior.
 - `sgd_prior`: the same optimiser on the loss with the prior: the MAP estimate.
+- `probe`:     the same optimiser on the head alone, the backbone frozen at its initial weights
+               (a linear probe; weight decay on the head, no prior).
 - `sgld`, `sghmc`: the cyclical samplers of `bprior_core.samplers`; predictions are the Bayesian
   model average (mean of softmax probabilities) over the collected samples.
 Every evaluated set of weights, each sample and every method's final iterate alike, predicts

@@ -188,7 +188,7 @@ def test_without_test_point_error_the_interval_is_the_t_interval():
     values = {s: np.concatenate([[d[s]], reps[s]]) for s in range(5)}
     boot, plain = paired.one_sample(values), paired.one_sample(dict(enumerate(d)))
     assert boot.uncertainty == "seeds x test points" and plain.uncertainty == "seeds"
-    assert boot.se_points == 0.0 and boot.n_boot == 500
+    assert boot.se_points == pytest.approx(0.0, abs=1e-12) and boot.n_boot == 500
     for key in ("effect", "se", "ci_low", "ci_high"):
         assert getattr(boot, key) == pytest.approx(getattr(plain, key), rel=1e-12)
 

@@ -12,25 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..digests import authors_files_digest, file_digest
 from ..records import LONG_SGD, arm_parts
-from ..selection import choose_point
+from ..config import TASK_PRIOR, evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
+from ..selection import choose_point, choose_pooled
 from .datasets import DataKey, data_digest
 from .errors import StudyError
 from .resources import resolve_device, threads_per_worker
 from .sources import source_kind
 
-EXPERIMENTS = ("rank", "scale", "inference", "temperature", "control")
+EXPERIMENTS = ("rank", "scale", "inference", "temperature", "control", "covariance",
+               "per_seed")
 # bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
 # evaluation): part of every run's identity, so results of older numerics are never reused
-NUMERICS_VERSION = 3
+NUMERICS_VERSION = 4
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
 # the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
 TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "variance",
-                   None: "weight_decay"}
+                   "task": "variance", None: "weight_decay"}
 _GRID_KEY = {"scale": "scales", "variance": "variances", "weight_decay": "weight_decays"}
 
 
@@ -74,7 +76,8 @@ def prior_source_id(profile: dict, name: str, draw: int = 0) -> dict:
                 "variance_floor": profile["priors"]["variance_floor"]}
     context = {k: v for k, v in run_context(profile).items() if k != "precision"}
     kind = source_kind(profile, name)
-    return {
+    start = ({"start": prior_source_id(profile, "ssl", draw)} if name == TASK_PRIOR else {})
+    return {**start,
         "learned": name,
         # where the source images live is not what they are (`_source_files` digests them)
         "learning": {k: v for k, v in profile["priors"]["learning"].items()
@@ -111,12 +114,17 @@ def _prior_spec(profile: dict, kind: str, source: str, seed: int, rank: int = 0,
                 eps: float | None = None) -> dict:
     """A run's prior: `learned` (truncated to `rank`, rescaled by `scale` under `rule` and
     `eps`), `zero` / `isotropic` (variance given, or trace-matched to that learned prior when
-    `variance` is None) or `none`; always with the source prior draw it derives from."""
+    `variance` is None), `task` (the covariance control's prior at total variance D x
+    `variance`, `experiments.covariance.share` of it along the task directions) or `none`;
+    always with the source prior draw it derives from."""
     draw = prior_draw(profile, seed)
     spec = {"kind": kind, "source": source, "draw": draw,
             "source_id": prior_source_id(profile, source, draw)}
     if kind == "none":
         return spec
+    if kind == "task":
+        return {**spec, "variance": variance,
+                "share": profile["experiments"]["covariance"]["share"]}
     spec["truncation"] = "principal"
     if kind in ("zero", "isotropic"):
         spec["variance"] = variance
@@ -148,7 +156,9 @@ def _planned_run(profile, experiment, arm, method, prior, n_train, seed,
 
 def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
     """An inference arm -> (training method, prior kind). `sghmc`/`sgld` and the `ensemble`
-    control (the same sampler run at temperature 0) use the profile's bayes_method."""
+    control (the same sampler run at temperature 0) use the profile's bayes_method; `probe`
+    trains the head on the frozen pretrained backbone; `sgd` fine-tunes everything without a
+    prior (weight decay only)."""
     bayes = profile["experiments"]["inference"]["bayes_method"]
     method, prior_kind = arm_parts(arm)
     if method == "sgd":
@@ -158,11 +168,19 @@ def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
     return method, prior_kind
 
 
-def _arm_train(profile: dict, arm: str) -> dict:
-    """The training settings of an arm: the profile's, at temperature 0 for the ensemble."""
+def is_sampler_arm(arm: str) -> bool:
+    """Whether an arm samples (a sampler, or the T = 0 ensemble of its schedule): its final
+    runs have chains, and the fixed protocol evaluates it on `evaluation.sampler_seeds`."""
+    return arm_parts(arm)[0] in ("sghmc", "sgld", "ensemble")
+
+
+def _arm_train(profile: dict, arm: str, n: int) -> dict:
+    """The training settings of an arm at size n: the profile's, with the inference protocol's
+    steps at that size (`experiments.inference.steps`), at temperature 0 for the ensemble."""
+    train = {**profile["train"], "steps": steps_at(profile, n)}
     if arm_parts(arm)[0] == "ensemble":
-        return {**profile["train"], "temperature": 0.0}
-    return profile["train"]
+        train["temperature"] = 0.0
+    return train
 
 
 def _seeds(profile: dict, cfg: dict) -> range:
@@ -181,21 +199,43 @@ def arm_grid(profile: dict, arm: str) -> list[dict | None]:
             for value in tuning[_GRID_KEY[parameter]] for lr in tuning["lrs"] or [None]]
 
 
+# experiments whose arms are tuned, and (protocol `fixed`) fixed on the tuning seeds
+TUNED_EXPERIMENTS = ("inference", "control", "covariance")
+
+
+def _seeds_of(profile: dict, experiment: str) -> Callable[[str, int], Sequence[int]]:
+    """(arm, size) -> the seeds an experiment's runs of that arm are planned for: the tuning
+    seeds (protocol `fixed`, tuning runs only: final runs follow on the evaluation seeds); the
+    per-seed protocol's own seeds; or the experiment's seeds."""
+    if experiment == "per_seed":
+        cfg = profile["experiments"]["per_seed"]
+        seeds = range(cfg["first_seed"], cfg["first_seed"] + cfg["seeds"])
+        return lambda arm, n: seeds
+    if fixed_protocol(profile):
+        seeds = tuning_seeds(profile)
+        return lambda arm, n: seeds
+    fixed = _seeds(profile, profile["experiments"]["inference"])
+    return lambda arm, n: fixed
+
+
 def _tuned_arm_runs(profile: dict, experiment: str, prior_name: str, arms: list[str],
-                    sizes: list[int], cfg: dict) -> list[dict]:
-    """Runs of `arms` at `sizes` with prior `prior_name` (inference settings `cfg`): one per
-    seed and tuning point, in phase `tune` (scored on validation only; `final_runs` adds the
-    chosen point's final run), or one per seed without tuning."""
-    runs = []
+                    sizes: list[int], selection: str) -> list[dict]:
+    """Runs of `arms` at `sizes` with prior `prior_name` (the inference experiment's scale,
+    rank and tuning grids): one per tuning seed and grid point, in phase `tune` (scored on
+    validation only, or with `selection: split` on a held-out part of the subset;
+    `final_runs` adds the chosen point's final runs), or one per seed without tuning."""
+    inference = profile["experiments"]["inference"]
+    seeds_of, runs = _seeds_of(profile, experiment), []
     for n in sizes:
         for arm in arms:
             method, kind = _arm_method_prior(profile, arm)
             for point in arm_grid(profile, arm):
-                train, extra = _arm_train(profile, arm), {}
-                values = {"scale": cfg["scale"], "variance": cfg["nonlearned_variance"]}
+                train, extra = _arm_train(profile, arm, n), {}
+                values = {"scale": inference["scale"],
+                          "variance": inference["nonlearned_variance"]}
                 if point is not None:
-                    extra.update(tuned=point, phase="tune")
-                    if cfg["tuning"]["selection"] == "split":
+                    extra.update(tuned=point, phase="tune", seed_role="tuning")
+                    if selection == "split":
                         extra["fit"] = "split"  # fit on 4/5, scored on the held-out 1/5
                     if point["parameter"] == "weight_decay":
                         train = {**train, "weight_decay": point["value"]}
@@ -203,20 +243,22 @@ def _tuned_arm_runs(profile: dict, experiment: str, prior_name: str, arms: list[
                         values[point["parameter"]] = point["value"]
                     if point["lr"] is not None:
                         train = {**train, "lr": point["lr"]}
-                for s in _seeds(profile, cfg):
-                    prior = _prior_spec(profile, kind or "none", prior_name, s, cfg["rank"],
-                                        values["scale"], values["variance"])
+                for s in seeds_of(arm, n):
+                    prior = _prior_spec(profile, kind or "none", prior_name, s,
+                                        inference["rank"], values["scale"], values["variance"])
                     runs.append(_planned_run(profile, experiment, arm, method, prior, n, s,
                                              train, **extra))
     return runs
 
 
 def _inference_runs(profile: dict, cfg: dict) -> list[dict]:
-    return _tuned_arm_runs(profile, "inference", cfg["prior"], cfg["arms"], cfg["sizes"], cfg)
+    return _tuned_arm_runs(profile, "inference", cfg["prior"], cfg["arms"], cfg["sizes"],
+                           cfg["tuning"]["selection"])
 
 
 def control_size(profile: dict) -> int:
-    """The positive control's training size: its own, else the smallest inference size."""
+    """The positive controls' training size: the control's own, else the smallest inference
+    size."""
     exps = profile["experiments"]
     return exps["control"]["n_train"] or min(exps["inference"]["sizes"], key=lambda n: n or 1e9)
 
@@ -224,62 +266,107 @@ def control_size(profile: dict) -> int:
 def _control_runs(profile: dict, cfg: dict) -> list[dict]:
     """The positive control: the oracle prior and the baselines with the inference protocol
     (tuning, rank, seeds, draws) at one size; every arm starts from the oracle's backbone."""
-    inference = profile["experiments"]["inference"]
+    selection = profile["experiments"]["inference"]["tuning"]["selection"]
     return _tuned_arm_runs(profile, "control", "oracle", cfg["arms"], [control_size(profile)],
-                           inference)
+                           selection)
+
+
+def _covariance_runs(profile: dict, cfg: dict) -> list[dict]:
+    """The covariance control: the task prior and the isotropic prior at its mean (the SimCLR
+    draw's weights, where every arm starts), tuned over the same variances, at the control's
+    size with the inference protocol."""
+    selection = profile["experiments"]["inference"]["tuning"]["selection"]
+    return _tuned_arm_runs(profile, "covariance", TASK_PRIOR, cfg["arms"],
+                           [control_size(profile)], selection)
+
+
+def _per_seed_runs(profile: dict, cfg: dict) -> list[dict]:
+    """The per-seed protocol (Harvey et al.): every seed tunes its own setting."""
+    prior = profile["experiments"]["inference"]["prior"]
+    return _tuned_arm_runs(profile, "per_seed", prior, cfg["arms"], cfg["sizes"],
+                           cfg["selection"])
+
+
+def _pooled(profile: dict, experiment: str) -> bool:
+    """Whether an experiment's tuned arms are fixed once over the tuning seeds (protocol
+    `fixed`) rather than per seed."""
+    return experiment in TUNED_EXPERIMENTS and fixed_protocol(profile)
 
 
 def final_runs(profile: dict, stored: Callable[[dict], dict | None],
                experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
-    """The final run of every tuned (experiment, arm, size, seed) whose tuning runs are all
-    stored (`stored(run)` gives a run's complete record or None): the tuning point with the
-    lowest validation NLL (the first in plan order on ties; no final where no point has a finite
-    one), trained again in phase `final` with the test set scored. Each run carries its
-    `selection` (the chosen point, its validation NLL and every candidate's). A sampler's final
-    run (and the T = 0 ensemble's) has `experiments.inference.chains` chains, for the
-    convergence diagnostics and a model average pooled over them."""
+    """The final runs of every tuned group whose tuning runs are all stored (`stored(run)`
+    gives a run's complete record or None), trained in phase `final` with the test set scored.
+
+    Protocol `fixed` (inference, control, covariance): a group is (experiment, arm, size); its
+    setting is the grid point with the lowest validation NLL averaged over the tuning seeds
+    (`selection.choose_pooled`), trained once per evaluation seed (`config.evaluation_seeds`,
+    which never overlap the tuning seeds). Protocol `per_seed` and the `per_seed` experiment: a
+    group is (experiment, arm, size, seed); the seed's own best point is its final run. No final
+    run where no point has a finite score. Each final run carries its `selection`; a sampler's
+    (and the T = 0 ensemble's) has `experiments.inference.chains` chains."""
     groups: dict[tuple, list[dict]] = {}
     for run in plan(profile, experiments):
         cfg = run["config"]
         if cfg.get("phase") == "tune":
-            key = (cfg["experiment"], cfg["arm"], cfg["n_train"], cfg["seed"], cfg.get("chain", 0))
+            key = (cfg["experiment"], cfg["arm"], cfg["n_train"])
+            if not _pooled(profile, cfg["experiment"]):
+                key += (cfg["seed"], cfg.get("chain", 0))
             groups.setdefault(key, []).append(run)
-    scored = ("heldout" if profile["experiments"]["inference"]["tuning"]["selection"] == "split"
-              else "val")
     finals = []
-    for members in groups.values():
+    for (experiment, *_), members in groups.items():
         records = [stored(run) for run in members]
-        choice = None if any(r is None for r in records) else choose_point(records, scored)
+        if any(r is None for r in records):
+            continue
+        scored = "heldout" if members[0]["config"].get("fit") == "split" else "val"
+        pooled = _pooled(profile, experiment)
+        choice = (choose_pooled if pooled else choose_point)(records, scored)
         if choice is None:
             continue
         best, selection = choice
         if scored == "heldout":  # the fixed validation set's choice from the same runs
-            other = choose_point(records, "val")
+            other = (choose_pooled if pooled else choose_point)(records, "val")
             selection["validation_choice"] = None if other is None else {
                 k: other[1][k] for k in ("value", "lr", "val_nll")}
         config = {k: v for k, v in members[best]["config"].items() if k != "fit"}
         config["phase"] = "final"  # trained on the whole subset
-        finals += [{"id": digest(c), "config": c, "selection": selection}
-                   for c in _final_configs(profile, config)]
+        if not pooled:
+            config["seed_role"] = "per_seed"  # tuned and evaluated on the same subset
+            finals += [{"id": digest(c), "config": c, "selection": selection}
+                       for c in _final_configs(profile, config, True)]
+            continue
+        config["seed_role"] = "evaluation"
+        samplers = set(evaluation_seeds(profile, config["n_train"], True))
+        for s in evaluation_seeds(profile, config["n_train"], is_sampler_arm(config["arm"])):
+            evaluated = {**config, "seed": s, "prior": _reseeded(profile, config["prior"], s)}
+            finals += [{"id": digest(c), "config": c, "selection": selection}
+                       for c in _final_configs(profile, evaluated, s in samplers)]
     return finals
+
+
+def _reseeded(profile: dict, prior: dict, seed: int) -> dict:
+    """A run's prior spec moved to the prior draw of another seed (seed mod draws)."""
+    draw = prior_draw(profile, seed)
+    return {**prior, "draw": draw, "source_id": prior_source_id(profile, prior["source"], draw)}
 
 
 DEEP_ENSEMBLE = "deep_ensemble+learned"
 
 
-def _final_configs(profile: dict, config: dict) -> list[dict]:
+def _final_configs(profile: dict, config: dict, with_controls: bool) -> list[dict]:
     """The final run(s) of one chosen configuration: a sampler's `chains` chains (own batches,
-    head initialisation and noise); for `sgd+learned` the run itself and, with
-    `experiments.inference.deep_ensemble`, the deep ensemble's members (the same run as
-    `chains` chains, averaged in the analysis) and, with `experiments.inference.long_sgd`, the
-    same run trained `chains` times as long (`sgd_long+learned`): both spend the sampler's total
-    gradient budget, so a sampler's gain over SGD that is only the budget shows."""
+    head initialisation and noise); for `sgd+learned` the run itself and, on the seeds of the
+    sampler arms (`with_controls`), with `experiments.inference.deep_ensemble`, the deep
+    ensemble's members (the same run as `chains` chains, averaged in the analysis) and, with
+    `experiments.inference.long_sgd`, the same run trained `chains` times as long
+    (`sgd_long+learned`): both spend the sampler's total gradient budget, so a sampler's gain
+    over SGD that is only the budget shows."""
     inference = profile["experiments"]["inference"]
     chains = range(inference["chains"])
     if config["method"] in ("sghmc", "sgld"):
         return [{**config, "chain": c} for c in chains]
     out = [config]
-    if config["arm"] == "sgd+learned" and config["experiment"] == "inference":
+    if config["arm"] == "sgd+learned" and config["experiment"] == "inference" and with_controls:
         if inference["deep_ensemble"]:
             out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
         if inference["long_sgd"] and len(chains) > 1:  # one chain: the run itself
@@ -310,15 +397,20 @@ def _scale_runs(profile: dict, cfg: dict) -> list[dict]:
 
 
 def _rank_runs(profile: dict, cfg: dict) -> list[dict]:
+    """Every rank at every scale of the rank experiment (`scales`, else `scale`), at the scaled
+    trace and, with `fixed_trace`, at the full-rank prior's total variance."""
     runs = []
     traces = ("scaled", "fixed") if cfg["fixed_trace"] else ("scaled",)
-    for trace in traces:
-        for rank in cfg["ranks"]:
-            arm = f"rank={rank}" + (", fixed trace" if trace == "fixed" else "")
-            runs += [_planned_run(profile, "rank", arm, cfg["method"],
-                                  {**_prior_spec(profile, "learned", cfg["prior"], s, rank,
-                                                 cfg["scale"]), "trace": trace},
-                                  cfg["n_train"], s) for s in _seeds(profile, cfg)]
+    scales = cfg["scales"] or [cfg["scale"]]
+    for scale in scales:
+        at = f" @ {scale:g}" if len(scales) > 1 else ""
+        for trace in traces:
+            for rank in cfg["ranks"]:
+                arm = f"rank={rank}" + (", fixed trace" if trace == "fixed" else "") + at
+                runs += [_planned_run(profile, "rank", arm, cfg["method"],
+                                      {**_prior_spec(profile, "learned", cfg["prior"], s, rank,
+                                                     scale), "trace": trace},
+                                      cfg["n_train"], s) for s in _seeds(profile, cfg)]
     return runs
 
 
@@ -335,7 +427,8 @@ def _temperature_runs(profile: dict, cfg: dict) -> list[dict]:
 
 
 _PLANNERS = {"rank": _rank_runs, "scale": _scale_runs, "inference": _inference_runs,
-             "temperature": _temperature_runs, "control": _control_runs}
+             "temperature": _temperature_runs, "control": _control_runs,
+             "covariance": _covariance_runs, "per_seed": _per_seed_runs}
 
 
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:

@@ -31,7 +31,8 @@ from .resources import resolve_device
 PROFILE_RECORD = "profile.json"
 # the profile key that holds the training sizes of each experiment
 SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",),
-             "temperature": ("n_train",), "control": ("n_train",)}
+             "temperature": ("n_train",), "control": ("n_train",),
+             "covariance": ("n_train",), "per_seed": ("sizes",)}
 
 
 def preflight(
@@ -155,7 +156,10 @@ def _sizes(profile: dict, experiments: Iterable[str]):
         if not cfg["enabled"]:
             continue
         for key in SIZE_KEYS[experiment]:
-            value = control_size(profile) if experiment == "control" else cfg[key]
+            if experiment in ("control", "covariance"):  # both at the control's size
+                yield "experiments.control.n_train", [control_size(profile)]
+                continue
+            value = cfg[key]
             yield f"experiments.{experiment}.{key}", value if isinstance(value, list) else [value]
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_torch_save, remove_stale_temporaries
-from ..config import learning_settings
+from ..config import TASK_PRIOR, learning_settings
 from ..digests import authors_files_digest, file_digest
-from ..learn import learn_prior
+from ..learn import learn_prior, learn_task_directions
 from ..models import build_backbone, build_model, num_prior_parameters
 from ..prior import GaussianPrior, check_covers, rescale
 from ..prior_files import (
@@ -115,7 +115,13 @@ def learn_priors(
     with profile_lock(profile, root):
         remove_stale_temporaries(output_dir(profile, root) / "priors")
         todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
-        _learn(profile, todo, root, device, progress)
+        # a task prior starts from its SimCLR draw's weights: those are learned first
+        starts = sorted({("ssl", d) for n, d in todo if n == TASK_PRIOR}
+                        - {(n, d) for n, d in pairs if n != TASK_PRIOR})
+        first = [t for t in todo if t[0] != TASK_PRIOR]
+        first += [t for t in starts if not _is_stored(profile, *t, root)]
+        _learn(profile, first, root, device, progress)
+        _learn(profile, [t for t in todo if t[0] == TASK_PRIOR], root, device, progress)
     return paths
 
 
@@ -147,15 +153,23 @@ def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
 
 def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
               progress: bool = True) -> Path:
-    """Learn prior `name` with seed `draw` on the source task and store it with its backbone."""
+    """Learn prior `name` with seed `draw` on the source task and store it with its backbone
+    (the task prior: the directions from the stored SimCLR draw's weights, which it keeps as
+    its backbone)."""
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
     source = source_task(profile, name)
     torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
     model = build_model(profile["model"], source.num_classes, profile["model_weights"])
-    prior, state = learn_prior(
-        model, source, OBJECTIVES[name], learning_settings(profile),
-        seed=draw, device=device, progress=progress,
-    )
+    if name == TASK_PRIOR:
+        state = load_prior_and_backbone(prior_location(profile, "ssl", root, draw))[1]
+        model.backbone.load_state_dict(state)
+        prior = learn_task_directions(model, source, learning_settings(profile), seed=draw,
+                                      device=device, progress=progress)
+    else:
+        prior, state = learn_prior(
+            model, source, OBJECTIVES[name], learning_settings(profile),
+            seed=draw, device=device, progress=progress,
+        )
     source_meta = {"images": source_kind(profile, name), "size": len(source)}
     prior_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, backbone_file)  # first: the prior records its digest
@@ -256,6 +270,9 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
     that the rescaled prior's total variance equals that of the full-rank rescaled prior, so that
     ranks differ only in the shape of the covariance.
 
+    `task` (the covariance control) is the stored task prior's directions at the isotropic
+    prior's mean and trace (`GaussianPrior.shaped`).
+
     Baselines: `zero` is N(0, v I) and `isotropic` N(pretrained weights, v I), with a given v
     (tuned on validation), or (v unset) with v the average variance of the rescaled learned
     prior (trace matching; then zero -> isotropic changes only the mean, isotropic -> learned
@@ -263,6 +280,8 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
     kind = spec["kind"]
     if kind == "none":
         return None
+    if kind == "task":
+        return learned.shaped(spec["variance"], spec["share"])
     if kind in ("zero", "isotropic") and spec.get("variance") is not None:
         mean = learned.mean if kind == "isotropic" else torch.zeros_like(learned.mean)
         return GaussianPrior.isotropic(mean, spec["variance"])

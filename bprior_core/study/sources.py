@@ -11,7 +11,9 @@ every training subset come from it) and the rest. Only prior learning may use th
   paper's SimCLR prior);
 - `supervised`: the source classes with their labels;
 - `oracle` (the positive control): the downstream rest WITH its labels, a prior that knows the
-  downstream task from images no training subset, validation or test image comes from.
+  downstream task from images no training subset, validation or test image comes from;
+- `task` (the covariance control): the same images and labels, fine-tuning the SimCLR draw's
+  weights; only the directions it moves them in are kept.
 
 No test image reaches prior learning (it reads training images only), and no pool image
 either (`outside_pool_indices` is the pool's complement).
@@ -28,7 +30,8 @@ import torch
 from ..data import TensorTask
 
 POOL_SEED = 24680
-OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised"}
+OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised",
+              "task": "supervised"}
 
 
 def labelled_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
@@ -59,7 +62,7 @@ def outside_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
 def source_kind(profile: dict, name: str) -> str:
     """Which images prior `name` is learned from: `source_classes`, `outside_pool` or
     `downstream_rest`."""
-    if name == "oracle":
+    if name in ("oracle", "task"):
         return "downstream_rest"
     if name == "ssl":
         return profile["priors"]["ssl_source"]
