@@ -1038,8 +1038,10 @@ def load_profile(name_or_path: str | Path) -> dict:
 
 def fixed_protocol(p: dict) -> bool:
     """Whether the inference, control and covariance experiments use the headline protocol
-    (each arm's setting fixed once on tuning seeds, then evaluated on fresh seeds)."""
-    return p["experiments"]["inference"]["protocol"] == "fixed"
+    (each arm's setting fixed once on tuning seeds, then evaluated on fresh seeds); untuned
+    arms have nothing to fix and run on the profile's seeds."""
+    inference = p["experiments"]["inference"]
+    return inference["protocol"] == "fixed" and inference["tuning"]["enabled"]
 
 
 def tuning_seeds(p: dict) -> list[int]:
@@ -1121,8 +1123,8 @@ def _check_fixed_protocol(p: dict) -> None:
     inference, tuning = exps["inference"], exps["inference"]["tuning"]
     for key in ("steps", "seeds", "sampler_seeds", "pilot_sd", "target_mde"):
         _per_size(p, key)
-    if not fixed_protocol(p) or not any(exps[e]["enabled"] for e in
-                                        ("inference", "control", "covariance")):
+    if inference["protocol"] != "fixed" or not any(exps[e]["enabled"] for e in
+                                                   ("inference", "control", "covariance")):
         return
     if not tuning["enabled"]:
         raise ProfileError("experiments.inference.protocol: 'fixed' fixes every arm's setting "

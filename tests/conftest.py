@@ -120,4 +120,19 @@ def fake_record(run: dict, **extra) -> dict:
     return {"id": run["id"], "config": run["config"], "status": "ok",
             "seed": run["config"]["seed"], "metrics": {"final": metrics, "bma": None},
             "val_metrics": {"final": metrics, "bma": None}, "n_samples": 1, "steps_done": 1,
-            "final_loss": 1.0, "diagnostics": {}, **extra}
+            "final_loss": 1.0, "diagnostics": {},
+            **({"heldout_metrics": {"final": metrics, "bma": None}}
+               if run["config"].get("fit") == "split" else {}), **extra}
+
+
+def set_sizes(inference: dict, sizes: list[int]) -> dict:
+    """Set an (unvalidated or validated) inference section's sizes, with its per-size lists
+    (steps, evaluation seeds, power target) cut or padded to one value per size."""
+    inference["sizes"] = list(sizes)
+    lists = [(inference, "steps")] + [(inference.get("evaluation") or {}, key) for key in
+                                      ("seeds", "sampler_seeds", "pilot_sd", "target_mde")]
+    for holder, key in lists:
+        values = holder.get(key)
+        if values:
+            holder[key] = (list(values) + [values[-1]] * len(sizes))[: len(sizes)]
+    return inference

@@ -154,7 +154,7 @@ def test_grad_clip_may_be_null() -> None:
 
 def test_exponent_strings_from_yaml_are_accepted_as_floats(tmp_path) -> None:
     text = (config.PARAMS_DIR / "smoke.yaml").read_text()
-    text = text.replace("    scale: 1.0e+3\n    ranks:", "    scale: 1e9\n    ranks:")
+    text = text.replace("    scale: 1.0e+3\n    scales:", "    scale: 1e9\n    scales:")
     text = text.replace("  lr: 0.01\n", "  lr: 1e-2\n")
     assert "scale: 1e9" in text and "lr: 1e-2" in text
     path = tmp_path / "exp.yaml"
@@ -273,6 +273,7 @@ def test_tuning_needs_a_validation_set_and_files_need_one_draw() -> None:
     files = with_value(raw(), "priors.source", "files")
     files["experiments"]["scale"]["enabled"] = False
     files["experiments"]["control"]["enabled"] = False
+    files["experiments"]["covariance"]["enabled"] = False
     files["priors"]["ssl_source"] = "source_classes"
     assert "priors.draws: 1" in error_of(with_value(files, "priors.draws", 3))
 
@@ -297,7 +298,10 @@ def test_a_control_without_an_oracle_source_is_refused() -> None:
     message = error_of(profile)
     assert "the oracle prior (experiments.control" in message and "labelled_pool > 0" in message
     profile["experiments"]["control"]["enabled"] = False
-    validate_profile(profile)  # no oracle needed: fine
+    message = error_of(profile)
+    assert "the covariance control's task prior" in message and "labelled_pool > 0" in message
+    profile["experiments"]["covariance"]["enabled"] = False
+    validate_profile(profile)  # no oracle or task prior needed: fine
 
 
 def test_checking_a_profile_does_not_import_the_trainer() -> None:

@@ -56,7 +56,8 @@ def files_profile(tmp_path: Path, prefix: Path) -> Path:
     return write_profile(tmp_path, **{"priors.source": "files",
                                       "priors.files": {"ssl": str(prefix), "supervised": None},
                                       "priors.draws": 1, "priors.ssl_source": "source_classes",
-                                      "experiments.control.enabled": False})
+                                      "experiments.control.enabled": False,
+                                      "experiments.covariance.enabled": False})
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import set_sizes
 
 from bprior_core import config, study
 from bprior_core.cli import main
@@ -90,7 +91,7 @@ def seven(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(study.priors, "learn_prior", refuse)
     monkeypatch.setattr(study.execution, "train_pack", refuse)
     raw = yaml.safe_load((config.PARAMS_DIR / "smoke.yaml").read_text())
-    raw["experiments"]["inference"]["sizes"] = [5, 7]
+    set_sizes(raw["experiments"]["inference"], [5, 7])
     path = tmp_path / "seven.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

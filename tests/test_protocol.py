@@ -241,7 +241,7 @@ def test_a_prior_run_records_its_free_share(make_model, downstream_train, downst
     pool, test = DeviceTask.from_task(downstream_train, "cpu"), DeviceTask.from_task(
         downstream_test, "cpu")
     specs = [RunSpec(torch.arange(10), 0, tight), RunSpec(torch.arange(10), 1, loose)]
-    out = train_pack(model, pool, test, "sgd_prior", TrainSettings(steps=2, batch_size=5),
+    out = train_pack(model, pool, test, "sgd_prior", TrainSettings(steps=4, batch_size=5),
                      specs)
     assert [o.diagnostics["free_share"] for o in out] == [0.0, 1.0]
     assert dim > 0 and np.isfinite(out[0].final["accuracy"])

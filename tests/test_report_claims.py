@@ -38,21 +38,25 @@ def test_the_verdict_table_puts_the_control_first_with_mde_and_no_warning_when_i
     assert list(by_id)[0] == "PC" and table.index("<b>PC</b>") < table.index("<b>C1</b>")
     assert "outside the Holm family" in by_id["PC"]
     assert "mde " in by_id["C3"] and "points" in by_id["C3"]
-    assert "control-warning" not in table and "uninformative" not in table
+    badge = report.uninformative_badge()
+    assert "control-warning" not in table and badge not in table
+    assert "<summary><small>the rule</small></summary>" in by_id["C3"]  # one click away
+    assert "seeds" in by_id["C3"] and "for an mde of" in by_id["C3"]
     # ECE is flat in this world, so the control fails on ECE: its column says so
     ece = report.verdict_table_html(evaluate_claims_by_metric(world(1.0), others=("ece",)))
-    assert "uninformative" in rows(ece)["C3"] and "control-warning" not in ece
+    assert badge in rows(ece)["C3"] and "control-warning" not in ece
 
 
 def test_a_failed_control_is_announced_and_labels_the_prior_claims_uninformative():
-    claims = evaluate_claims_by_metric(failed_control())
+    claims = evaluate_claims_by_metric(failed_control(), others=("nll",))
     table = report.verdict_table_html(claims)
     assert table.index("The testbed cannot detect a prior effect") < table.index("<table")
     by_id = rows(table)
+    badge = report.uninformative_badge()
     for cid in ("C3", "C4", "C4b", "C5", "H1"):
-        assert "uninformative" in by_id[cid], cid
-    for cid in ("PC", "C1", "C2"):
-        assert "uninformative" not in by_id[cid], cid
+        assert badge in by_id[cid], cid
+    for cid in ("PC", "PC2", "C1", "C2"):
+        assert badge not in by_id[cid], cid
     first = report.control_html(claims)
     assert first.startswith('<div class="control-warning"') and "<b>PC</b>" in first
     assert "evidence only" in first  # the isotropic comparison
@@ -63,7 +67,7 @@ def test_a_failed_control_is_announced_and_labels_the_prior_claims_uninformative
 
 def test_evidence_shows_judged_rows_with_verdicts_and_descriptive_rows_without():
     recs = world(1.0)
-    for r in recs:  # C3 loses on the full set: judged per size, contradicted there
+    for r in recs:  # C3 loses on the full set: shown beside its judged size, contradicted
         cfg = r["config"]
         if cfg["experiment"] == "inference" and cfg["arm"] == "sgd+learned" and \
                 cfg["n_train"] == 0:
@@ -72,13 +76,14 @@ def test_evidence_shows_judged_rows_with_verdicts_and_descriptive_rows_without()
     html = report.claim_evidence_html(claims["C3"])
     assert "SE (seeds / test images)" in html and "<th>mde</th>" in html
     judged = re.findall(r"<b>n = (\w+) \(judged\)</b>.*?</tr>", html)
-    assert judged == ["5", "50", "full"]
-    full = re.search(r"<b>n = full \(judged\)</b>.*?</tr>", html).group(0)
+    assert judged == ["5"]
+    full = re.search(r"beside it, at n = full.*?</tr>", html).group(0)
     assert "contradicted" in full
-    assert "<i>descriptive</i>" in html  # the pooled row and the per-size rows
-    assert "each of its 3 parts at" in html and "(Bonferroni)" in html
+    c4 = report.claim_evidence_html(claims["C4"])
+    assert re.findall(r"<b>n = (\w+) \(judged\)</b>", c4)[:3] == ["5", "50", "full"]
+    assert "each of its 3 parts at" in c4 and "(Bonferroni)" in c4
     c5 = report.claim_evidence_html(claims["C5"])
-    assert "slope over sizes (judged)" in c5 and "gain at n = 5" in c5
+    assert "fall over sizes (judged)" in c5 and "gain at n = 5" in c5
 
 
 def test_methods_state_the_verdict_rule_intervals_and_the_control():
@@ -86,6 +91,8 @@ def test_methods_state_the_verdict_rule_intervals_and_the_control():
     assert VERDICT_RULE in text and PER_SIZE_RULE in text
     assert "two-way bootstrap" in text and "mde" in text
     assert "Positive control (PC)" in text and "uninformative" in text
+    assert "Covariance control (PC2)" in text and "linear probe" in text
+    assert "tuning seeds 0-2" in text and "evaluation seeds from 100 on" in text
 
 
 @pytest.mark.parametrize("weight_decay, expected", [

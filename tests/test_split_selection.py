@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conftest import set_sizes
 from test_config import raw, with_value
 
 from bprior_core import study
@@ -36,7 +37,7 @@ def test_the_split_is_a_profile_choice_checked_against_the_sizes() -> None:
     split = with_value(raw(), "experiments.inference.tuning.selection", "split")
     with pytest.raises(ProfileError, match="needs >= 10 images"):
         validate_profile(split)  # smoke's size 5 has one image per class
-    split["experiments"]["inference"]["sizes"] = [10, 20]
+    set_sizes(split["experiments"]["inference"], [10, 20])
     split["experiments"]["control"]["n_train"] = 10
     profile = validate_profile(split)
     runs = study.plan(profile, ["inference"])
@@ -84,12 +85,13 @@ def test_final_runs_under_split_train_on_the_whole_subset(smoke) -> None:
     profile = copy.deepcopy(smoke)
     tuning = profile["experiments"]["inference"]["tuning"]
     tuning["selection"] = "split"
-    profile["experiments"]["inference"]["sizes"] = [10]
+    set_sizes(profile["experiments"]["inference"], [10])
 
     def stored(run):
         value = run["config"]["tuned"]["value"]
         record = tune_record(value, heldout_nll=abs(value - 1e5) / 1e9, val_nll=value / 1e9)
         record["config"]["tuned"] = run["config"]["tuned"]
+        record["config"]["seed"] = run["config"]["seed"]
         return record
 
     finals = study.final_runs(profile, stored, ["inference"])

@@ -15,7 +15,7 @@ from conftest import SMOKE_PACK, copy_root
 from conftest import fake_record as complete_record
 
 from bprior_core import study
-from bprior_core.config import load_profile
+from bprior_core.config import evaluation_seeds, load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
@@ -38,17 +38,23 @@ def expected_count(profile: dict) -> dict[str, int]:
 
     scale, tuning, temp = exps["scale"], exps["inference"]["tuning"], exps["temperature"]
     conventions = len(scale["rules"] or [0]) * len(scale["eps"] or [0])
-    # tuning runs: each arm's strength grid crossed with the learning rates
+    # tuning runs: each arm's strength grid crossed with the learning rates, on the tuning
+    # seeds (the fixed protocol; its final runs follow on the evaluation seeds)
     grid = len(tuning["scales"]) * len(tuning["lrs"] or [0]) if tuning["enabled"] else 1
+    tuned = (tuning["seeds"] if exps["inference"]["protocol"] == "fixed"
+             else seeds("inference"))
     counts = {
         "rank": len(exps["rank"]["ranks"]) * seeds("rank")
-        * (2 if exps["rank"]["fixed_trace"] else 1),
+        * (2 if exps["rank"]["fixed_trace"] else 1) * len(exps["rank"]["scales"] or [0]),
         "scale": (len(scale["priors"]) * len(scale["scales"]) * conventions + scale["scratch"])
         * seeds("scale"),
         "inference": len(exps["inference"]["sizes"]) * len(exps["inference"]["arms"]) * grid
-        * seeds("inference"),
+        * tuned,
         "temperature": len(temp["temperatures"]) * temp["chains"] * seeds("temperature"),
-        "control": len(exps["control"]["arms"]) * grid * seeds("inference"),
+        "control": len(exps["control"]["arms"]) * grid * tuned,
+        "covariance": len(exps["covariance"]["arms"]) * grid * tuned,
+        "per_seed": (len(exps["per_seed"]["arms"]) * len(exps["per_seed"]["sizes"]) * grid
+                     * exps["per_seed"]["seeds"]),
     }
     return {k: v for k, v in counts.items() if exps[k]["enabled"]}
 
@@ -68,12 +74,12 @@ def test_plan_size_is_the_product_of_the_grid(name) -> None:
         assert len(study.plan(profile, [experiment])) == expected.get(experiment, 0)
 
 
-def test_flowers_plan_has_3978_runs(flowers) -> None:
+def test_flowers_plan_has_2508_runs(flowers) -> None:
     # 6 ranks x 2 traces x 5 seeds + (2 priors x 2 rules x 2 eps x 10 scales + scratch) x 3 seeds
-    # + 7 sizes x 7 arms x (5 grid values x 3 learning rates) x 5 seeds (tuning runs; the final
-    # runs follow from their results)
-    assert sum(expected_count(flowers).values()) == 60 + 243 + 3675
-    assert len(study.plan(flowers)) == 3978
+    # + 7 sizes x 7 arms x (5 grid values x 3 learning rates) x 3 tuning seeds (the final runs
+    # follow from their results, on 5 evaluation seeds per size)
+    assert sum(expected_count(flowers).values()) == 60 + 243 + 2205
+    assert len(study.plan(flowers)) == 2508
 
 
 def test_run_ids_are_unique_and_stable(smoke) -> None:
@@ -89,10 +95,18 @@ def test_run_ids_are_unique_and_stable(smoke) -> None:
 
 
 def test_ids_change_with_what_a_run_depends_on(smoke) -> None:
-    base = {r["id"] for r in study.plan(smoke)}
+    tuned = ("inference", "control", "covariance", "per_seed")  # their steps are per size
+    base = {r["id"] for r in study.plan(smoke) if r["config"]["experiment"] not in tuned}
     longer = copy.deepcopy(smoke)
     longer["train"]["steps"] += 1
     assert not base & {r["id"] for r in study.plan(longer)}
+    assert ([r["id"] for r in study.plan(longer, tuned)] == [r["id"] for r in study.plan(smoke,
+                                                                                          tuned)])
+    longer["experiments"]["inference"]["steps"] = [13, 16]
+    changed = {r["id"] for r in study.plan(longer, tuned)} ^ {r["id"] for r in study.plan(smoke,
+                                                                                          tuned)}
+    assert changed and all(r["config"]["n_train"] == 5 for r in study.plan(longer, tuned)
+                           if r["id"] in changed)
     # changing the inference grid leaves the other experiments' runs (and results) alone
     sizes = copy.deepcopy(smoke)
     sizes["experiments"]["inference"]["sizes"] = [5, 20]
@@ -153,6 +167,7 @@ def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
         "sghmc+learned": (bayes, "learned"), "sgd+zero": ("sgd_prior", "zero"),
         "sghmc+zero": (bayes, "zero"), "sgd+isotropic": ("sgd_prior", "isotropic"),
         "sghmc+isotropic": (bayes, "isotropic"), "ensemble+learned": (bayes, "learned"),
+        "probe": ("probe", "none"),
     }
     seen = set()
     for run in runs:
@@ -160,7 +175,10 @@ def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
         assert (cfg["method"], cfg["prior"]["kind"]) == expected[cfg["arm"]]
         # the ensemble control is the sampler at temperature 0, otherwise the same settings
         temperature = 0.0 if cfg["arm"] == "ensemble+learned" else smoke["train"]["temperature"]
-        assert cfg["train"] == {**smoke["train"], "temperature": temperature}
+        steps = dict(zip(smoke["experiments"]["inference"]["sizes"],
+                         smoke["experiments"]["inference"]["steps"], strict=True))
+        assert cfg["train"] == {**smoke["train"], "temperature": temperature,
+                                "steps": steps[cfg["n_train"]]}
         seen.add(cfg["arm"])
         if cfg["prior"]["kind"] in ("learned", "isotropic"):
             assert cfg["prior"]["rank"] == smoke["experiments"]["inference"]["rank"]
@@ -256,7 +274,7 @@ def test_every_planned_prior_spec_can_be_built(smoke) -> None:
         if prior is not None:
             assert prior.dim == learned.dim
             assert torch.isfinite(prior.variance).all()
-    assert set(kinds) == {"learned", "isotropic", "zero", "none"}
+    assert set(kinds) == {"learned", "isotropic", "zero", "none", "task"}
 
 
 def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatch) -> None:
@@ -533,7 +551,7 @@ def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     profile["seeds"] = 1
     profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
                                          collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
+    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False, scales=None)
     paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
     assert paths == {("ssl", 0): prior_file} and backbone_file.exists()
@@ -671,7 +689,10 @@ def test_long_sgd_is_the_chosen_sgd_run_on_the_samplers_budget(smoke, long_sgd) 
     sgd = {(f["config"]["n_train"], f["config"]["seed"]): f["config"] for f in finals
            if f["config"]["arm"] == "sgd+learned"}
     long = [f["config"] for f in finals if f["config"]["arm"] == "sgd_long+learned"]
-    assert len(long) == (len(sgd) if long_sgd else 0)
+    # on the seeds the samplers are evaluated on: the control of a sampler comparison
+    sampler_seeds = sum(len(evaluation_seeds(profile, n, True))
+                        for n in profile["experiments"]["inference"]["sizes"])
+    assert len(long) == (sampler_seeds if long_sgd else 0)
     for cfg in long:
         chosen = sgd[(cfg["n_train"], cfg["seed"])]
         assert cfg["train"]["steps"] == chains * chosen["train"]["steps"]

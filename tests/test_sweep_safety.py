@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import fake_record
+from conftest import fake_record, set_sizes
 
 from bprior_core import study
 from bprior_core.study.lock import lock_path, profile_lock
@@ -153,7 +153,8 @@ def test_two_worker_sweep_with_one_run_left_resumes_byte_identical(smoke, tmp_pa
     profile["experiments"]["inference"]["tuning"]["enabled"] = False
     profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=4,
                                          collect_every=2, bn_refresh_batches=1, max_rank=2)
-    profile["experiments"]["inference"].update(sizes=[5], arms=["sgd", "sgd+learned"], rank=2)
+    set_sizes(profile["experiments"]["inference"], [5])
+    profile["experiments"]["inference"].update(arms=["sgd", "sgd+learned"], rank=2)
     profile["train"].update(steps=4)
     study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     runs = study.plan(profile, ["inference"])

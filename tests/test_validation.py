@@ -242,7 +242,8 @@ def test_pack_out_of_range_states_the_whole_range() -> None:
     ("dotted", "suggestion"),
     [("train.learning_rate", "'lr'"), ("train.wd", "'weight_decay'"),
      ("train.num_steps", "'steps'"), ("train.batch", "'batch_size'"),
-     ("learning_rate", "'train.lr'"), ("steps", "'train.steps'"),
+     ("learning_rate", "'train.lr'"),
+     ("steps", "'train.steps' or 'experiments.inference.steps'"),
      ("priors.learning.learning_rate", None), ("train.zzzz", None), ("experiments.foo", None)],
 )
 def test_unknown_keys_get_a_sensible_suggestion_or_none(dotted, suggestion) -> None:
