@@ -14,6 +14,7 @@ from .config import MAX_PACK, ProfileError, load_profile, profile_path
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
+from .study.planning import final_run_count
 from .study.preflight import dry_checks
 
 # failures a user can fix (the message says how): one line on stderr and exit code 2, no
@@ -34,8 +35,11 @@ def _plan_command(args) -> int:
     root = Path(args.outputs) if args.outputs else None
     by_exp = Counter(r["config"]["experiment"] for r in runs)
     done = sum(is_done(profile, r, root) for r in runs)
-    print(f"profile {profile['name']}: {len(runs)} runs "
-          f"({', '.join(f'{k}: {v}' for k, v in by_exp.items())}); {done} already done")
+    finals = final_run_count(profile)
+    print(f"profile {profile['name']}: {len(runs) + sum(finals.values())} runs: {len(runs)} "
+          f"planned ({', '.join(f'{k}: {v}' for k, v in by_exp.items())}; {done} already done)"
+          + (f", then {sum(finals.values())} final runs of the tuned settings "
+             f"({', '.join(f'{k}: {v}' for k, v in finals.items())})" if finals else ""))
     if args.verbose:
         for r in runs:
             c = r["config"]

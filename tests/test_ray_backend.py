@@ -57,7 +57,8 @@ def tiny() -> dict:
     profile["workers"] = WORKERS
     profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
                                          collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False)
+    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False,
+                                       scales=None)
     return profile
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -342,6 +343,19 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
             finals += [{"id": digest(c), "config": c, "selection": selection}
                        for c in _final_configs(profile, evaluated, s in samplers)]
     return finals
+
+
+def final_run_count(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> Counter:
+    """How many final runs each experiment will have once its tuning is done, per experiment
+    (it does not depend on which points are chosen)."""
+    score = {"nll": 1.0}
+
+    def any_choice(run: dict) -> dict:
+        return {"status": "ok", "config": run["config"], "val_metrics": {"final": score},
+                "heldout_metrics": {"final": score}}
+
+    return Counter(r["config"]["experiment"] for r in final_runs(profile, any_choice,
+                                                                   experiments))
 
 
 def _reseeded(profile: dict, prior: dict, seed: int) -> dict:
