@@ -30,9 +30,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # e.g. [Errno 28] from a write: say which file
-            raise type(exc)(exc.errno, f"{exc.strerror or exc} (writing {path})",
-                            str(path)) from exc
+        if exc.filename is None:  # e.g. [Errno 28] from a write: say which file (once)
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

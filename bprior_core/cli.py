@@ -163,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as exc:
         print(f"bprior: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what is stored stays stored; say so in one line
+        print("\nbprior: interrupted; every finished run is stored: run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

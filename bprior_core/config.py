@@ -17,6 +17,7 @@ import math
 import os
 import re
 import reprlib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1019,12 +1020,16 @@ def _read_yaml(path: Path, text: str) -> Any:
 def load_profile(name_or_path: str | Path) -> dict:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
-    size = path.stat().st_size
-    if size > MAX_PROFILE_BYTES:
-        raise ProfileError(f"{path} holds {size} bytes; a profile is a few kilobytes of YAML (at "
-                           f"most {MAX_PROFILE_BYTES}): is this the right file?")
+    if not stat.S_ISREG(path.stat().st_mode):  # a device or a pipe may never end
+        raise ProfileError(f"{path} is not a regular file (a device, pipe or socket); a profile "
+                           "is a YAML file, e.g. params/cpu.yaml")
+    with path.open("rb") as f:
+        data = f.read(MAX_PROFILE_BYTES + 1)  # bounded whatever the file claims to hold
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{path} holds more than {MAX_PROFILE_BYTES} bytes; a profile is a "
+                           "few kilobytes of YAML: is this the right file?")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path} is not a UTF-8 text file (byte {exc.start}: "
                            f"{exc.object[exc.start:exc.start + 1]!r}); a profile is YAML saved as "

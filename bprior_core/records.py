@@ -80,6 +80,9 @@ def record_problem(record: object) -> str | None:
         return f"field {scored!r} is missing"
     if record["status"] == "ok" and not _metric_block(record[scored].get("final"), True):
         return f"an ok run without finite {scored} of its final iterate"
+    head = headline_block(record, "test" if scored == "metrics" else "val")
+    if record["status"] == "ok" and scored != "heldout_metrics" and not _metric_block(head, True):
+        return f"an ok run without finite headline {scored}"
     for key in _LABELS:
         value = record.get(key)
         if value is not None and not (isinstance(value, str) and _LABEL.fullmatch(value)):
@@ -88,7 +91,9 @@ def record_problem(record: object) -> str | None:
 
 
 def _metric_block(block: object, finite: bool = False) -> bool:
-    """Whether `block` maps every metric name to a number (or null, unless `finite`)."""
+    """Whether `block` maps every metric name to a finite number (or null, the stored form of a
+    value that is not finite, unless `finite`); a NaN or infinity written into a file is
+    refused either way."""
     if not isinstance(block, dict):
         return False
     for name in METRIC_NAMES:
@@ -97,6 +102,6 @@ def _metric_block(block: object, finite: bool = False) -> bool:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if finite and not math.isfinite(value):
+        if not math.isfinite(value):
             return False
     return True

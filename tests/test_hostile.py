@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import copy_root, fake_record
@@ -213,7 +214,27 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError) as info:
         atomic.atomic_write(target, full)
     assert info.value.errno == errno.ENOSPC and str(target) in str(info.value)
+    assert str(info.value).count(str(target)) == 1  # named once (issue 23)
     assert not list((tmp_path / "runs").iterdir())  # no temporary file left either
+
+
+def test_a_record_that_cannot_be_written_leaves_no_predictions_behind(smoke, tmp_path,
+                                                                      monkeypatch) -> None:
+    """A full disk while writing a record: its predictions file, written first, goes too."""
+    run = study.plan(smoke, ["inference"])[0]
+    predictions = {"val": {"log_probs": np.zeros((3, 5), np.float16),
+                           "labels": np.zeros(3, np.int16)}}
+
+    def execute(runs, profile, root):
+        return [fake_record(r, _predictions=predictions) for r in runs]
+
+    def full(record, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(execution, "write_json_atomic", full)
+    with pytest.raises(OSError):
+        study.run_sweep(smoke, [run], tmp_path, workers=1, progress=False, execute=execute)
+    assert not list((study.output_dir(smoke, tmp_path) / "runs").glob("*.npz"))
 
 
 def test_execution_refuses_records_through_every_back_end_path(smoke) -> None:

@@ -35,6 +35,7 @@ from .lock import holds_profile_lock
 from .paths import output_dir, result_path
 from .planning import EXPERIMENTS, digest, final_runs, make_packs, plan
 from .predictions import (
+    file_problem,
     predictions_loader,
     predictions_name,
     predictions_problem,
@@ -201,8 +202,8 @@ def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | 
         return None
     name = record.get("predictions")
     if name is not None and not (isinstance(name, str) and name == predictions_name(run["id"])
-                                 and (path.parent / name).is_file()):
-        return None  # its predictions are gone: done again
+                                 and file_problem(path.parent / name, record) is None):
+        return None  # its predictions are gone or broken: done again
     return record
 
 
@@ -276,10 +277,16 @@ def run_sweep(
                 continue
             path = result_path(profile, record, root)
             predictions = record.pop("_predictions", None)
+            beside = path.parent / predictions_name(record["id"])
             if predictions:  # first: the record, written last, refers to it
-                write_predictions(path.parent / predictions_name(record["id"]), predictions)
-                record["predictions"] = predictions_name(record["id"])
-            write_json_atomic(record, path)
+                write_predictions(beside, predictions)
+                record["predictions"] = beside.name
+            try:
+                write_json_atomic(record, path)
+            except BaseException:  # no record: its predictions would be an orphan
+                if predictions:
+                    beside.unlink(missing_ok=True)
+                raise
             done.add(record["id"])
             counts["ran"] += 1
             counts["diverged"] += record["status"] == "diverged"

@@ -82,6 +82,36 @@ def predictions_problem(predictions: object) -> str | None:
     return None
 
 
+# (path, size, modification time) -> (problem or None, the splits the file holds)
+_FILE_CHECKS: dict[tuple[str, int, int], tuple[str | None, frozenset]] = {}
+
+
+def file_problem(path: Path, record: dict) -> str | None:
+    """Why the predictions file `path` cannot back `record` (missing, unreadable or truncated,
+    arrays of the wrong kind or shape, not finite, no test predictions where the record has
+    test metrics), or None. Read once per file version (path, size, modification time)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return "its predictions file is missing"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_CHECKS:
+        stored = read_predictions(path)
+        if stored is None:
+            _FILE_CHECKS[key] = ("its predictions file cannot be read", frozenset())
+        else:
+            problem = predictions_problem({split: {k: v for k, v in part.items() if k != "probs"}
+                                           for split, part in stored.items()})
+            if problem is None and not all(np.isfinite(part["log_probs"]).all()
+                                           for part in stored.values()):
+                problem = "its predictions are not finite"
+            _FILE_CHECKS[key] = (problem, frozenset(stored))
+    problem, splits = _FILE_CHECKS[key]
+    if problem is None and (record.get("metrics") or {}).get("final") and "test" not in splits:
+        problem = "its predictions file holds no test predictions"
+    return problem
+
+
 def predictions_loader(runs_folder: Path):
     """`loader(record)` -> the record's predictions: its in-memory pooled ones (chains pooled by
     `chains.combine_chains`), else its file in `runs_folder` (read once), else None."""
