@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .config import MAX_PACK, ProfileError, load_profile, profile_path
+from .config import MAX_PACK, PARAMS_DIR, ProfileError, load_profile, profile_path
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
@@ -21,6 +21,9 @@ from .study.preflight import dry_checks
 # traceback. OSError covers missing files, permissions (a read-only outputs folder), full disks.
 EXPECTED_ERRORS = (ProfileError, StudyError, DataUnavailableError, DataFileError, PriorFileError,
                    OSError)
+
+
+EXAMPLE_FOLDER = PARAMS_DIR.parent / "data" / "example-folder"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -98,7 +101,7 @@ def _example_folder_command(args) -> int:
     write_example(target)
     print(f"wrote {target}/downstream/{{train,val,test}}/<class>/*.png and "
           f"{target}/source/<class>/*.png; try: bprior report --profile "
-          "params/imagefolder-example.yaml (it reads data/example-folder)")
+          f"{PARAMS_DIR / 'imagefolder-example.yaml'} (it reads {EXAMPLE_FOLDER})")
     return 0
 
 
@@ -150,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     example = sub.add_parser("example-folder", help="write a tiny synthetic image folder "
                              "(three shape classes downstream, three others as the source) to "
                              "try data.dataset: imagefolder on")
-    example.add_argument("folder", nargs="?", default="data/example-folder",
-                         help="where to write it (default: data/example-folder)")
+    example.add_argument("folder", nargs="?", default=str(EXAMPLE_FOLDER),
+                         help="where to write it (default: data/example-folder beside params/, "
+                         "where params/imagefolder-example.yaml reads it)")
     args = parser.parse_args(argv)
     handler = {"plan": _plan_command, "run": _run_command, "report": _report_command,
                "render": _render_command, "example-folder": _example_folder_command}[args.command]

@@ -1036,9 +1036,39 @@ def load_profile(name_or_path: str | Path) -> dict:
                            "UTF-8") from None
     raw = _read_yaml(path, text)
     try:
-        return validate_profile(raw or {})
+        return validate_profile(_resolved(raw or {}, path.parent))
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
+
+
+# the profile keys that name files or folders: a relative one is relative to the profile's file
+PATH_KEYS = ("data.root", "model_weights", "priors.files.ssl", "priors.files.supervised",
+             "priors.learning.source_root")
+
+
+def _resolved(raw: Any, base: Path) -> Any:
+    """A raw profile with its relative paths (`PATH_KEYS`, those that are strings) made absolute
+    against `base`, the profile file's folder, so a profile means the same files from any
+    working folder (the validation reports everything else about them)."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for dotted in PATH_KEYS:
+        *parents, last = dotted.split(".")
+        node = out
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                break
+            node[key] = dict(child)
+            node = node[key]
+        else:
+            value = node.get(last)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                node[last] = str((base / Path(value).expanduser()).resolve())
+            elif isinstance(value, str) and value:
+                node[last] = str(Path(value).expanduser())
+    return out
 
 
 def fixed_protocol(p: dict) -> bool:

@@ -110,9 +110,13 @@ def _system_locations() -> list[Path]:
     return [DEBIAN_FMNIST_DIR, cache / "fashion-mnist", cache / "FashionMNIST" / "raw"]
 
 
+CACHE_ENV = "BPRIOR_CACHE"
+
+
 def cache_dir() -> Path:
-    """~/.cache/bprior: downloads when no data location is given."""
-    return Path.home() / ".cache" / "bprior"
+    """$BPRIOR_CACHE, else ~/.cache/bprior: downloads when no data location is given, decoded
+    image folders."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bprior")
 
 
 def _not_there(label: str, folder: Path) -> DataUnavailableError:

@@ -7,8 +7,8 @@ Classes are the subfolder names in sorted order (label i = i-th name). Every ima
 (PIL), converted to the model's channels (grayscale `L` for `small_resnet`, else RGB: a
 grayscale image is repeated into three channels, an RGB one converted by luminance), resized so its
 short side is `image_size` and centre-cropped to a square, then cached in
-`<folder>/bprior-cache/` (beside the data; in ~/.cache/bprior when that is not writable), keyed
-by the file listing (names and sizes), size and channels: a changed folder is decoded again.
+`~/.cache/bprior/imagefolder/` (never in your folders), keyed by the folder, the file listing
+(names and sizes), size and channels: a changed folder is decoded again.
 
 Normalisation: per-channel mean and std of the downstream training images (or given). Training
 augmentation (`augment`: any of `crop`, `flip`, `rotation`) is one `grid_sample` per batch on
@@ -130,17 +130,12 @@ def _decode(path: Path, size: int, channels: int) -> torch.Tensor:
 
 
 def _cache_path(listing: Listing, size: int, channels: int) -> Path:
+    """Where a listing's decoded images are cached: in ~/.cache/bprior/imagefolder/, never in the
+    user's folders (a `bprior-cache/` inside `train/` made torchvision's ImageFolder see a class
+    without images)."""
     name = f"{listing.folder.name}-{size}px-{channels}ch-{listing.digest()}.pt"
-    beside = listing.folder / "bprior-cache"
-    try:
-        beside.mkdir(exist_ok=True)
-        probe = beside / ".writable"
-        probe.touch()
-        probe.unlink()
-        return beside / name
-    except OSError:
-        key = hashlib.sha256(str(listing.folder.resolve()).encode()).hexdigest()[:12]
-        return cache_dir() / "imagefolder" / key / name
+    key = hashlib.sha256(str(listing.folder.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "imagefolder" / key / name
 
 
 def decoded(listing: Listing, size: int, channels: int, progress: bool = True

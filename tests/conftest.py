@@ -20,6 +20,20 @@ def _single_thread_session():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_a_temporary_folder(tmp_path_factory):
+    """Decoded image folders go to a folder of this session, not the user's ~/.cache."""
+    import os
+
+    before = os.environ.get(data.CACHE_ENV)
+    os.environ[data.CACHE_ENV] = str(tmp_path_factory.mktemp("bprior-cache"))
+    yield
+    if before is None:
+        os.environ.pop(data.CACHE_ENV, None)
+    else:
+        os.environ[data.CACHE_ENV] = before
+
+
 @pytest.fixture(autouse=True)
 def _single_thread(_single_thread_session):
     """The same for every test, in case an earlier test changed the thread count."""

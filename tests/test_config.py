@@ -44,19 +44,39 @@ def test_the_three_profiles_exist() -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _in_a_folder_with_the_example(tmp_path_factory):
-    """The tests here run where `bprior example-folder` has written data/example-folder, which
-    the image-folder example profile reads (relative to the current folder)."""
+def _beside_the_example(tmp_path_factory):
+    """The tests here read the profiles from a copy of params/ beside which `bprior
+    example-folder` has written data/example-folder, which the image-folder example profile
+    reads (relative to its own folder), from another working folder."""
     import os
+    import shutil
 
     from bprior_core.imagefolder import write_example
 
-    folder = tmp_path_factory.mktemp("cwd")
+    folder = tmp_path_factory.mktemp("repo")
     write_example(folder / "data" / "example-folder", per_class=4)
-    before = os.getcwd()
-    os.chdir(folder)
+    shutil.copytree(config.PARAMS_DIR, folder / "params")
+    before, params = os.getcwd(), config.PARAMS_DIR
+    os.chdir(tmp_path_factory.mktemp("elsewhere"))
+    config.PARAMS_DIR = folder / "params"
     yield
+    config.PARAMS_DIR = params
     os.chdir(before)
+
+
+def test_relative_paths_are_relative_to_the_profile_file(tmp_path) -> None:
+    """A profile's relative paths mean the same files from any working folder (issue 23)."""
+    profile = load_profile("imagefolder-example")
+    root = config.PARAMS_DIR.parent / "data" / "example-folder"
+    assert profile["data"]["root"] == str(root / "downstream")
+    assert profile["priors"]["learning"]["source_root"] == str(root / "source")
+    flowers = load_profile("flowers102-resnet50")
+    assert flowers["priors"]["files"]["ssl"] == str(config.PARAMS_DIR.parent / "priors" /
+                                                    "resnet50_ssl_prior")
+    absolute = with_value(raw("imagefolder-example"), "data.root", str(root / "downstream"))
+    absolute["priors"]["learning"]["source_root"] = str(root / "source")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(absolute))
+    assert load_profile(tmp_path / "p.yaml")["data"]["root"] == str(root / "downstream")
 
 
 @pytest.mark.parametrize("name", PROFILES)

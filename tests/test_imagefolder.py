@@ -13,6 +13,7 @@ import yaml
 
 from bprior_core.cli import main
 from bprior_core.config import load_profile
+from bprior_core.data import cache_dir
 from bprior_core.imagefolder import (
     AUGMENTATIONS,
     FolderError,
@@ -60,8 +61,11 @@ def test_folders_decode_to_the_models_channels_and_are_cached(example) -> None:
     assert rgb["images"].shape == (24, 3, 16, 16) and rgb["images"].dtype == torch.uint8
     assert gray["images"].shape == (24, 1, 16, 16)
     assert rgb["labels"].tolist() == [0] * 8 + [1] * 8 + [2] * 8
-    cached = list((example / "downstream" / "train" / "bprior-cache").glob("*.pt"))
-    assert len(cached) == 2
+    cached = list((cache_dir() / "imagefolder").glob("*/train-*.pt"))
+    assert len(cached) >= 2
+    # nothing is written into the user's folder (a cache folder there looked like a class)
+    assert {p.name for p in (example / "downstream" / "train").iterdir()} == {
+        "disc", "square", "triangle"}
     again = decoded(listing, 16, 3, progress=False)
     assert torch.equal(again["images"], rgb["images"])
 
@@ -108,7 +112,7 @@ def test_bad_folders_stop_in_one_line_before_anything_trains(
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"model": "torchvision:resnet81"}, "closest: torchvision:resnet18"),
-    ({"model_weights": "missing.pt"}, "model_weights: missing.pt is not a file"),
+    ({"model_weights": "missing.pt"}, "missing.pt is not a file"),
     ({"data.mean": [0.5]}, "has 1 values; model torchvision:shufflenet_v2_x0_5 takes 3-channel"),
     ({"priors.learning.source_root": None}, "need a source folder"),
 ])
