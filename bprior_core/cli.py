@@ -10,7 +10,14 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .config import MAX_PACK, PARAMS_DIR, ProfileError, load_profile, profile_path
+from .config import (
+    MAX_PACK,
+    PARAMS_DIR,
+    WORKERS_ENV,
+    ProfileError,
+    load_profile,
+    profile_path,
+)
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
@@ -67,8 +74,19 @@ def _run_command(args) -> int:
     counts = run_study(load_profile(path), Path(args.outputs) if args.outputs else None,
                        args.experiment or list(EXPERIMENTS), profile_file=path, pack=args.pack,
                        backend=args.backend, address=args.address)
-    print(counts)
+    print(counts_text(counts))
     return 0
+
+
+def counts_text(counts: dict) -> str:
+    """What a sweep did, in one sentence."""
+    text = (f"{counts['planned']} runs: {counts['ran']} trained in {counts['wall_time_s']:.0f} s, "
+            f"{counts['skipped']} already done")
+    if counts.get("diverged"):
+        text += f", {counts['diverged']} diverged (stored as such)"
+    if "priors_s" in counts:
+        text += f"; priors ready in {counts['priors_s']:.0f} s"
+    return text
 
 
 def _report_command(args) -> int:
@@ -130,10 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         ("report", "run every notebook and write outputs/<profile>/report.html"),
     ]:
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--profile", default="cpu", help="profile name in params/ or a YAML path")
+        p.add_argument("--profile", required=True,
+                       help="profile name in params/ (cpu: the default study, about 20 minutes "
+                       "on 2 cores; smoke: 2 minutes) or a YAML path")
         p.add_argument("--outputs", default=None, help="outputs folder (default ./outputs)")
         if name == "plan":
             p.add_argument("-v", "--verbose", action="store_true", help="one line per run")
+        p.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="local worker processes (overrides the profile's `workers`; "
+                       "threads per worker = this process's usable cores // N)")
         if name in ("run", "report"):
             p.add_argument("--pack", type=_pack_size, default=None, metavar="N",
                            help="runs trained together per pack (overrides the profile's `pack`)")
@@ -159,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {"plan": _plan_command, "run": _run_command, "report": _report_command,
                "render": _render_command, "example-folder": _example_folder_command}[args.command]
+    before = os.environ.get(WORKERS_ENV)
+    if getattr(args, "workers", None) is not None:  # the notebooks' kernels inherit it
+        os.environ[WORKERS_ENV] = str(args.workers)
     try:
         return handler(args)
     except BrokenPipeError:  # `bprior plan -v | head`: the reader left; stop quietly
@@ -171,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nbprior: interrupted; every finished run is stored: run the same command again "
               "to resume", file=sys.stderr)
         return 130
+    finally:
+        if before is None:
+            os.environ.pop(WORKERS_ENV, None)
+        else:
+            os.environ[WORKERS_ENV] = before
 
 
 if __name__ == "__main__":

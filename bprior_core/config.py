@@ -858,12 +858,21 @@ def _check_no_duplicates(profile: dict) -> None:
 
 
 FORCE_WORKERS = "BPRIOR_FORCE_WORKERS"
+WORKERS_ENV = "BPRIOR_WORKERS"  # overrides a profile's `workers` (`--workers` sets it)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under `taskset`), else all."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def _check_workers(workers: int) -> None:
     """No more worker processes than this machine has cores (each takes about 1 GB of memory
     and they would only wait for each other), unless $BPRIOR_FORCE_WORKERS is 1."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if workers <= cores or os.environ.get(FORCE_WORKERS) == "1":
         return
     raise ProfileError(
@@ -1036,9 +1045,21 @@ def load_profile(name_or_path: str | Path) -> dict:
                            "UTF-8") from None
     raw = _read_yaml(path, text)
     try:
-        return validate_profile(_resolved(raw or {}, path.parent))
+        raw = _resolved(raw or {}, path.parent)
+        if os.environ.get(WORKERS_ENV) and isinstance(raw, dict):
+            raw["workers"] = _workers_override(os.environ[WORKERS_ENV])
+        return validate_profile(raw)
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
+
+
+def _workers_override(text: str) -> int:
+    """$BPRIOR_WORKERS (what `--workers` sets) as the profile's `workers`."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ProfileError(f"${WORKERS_ENV}={clip(text)!r} is not an integer; set it to the "
+                           "number of worker processes, e.g. 2") from None
 
 
 # the profile keys that name files or folders: a relative one is relative to the profile's file

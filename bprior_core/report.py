@@ -39,6 +39,7 @@ from .config import (
 )
 from .study import output_dir, plan
 from .study.planning import control_size
+from .study.preflight import random_start
 from .study.runner import run_study
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -584,8 +585,13 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
     devices = sorted({_md(r.get("device", "?")) for r in records}) or ["-"]
     versions = sorted({_md(r.get("version", "?")) for r in records}) or ["-"]
     draws = profile["priors"]["draws"]
+    start = ("from randomly initialised weights (no `model_weights`)"
+             if random_start(profile) else
+             f"from `{_md(profile['model_weights'])}`" if profile["model_weights"] else
+             "from randomly initialised weights")
     prior_text = (
-        f"learned here with SWAG on the source task ({learning['pretrain_steps']} pre-training "
+        f"learned here with SWAG on the source task, starting {start} "
+        f"({learning['pretrain_steps']} pre-training "
         f"steps, then {learning['swag_steps']} SWAG steps at lr {learning['swag_lr']} "
         f"({learning['swag_schedule']}), a snapshot every {learning['collect_every']} steps, "
         f"rank {learning['max_rank']}, batch {learning['batch_size']}); **{draws} independent "

@@ -69,3 +69,53 @@ def test_render_writes_an_offline_page_for_a_users_notebook(tmp_path, capsys) ->
         assert cdn not in page.lower()
     rc, _, err = run_cli(capsys, "render", str(tmp_path / "missing.ipynb"))
     assert rc == 2 and "is not a file" in err
+
+
+def test_a_profile_must_be_named(capsys) -> None:
+    """A bare `bprior run` used to start the 20-minute cpu study."""
+    with pytest.raises(SystemExit) as info:
+        main(["run"])
+    assert info.value.code == 2
+    assert "--profile" in capsys.readouterr().err
+
+
+def test_workers_on_the_command_line_override_the_profile(capsys, monkeypatch) -> None:
+    """`--workers N` overrides the profile's `workers` for the command and the notebooks it
+    starts (through $BPRIOR_WORKERS), and is checked like the profile's."""
+    import os
+
+    from bprior_core import config, cli
+
+    seen = []
+
+    def plan_command(args):
+        seen.append(config.load_profile(args.profile)["workers"])
+        return 0
+
+    monkeypatch.setattr(cli, "_plan_command", plan_command)
+    assert main(["plan", "--profile", "smoke", "--workers", "1"]) == 0
+    assert seen == [1] and config.WORKERS_ENV not in os.environ  # restored afterwards
+    monkeypatch.setenv(config.FORCE_WORKERS, "0")
+    rc, _, err = run_cli(capsys, "plan", "--profile", "smoke", "--workers", "999")
+    assert rc == 2 and "workers: 999 is out of range" in err
+
+
+def test_threads_follow_the_cpu_affinity(monkeypatch) -> None:
+    """Threads per worker are this process's usable cores (its affinity, as under `taskset`)
+    shared between the workers, not every core of the machine."""
+    import os
+
+    from bprior_core.study.resources import threads_per_worker
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert threads_per_worker(1) == 1
+
+
+def test_a_sweep_ends_with_a_sentence() -> None:
+    from bprior_core.cli import counts_text
+
+    text = counts_text({"planned": 10, "ran": 8, "skipped": 2, "diverged": 1,
+                        "wall_time_s": 12.3, "priors_s": 4.0})
+    assert text == ("10 runs: 8 trained in 12 s, 2 already done, 1 diverged (stored as such); "
+                    "priors ready in 4 s")

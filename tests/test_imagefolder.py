@@ -172,3 +172,21 @@ def test_example_profile_runs_the_whole_report(example, tmp_path) -> None:
     statuses = Counter(r["status"] for r in records)
     assert set(statuses) <= {"ok", "diverged"} and statuses["ok"] > 0.9 * len(records), statuses
     assert {r["data_source"]["dataset"] for r in records} == {"imagefolder"}
+
+
+def test_a_torchvision_backbone_without_weights_is_named_as_a_random_start(example, tmp_path):
+    """`torchvision:<name>` without `model_weights` learns its priors from random weights: a
+    one-line warning before anything trains, and the report's methods say so."""
+    import warnings
+
+    from bprior_core import report
+    from bprior_core.study.preflight import random_start, warn_random_start
+
+    profile = load_profile(_profile_file(tmp_path, example))
+    assert random_start(profile)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_random_start(profile)
+    assert len(caught) == 1 and "no model_weights" in str(caught[0].message)
+    assert "starting from randomly initialised weights (no `model_weights`)" in \
+        report.methods_markdown(profile, [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def preflight(
     experiments = list(experiments)
     check_prior_files(profile, experiments)
     check_published_priors(profile, experiments)
+    warn_random_start(profile)
     device = resolve_device(profile["device"])
     pool, _, _ = downstream_data(DataKey.of(profile), device)
     check_training_sizes(profile, pool.labels.cpu(), experiments)
@@ -56,6 +58,21 @@ def preflight(
     if profile_file is not None:
         claim_outputs(profile, profile_file, root)
     return device
+
+
+def random_start(profile: dict) -> bool:
+    """Whether learned priors start from randomly initialised weights although the backbone is
+    a torchvision model, which usually comes pretrained (nothing is downloaded here)."""
+    return (profile["model"].startswith("torchvision:") and not profile["model_weights"]
+            and profile["priors"]["source"] == "learn")
+
+
+def warn_random_start(profile: dict) -> None:
+    """One line when `random_start`: a torchvision backbone without `model_weights`."""
+    if random_start(profile):
+        warnings.warn(f"model {profile['model']} has no model_weights: its priors are learned "
+                      "from randomly initialised weights (nothing is downloaded); give "
+                      "model_weights to start from a pretrained checkpoint", stacklevel=2)
 
 
 def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:

@@ -29,6 +29,7 @@ import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..config import usable_cores
 from .errors import StudyError
 from .paths import default_outputs
 
@@ -126,7 +127,7 @@ def connect(backend: str, address: str | None = None) -> bool:
         if address:
             ray.init(address=address, **_RAY_INIT)
         else:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
+            ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False,
                      **_RAY_INIT)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"

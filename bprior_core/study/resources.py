@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..config import usable_cores
 from .errors import StudyError
 
 CPU_AUTO_PACK = 4  # on 2-4 cores, larger packs stop paying (benchmarks/throughput.py)
@@ -60,7 +61,7 @@ def threads_per_worker(workers: int) -> int:
     """Threads of each worker process: the cores shared evenly between the workers. Every
     pack and every prior is computed with this many threads, whatever the back end and however
     much work is left, because the thread count changes floating-point results."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, usable_cores() // workers)
 
 
 @contextmanager
