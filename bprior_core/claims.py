@@ -283,7 +283,7 @@ def _arm_label(arm: str) -> str:
     return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
 
 
-def _scale_label(scale: float) -> str:
+def scale_label(scale: float) -> str:
     """1e4 rather than 10000 for powers of ten; %g otherwise."""
     power = math.log10(scale) if scale > 0 else math.nan
     return f"1e{int(round(power))}" if abs(power - round(power)) < 1e-9 else f"{scale:g}"
@@ -427,7 +427,7 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
                          diverged_by_rank={str(k): n for k, n in div.items()},
                          n_parts=k, part_level=level, mde=_max_mde(deciding + b["per_rank"]))
     bound = _scale_strength(records, scale)["bound_share"]
-    summary = f"At scale {_scale_label(scale)}" + (
+    summary = f"At scale {scale_label(scale)}" + (
         f" (the strongest of {len(scales)} on validation)" if len(scales) > 1 else "") + (
         f", where the prior binds {100 * bound:.0f} % of the coordinates" if bound is not None
         else "") + ": "
@@ -532,17 +532,17 @@ def _scale_summary(source: str, parts: dict, metric: str) -> str:
     a, b, c = parts["a"], parts["b"], parts["c"]
     if "best_scale" not in a:
         return f"{source}: a single scale"
-    rise = (f"rise from {_scale_label(b['segment'][0])} to {_scale_label(b['segment'][-1])} "
+    rise = (f"rise from {scale_label(b['segment'][0])} to {scale_label(b['segment'][-1])} "
             f"{_num(b.get('rise'), metric)} (fitted slope x {b['decades']:g} decades, "
             f"{b['verdict']})" if "segment" in b else f"rise: {b['verdict']}")
-    text = (f"{source}: the best scale {_scale_label(a['best_scale'])} (chosen on validation "
-            f"among the rescaled scales) vs the un-rescaled {_scale_label(a['vs_scale'])} "
+    text = (f"{source}: the best scale {scale_label(a['best_scale'])} (chosen on validation "
+            f"among the rescaled scales) vs the un-rescaled {scale_label(a['vs_scale'])} "
             f"{_num(a['effect'], metric)} ({a['verdict']}); {rise}; the best scale below the "
-            f"largest, {_scale_label(c['best_scale'])}, vs the largest "
-            f"{_scale_label(c['vs_scale'])} {_num(c['effect'], metric)} ({c['verdict']})")
+            f"largest, {scale_label(c['best_scale'])}, vs the largest "
+            f"{scale_label(c['vs_scale'])} {_num(c['effect'], metric)} ({c['verdict']})")
     scratch = parts.get("scratch")
     if scratch and scratch.get("effect") is not None:
-        text += (f"; un-rescaled {_scale_label(a['vs_scale'])} vs from scratch "
+        text += (f"; un-rescaled {scale_label(a['vs_scale'])} vs from scratch "
                  f"{_num(scratch['effect'], metric)}")
     return text
 

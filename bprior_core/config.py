@@ -295,7 +295,8 @@ SCHEMA: dict[str, Any] = {
                 # power target's count (`target_mde`, `pilot_sd`), else the profile's seeds
                 "seeds": Field(list, None, items=int, nullable=True, lo=1, hi=MAX_EVAL_SEEDS),
                 # seeds of the sampler arms (each seed is `chains` runs) and of their controls
-                # (T = 0 ensemble, deep ensemble, long SGD); null: `seeds`
+                # (T = 0 ensemble, deep ensemble, long SGD), the first of the SGD-type arms'
+                # (which run on at least these); null: `seeds`
                 "sampler_seeds": Field(list, None, items=int, nullable=True, lo=1,
                                        hi=MAX_EVAL_SEEDS),
                 # power by design: the paired SD over seeds expected at each size (accuracy,
@@ -1143,8 +1144,8 @@ def evaluation_seeds(p: dict, n: int, sampler: bool = False) -> list[int]:
     counts = _per_size(p, "seeds") or _power_counts(p)
     count = counts[i] if counts else (p["experiments"]["inference"]["seeds"] or p["seeds"])
     sampler_counts = _per_size(p, "sampler_seeds")
-    if sampler and sampler_counts:
-        count = sampler_counts[i]
+    if sampler_counts:  # the SGD arms run on every seed a sampler runs on (C4 pairs them)
+        count = sampler_counts[i] if sampler else max(count, sampler_counts[i])
     return list(range(ev["first_seed"], ev["first_seed"] + count))
 
 

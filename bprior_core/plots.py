@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .chains import RHAT_MAX
+from .mcmc import MIN_DRAWS
 from .prior import GaussianPrior
 from .tables import (
     METRIC_LABELS,
@@ -275,7 +277,7 @@ def temperature_positions(temperatures: Sequence[float]) -> tuple[list[float], l
 
 def temperature_figure(summary: pd.DataFrame):
     """Test error, NLL and ECE (mean ± se over seeds) and the rank-normalised R-hat over the
-    chains (largest over seeds; the smallest bulk ESS written beside it; dashed: 1.05) against
+    chains (largest over seeds; the smallest bulk ESS written beside it; dashed: RHAT_MAX) against
     the temperature on a log axis, T = 0 placed a decade below the smallest positive T behind
     an axis break. None without rows."""
     if summary.empty:
@@ -298,9 +300,11 @@ def temperature_figure(summary: pd.DataFrame):
                     ax.annotate(f"ESS {ess:.0f}", (x, y), textcoords="offset points",
                                 xytext=(0, 6), ha="center", fontsize=7)
     else:
-        ax.text(0.5, 0.5, "no R-hat: needs >= 2 chains\nof >= 4 samples per seed",
+        draws = {int(d) for d in summary.get("draws", []) if d is not None and d == d}
+        have = f"these chains hold {', '.join(map(str, sorted(draws)))}" if draws else ""
+        ax.text(0.5, 0.5, f"no R-hat: it needs >= 2 chains\nof >= {MIN_DRAWS} draws each;\n{have}",
                 transform=ax.transAxes, ha="center", va="center", color="0.4")
-    for y, style in ((1.0, "-"), (1.05, "--")):
+    for y, style in ((1.0, "-"), (RHAT_MAX, "--")):
         ax.axhline(y, color="0.5", lw=0.8, ls=style)
     ax.set_ylabel("rank-normalised R-hat (1 = chains agree)")
     for ax in axes:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import paired, tables
 from .atomic import atomic_write_text
+from .chains import RHAT_MAX
 from .claim_text import (
     HOLM_RULE,
     INTERVAL_RULE,
@@ -29,7 +30,7 @@ from .claim_text import (
     UNINFORMATIVE_TEXT,
     VERDICT_RULE,
 )
-from .claims import CONTROL_ID, COVARIANCE_ID, MARGINS, comparison_label
+from .claims import CONTROL_ID, COVARIANCE_ID, MARGINS, comparison_label, scale_label
 from .config import (
     evaluation_seeds,
     fixed_protocol,
@@ -37,6 +38,7 @@ from .config import (
     profile_path,
     validation_from_pool,
 )
+from .mcmc import MIN_DRAWS
 from .study import output_dir, plan
 from .study.planning import control_size
 from .study.preflight import random_start
@@ -695,6 +697,87 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
 - **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
   in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
 """
+
+
+METHOD_TEXT = {"sgd_prior": "SGD with the learned {prior} prior in its loss (MAP: the final "
+                            "iterate)",
+               "sghmc": "SGHMC with the learned {prior} prior (Bayesian model average over its "
+                        "samples)",
+               "sgld": "SGLD with the learned {prior} prior (Bayesian model average over its "
+                       "samples)"}
+
+
+def scales_text(scales) -> str:
+    """Prior scales in one format: powers of ten as 1e5, others as %g."""
+    return ", ".join(scale_label(s) for s in scales)
+
+
+def experiment_intro(profile: dict, experiment: str) -> str:
+    """What a notebook's experiment runs, from the profile that ran it."""
+    e, seeds = profile["experiments"][experiment], profile["seeds"]
+    if not e["enabled"]:
+        return f"The {experiment} experiment is not run in this profile."
+    if experiment == "rank":
+        scales = e["scales"] or [e["scale"]]
+        return (f"{METHOD_TEXT[e['method']].format(prior=e['prior'])} at n = "
+                f"{e['n_train'] or 'full'}, {e['seeds'] or seeds} seeds, at scale"
+                f"{'s' if len(scales) > 1 else ''} {scales_text(scales)}, with the low-rank "
+                "part truncated to "
+                f"ranks {', '.join(map(str, e['ranks']))} (rank 0: the diagonal alone; rank r "
+                "keeps the top r principal directions of the SWAG deviations)"
+                + (", at the scaled trace and at the full-rank prior's total variance (fixed "
+                   "trace)" if e["fixed_trace"] else "")
+                + ". Claim C1: performance improves with the rank and saturates at a small "
+                "rank; it is judged at the scale where the prior is strongest on validation.")
+    if experiment == "scale":
+        rules = e["rules"] or [profile["priors"]["rescaling_rule"]]
+        eps = e["eps"] or [profile["priors"]["eps"]]
+        return (f"{METHOD_TEXT[e['method']].format(prior=' / '.join(e['priors']))} at n = "
+                f"{e['n_train'] or 'full'}, {e['seeds'] or seeds} seeds, rescaled over scales "
+                f"{scales_text(e['scales'])} under the rescaling rule(s) "
+                f"{', '.join(rules)} (`same` = the paper's text, `authors` = their code) and "
+                f"eps {', '.join(f'{x:g}' for x in eps)}"
+                + ("; plus a run from scratch per seed (no pretraining, SGD, no prior)"
+                   if e["scratch"] else "; no run from scratch (`experiments.scale.scratch`: "
+                   "the largest scale stands for 'no prior')")
+                + ". Claim C2: the un-rescaled prior is worse than a rescaled one; performance "
+                "rises with the scale to an optimum and falls again towards very large scales.")
+    if experiment == "inference":
+        seeds_text = _seeds_text(profile)
+        return (f"Arms {', '.join(f'`{a}`' for a in e['arms'])} with the {e['prior']} prior "
+                f"(rank {e['rank']}) at sizes {', '.join(str(n or 'full') for n in e['sizes'])}: "
+                f"SGD (MAP) and {e['bayes_method'].upper()} (Bayesian model average) with the "
+                "learned, zero-mean and isotropic priors, the T = 0 ensemble, the linear probe "
+                "and fine-tuning without a prior where listed; at a given seed and size every "
+                f"arm sees the same training subset. {seeds_text[0].upper()}{seeds_text[1:]} "
+                "Claims C3, C4, C4b, C5 and H1.")
+    if experiment == "temperature":
+        return (f"{e['method'].upper()} with the {e['prior']} prior at scale "
+                f"{scale_label(e['scale'])}, rank "
+                f"{e['rank']}, n = {e['n_train'] or 'full'}, over temperatures "
+                f"{', '.join(f'{t:g}' for t in e['temperatures'])} (T = 0: no noise, a cyclical "
+                "snapshot ensemble; T = 1: the Bayes posterior), "
+                f"{e['chains']} chains per temperature on the same training subset "
+                f"({e['seeds'] or 1} seed{'s' if (e['seeds'] or 1) > 1 else ''}), their model "
+                "averages pooled. "
+                + temperature_text(profile))
+    raise ValueError(f"no introduction for experiment {experiment!r}")
+
+
+def temperature_text(profile: dict) -> str:
+    """How the temperature figure and table read, for this profile."""
+    e, t = profile["experiments"]["temperature"], profile["train"]
+    draws = (t["cycles"] - t["burn_in_cycles"]) * t["samples_per_cycle"]
+    seeds = e["seeds"] or 1
+    spread = ("mean ± standard error over the seeds" if seeds > 1 else
+              "one seed: one value per temperature, no error bar")
+    rhat = (f"R-hat and ESS need at least {MIN_DRAWS} draws per chain; these chains hold "
+            f"{draws}, so they are not computed" if draws < MIN_DRAWS else
+            f"the dashed line marks R-hat = {RHAT_MAX}, the threshold of convergence")
+    return (f"Test error, NLL and ECE of each temperature's pooled model average ({spread}) "
+            f"and the rank-normalised R-hat over its {e['chains']} chains ({rhat}). The axis is "
+            "logarithmic; T = 0 sits a decade below the smallest positive temperature, behind "
+            "the break `//`.")
 
 
 def _seeds_text(profile: dict) -> str:

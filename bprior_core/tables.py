@@ -210,7 +210,10 @@ def temperature_table(records: list[dict]) -> pd.DataFrame:
             "error % (one sample)": 100 * (1 - group["final_accuracy"]).mean(),
             "NLL (average)": group["nll"].mean(), "NLL (one sample)": group["final_nll"].mean(),
             "ECE (average)": group["ece"].mean(),
-            "R-hat": rhat.get(t, np.nan), "bulk ESS": ess.get(t, np.nan),
+            "R-hat": (round(rhat[t], 3) if t in rhat
+                      else too_short_text(chains[t], _draws_per_chain(records, t))),
+            "bulk ESS": round(ess[t]) if t in ess else "-" if t in rhat else
+            too_short_text(chains[t], _draws_per_chain(records, t)),
             "sample disagreement": group["sample_disagreement"].mean(),
             "prior Mahalanobis RMS": group["prior_mahalanobis_rms"].mean(),
         })
@@ -485,6 +488,7 @@ def temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
     rhat, ess = _temperature_convergence(records)
     summary["rhat"] = [rhat.get(t, math.nan) for t in summary["temperature"]]
     summary["ess"] = [ess.get(t, math.nan) for t in summary["temperature"]]
+    summary["draws"] = [_draws_per_chain(records, t) for t in summary["temperature"]]
     return summary.sort_values("temperature").reset_index(drop=True)
 
 
@@ -507,6 +511,20 @@ def _temperature_convergence(records: Sequence[Mapping]) -> tuple[dict, dict]:
         if t not in rhat and values:
             rhat[t] = max(values)
     return rhat, ess
+
+
+def _draws_per_chain(records: Sequence[Mapping], temperature: float) -> int | None:
+    """The draws each chain of a temperature holds (its pooled records' diagnostics)."""
+    for r in records:
+        conv = (r.get("diagnostics") or {}).get("convergence") or {}
+        if (r["config"]["experiment"] == "temperature"
+                and r["config"]["train"]["temperature"] == temperature):
+            if conv.get("draws_per_chain") is not None:
+                return int(conv["draws_per_chain"])
+            nll = (r.get("diagnostics") or {}).get("sample_test_nll")
+            if nll:
+                return len(nll)
+    return None
 
 
 def _chains(records: Sequence[Mapping]) -> dict[float, dict[int, list]]:
@@ -609,13 +627,13 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
     rows: dict[tuple, dict] = {}
     for r in records:
         conv = (r.get("diagnostics") or {}).get("convergence")
-        if not conv or r.get("status") != "ok":
-            continue
+        if not conv or r.get("status") != "ok" or not conv.get("draws_per_chain"):
+            continue  # a deep ensemble's members are not chains of draws
         cfg = r["config"]
         key = (cfg["experiment"], cfg["arm"], cfg.get("n_train") or 0)
         row = rows.setdefault(key, {"experiment": key[0], "arm": key[1], "n_train": key[2],
                                     "chains": conv.get("n_chains"),
-                                    "samples per chain": conv.get("draws_per_chain"),
+                                    "samples per chain": int(conv["draws_per_chain"]),
                                     "R-hat (max)": None, "bulk ESS (min)": None,
                                     "seeds converged": 0, "seeds": 0})
         row["seeds"] += 1
@@ -626,7 +644,20 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
                 row[name] = value if row[name] is None else pick(row[name], value)
     if not rows:
         return pd.DataFrame()
+    for row in rows.values():
+        for name, digits in (("R-hat (max)", 3), ("bulk ESS (min)", 0)):
+            row[name] = (round(row[name], digits) if row[name] is not None
+                         else too_short_text(row["chains"], row["samples per chain"]))
     frame = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["experiment"], r["arm"],
                                                               r["n_train"] or math.inf)))
     frame["n_train"] = [str(int(n)) if n else "full" for n in frame["n_train"]]
-    return frame.round({"R-hat (max)": 3, "bulk ESS (min)": 0})
+    return frame
+
+
+def too_short_text(chains: int | None, draws: int | None) -> str:
+    """Why a chain set has no R-hat or ESS, in words."""
+    from .mcmc import MIN_DRAWS
+
+    if not chains or chains < 2:
+        return "not computed: one chain (R-hat needs 2 or more)"
+    return (f"not computed: {draws or 0} draws per chain (R-hat needs {MIN_DRAWS} or more)")
