@@ -1280,6 +1280,56 @@ def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
     return rows
 
 
+# what the paper and the reproduction reported, in accuracy points, where a number exists
+# (CIFAR-10 and Flowers-102: other data sets than this study's; shown beside, not compared)
+PUBLISHED = {"C3": "paper +10.0 at n = 1k (CIFAR-10)", "C4": "paper +5.2 at n = 1k (CIFAR-10)",
+             "C5": "paper: 8-12 at n <= 1k, < 1 at n >= 10k (CIFAR-10)",
+             "H1": "Harvey et al. -0.2 at n = 1020 (Flowers-102)"}
+
+
+def forest_rows(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One row per judged comparison of every claim (its headline effect per size, or its
+    one comparison), as the verdicts judged them: claim, label, effect, interval, level, mde,
+    margin, verdict, and what was published. For the report's first figure."""
+    rows = []
+    for claim in claims:
+        ev = claim.get("evidence") or {}
+        units: list[tuple[str, Mapping]] = []
+        parts = ev.get("parts")
+        if claim["id"] == "C1" and isinstance(parts, Mapping):
+            units = [(f"({key}) rank {p.get('best_rank')} vs 0", p["comparison"])
+                     for key, p in parts.items() if key != "b" and p.get("comparison")]
+        elif claim["id"] == "C2":
+            what = {"a": "best vs un-rescaled", "b": "rise over the sweep",
+                    "c": "best vs largest"}
+            for source, p in (ev.get("sources") or {}).items():
+                units += [(f"{source} ({key}) {what[key]}", p[key]) for key in ("a", "b", "c")
+                          if isinstance(p.get(key), Mapping) and p[key].get("effect") is not None]
+        else:
+            several = len([p for p in parts or [] if isinstance(p, Mapping)
+                           and p.get("role", "claim") == "claim"]) > 1
+            for part in parts or []:
+                if not isinstance(part, Mapping) or part.get("role", "claim") != "claim":
+                    continue
+                method = ARM_LABELS.get(arm_parts(part["arms"][0])[0], "") if several else ""
+                for unit in part.get("units") or []:
+                    where = ("" if unit.get("n_train") is None
+                             else f"n = {_size_label(unit['n_train'])}")
+                    units.append((" ".join(filter(None, (method, where or part.get("judged")))),
+                                  unit))
+        for i, (label, unit) in enumerate(units):
+            d = unit.to_dict() if isinstance(unit, Comparison) else unit
+            if d.get("effect") is None:
+                continue
+            rows.append({"claim": claim["id"], "label": label, "effect": d["effect"],
+                         "ci_low": d.get("ci_low"), "ci_high": d.get("ci_high"),
+                         "level": d.get("level"), "mde": d.get("mde"),
+                         "margin": ev.get("margin"), "verdict": d.get("verdict"),
+                         "claim_verdict": claim["verdict"],
+                         "published": PUBLISHED.get(claim["id"]) if i == 0 else None})
+    return rows
+
+
 def write_claims_json(claims: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Write the claims as a JSON list atomically (temp file in the same folder, then replace)."""
     text = json.dumps(to_plain(list(claims)), indent=2, allow_nan=False)

@@ -432,3 +432,41 @@ def trace_figure(records, max_runs: int = 3):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#57606a",
+                   "contradicted": "#cf222e", "inconclusive": "#9a6700",
+                   "not converged": "#8250df"}
+
+
+def forest_figure(rows: list[dict]):
+    """Every claim's judged comparisons at a glance (`claims.forest_rows`): the effect in
+    accuracy points with its interval at the level it was judged at, coloured by its verdict;
+    the grey band is the margin (the smallest effect that matters), the tick the mde; the
+    published numbers, where there are any, beside the row. None without rows."""
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.32 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    margin = max((r["margin"] or 0) for r in rows)
+    ax.axvspan(-100 * margin, 100 * margin, color="0.9", zorder=0)
+    ax.axvline(0, color="black", lw=0.8)
+    for yi, r in zip(y, rows, strict=True):
+        colour = VERDICT_COLOURS.get(r["verdict"], "0.3")
+        lo = r["ci_low"] if r["ci_low"] is not None else r["effect"]
+        hi = r["ci_high"] if r["ci_high"] is not None else r["effect"]
+        ax.plot([100 * max(lo, -1), 100 * min(hi, 1)], [yi, yi], color=colour, lw=2)
+        ax.plot(100 * r["effect"], yi, "o", color=colour)
+        if r["mde"] is not None and r["mde"] < 1:
+            ax.plot(100 * r["mde"], yi, "|", color="0.35", ms=9)
+    ax.set_yticks(y, [f"{r['claim']}  {r['label']}  ({r['verdict']})" for r in rows],
+                  fontsize=8)
+    for yi, r in zip(y, rows, strict=True):
+        if r["published"]:
+            ax.annotate(r["published"], (1.01, yi), xycoords=("axes fraction", "data"),
+                        fontsize=7, va="center", color="0.35")
+    ax.set_xlabel("effect, accuracy points (positive = the claim's direction); bars: the "
+                  "judged interval; grey band: the margin; |: the mde")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -30,7 +30,14 @@ from .claim_text import (
     UNINFORMATIVE_TEXT,
     VERDICT_RULE,
 )
-from .claims import CONTROL_ID, COVARIANCE_ID, MARGINS, comparison_label, scale_label
+from .claims import (
+    CONTROL_ID,
+    COVARIANCE_ID,
+    MARGINS,
+    comparison_label,
+    forest_rows,
+    scale_label,
+)
 from .config import (
     evaluation_seeds,
     fixed_protocol,
@@ -94,10 +101,15 @@ def uninformative_badge() -> str:
             'border-radius:10px;white-space:nowrap;font-weight:bold">uninformative</span>')
 
 
-def _verdict_cell(verdict: str, evidence: Mapping, metric: str) -> str:
-    """A verdict badge, the uninformative label where a control failed, the mde with its
-    seeds, and the seeds an mde of one margin would have needed."""
-    label = f" {uninformative_badge()}" if evidence.get("uninformative") else ""
+def _verdict_cell(verdict: str, evidence: Mapping, metric: str, quiet: bool = False) -> str:
+    """A verdict badge, the uninformative label where a control failed (`quiet`: in small
+    grey words, for the secondary metrics' columns), the mde with its seeds, and the seeds an
+    mde of one margin would have needed."""
+    label = ""
+    if evidence.get("uninformative"):
+        label = (f" <small style='color:#57606a'>(the controls are not supported on "
+                 f"{_esc(metric.upper())}: uninformative)</small>" if quiet
+                 else f" {uninformative_badge()}")
     mde = evidence.get("mde")
     small = ""
     if mde is not None:
@@ -148,6 +160,19 @@ def control_html(claims: Sequence[Mapping]) -> str:
     return out
 
 
+def claim_sentence(claim: Mapping) -> str:
+    """The verdict table's "this run" cell in one sentence: the claim's judged comparisons
+    (effect and interval, in points), at most three, with a count of the rest."""
+    rows = forest_rows([claim])
+    if not rows:
+        return str((claim.get("evidence") or {}).get("reason") or "no comparison to judge")
+    parts = [f"{r['label']}: {100 * r['effect']:+.1f}" + (
+        f" ({100 * r['ci_low']:+.1f}..{100 * r['ci_high']:+.1f})"
+        if r["ci_low"] is not None else "") for r in rows[:3]]
+    more = f", and {len(rows) - 3} more" if len(rows) > 3 else ""
+    return f"{'; '.join(parts)}{more} (points, judged intervals)."
+
+
 def verdict_table_html(claims: list[dict]) -> str:
     """One row per claim (the positive control PC first): the claim, the paper's and the
     reproduction's findings, this run's evidence and the verdict on accuracy with its minimum
@@ -162,8 +187,8 @@ def verdict_table_html(claims: list[dict]) -> str:
 
     def other_cells(c: dict) -> str:
         by_metric = c["evidence"].get("by_metric") or {}
-        return "".join(f"{cell}{_verdict_cell(by_metric[m]['verdict'], by_metric[m], m)}</td>"
-                       if m in by_metric else f"{cell}-</td>" for m in others)
+        return "".join(f"{cell}{_verdict_cell(by_metric[m]['verdict'], by_metric[m], m, True)}"
+                       "</td>" if m in by_metric else f"{cell}not judged</td>" for m in others)
 
     def row(c: dict) -> str:
         ev = c["evidence"]
@@ -174,7 +199,9 @@ def verdict_table_html(claims: list[dict]) -> str:
                 f"{_esc(c.get('rule'))}</small></details>" if c.get("rule") else "")
         return (f"<tr>{cell}<b>{_esc(c['id'])}</b> {_esc(c.get('title'))}{note}<br><small>"
                 f"{_esc(c.get('statement'))}</small>{rule}</td>{cell}{_esc(c.get('paper'))}</td>"
-                f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(c.get('summary'))}</td>"
+                f"{cell}{_esc(c.get('reproduction'))}</td>{cell}{_esc(claim_sentence(c))}"
+                f"<details><summary><small>in full</small></summary><small>"
+                f"{_esc(c.get('summary'))}</small></details></td>"
                 f"{cell}{_verdict_cell(c['verdict'], ev, ev.get('metric', 'accuracy'))}</td>"
                 f"{other_cells(c)}</tr>")
 
@@ -272,6 +299,11 @@ def _rank_scale_text(row: Mapping, judged: float | None) -> str:
             f"the coordinates bound{here}")
 
 
+# part (b) of C1 reads each comparison of a smaller rank with the best one as "is it worse?"
+SATURATION_WORDS = {"contradicted": "worse", "not supported": "not worse",
+                    "supported": "better", "inconclusive": "undecided"}
+
+
 def _rank_evidence(ev: Mapping, metric: str) -> str:
     """C1: the scales the ranks ran at (validation NLL of the best rank, share of coordinates
     the prior binds; the judged one marked), then per part every rank's comparison."""
@@ -289,6 +321,8 @@ def _rank_evidence(ev: Mapping, metric: str) -> str:
             vs = r.get("vs_rank", 0)
             best = " (best, chosen on " + str(part.get("chosen_on", "validation")) + ")" \
                 if key != "b" and r["rank"] == part.get("best_rank") else ""
+            if key == "b":  # the saturation test asks whether a smaller rank is worse
+                r = {**r, "verdict": SATURATION_WORDS.get(r.get("verdict"), r.get("verdict"))}
             rows.append(_evidence_row(f"rank {r['rank']} vs rank {vs}{best}", r, metric))
         extra = ""
         if key == "b":
@@ -406,9 +440,17 @@ def _by_metric_table(by_metric: Mapping) -> str:
     """The same claim judged on other metrics: verdict, effect, interval, level, margin."""
     if not by_metric:
         return ""
+    def effect(d: Mapping, m: str) -> str:
+        if d.get("effect") is None:
+            return "in its parts (summary)"
+        return _effect(d["effect"], m)
+
+    def interval(d: Mapping, m: str) -> str:
+        return "in its parts" if d.get("ci_low") is None else _interval(d, m)
+
     rows = "".join(
-        f"<tr>{_TD}{_esc(m.upper())}</td><td>{_esc(_effect(d.get('effect'), m))}</td>"
-        f"{_NOWRAP}{_esc(_interval(d, m))}</td>"
+        f"<tr>{_TD}{_esc(m.upper())}</td><td>{_esc(effect(d, m))}</td>"
+        f"{_NOWRAP}{_esc(interval(d, m))}</td>"
         f"{_NOWRAP}{_esc(tables.format_level((d.get('holm') or {}).get('level')))}</td>"
         f"<td>{_esc(d.get('margin'))}</td><td>{_esc(_magnitude(d.get('mde'), m))}</td>"
         f"<td>{_verdict_cell(d.get('verdict', '-'), {'uninformative': d.get('uninformative')}, m)}"
