@@ -43,8 +43,10 @@ def test_the_verdict_table_puts_the_control_first_with_mde_and_no_warning_when_i
     assert "<summary><small>the rule</small></summary>" in by_id["C3"]  # one click away
     assert "seeds" in by_id["C3"] and "for an mde of" in by_id["C3"]
     # ECE is flat in this world, so the control fails on ECE: its column says so
+    # (in words, not the red badge the accuracy column would carry)
     ece = report.verdict_table_html(evaluate_claims_by_metric(world(1.0), others=("ece",)))
-    assert badge in rows(ece)["C3"] and "control-warning" not in ece
+    assert "not supported on ECE: uninformative" in rows(ece)["C3"]
+    assert badge not in rows(ece)["C3"] and "control-warning" not in ece
 
 
 def test_a_failed_control_is_announced_and_labels_the_prior_claims_uninformative():
