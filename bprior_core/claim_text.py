@@ -111,6 +111,11 @@ ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0
               "task": "task-shaped prior"}
 
 
+# one colour per verdict word, for badges and figures
+VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#9a6700", "contradicted": "#cf222e",
+                   "inconclusive": "#57606a", "not converged": "#8250df", "not run": "#8c959f"}
+
+
 VERDICT_RULE = (
     "With [L, U] the interval, e the estimate and m the margin (the smallest effect that "
     "matters), oriented so that positive = the claim's direction: supported if L > 0 and "

@@ -53,7 +53,6 @@ from .claim_text import (
 )
 from .jsonsafe import to_plain
 from .mcmc import MIN_DRAWS
-from .power import seeds_needed
 from .paired import (
     MIN_SEEDS,
     VERDICTS,
@@ -65,6 +64,7 @@ from .paired import (
     observed,
     verdict,
 )
+from .power import seeds_needed
 from .records import LONG_SGD, arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 
@@ -317,10 +317,17 @@ def _claim(cid: str, verdict_: str, rule: str, evidence: dict, summary: str) -> 
 
 
 def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str) -> dict:
-    reason = f"no usable records for experiment {experiment!r}"
+    """A claim without usable records: `not run` when its experiment has none at all (off in
+    the profile, or not trained yet), `inconclusive` when every run of it diverged."""
+    if n_diverged:
+        reason = f"every run of the {experiment} experiment diverged ({n_diverged} runs)"
+        verdict_, summary = "inconclusive", f"Inconclusive: {reason}."
+    else:
+        reason = f"the {experiment} experiment has no results: not run in this profile"
+        verdict_, summary = "not run", f"Not run: the {experiment} experiment has no results."
     evidence = _evidence(metric, None, n_diverged, sizes=[], reason=reason, n_parts=0,
                          mde=None)
-    return _claim(cid, "inconclusive", rule, evidence, f"Inconclusive: {reason}.")
+    return _claim(cid, verdict_, rule, evidence, summary)
 
 
 def _seeds_needed(comparisons: Sequence[Mapping[str, Any] | None]) -> int | None:
@@ -1134,14 +1141,13 @@ def _mark_uninformative(claims: Sequence[dict]) -> None:
     metric = claims[0]["evidence"]["metric"]
     control, covariance = by_id.get(CONTROL_ID), by_id.get(COVARIANCE_ID)
     reasons = {}
-    if control is None or control["verdict"] != "supported":
+    if control is not None and control["verdict"] not in ("supported", "not run"):
         reasons[NEEDS_CONTROL] = (
-            f"the positive control PC is {control['verdict'] if control else 'missing'} on "
+            f"the positive control PC is {control['verdict']} on "
             f"{metric}: this testbed did not detect the effect of the oracle prior over the "
             "tuned zero-mean prior, so it cannot be shown to detect a prior effect, and this "
             "verdict says little about the paper's claim")
-    if covariance is not None and covariance["evidence"].get("n_seeds") \
-            and covariance["verdict"] != "supported":
+    if covariance is not None and covariance["verdict"] not in ("supported", "not run"):
         reasons[NEEDS_COVARIANCE] = (
             f"the covariance control PC2 is {covariance['verdict']} on {metric}: this testbed "
             "did not show that a covariance carrying task information beats the isotropic "

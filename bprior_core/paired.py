@@ -43,8 +43,10 @@ from . import bootstrap
 MIN_SEEDS = 3
 LEVEL = 0.95
 POWER = 0.80  # the power `mde` is computed at
-VERDICTS = ("supported", "not supported", "contradicted", "inconclusive", "not converged")
-# a Bayesian claim whose samplers' chains did not converge (`chains.converged`) is not judged
+VERDICTS = ("supported", "not supported", "contradicted", "inconclusive", "not converged",
+            "not run")
+# a Bayesian claim whose samplers' chains did not converge (`chains.converged`) is not judged;
+# a claim whose experiment the profile does not run has no records at all: "not run"
 DECISIVE = ("supported", "contradicted")
 
 Value = float | np.ndarray  # a number, or [observed, replicate_1, ..., replicate_B]

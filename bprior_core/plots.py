@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from .chains import RHAT_MAX
+from .claim_text import VERDICT_COLOURS
 from .mcmc import MIN_DRAWS
 from .prior import GaussianPrior
 from .tables import (
@@ -432,11 +433,6 @@ def trace_figure(records, max_runs: int = 3):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-VERDICT_COLOURS = {"supported": "#1a7f37", "not supported": "#57606a",
-                   "contradicted": "#cf222e", "inconclusive": "#9a6700",
-                   "not converged": "#8250df"}
 
 
 def forest_figure(rows: list[dict]):

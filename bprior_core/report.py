@@ -28,6 +28,7 @@ from .claim_text import (
     PARTS_RULE,
     PER_SIZE_RULE,
     UNINFORMATIVE_TEXT,
+    VERDICT_COLOURS,
     VERDICT_RULE,
 )
 from .claims import (
@@ -62,13 +63,6 @@ PAGE_TITLES = {
     "05_temperature": "5. Temperature",
     "06_report": "Report",
     "explore": "Explore",
-}
-VERDICT_COLOURS = {
-    "supported": "#1a7f37",
-    "not supported": "#9a6700",
-    "contradicted": "#cf222e",
-    "inconclusive": "#57606a",
-    "not converged": "#8250df",
 }
 
 # ----------------------------------------------------------------------------- HTML pieces
@@ -136,9 +130,13 @@ def control_banner_html(claims: Sequence[Mapping]) -> str:
     """A prominent warning when the positive control is not supported (the claims about a
     prior's effect are then uninformative); empty otherwise."""
     control = next((c for c in claims if c.get("id") == CONTROL_ID), None)
-    if control is not None and control.get("verdict") == "supported":
+    if control is None or control.get("verdict") == "supported":
         return ""
-    state = control.get("verdict") if control else "missing"
+    if control.get("verdict") == "not run":
+        return ('<p class="control-note"><i>This profile runs no positive control '
+                "(`experiments.control`): the verdicts below are not checked against a prior "
+                "whose effect the testbed must show.</i></p>")
+    state = control.get("verdict")
     return ('<div class="control-warning" style="border:3px solid #cf222e;background:#ffebe9;'
             'padding:10px;margin:8px 0;font-size:110%"><b>The testbed cannot detect a prior '
             f"effect</b> (positive control PC: {_esc(state)}). {_esc(UNINFORMATIVE_TEXT)}</div>")
@@ -218,9 +216,15 @@ def _effect(x: float | None, metric: str) -> str:
 
 
 def _interval(d: Mapping, metric: str) -> str:
+    """'lo .. hi'; an accuracy interval that reaches past what accuracy allows (a difference of
+    two accuracies lies in [-100, 100] points; too few seeds) is cut there and says so."""
     if d.get("ci_low") is None or d.get("ci_high") is None:
-        return "-"
-    return f"{_effect(d['ci_low'], metric)} .. {_effect(d['ci_high'], metric)}"
+        return "no interval (fewer than 2 seeds)"
+    lo, hi = d["ci_low"], d["ci_high"]
+    if metric == "accuracy" and (lo < -1 or hi > 1):
+        return (f"{_effect(max(lo, -1), metric)} .. {_effect(min(hi, 1), metric)} (cut: wider "
+                "than accuracy allows)")
+    return f"{_effect(lo, metric)} .. {_effect(hi, metric)}"
 
 
 def _verdict_of(d: Mapping) -> str:
@@ -1079,6 +1083,10 @@ def build_report(
 # ----------------------------------------------------------------------------- explorer
 
 
+EXPERIMENT_PAGES = {"rank": "02_rank", "scale": "03_scale", "inference": "04_inference",
+                    "temperature": "05_temperature"}
+
+
 class Explorer:
     """The JupyterLab explorer (`notebooks/explore.ipynb`) over a profile's stored records.
 
@@ -1151,6 +1159,30 @@ class Explorer:
             display(HTML(tables.to_html(self.table(view))))
             if not view.baseline.empty:
                 display(HTML(tables.to_html(view.baseline_table())))
+
+    def show_static(self) -> None:
+        """Every experiment's default view (all filter values, test error) as static outputs:
+        what papermill, `bprior render` and a published page show, where widgets do not run."""
+        import matplotlib.pyplot as plt
+        from IPython.display import HTML, display
+
+        from . import plots
+
+        shown = False
+        for name, view in self.views.items():
+            if view.empty:
+                continue
+            shown = True
+            display(HTML(f"<h3>{_esc(PAGE_TITLES.get(EXPERIMENT_PAGES.get(name), name))}</h3>"))
+            fig = plots.experiment_figure(view, ("error_pct",))
+            if fig is not None:
+                display(fig)
+                plt.close(fig)
+            display(HTML(tables.to_html(self.table(view))))
+            if not view.baseline.empty:
+                display(HTML(tables.to_html(view.baseline_table())))
+        if not shown:
+            display(HTML("<p>No stored runs to show.</p>"))
 
     def table(self, view: tables.ExperimentView) -> object:
         """The table the explorer shows for a view: the report's table (temperature: with its

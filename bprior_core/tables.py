@@ -592,16 +592,20 @@ def per_draw_frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def gains_table(rows: Sequence[Mapping]) -> pd.DataFrame:
-    """`claims.gains_by_size` rows as a table: the effect and its interval in accuracy points,
-    and the confidence level each interval is at (the claim's Holm-adjusted level)."""
+    """`claims.gains_by_size` rows as a table: the effect and its interval in accuracy points
+    (cut at +-100, what a difference of accuracies allows), and the confidence level each
+    interval is at (the level its comparison is judged at)."""
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(list(rows))
     out = pd.DataFrame({"claim": frame["claim"], "comparison": frame["comparison"],
                         "n_train": [size_label(n) for n in frame["n_train"]]})
-    for col, label in (("effect", "effect (points)"), ("ci_low", "interval low"),
-                       ("ci_high", "interval high")):
-        out[label] = [f"{100 * v:+.1f}" if v is not None and not pd.isna(v) else "-"
+    missing = "no interval (fewer than 2 seeds)"
+    for col, label, bound in (("effect", "effect (points)", None),
+                              ("ci_low", "interval low", -1.0), ("ci_high", "interval high", 1.0)):
+        out[label] = [missing if v is None or pd.isna(v) else
+                      f"{100 * bound:+.0f} (cut: beyond what accuracy allows)"
+                      if bound is not None and abs(v) > 1 else f"{100 * v:+.1f}"
                       for v in frame[col]]
     out["level"] = [format_level(v) for v in frame.get("level", [None] * len(frame))]
     out["seeds"] = frame["n_seeds"]

@@ -216,14 +216,19 @@ def test_diverged_runs_ignored_and_counted():
     assert claims["C4"]["evidence"]["n_diverged"] == 0
 
 
-def test_missing_experiment_inconclusive():
+def test_an_experiment_without_records_is_not_run_and_one_that_diverged_inconclusive():
     only_rank = [r for r in world(1.0) if r["config"]["experiment"] == "rank"]
     # a wide margin: the saturation comparisons (effects of 0.001) are then too small to matter
     claims = by_id(evaluate_claims(only_rank, margins={"accuracy": 0.05}))
     assert claims["C1"]["verdict"] == "supported"
-    for cid in ("PC", *FAMILY_IDS[1:]):
-        assert claims[cid]["verdict"] == "inconclusive"
-        assert "reason" in claims[cid]["evidence"]
+    for cid in ("PC", "PC2", *FAMILY_IDS[1:]):
+        assert claims[cid]["verdict"] == "not run"
+        assert "not run in this profile" in claims[cid]["evidence"]["reason"]
+        assert not claims[cid]["evidence"]["uninformative"]  # no control: nothing to check
+    diverged = [dict(r, status="diverged", metrics={"final": None, "bma": None})
+                for r in world(1.0) if r["config"]["experiment"] == "scale"]
+    c2 = by_id(evaluate_claims(only_rank + diverged))["C2"]
+    assert c2["verdict"] == "inconclusive" and "diverged" in c2["evidence"]["reason"]
 
 
 # ----------------------------------------------------------------------------- output
@@ -435,6 +440,8 @@ def test_the_isotropic_comparison_does_not_decide_the_control():
 
 @pytest.mark.parametrize("control", ["flat", "missing"])
 def test_without_a_supported_control_the_prior_claims_are_uninformative(control):
+    """A control that ran and is not supported marks the prior claims; a profile without the
+    control marks nothing (issue 23: it used to mark every claim)."""
     recs = world(1.0)
     if control == "missing":
         recs = [r for r in recs if r["config"]["experiment"] != "control"]
@@ -444,8 +451,10 @@ def test_without_a_supported_control_the_prior_claims_are_uninformative(control)
                 r["metrics"]["final"]["accuracy"] -= CONTROL_OFFSET["sgd+learned"]
                 r["metrics"]["final"]["nll"] += CONTROL_OFFSET["sgd+learned"]
     claims = by_id(evaluate_claims(recs))
-    assert claims["PC"]["verdict"] == ("inconclusive" if control == "missing"
-                                       else "not supported")
+    assert claims["PC"]["verdict"] == ("not run" if control == "missing" else "not supported")
+    if control == "missing":
+        assert not any(c["evidence"]["uninformative"] for c in claims.values())
+        return
     for cid in CLAIM_IDS:
         flagged = claims[cid]["evidence"]["uninformative"]
         assert flagged == (cid in claims_module.NEEDS_CONTROL), cid

@@ -208,6 +208,13 @@ def test_explore_notebook_runs(smoke_report, tmp_path):
     n = len(study.load_results(load_profile("smoke"), out.parent))
     assert n == len(study.study_runs(load_profile("smoke"), out.parent))
     assert f"Read {n} stored runs (of {n} planned)" in text and str(out) in text
+    # its numbers are static outputs too: papermill and a rendered page show them (issue 23)
+    assert text.count('class="bprior-table') >= 4  # rank, scale, inference, temperature
+    assert "test error %" in text and "4. Inference comparison" in text
+    nb = json.loads((tmp_path / "explore.ipynb").read_text())
+    images = [o for c in nb["cells"] for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) >= 4
 
 
 def test_explore_notebook_on_an_empty_folder_says_where_it_looked(tmp_path):

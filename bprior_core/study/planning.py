@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..config import TASK_PRIOR, evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
 from ..digests import authors_files_digest, file_digest
 from ..records import LONG_SGD, arm_parts
-from ..config import TASK_PRIOR, evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
 from ..selection import choose_point, choose_pooled
 from .datasets import DataKey, data_digest
 from .errors import StudyError
