@@ -21,6 +21,7 @@ from .config import (
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, plan
+from .study.execution import counts_text
 from .study.planning import final_run_count
 from .study.preflight import dry_checks
 
@@ -76,17 +77,6 @@ def _run_command(args) -> int:
                        backend=args.backend, address=args.address)
     print(counts_text(counts))
     return 0
-
-
-def counts_text(counts: dict) -> str:
-    """What a sweep did, in one sentence."""
-    text = (f"{counts['planned']} runs: {counts['ran']} trained in {counts['wall_time_s']:.0f} s, "
-            f"{counts['skipped']} already done")
-    if counts.get("diverged"):
-        text += f", {counts['diverged']} diverged (stored as such)"
-    if "priors_s" in counts:
-        text += f"; priors ready in {counts['priors_s']:.0f} s"
-    return text
 
 
 def _report_command(args) -> int:

@@ -48,6 +48,7 @@ from .config import (
 )
 from .mcmc import MIN_DRAWS
 from .study import output_dir, plan
+from .study.execution import counts_text
 from .study.planning import control_size
 from .study.preflight import random_start
 from .study.runner import run_study
@@ -740,9 +741,30 @@ def methods_markdown(profile: dict, records: list[dict]) -> str:
   leaves free (prior variance >= lr / (cap N), where its preconditioned step keeps at least half
   its size).
 - **Non-learned comparison**: {NONLEARNED_TEXT}
-- **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} min of training time
-  in all, device {', '.join(devices)}, bprior {', '.join(versions)}.
+- **This run**: {len(records)} runs ({diverged} diverged), {wall / 60:.1f} run-minutes of
+  training (each run's own time, summed; runs train side by side in packs and worker processes,
+  so the wall clock is shorter: see Timings), device {', '.join(devices)}, bprior
+  {', '.join(versions)}.
 """
+
+
+TIMINGS = "timings.json"  # wall-clock seconds per stage of `bprior report`, beside the report
+
+
+def timings_markdown(folder: Path) -> str:
+    """The wall clock of the report's stages (`timings.json`: priors, runs, each notebook as it
+    finished the last time), or a line saying there is none yet."""
+    try:
+        timings = json.loads((Path(folder) / TIMINGS).read_text())
+    except (OSError, ValueError):
+        return ("No timings yet: `bprior report` writes them (`timings.json`); `bprior run` "
+                "alone does not.")
+    rows = "".join(f"| {_md(k)} | {float(v):.0f} s |\n" for k, v in timings.items()
+                   if isinstance(v, (int, float)))
+    total = sum(v for v in timings.values() if isinstance(v, (int, float)))
+    return ("Wall clock of the stages of `bprior report` (`timings.json`; a notebook's time is "
+            "that of its last run):\n\n| stage | time |\n|---|---|\n" + rows
+            + f"| **all of these** | **{total / 60:.1f} min** |\n")
 
 
 METHOD_TEXT = {"sgd_prior": "SGD with the learned {prior} prior in its loss (MAP: the final "
@@ -1056,7 +1078,8 @@ def build_report(
     counts = run_study(profile, root, profile_file=path, pack=pack, backend=backend,
                        address=address, progress=progress)
     timings = {"priors": counts.pop("priors_s"), "runs": counts["wall_time_s"]}
-    log(f"runs: {counts}")
+    log(f"runs: {counts_text(counts)}")
+    atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))  # the report reads it
     nb_dir, html_dir = out / "notebooks", out / "html"
     nb_dir.mkdir(parents=True, exist_ok=True)
     html_dir.mkdir(parents=True, exist_ok=True)
@@ -1075,7 +1098,7 @@ def build_report(
                            _nav(profile["name"], name, "html/" if is_report else ""),
                            page_title(name, profile["name"]))
         atomic_write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
-    atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
+    atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))
     log(f"report: {out / 'report.html'}")
     return out / "report.html"
 

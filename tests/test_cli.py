@@ -84,7 +84,7 @@ def test_workers_on_the_command_line_override_the_profile(capsys, monkeypatch) -
     starts (through $BPRIOR_WORKERS), and is checked like the profile's."""
     import os
 
-    from bprior_core import config, cli
+    from bprior_core import cli, config
 
     seen = []
 
@@ -113,7 +113,7 @@ def test_threads_follow_the_cpu_affinity(monkeypatch) -> None:
 
 
 def test_a_sweep_ends_with_a_sentence() -> None:
-    from bprior_core.cli import counts_text
+    from bprior_core.study.execution import counts_text
 
     text = counts_text({"planned": 10, "ran": 8, "skipped": 2, "diverged": 1,
                         "wall_time_s": 12.3, "priors_s": 4.0})

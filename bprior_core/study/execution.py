@@ -319,6 +319,17 @@ def run_sweep(
     return counts
 
 
+def counts_text(counts: dict) -> str:
+    """What a sweep did, in one sentence."""
+    text = (f"{counts['planned']} runs: {counts['ran']} trained in {counts['wall_time_s']:.0f} s, "
+            f"{counts['skipped']} already done")
+    if counts.get("diverged"):
+        text += f", {counts['diverged']} diverged (stored as such)"
+    if "priors_s" in counts:
+        text += f"; priors ready in {counts['priors_s']:.0f} s"
+    return text
+
+
 def _study(profile: dict, root: Path | None) -> tuple[list[dict], dict[str, dict | None]]:
     """The study's runs as far as they can be known (the plan, then the final runs of the tuned
     groups whose tuning runs are stored) and each run's stored record (None: not done)."""
