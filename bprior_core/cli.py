@@ -60,11 +60,12 @@ def _plan_command(args) -> int:
         seen = Counter((r["config"]["experiment"], r["config"]["arm"]) for r in runs)
         for (exp, arm), n in seen.items():
             print(f"  {exp:<9} {arm:<20} {n} runs")
-    problems = [(name, error) for name, error in dry_checks(profile) if error]
+    checks = dry_checks(profile, root=root, profile_file=profile_path(args.profile))
+    problems = [(name, error) for name, error in checks if error]
     for name, error in problems:
         print(f"check {name}: `bprior run` would stop here: {_one_line(error)}")
     if not problems:
-        print("checks: prior files, device and data are ready")
+        print(f"checks: {', '.join(name for name, _ in checks)} are ready")
     return 0
 
 

@@ -42,7 +42,7 @@ def test_plan_says_what_run_would_stop_on(tmp_path, capsys, monkeypatch) -> None
     assert "check prior files: `bprior run` would stop here" in out
     assert "resnet50_ssl_prior_mean.pt" in out
     rc, out, _ = run_cli(capsys, "plan", "--profile", "smoke", "--outputs", str(tmp_path))
-    assert "checks: prior files, device and data are ready" in out
+    assert "checks: prior files, device, data, outputs are ready" in out
     assert not (tmp_path / "smoke").exists()  # plan writes nothing
 
 

@@ -82,3 +82,53 @@ def test_ctrl_c_ends_in_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["bprior: interrupted; every finished run is stored: run "
                                         "the same command again to resume"]
+
+
+def test_plan_runs_the_checks_run_runs(tmp_path, capsys, monkeypatch):
+    """`bprior plan` said "ready" for a published prior with NaN variance and for read-only
+    outputs, both of which `bprior run` refuses; it runs the same checks now, writing nothing."""
+    import stat
+
+    import torch
+    import yaml
+
+    from bprior_core.config import PARAMS_DIR
+    from bprior_core.models import build_backbone, num_prior_parameters
+    from bprior_core.prior_files import save_authors_prior
+    from bprior_core.prior import GaussianPrior
+
+    backbone = build_backbone("small_resnet")
+    d = num_prior_parameters(backbone)
+    prefix = tmp_path / "published"
+    prior = GaussianPrior(torch.zeros(d), torch.ones(d), torch.zeros(2, d))
+    save_authors_prior(prior, str(prefix), backbone.state_dict())
+    variance = torch.load(f"{prefix}_variance.pt", weights_only=True)
+    variance[0] = float("nan")
+    torch.save(variance, f"{prefix}_variance.pt")
+    raw = yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text())
+    raw["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None},
+                         draws=1, ssl_source="source_classes")
+    raw["experiments"]["control"]["enabled"] = False
+    raw["experiments"]["covariance"]["enabled"] = False
+    raw["experiments"]["scale"]["priors"] = ["ssl"]
+    profile = tmp_path / "published.yaml"
+    profile.write_text(yaml.safe_dump(raw))
+    assert cli.main(["plan", "--profile", str(profile), "--outputs", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "check prior files: `bprior run` would stop here" in out and "NaN" in out
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    real_access = os.access  # root ignores the mode: the folder answers as a user's would
+
+    def access(path, mode):
+        return False if os.fspath(path) == str(locked) else real_access(path, mode)
+
+    monkeypatch.setattr(os, "access", access)
+    try:
+        assert cli.main(["plan", "--profile", "smoke", "--outputs", str(locked)]) == 0
+        out = capsys.readouterr().out
+        assert "check outputs: `bprior run` would stop here" in out
+        assert not (locked / "smoke").exists()
+    finally:
+        locked.chmod(stat.S_IRWXU)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -21,7 +22,8 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..config import ProfileError
-from ..data import DataUnavailableError
+from ..data import DataFileError, DataUnavailableError
+from ..prior_files import PriorFileError
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
@@ -95,27 +97,53 @@ def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMEN
                 f"<= {prior.rank}")
 
 
-def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS
+def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+               root: Path | None = None, profile_file: str | Path | None = None,
                ) -> list[tuple[str, str | None]]:
-    """The checks of `preflight` that read and write nothing large (`bprior plan` runs them):
-    (what was checked, None or the error `bprior run` would stop with)."""
-    checks = [("prior files", lambda: check_prior_files(profile, experiments)),
-              ("device", lambda: resolve_device(profile["device"])),
-              ("data", lambda: locate_data(DataKey.of(profile)))]
+    """The checks of `preflight`, writing nothing (`bprior plan` runs them): (what was checked,
+    None or the error `bprior run` would stop with). Prior files and data are read and checked
+    as `run` reads them; the outputs folder is checked for writing without creating it."""
+    experiments = list(experiments)
+
+    def priors() -> None:
+        check_prior_files(profile, experiments)
+        check_published_priors(profile, experiments)
+
+    def data() -> None:
+        locate_data(DataKey.of(profile))
+        pool, _, _ = downstream_data(DataKey.of(profile), "cpu")
+        check_training_sizes(profile, pool.labels.cpu(), experiments)
+
+    def outputs() -> None:
+        check_outputs_writable(profile, root, create=False)
+        if profile_file is not None:
+            claim_outputs(profile, profile_file, root, write=False)
+
+    checks = [("prior files", priors), ("device", lambda: resolve_device(profile["device"])),
+              ("data", data), ("outputs", outputs)]
     out = []
     for name, check in checks:
         try:
             check()
             out.append((name, None))
-        except (StudyError, ProfileError, DataUnavailableError) as exc:
+        except (StudyError, ProfileError, DataUnavailableError, DataFileError, PriorFileError,
+                OSError) as exc:
             out.append((name, str(exc)))
     return out
 
 
-def check_outputs_writable(profile: dict, root: Path | None = None) -> Path:
-    """Create `outputs/<name>/` and a temporary file in it, or raise StudyError naming it."""
+def check_outputs_writable(profile: dict, root: Path | None = None, create: bool = True
+                           ) -> Path:
+    """Create `outputs/<name>/` and a temporary file in it, or raise StudyError naming it;
+    `create=False` (`bprior plan`) checks the folder, or the nearest folder above it that
+    exists, for writing without creating anything."""
     folder = output_dir(profile, root)
     try:
+        if not create:
+            existing = next(p for p in (folder, *folder.parents) if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise PermissionError(13, "Permission denied", str(existing))
+            return folder
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -132,7 +160,8 @@ def profile_digest(profile: dict) -> str:
     return hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = None) -> None:
+def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = None,
+                  write: bool = True) -> None:
     """Refuse two different profile files with the same `name`, which would share (and mix)
     `outputs/<name>/`.
 
@@ -162,6 +191,8 @@ def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = N
                 "have the same name and would mix their results. Give this profile another "
                 f"`name:`, or delete {folder} to start over with this file"
             )
+    if not write:
+        return
     atomic_write_text(record_path, json.dumps(
         {"name": profile["name"], "profile_file": path, "digest": digest}, indent=1) + "\n")
 
