@@ -1038,6 +1038,18 @@ CELL_TIMEOUT_S = 900
 NOTEBOOK_ATTEMPTS = 2
 
 
+def _local_kernels() -> type:
+    """A kernel manager whose kernels talk over local IPC sockets (files in the runtime folder)
+    instead of TCP ports: nothing listens on the network, and the kernel has no unencrypted
+    TCP port to warn about (that warning used to print once per notebook)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    return LocalKernelManager
+
+
 def run_notebook(source: Path, target: Path, parameters: dict, kernel_name: str | None = None,
                  cwd: Path | None = None, log=print) -> None:
     """Execute a notebook with papermill, each cell limited to CELL_TIMEOUT_S; a timed-out cell
@@ -1051,7 +1063,7 @@ def run_notebook(source: Path, target: Path, parameters: dict, kernel_name: str 
             papermill.execute_notebook(
                 str(source), str(target), parameters=parameters, progress_bar=False,
                 kernel_name=kernel_name, cwd=None if cwd is None else str(cwd),
-                execution_timeout=CELL_TIMEOUT_S)
+                execution_timeout=CELL_TIMEOUT_S, kernel_manager_class=_local_kernels())
             return
         except (CellTimeoutError, DeadKernelError) as exc:
             if attempt == NOTEBOOK_ATTEMPTS:
