@@ -245,3 +245,14 @@ def test_a_prior_run_records_its_free_share(make_model, downstream_train, downst
                      specs)
     assert [o.diagnostics["free_share"] for o in out] == [0.0, 1.0]
     assert dim > 0 and np.isfinite(out[0].final["accuracy"])
+
+
+def test_the_draws_of_the_evaluation_seeds_are_learned_too():
+    """Evaluation seeds use draw s mod draws: prior learning must cover the draws the tuning
+    seeds never use (a cpu study stopped at its final runs for want of oracle draw 4)."""
+    from bprior_core.study.planning import needed_draws
+
+    profile = validate_profile(with_values(raw(), priors__draws=6))
+    draws = needed_draws(profile)
+    for source in ("oracle", "ssl", "task"):
+        assert {d for s, d in draws if s == source} == set(range(6)), source

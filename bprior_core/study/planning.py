@@ -348,14 +348,7 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
 def final_run_count(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> Counter:
     """How many final runs each experiment will have once its tuning is done, per experiment
     (it does not depend on which points are chosen)."""
-    score = {"nll": 1.0}
-
-    def any_choice(run: dict) -> dict:
-        return {"status": "ok", "config": run["config"], "val_metrics": {"final": score},
-                "heldout_metrics": {"final": score}}
-
-    return Counter(r["config"]["experiment"] for r in final_runs(profile, any_choice,
-                                                                   experiments))
+    return Counter(r["config"]["experiment"] for r in _any_finals(profile, experiments))
 
 
 def _reseeded(profile: dict, prior: dict, seed: int) -> dict:
@@ -469,9 +462,23 @@ def needed_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> li
 
 def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS
                  ) -> list[tuple[str, int]]:
-    """(prior name, draw) pairs the enabled experiments use."""
+    """(prior name, draw) pairs the enabled experiments use: their planned runs' and the final
+    runs' to come (evaluation seeds use draws the tuning seeds may not)."""
+    experiments = list(experiments)
+    runs = plan(profile, experiments) + _any_finals(profile, experiments)
     return sorted({(run["config"]["prior"]["source"], run["config"]["prior"]["draw"])
-                   for run in plan(profile, experiments)})
+                   for run in runs})
+
+
+def _any_finals(profile: dict, experiments: Iterable[str]) -> list[dict]:
+    """The final runs the experiments will have, whichever points their tuning chooses."""
+    score = {"nll": 1.0}
+
+    def any_choice(run: dict) -> dict:
+        return {"status": "ok", "config": run["config"], "val_metrics": {"final": score},
+                "heldout_metrics": {"final": score}}
+
+    return final_runs(profile, any_choice, experiments)
 
 
 def pack_key(config: dict) -> str:
