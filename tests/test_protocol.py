@@ -254,5 +254,6 @@ def test_the_draws_of_the_evaluation_seeds_are_learned_too():
 
     profile = validate_profile(with_values(raw(), priors__draws=6))
     draws = needed_draws(profile)
-    for source in ("oracle", "ssl", "task"):
-        assert {d for s, d in draws if s == source} == set(range(6)), source
+    # tuning seeds 0-2, evaluation seeds 100-102 at n = 5 (draws 4, 5, 0)
+    for source in ("oracle", "task"):
+        assert {d for s, d in draws if s == source} == {0, 1, 2, 4, 5}, source
