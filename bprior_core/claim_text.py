@@ -7,6 +7,8 @@ must describe what `claims` computes (its tests check the verdicts, this file th
 
 from __future__ import annotations
 
+import math
+
 from .bootstrap import N_BOOT
 from .paired import MIN_SEEDS
 
@@ -109,6 +111,12 @@ ARM_LABELS = {"sgd": "SGD", "sghmc": "SGHMC", "sgld": "SGLD", "ensemble": "T = 0
               "learned": "learned prior", "probe": "linear probe (frozen backbone)",
               "zero": "zero-mean prior", "isotropic": "isotropic prior",
               "task": "task-shaped prior"}
+
+
+def scale_label(scale: float) -> str:
+    """1e4 rather than 10000 for powers of ten; %g otherwise."""
+    power = math.log10(scale) if scale > 0 else math.nan
+    return f"1e{int(round(power))}" if abs(power - round(power)) < 1e-9 else f"{scale:g}"
 
 
 # one colour per verdict word, for badges and figures

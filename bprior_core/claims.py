@@ -50,6 +50,7 @@ from .claim_text import (
     RULE_PC,
     RULE_PC2,
     TEXT,
+    scale_label,
 )
 from .jsonsafe import to_plain
 from .mcmc import MIN_DRAWS
@@ -281,12 +282,6 @@ def _arm_label(arm: str) -> str:
     method, prior = arm_parts(arm)
     label = ARM_LABELS.get(method, method)
     return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
-
-
-def scale_label(scale: float) -> str:
-    """1e4 rather than 10000 for powers of ten; %g otherwise."""
-    power = math.log10(scale) if scale > 0 else math.nan
-    return f"1e{int(round(power))}" if abs(power - round(power)) < 1e-9 else f"{scale:g}"
 
 
 def _sizes_text(sizes: Sequence[int]) -> str:

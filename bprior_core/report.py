@@ -30,6 +30,7 @@ from .claim_text import (
     UNINFORMATIVE_TEXT,
     VERDICT_COLOURS,
     VERDICT_RULE,
+    scale_label,
 )
 from .claims import (
     CONTROL_ID,
@@ -37,7 +38,6 @@ from .claims import (
     MARGINS,
     comparison_label,
     forest_rows,
-    scale_label,
 )
 from .config import (
     evaluation_seeds,

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from . import paired
+from .claim_text import scale_label
 from .mcmc import split_rhat
 from .records import headline_block, headline_name
 from .selection import select_tuned
@@ -111,7 +112,7 @@ def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", 
     table = summary[keys].copy()
     for col in ("scale", "eps", "temperature"):
         if col in table:
-            table[col] = [f"{x:g}" for x in table[col]]
+            table[col] = [scale_label(x) if col == "scale" else f"{x:g}" for x in table[col]]
     if "rank" in table:
         table["rank"] = [int(r) for r in table["rank"]]
     if "n_train" in table:
