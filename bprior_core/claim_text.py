@@ -204,7 +204,8 @@ RULE_C1 = (
     "experiment ran at several scales, the claim is judged at the scale where the learned "
     "prior is strongest (the lowest mean validation NLL of its best rank >= 1: where the prior "
     "binds and its covariance can matter), and the share of coordinates the prior binds is "
-    "reported at each scale. Parts (a), (b), (c) are the claim's k = 2 or 3 parts. " + COMBINE_RULE + " " + INTERVAL_RULE
+    "reported at each scale. Parts (a), (b), (c) are the claim's k = 2 or 3 parts. "
+    + COMBINE_RULE + " " + INTERVAL_RULE
 )
 
 
@@ -298,7 +299,8 @@ RULE_H1 = (
 
 HOLM_RULE = (
     "Holm's step-down correction over the seven claims C1-H1 (family-wise error 5% per metric; "
-    "the positive controls PC and PC2 are outside the family, at 95 %): each claim's p-value is the "
+    "the positive controls PC and PC2 are outside the family, at 95 %): each claim's p-value is "
+    "the "
     "smallest alpha at which its verdict is decisive (supported or contradicted) when it is "
     "judged at 1 - alpha and its k parts at 1 - alpha / k (for one comparison its p-value, 1 "
     "when the estimate does not reach the margin; for k parts that must all be supported, k "

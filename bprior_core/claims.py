@@ -94,7 +94,8 @@ JUDGED_AT = {"C3": "at the smallest size", "C4": "per size", "C4b": "per size", 
 EXPERIMENTS = ("control", "covariance", "rank", "scale", "inference")
 BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
 __all__ = ["CLAIM_IDS", "CONTROL_ID", "COVARIANCE_ID", "FAMILY_IDS", "MARGINS", "METRICS",
-           "MIN_SEEDS", "NEEDS_CONTROL", "NEEDS_COVARIANCE", "VERDICTS", "claim_p_value", "collect", "comparison_label",
+           "MIN_SEEDS", "NEEDS_CONTROL", "NEEDS_COVARIANCE", "VERDICTS", "claim_p_value",
+           "collect", "comparison_label", "forest_rows",
            "evaluate_claims", "evaluate_claims_by_metric", "gains_by_size", "headline",
            "with_replicates", "write_claims_json"]
 

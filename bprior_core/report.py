@@ -877,8 +877,11 @@ def _seeds_text(profile: dict) -> str:
                  f"subset) runs beside it with its own seeds {e['first_seed']}-"
                  f"{e['first_seed'] + e['seeds'] - 1} ({', '.join(e['arms'])} at n = "
                  f"{', '.join(str(x) for x in e['sizes'])}, selection by "
-                 f"{'a held-out fifth of each subset' if e['selection'] == 'split' else 'the validation set'}). ")
+                 f"{SELECTION_TEXT[e['selection']]}). ")
     return text + others
+
+
+SELECTION_TEXT = {"split": "a held-out fifth of each subset", "validation": "the validation set"}
 
 
 def _steps_text(profile: dict) -> str:

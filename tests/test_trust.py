@@ -94,8 +94,8 @@ def test_plan_runs_the_checks_run_runs(tmp_path, capsys, monkeypatch):
 
     from bprior_core.config import PARAMS_DIR
     from bprior_core.models import build_backbone, num_prior_parameters
-    from bprior_core.prior_files import save_authors_prior
     from bprior_core.prior import GaussianPrior
+    from bprior_core.prior_files import save_authors_prior
 
     backbone = build_backbone("small_resnet")
     d = num_prior_parameters(backbone)
