@@ -201,10 +201,11 @@ RULE_C1 = (
     "experiment also ran at fixed total variance (every rank's diagonal raised to the "
     "full-rank prior's trace), (a) again on those runs, so that a rank effect is not a trace "
     "effect. Ranks keep the top principal directions of the deviations. Where the rank "
-    "experiment ran at several scales, the claim is judged at the scale where the learned "
-    "prior is strongest (the lowest mean validation NLL of its best rank >= 1: where the prior "
-    "binds and its covariance can matter), and the share of coordinates the prior binds is "
-    "reported at each scale. Parts (a), (b), (c) are the claim's k = 2 or 3 parts. "
+    "experiment ran at several scales, the claim is judged where the prior binds (at least 10 % "
+    "of the backbone's coordinates bound: prior variance below lr / (cap N), where its "
+    "covariance can shape training) and, among those scales, where the learned prior is "
+    "strongest (the lowest mean validation NLL of its best rank >= 1); the share of bound "
+    "coordinates is reported at each scale. Parts (a), (b), (c) are the claim's k = 2 or 3 parts. "
     + COMBINE_RULE + " " + INTERVAL_RULE
 )
 

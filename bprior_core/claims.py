@@ -431,7 +431,8 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
                          n_parts=k, part_level=level, mde=_max_mde(deciding + b["per_rank"]))
     bound = _scale_strength(records, scale)["bound_share"]
     summary = f"At scale {scale_label(scale)}" + (
-        f" (the strongest of {len(scales)} on validation)" if len(scales) > 1 else "") + (
+        f" (of {len(scales)}: the strongest on validation where the prior binds >= "
+        f"{100 * MIN_BOUND_SHARE:.0f} % of the coordinates)" if len(scales) > 1 else "") + (
         f", where the prior binds {100 * bound:.0f} % of the coordinates" if bound is not None
         else "") + ": "
     summary += (f"best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
@@ -454,10 +455,10 @@ def _rank_scales(records: Sequence[Mapping[str, Any]]) -> list[float]:
 
 def _scale_strength(records: Sequence[Mapping[str, Any]], scale: float) -> dict:
     """At one scale of the rank experiment (scaled trace, ranks >= 1): the lowest mean
-    validation NLL over its ranks, and the share of backbone coordinates the prior binds
-    (1 - the runs' mean `free_share`; None without it)."""
+    validation NLL over its ranks, and the share of backbone coordinates the full-rank prior
+    binds (1 - the mean `free_share` of its runs at the largest rank; None without it)."""
     val: dict[int, dict[int, float]] = {}
-    free = []
+    free: dict[int, list[float]] = {}
     for r in records:
         cfg = r.get("config") or {}
         prior = cfg.get("prior") or {}
@@ -466,23 +467,34 @@ def _scale_strength(records: Sequence[Mapping[str, Any]], scale: float) -> dict:
             continue
         share = (r.get("diagnostics") or {}).get("free_share")
         if share is not None:
-            free.append(share)
+            free.setdefault(int(prior.get("rank", 0)), []).append(share)
         nll = headline_value(r, "nll", "val")
         if nll is not None and prior.get("rank", 0) >= 1:
             val.setdefault(int(prior["rank"]), {})[_seed(r)] = nll
     means = [float(np.mean(list(v.values()))) for v in val.values() if v]
     return {"val_nll": min(means) if means else None,
-            "bound_share": 1.0 - float(np.mean(free)) if free else None}
+            "bound_share": 1.0 - float(np.mean(free[max(free)])) if free else None}
+
+
+# C1 is judged where the prior binds at least this share of the coordinates: where its
+# covariance can shape what training does (at a scale that leaves nearly every coordinate free,
+# the rank cannot matter)
+MIN_BOUND_SHARE = 0.1
 
 
 def _binding_scale(records: Sequence[Mapping[str, Any]], scales: Sequence[float]) -> float | None:
-    """The scale C1 is judged at: where the learned prior is strongest, the lowest validation
-    NLL of its best rank >= 1 (the first scale without validation metrics)."""
+    """The scale C1 is judged at: among the scales where the prior binds at least
+    MIN_BOUND_SHARE of the coordinates (all, when none does or the share is unknown), the
+    one where the learned prior is strongest, the lowest validation NLL of its best rank >= 1
+    (the first such scale without validation metrics)."""
     if not scales:
         return None
-    scored = [(_scale_strength(records, x)["val_nll"], i, x) for i, x in enumerate(scales)]
-    scored = [t for t in scored if t[0] is not None]
-    return min(scored)[2] if scored else scales[0]
+    strength = {x: _scale_strength(records, x) for x in scales}
+    binding = [x for x in scales if (strength[x]["bound_share"] or 0) >= MIN_BOUND_SHARE]
+    candidates = binding or list(scales)
+    scored = [(strength[x]["val_nll"], i, x) for i, x in enumerate(candidates)
+              if strength[x]["val_nll"] is not None]
+    return min(scored)[2] if scored else candidates[0]
 
 
 # ----------------------------------------------------------------------------- C2 scale
