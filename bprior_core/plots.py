@@ -115,8 +115,9 @@ def metric_panel(summary: pd.DataFrame, x: str, group: str | None, logx: bool, t
                  xlabel: str | None = None):
     """Test error and NLL side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    errorbar_plot(summary, x, group, "error_pct", logx, title, xlabel, axes[0], legend=False)
-    errorbar_plot(summary, x, group, "nll", logx, title, xlabel, axes[1])
+    errorbar_plot(summary, x, group, "error_pct", logx, f"{title}: {Y_LABELS['error_pct']}",
+                  xlabel, axes[0], legend=False)
+    errorbar_plot(summary, x, group, "nll", logx, f"{title}: {Y_LABELS['nll']}", xlabel, axes[1])
     fig.tight_layout()
     return fig
 
@@ -174,7 +175,8 @@ def experiment_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 1.5, 3.8),
                              squeeze=False)
     for i, (ax, metric) in enumerate(zip(axes[0], metrics, strict=True)):
-        errorbar_plot(summary, x, group, metric, view.spec.logx, view.experiment,
+        title = f"{view.experiment}: {Y_LABELS.get(metric, metric)}"  # one title per panel
+        errorbar_plot(summary, x, group, metric, view.spec.logx, title,
                       view.spec.xlabel, ax, legend=i == len(metrics) - 1)
     fig.tight_layout()
     return fig
@@ -442,7 +444,7 @@ def forest_figure(rows: list[dict]):
     published numbers, where there are any, beside the row. None without rows."""
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.32 * len(rows)))
+    fig, ax = plt.subplots(figsize=(10, 0.9 + 0.24 * len(rows)))
     y = np.arange(len(rows))[::-1]
     margin = max((r["margin"] or 0) for r in rows)
     ax.axvspan(-100 * margin, 100 * margin, color="0.9", zorder=0)
