@@ -213,8 +213,7 @@ def temperature_table(records: list[dict]) -> pd.DataFrame:
             "ECE (average)": group["ece"].mean(),
             "R-hat": (round(rhat[t], 3) if t in rhat
                       else too_short_text(chains[t], _draws_per_chain(records, t))),
-            "bulk ESS": round(ess[t]) if t in ess else "-" if t in rhat else
-            too_short_text(chains[t], _draws_per_chain(records, t)),
+            "bulk ESS": round(ess[t]) if t in ess else "not computed (see R-hat)",
             "sample disagreement": group["sample_disagreement"].mean(),
             "prior Mahalanobis RMS": group["prior_mahalanobis_rms"].mean(),
         })
