@@ -91,9 +91,8 @@ def record_problem(record: object) -> str | None:
 
 
 def _metric_block(block: object, finite: bool = False) -> bool:
-    """Whether `block` maps every metric name to a finite number (or null, the stored form of a
-    value that is not finite, unless `finite`); a NaN or infinity written into a file is
-    refused either way."""
+    """Whether `block` maps every metric name to a number (or null, unless `finite`: then
+    every one must be a finite number; an ok run's headline block must be, `record_problem`)."""
     if not isinstance(block, dict):
         return False
     for name in METRIC_NAMES:
@@ -102,6 +101,6 @@ def _metric_block(block: object, finite: bool = False) -> bool:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if not math.isfinite(value):
+        if finite and not math.isfinite(value):
             return False
     return True

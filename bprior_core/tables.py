@@ -214,8 +214,9 @@ def temperature_table(records: list[dict]) -> pd.DataFrame:
             "R-hat": (round(rhat[t], 3) if t in rhat
                       else too_short_text(chains[t], _draws_per_chain(records, t))),
             "bulk ESS": round(ess[t]) if t in ess else "not computed (see R-hat)",
-            "sample disagreement": group["sample_disagreement"].mean(),
-            "prior Mahalanobis RMS": group["prior_mahalanobis_rms"].mean(),
+            "sample disagreement": _or_why(group["sample_disagreement"].mean(),
+                                           "one sample per chain"),
+            "prior Mahalanobis RMS": _or_why(group["prior_mahalanobis_rms"].mean(), "no prior"),
         })
     return pd.DataFrame(rows).round(3)
 
@@ -511,6 +512,11 @@ def _temperature_convergence(records: Sequence[Mapping]) -> tuple[dict, dict]:
         if t not in rhat and values:
             rhat[t] = max(values)
     return rhat, ess
+
+
+def _or_why(value: float, why: str) -> float | str:
+    """A number, rounded, or the reason there is none."""
+    return why if value is None or not np.isfinite(value) else round(float(value), 3)
 
 
 def _draws_per_chain(records: Sequence[Mapping], temperature: float) -> int | None:

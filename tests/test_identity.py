@@ -53,7 +53,7 @@ def test_what_changes_the_numbers_makes_the_runs_be_redone(smoke, tmp_path, monk
     elif change == "numerics":
         monkeypatch.setattr(planning, "NUMERICS_VERSION", planning.NUMERICS_VERSION + 1)
     elif change == "threads":
-        monkeypatch.setattr(resources.os, "cpu_count", lambda: 64)
+        monkeypatch.setattr(resources, "usable_cores", lambda: 64)
     else:
         monkeypatch.setattr(planning, "resolve_device", lambda name: "cuda")
     again = study.plan(changed, ["rank"])

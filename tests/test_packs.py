@@ -152,7 +152,7 @@ def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypa
         seen.append(torch.get_num_threads())
         return [fake_record(r) for r in pack]
 
-    monkeypatch.setattr(resources.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(resources, "usable_cores", lambda: 4)
     profile = {**smoke, "workers": 2}
     runs = study.plan(profile, ["rank"])[:1]
     assert runs[0]["config"]["context"]["threads"] == 2  # part of the run's identity

@@ -209,7 +209,8 @@ def test_explore_notebook_runs(smoke_report, tmp_path):
     assert n == len(study.study_runs(load_profile("smoke"), out.parent))
     assert f"Read {n} stored runs (of {n} planned)" in text and str(out) in text
     # its numbers are static outputs too: papermill and a rendered page show them (issue 23)
-    assert text.count('class="bprior-table') >= 4  # rank, scale, inference, temperature
+    assert text.count("bprior-table") >= 4  # rank, scale, inference, temperature
+    assert "NaN" not in text and "None" not in text
     assert "test error %" in text and "4. Inference comparison" in text
     nb = json.loads((tmp_path / "explore.ipynb").read_text())
     images = [o for c in nb["cells"] for o in c.get("outputs", [])
