@@ -32,6 +32,7 @@ from .mcmc import MIN_DRAWS, bulk_ess, rank_rhat
 from .metrics import classification_metrics, reliability_bins
 
 RHAT_MAX = 1.05  # Vehtari et al.'s lenient threshold
+REFERENCE_RHAT_MAX = 1.01  # their strict one: the reference posterior's gate (`reference`)
 ESS_MIN = 100  # bulk ESS over all chains
 Loader = Callable[[Mapping[str, Any]], dict | None]
 

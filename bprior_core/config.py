@@ -376,6 +376,23 @@ SCHEMA: dict[str, Any] = {
             "first_seed": _int(0, MAX_SEED_ID, 2000),
             "selection": _choice("split", "validation"),
         },
+        # a reference posterior (claim C4p): the head on the pretrained backbone's fixed
+        # features, sampled exactly by Metropolis-adjusted HMC at T = 1, against SGD and the
+        # paper's SGHMC recipe on the same subspace; a temperature curve on it
+        "reference": {
+            "enabled": Field(bool, False),
+            "sizes": Field(list, [10], items=int, lo=1, hi=MAX_IMAGES),
+            # evaluation seeds from experiments.inference.evaluation.first_seed
+            "seeds": _int(3, MAX_EVAL_SEEDS, 10),
+            "temperatures": Field(list, [0.1, 0.3, 1.0, 3.0], items=float, lo=1e-3, hi=1e3),
+            "curve_seeds": _int(1, MAX_EVAL_SEEDS, 3),  # the first seeds run every temperature
+            "chains": _int(2, MAX_SEEDS, 4),
+            "draws": _int(10, 100_000, 1000),
+            "warmup": _int(10, 100_000, 500),
+            "leapfrog": _int(1, 1000, 10),
+            # the prior variance of the head's weights and biases (a proper prior)
+            "head_variance": _num(1e-6, 1e6, 1.0),
+        },
         "temperature": {
             "enabled": Field(bool, False),
             "prior": _choice(*PRIOR_NAMES),
@@ -657,6 +674,19 @@ def _check_protocol(p: dict) -> None:
             f"classes (a class-balanced validation set; {val_size} would leave classes empty "
             f"or unequal); use a multiple of {classes}, e.g. "
             f"{classes * max(1, val_size // classes)}")
+    reference = exps["reference"]
+    if reference["enabled"]:
+        if reference["chains"] < MIN_CHAINS:
+            raise ProfileError(f"experiments.reference.chains: the reference posterior is judged "
+                               f"on R-hat over at least {MIN_CHAINS} chains, got "
+                               f"{reference['chains']}")
+        if 1.0 not in reference["temperatures"]:
+            raise ProfileError("experiments.reference.temperatures: the reference posterior is "
+                               "the Bayes posterior, T = 1: list 1.0 among them, e.g. [0.1, 0.3, "
+                               "1.0, 3.0]")
+        if reference["curve_seeds"] > reference["seeds"]:
+            raise ProfileError(f"experiments.reference.curve_seeds: {reference['curve_seeds']} is "
+                               f"more than its {reference['seeds']} seeds; use at most that")
     temp = exps["temperature"]
     if temp["enabled"] and temp["chains"] < MIN_CHAINS:
         raise ProfileError(f"experiments.temperature.chains: the temperature claims are judged "
@@ -695,6 +725,8 @@ def _priors_used(p: dict) -> set[str]:
         used.add("oracle")
     if exps["covariance"]["enabled"]:
         used |= {"ssl", TASK_PRIOR}  # the task prior starts from the SimCLR draw's weights
+    if exps["reference"]["enabled"]:
+        used.add(exps["inference"]["prior"])  # its backbone gives the features
     return used
 
 
@@ -707,8 +739,9 @@ def training_sizes(p: dict) -> dict[str, list[int]]:
         out["experiments.inference.sizes"] = list(exps["inference"]["sizes"])
     if exps["control"]["enabled"] and exps["control"]["n_train"] is not None:
         out["experiments.control.n_train"] = [exps["control"]["n_train"]]
-    if exps["per_seed"]["enabled"]:
-        out["experiments.per_seed.sizes"] = list(exps["per_seed"]["sizes"])
+    for name in ("per_seed", "reference"):
+        if exps[name]["enabled"]:
+            out[f"experiments.{name}.sizes"] = list(exps[name]["sizes"])
     return out
 
 
@@ -1166,7 +1199,7 @@ def _power_counts(p: dict) -> list[int] | None:
             raise ProfileError(
                 f"experiments.inference.evaluation: at n = {n} a paired SD of {s:g} needs more "
                 f"than {MAX_EVAL_SEEDS} evaluation seeds for an mde of {t:g} at level "
-                f"{DESIGN_LEVEL:.4f} (Holm's first step over the seven claims); raise "
+                f"{DESIGN_LEVEL:.4f} (Holm's first step over the eight claims); raise "
                 "target_mde there, or measure a smaller SD (e.g. a larger size)")
         counts.append(need)
     return counts

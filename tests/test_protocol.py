@@ -75,14 +75,14 @@ def test_per_size_lists_may_repeat_values():
 
 def test_the_power_target_sets_the_seeds():
     """Seeds from target_mde and pilot_sd: the fewest whose design mde reaches the target at
-    the claims' strictest level (Holm's first step over seven), checked against `paired.mde`."""
+    the claims' strictest level (Holm's first step over eight), checked against `paired.mde`."""
     profile = validate_profile(with_values(
         raw(), experiments__inference__evaluation__seeds=None,
         experiments__inference__evaluation__pilot_sd=[0.045, 0.005],
         experiments__inference__evaluation__target_mde=[0.02, 0.01]))
     for n, sd, target in ((5, 0.045, 0.02), (10, 0.005, 0.01)):
         seeds = len(config.evaluation_seeds(profile, n))
-        level = 1 - 0.05 / 7
+        level = 1 - 0.05 / 8
         assert mde(sd / math.sqrt(seeds), seeds - 1, level) <= target
         assert mde(sd / math.sqrt(seeds - 1), seeds - 2, level) > target
 
@@ -257,3 +257,10 @@ def test_the_draws_of_the_evaluation_seeds_are_learned_too():
     # tuning seeds 0-2, evaluation seeds 100-102 at n = 5 (draws 4, 5, 0)
     for source in ("oracle", "task"):
         assert {d for s, d in draws if s == source} == {0, 1, 2, 4, 5}, source
+
+
+def test_the_power_design_level_counts_every_claim_of_the_family():
+    from bprior_core.claims import FAMILY_IDS
+
+    assert power.FAMILY_SIZE == len(FAMILY_IDS)
+    assert power.DESIGN_LEVEL == pytest.approx(1 - 0.05 / len(FAMILY_IDS))

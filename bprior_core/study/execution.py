@@ -149,6 +149,10 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
 
 def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> list[dict]:
     """Train one pack of runs (same `pack_key`) and return their result records (not written)."""
+    if runs[0]["config"]["experiment"] == "reference":
+        from .reference_runs import execute_reference
+
+        return execute_reference(runs, profile, root)
     device = resolve_device(profile["device"])
     pool, val, test = downstream_data(DataKey.of(profile), device)
     cfg = runs[0]["config"]

@@ -26,7 +26,7 @@ from .resources import resolve_device, threads_per_worker
 from .sources import source_kind
 
 EXPERIMENTS = ("rank", "scale", "inference", "temperature", "control", "covariance",
-               "per_seed")
+               "per_seed", "reference")
 # bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
 # evaluation): part of every run's identity, so results of older numerics are never reused
 NUMERICS_VERSION = 4
@@ -288,6 +288,37 @@ def _per_seed_runs(profile: dict, cfg: dict) -> list[dict]:
                            cfg["selection"])
 
 
+REFERENCE_METHODS = {"reference": "hmc", "head_sgd": "sgd", "head_sghmc": "sghmc"}
+
+
+def _reference_runs(profile: dict, cfg: dict) -> list[dict]:
+    """The reference posterior and the two arms on its subspace (`reference` module), per size
+    and evaluation seed (from `experiments.inference.evaluation.first_seed`): `reference` at
+    T = 1, `head_sgd`, `head_sghmc` (the profile's temperature and schedule at that size); on
+    the first `curve_seeds` seeds, `reference T=t` at every other temperature of the curve. The
+    head's features come from the inference prior's pretrained backbone (the seed's draw)."""
+    first = profile["experiments"]["inference"]["evaluation"]["first_seed"]
+    source = profile["experiments"]["inference"]["prior"]
+    sampler = {k: cfg[k] for k in ("chains", "draws", "warmup", "leapfrog")}
+    runs = []
+    for n in cfg["sizes"]:
+        train = {**profile["train"], "steps": steps_at(profile, n)}
+        for i, s in enumerate(range(first, first + cfg["seeds"])):
+            prior = {**_prior_spec(profile, "none", source, s), "kind": "head",
+                     "variance": cfg["head_variance"]}
+            temperatures = cfg["temperatures"] if i < cfg["curve_seeds"] else [1.0]
+            for t in temperatures:
+                arm = "reference" if t == 1.0 else f"reference T={t:g}"
+                runs.append(_planned_run(profile, "reference", arm, "hmc", prior, n, s,
+                                         {**train, "temperature": t}, hmc=sampler,
+                                         subspace="head", seed_role="evaluation"))
+            for arm in ("head_sgd", "head_sghmc"):
+                runs.append(_planned_run(profile, "reference", arm, REFERENCE_METHODS[arm],
+                                         prior, n, s, train, subspace="head",
+                                         seed_role="evaluation"))
+    return runs
+
+
 def _pooled(profile: dict, experiment: str) -> bool:
     """Whether an experiment's tuned arms are fixed once over the tuning seeds (protocol
     `fixed`) rather than per seed."""
@@ -435,7 +466,8 @@ def _temperature_runs(profile: dict, cfg: dict) -> list[dict]:
 
 _PLANNERS = {"rank": _rank_runs, "scale": _scale_runs, "inference": _inference_runs,
              "temperature": _temperature_runs, "control": _control_runs,
-             "covariance": _covariance_runs, "per_seed": _per_seed_runs}
+             "covariance": _covariance_runs, "per_seed": _per_seed_runs,
+             "reference": _reference_runs}
 
 
 def plan(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:

@@ -35,7 +35,7 @@ PROFILE_RECORD = "profile.json"
 # the profile key that holds the training sizes of each experiment
 SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",),
              "temperature": ("n_train",), "control": ("n_train",),
-             "covariance": ("n_train",), "per_seed": ("sizes",)}
+             "covariance": ("n_train",), "per_seed": ("sizes",), "reference": ("sizes",)}
 
 
 def preflight(
