@@ -312,7 +312,8 @@ RULE_H1 = (
 
 
 HOLM_RULE = (
-    "Holm's step-down correction over the eight claims C1-H1 (C4p among them) (family-wise error 5% per metric; "
+    "Holm's step-down correction over the eight claims C1-H1 (C4p among them; family-wise "
+    "error 5% per metric; "
     "the positive controls PC and PC2 are outside the family, at 95 %): each claim's p-value is "
     "the "
     "smallest alpha at which its verdict is decisive (supported or contradicted) when it is "

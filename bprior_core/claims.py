@@ -45,10 +45,10 @@ from .claim_text import (
     RULE_C3,
     RULE_C4,
     RULE_C4B,
+    RULE_C4P,
     RULE_C5,
     RULE_H1,
     RULE_PC,
-    RULE_C4P,
     RULE_PC2,
     TEXT,
     scale_label,
@@ -67,7 +67,6 @@ from .paired import (
     verdict,
 )
 from .power import seeds_needed
-
 from .records import LONG_SGD, arm_parts, headline_value
 from .selection import best_by_validation, select_tuned
 

@@ -15,8 +15,9 @@ leapfrog step for all chains.
 Warm-up (its draws are not kept) adapts each chain: its step size by dual averaging towards an
 accept rate of 0.8 (Hoffman and Gelman 2014, section 3.2), and, from the middle half of the
 warm-up draws, an inverse mass M^-1 equal to their variance (Stan's "metric": a variance
-estimate, shrunk towards 1e-3 a little), after which the step size is adapted again. The kept draws use the final step
-size and mass, so they are draws of a fixed Markov chain that targets pi.
+estimate, shrunk towards 1e-3 a little), after which the step size is adapted again. The kept
+draws use the final step size and mass, so they are draws of a fixed Markov chain that targets
+pi.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def _train_head(task: HeadTask, variance: float, method: str, settings, seed: in
                                     s.samples_per_cycle, s.burn_in_cycles)
     sums, count = [torch.zeros(len(y), task.classes, dtype=torch.float64)
                    for y in (task.test_y, task.val_y)], 0
-    for k, plan in enumerate(schedule):
+    for plan in schedule:
         batch = torch.randint(n, (min(s.batch_size, n),), generator=gen)
         for group in opt.param_groups:
             group["lr"] = plan.lr
