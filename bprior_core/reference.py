@@ -19,8 +19,9 @@ Three arms per training subset, all on the same features:
   averaged (the model average); diagnostics: rank-normalised R-hat and bulk ESS of every
   validation point's probability of its true class, the Monte Carlo SE of the model-averaged
   test accuracy (the spread of the chains' averages), accept rates, divergences;
-- `head_sgd`: SGD on the same loss (mean cross-entropy - log prior / n), a cosine schedule:
-  what SGD does on this subspace;
+- `head_sgd`: SGD on this subspace trained to convergence: the MAP of the same posterior (its
+  loss is convex with a unique minimum; found by L-BFGS to a gradient norm below 1e-6), the
+  point estimate the model average is compared with;
 - `head_sghmc`: the paper's recipe on this subspace: cyclical SGHMC at the profile's temperature
   and schedule, its samples after burn-in averaged.
 """
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 
 from . import hmc
 from .mcmc import bulk_ess, rank_rhat
-from .samplers import SGHMC, CosineSchedule, CyclicalSchedule
+from .samplers import SGHMC, CyclicalSchedule
 
 ARMS = ("reference", "head_sgd", "head_sghmc")
 KEPT_DRAWS = 200  # draws per chain whose predictions are averaged (thinned evenly)
@@ -156,11 +157,37 @@ def sample_reference(task: HeadTask, variance: float, temperature: float, chains
     return {"test": test, "val": val, "diagnostics": diagnostics}
 
 
+def head_map(task: HeadTask, variance: float) -> torch.Tensor:
+    """The head's MAP (flat, (1, d)): the unique maximum of the posterior (T does not move it),
+    by L-BFGS from zero until the gradient's norm is below 1e-6."""
+    target = HeadPosterior(task.train_x, task.train_y, task.classes, variance, 1.0)
+    q = torch.zeros(1, task.dim, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([q], lr=1.0, max_iter=500, tolerance_grad=1e-6,
+                            tolerance_change=1e-12, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logp, grad = target(q.detach())
+        q.grad = -grad
+        return -logp.sum()
+
+    for _ in range(20):  # restarts until converged (each runs up to max_iter iterations)
+        opt.step(closure)
+        if float(target(q.detach())[1].norm()) < 1e-6:
+            break
+    return q.detach()
+
+
 def _train_head(task: HeadTask, variance: float, method: str, settings, seed: int,
                 temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A head trained on the features by `sgd` (cosine schedule, momentum) or the cyclical
-    `sghmc` recipe (samples after burn-in averaged) with the profile's settings: the loss is
-    mean cross-entropy - log prior / n; returns test and validation probabilities."""
+    """A head on the features: `sgd`, trained to convergence (`head_map`), or the cyclical
+    `sghmc` recipe with the profile's settings (loss mean cross-entropy - log prior / n; its
+    samples after burn-in averaged); returns test and validation probabilities."""
+    if method == "sgd":
+        q = head_map(task, variance)
+        return (logits(q, task.test_x, task.classes)[0].softmax(-1),
+                logits(q, task.val_x, task.classes)[0].softmax(-1))
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(task.train_x.shape[1], task.classes).double()
     with torch.no_grad():  # the engine's head initialisation, from this run's generator
@@ -169,15 +196,10 @@ def _train_head(task: HeadTask, variance: float, method: str, settings, seed: in
         head.bias.uniform_(-bound, bound, generator=gen)
     n = len(task.train_y)
     s = settings
-    if method == "sgd":
-        opt = torch.optim.SGD(head.parameters(), lr=s.lr, momentum=s.momentum,
-                              nesterov=s.nesterov)
-        schedule = CosineSchedule(s.steps, s.lr)
-    else:
-        opt = SGHMC(head.parameters(), lr=s.lr, num_data=n, momentum=s.momentum,
-                    temperature=temperature, generator=gen)
-        schedule = CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
-                                    s.samples_per_cycle, s.burn_in_cycles)
+    opt = SGHMC(head.parameters(), lr=s.lr, num_data=n, momentum=s.momentum,
+                temperature=temperature, generator=gen)
+    schedule = CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
+                                s.samples_per_cycle, s.burn_in_cycles)
     sums, count = [torch.zeros(len(y), task.classes, dtype=torch.float64)
                    for y in (task.test_y, task.val_y)], 0
     for plan in schedule:
@@ -188,17 +210,14 @@ def _train_head(task: HeadTask, variance: float, method: str, settings, seed: in
             p.square().sum() for p in head.parameters()) / (2 * variance * n)
         opt.zero_grad()
         loss.backward()
-        if method == "sgd":
-            opt.step()
-        else:
-            opt.step(noise=plan.noise)
-        if method != "sgd" and plan.collect:
+        opt.step(noise=plan.noise)
+        if plan.collect:
             with torch.no_grad():
                 for total, x in zip(sums, (task.test_x, task.val_x), strict=True):
                     total += head(x).softmax(-1)
             count += 1
     with torch.no_grad():
-        if method == "sgd" or count == 0:
+        if count == 0:
             return head(task.test_x).softmax(-1), head(task.val_x).softmax(-1)
     return sums[0] / count, sums[1] / count
 

@@ -44,7 +44,7 @@ def test_the_heads_log_density_and_gradient_match_autograd_and_the_formula():
 
 def test_the_reference_agrees_with_a_long_random_walk_of_the_same_posterior():
     """The HMC reference's posterior mean of a 2-class head on 2 features (6 parameters)
-    against 400,000 steps of random-walk Metropolis (another exact sampler), within Monte Carlo
+    against 64 x 6,000 steps of random-walk Metropolis (another exact sampler), within Monte Carlo
     error: the two sample the same distribution."""
     task = small_task(n=12, features=2, classes=2, seed=1)
     target = HeadPosterior(task.train_x, task.train_y, 2, variance=1.0, temperature=1.0)
@@ -52,16 +52,17 @@ def test_the_reference_agrees_with_a_long_random_walk_of_the_same_posterior():
     result = reference.hmc.sample(target, torch.randn(4, task.dim, generator=gen,
                                                       dtype=torch.float64),
                                   2000, 500, 8, generator=gen)
-    q = torch.zeros(1, task.dim, dtype=torch.float64)
+    q = torch.zeros(64, task.dim, dtype=torch.float64)  # 64 random walks side by side
     logp = target(q)[0]
     walk, step = [], 0.35
-    for _ in range(400_000):
+    for i in range(6000):
         proposal = q + step * torch.randn(q.shape, generator=gen, dtype=torch.float64)
         new = target(proposal)[0]
-        if torch.rand(1, generator=gen, dtype=torch.float64) < (new - logp).exp():
-            q, logp = proposal, new
-        walk.append(q[0])
-    walk = torch.stack(walk[50_000::10]).numpy()
+        take = torch.rand(64, generator=gen, dtype=torch.float64) < (new - logp).exp()
+        q, logp = torch.where(take[:, None], proposal, q), torch.where(take, new, logp)
+        if i >= 1000 and i % 5 == 0:
+            walk.append(q)
+    walk = torch.cat(walk).numpy()
     draws = result.draws.reshape(-1, task.dim).numpy()
     sd = draws.std(0)
     assert np.all(np.abs(draws.mean(0) - walk.mean(0)) < 0.1 * sd + 0.02)
@@ -93,3 +94,16 @@ def test_bad_reference_input_is_refused():
         reference.check_starts(torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="must be > 0"):
         HeadPosterior(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), 2, 0.0, 1.0)
+
+
+def test_sgd_on_the_subspace_is_the_maps_point_estimate():
+    """`head_sgd` is trained to convergence: the posterior's gradient vanishes at it, and every
+    small step away lowers the log-density."""
+    task = small_task()
+    q = reference.head_map(task, 1.0)
+    target = HeadPosterior(task.train_x, task.train_y, task.classes, 1.0, 1.0)
+    logp, grad = target(q)
+    assert float(grad.norm()) < 1e-5
+    gen = torch.Generator().manual_seed(0)
+    nudged = q + 1e-2 * torch.randn(8, task.dim, generator=gen, dtype=torch.float64)
+    assert bool((target(nudged)[0] < logp).all())
