@@ -671,3 +671,124 @@ def too_short_text(chains: int | None, draws: int | None) -> str:
     if not chains or chains < 2:
         return "not computed: one chain (R-hat needs 2 or more)"
     return (f"not computed: {draws or 0} draws per chain (R-hat needs {MIN_DRAWS} or more)")
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def reference_table(records: Sequence[Mapping]) -> pd.DataFrame:
+    """The reference experiment at T = 1 per arm and size: test error, NLL and ECE (mean ±
+    standard error over seeds) of the reference posterior's model average, SGD on its subspace
+    (the MAP) and the paper's SGHMC recipe there."""
+    frame = select(records_frame(list(records)), "reference") if records else pd.DataFrame()
+    if frame.empty:
+        return frame
+    frame = frame[frame["arm"].isin(("reference", "head_sgd", "head_sghmc"))]
+    return display_table(summarize(frame, ["arm", "n_train"]), ["arm", "n_train"])
+
+
+def reference_diagnostics(records: Sequence[Mapping]) -> pd.DataFrame:
+    """Per size and temperature, over the reference posterior's seeds: the largest 95th
+    percentile of the validation points' R-hat, the smallest median bulk ESS, the largest Monte
+    Carlo SE of the model-averaged test accuracy (points), the accept rates' range and the
+    divergent transitions."""
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        diag = (r.get("diagnostics") or {}).get("reference")
+        if cfg.get("experiment") != "reference" or not diag:
+            continue
+        key = (int(cfg.get("n_train") or 0), cfg["train"]["temperature"])
+        row = rows.setdefault(key, {"n_train": size_label(key[0]), "T": f"{key[1]:g}",
+                                    "seeds": 0, "R-hat (val, q95, max)": 0.0,
+                                    "ESS (val, median, min)": math.inf,
+                                    "MC SE of accuracy (points, max)": 0.0,
+                                    "accept rate": [1.0, 0.0], "divergent": 0,
+                                    "chains x draws": f"{diag['chains']} x "
+                                                      f"{diag['draws_per_chain']}"})
+        row["seeds"] += 1
+        row["R-hat (val, q95, max)"] = max(row["R-hat (val, q95, max)"], diag["rhat_val_q95"])
+        row["ESS (val, median, min)"] = min(row["ESS (val, median, min)"],
+                                            diag["ess_val_median"])
+        row["MC SE of accuracy (points, max)"] = max(row["MC SE of accuracy (points, max)"],
+                                                     100 * diag["mc_se_accuracy"])
+        low, high = row["accept rate"]
+        row["accept rate"] = [min(low, *diag["accept_rate"]), max(high, *diag["accept_rate"])]
+        row["divergent"] += diag["divergent"]
+    out = []
+    for key in sorted(rows, key=lambda k: (k[0] or math.inf, k[1])):
+        row = rows[key]
+        low, high = row.pop("accept rate")
+        out.append({**row, "R-hat (val, q95, max)": round(row["R-hat (val, q95, max)"], 4),
+                    "ESS (val, median, min)": round(row["ESS (val, median, min)"]),
+                    "MC SE of accuracy (points, max)":
+                        round(row["MC SE of accuracy (points, max)"], 3),
+                    "accept rate": f"{low:.2f}-{high:.2f}"})
+    return pd.DataFrame(out)
+
+
+def recipe_agreement(records: Sequence[Mapping], predictions) -> pd.DataFrame:
+    """Does the paper's SGHMC recipe sample the posterior? Per size, over the seeds with both
+    runs: the mean total variation distance between the recipe's and the reference's
+    predictive distributions on the test points (0 = the same predictions) and the accuracy
+    difference (points, recipe minus reference), from the stored predictions."""
+    from .reference import total_variation
+
+    runs: dict[tuple, dict] = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        if cfg.get("experiment") == "reference" and cfg["arm"] in ("reference", "head_sghmc"):
+            runs.setdefault((int(cfg.get("n_train") or 0), int(r["seed"])), {})[cfg["arm"]] = r
+    by_size: dict[int, list[tuple[float, float]]] = {}
+    for (n, _), pair in runs.items():
+        if len(pair) < 2:
+            continue
+        loaded = [predictions(pair[arm]) for arm in ("head_sghmc", "reference")]
+        if any(p is None or "test" not in p for p in loaded):
+            continue
+        recipe, ref = (torch_probs(p["test"]) for p in loaded)
+        accuracy = [headline_block(pair[arm])["accuracy"] for arm in ("head_sghmc", "reference")]
+        by_size.setdefault(n, []).append((total_variation(recipe, ref),
+                                          100 * (accuracy[0] - accuracy[1])))
+    return pd.DataFrame([{"n_train": size_label(n), "seeds": len(v),
+                          "total variation (mean)": round(float(np.mean([t for t, _ in v])), 4),
+                          "accuracy, recipe - reference (points)":
+                              round(float(np.mean([a for _, a in v])), 2)}
+                         for n, v in sorted(by_size.items(), key=lambda kv: kv[0] or math.inf)])
+
+
+def torch_probs(part: Mapping) -> object:
+    """A stored split's probabilities as a float64 tensor."""
+    import torch
+
+    return torch.as_tensor(np.asarray(part["probs"], dtype=np.float64))
+
+
+def reference_temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
+    """The reference posterior's temperature curve on the seeds that ran every temperature:
+    per T, test error, NLL and ECE of the model average (mean ± standard error over those
+    seeds) with the largest R-hat (95th percentile over validation points) and the smallest
+    median ESS; the columns `plots.temperature_figure` draws."""
+    frame = select(records_frame(list(records)), "reference") if records else pd.DataFrame()
+    if frame.empty:
+        return frame
+    ref = frame[frame["arm"].str.startswith("reference")]
+    curve_seeds = set(ref[ref["arm"] != "reference"]["seed"])
+    ref = ref[ref["seed"].isin(curve_seeds)]
+    if ref.empty:
+        return pd.DataFrame()
+    summary = summarize(ref, ["n_train", "temperature"], ("error_pct", "nll", "ece"))
+    diag = {(int(r["config"].get("n_train") or 0), r["config"]["train"]["temperature"]):
+            (r.get("diagnostics") or {}).get("reference") for r in records
+            if (r.get("config") or {}).get("experiment") == "reference"
+            and r["seed"] in curve_seeds and (r.get("diagnostics") or {}).get("reference")}
+    rhat, ess = {}, {}
+    for key, d in diag.items():
+        rhat[key] = max(rhat.get(key, 0.0), d["rhat_val_q95"])
+        ess[key] = min(ess.get(key, math.inf), d["ess_val_median"])
+    keys = list(zip(summary["n_train"].astype(int), summary["temperature"], strict=True))
+    summary["rhat"] = [rhat.get(k, math.nan) for k in keys]
+    summary["ess"] = [ess.get(k, math.nan) for k in keys]
+    summary["draws"] = [next((d["draws_per_chain"] for kk, d in diag.items() if kk == k), None)
+                        for k in keys]
+    return summary.sort_values(["n_train", "temperature"]).reset_index(drop=True)

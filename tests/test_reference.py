@@ -107,3 +107,41 @@ def test_sgd_on_the_subspace_is_the_maps_point_estimate():
     gen = torch.Generator().manual_seed(0)
     nudged = q + 1e-2 * torch.randn(8, task.dim, generator=gen, dtype=torch.float64)
     assert bool((target(nudged)[0] < logp).all())
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("chains", 3, "at least 4 chains"),
+    ("temperatures", [0.1, 3.0], "list 1.0 among them"),
+    ("curve_seeds", 5, "more than its 3 seeds"),
+])
+def test_a_reference_profile_is_checked_before_anything_runs(key, value, expected):
+    import yaml
+
+    from bprior_core.config import PARAMS_DIR, ProfileError, validate_profile
+
+    raw = yaml.safe_load((PARAMS_DIR / "smoke.yaml").read_text())
+    raw["experiments"]["reference"][key] = value
+    with pytest.raises(ProfileError, match=expected):
+        validate_profile(raw)
+
+
+def test_the_reference_runs_are_planned_per_size_seed_and_temperature():
+    """Each evaluation seed: the reference at T = 1, SGD and the recipe on its subspace; the
+    first `curve_seeds` seeds also the other temperatures; the seed's prior draw gives the
+    backbone."""
+    from collections import Counter
+
+    from bprior_core.config import load_profile
+    from bprior_core.study.planning import plan
+
+    profile = load_profile("smoke")
+    runs = plan(profile, ["reference"])
+    arms = Counter(r["config"]["arm"] for r in runs)
+    assert arms == {"reference": 3, "head_sgd": 3, "head_sghmc": 3, "reference T=0.1": 1,
+                    "reference T=0.3": 1, "reference T=3": 1}
+    assert {r["config"]["seed"] for r in runs} == {100, 101, 102}
+    for r in runs:
+        cfg = r["config"]
+        assert cfg["prior"]["kind"] == "head" and cfg["prior"]["draw"] == cfg["seed"] % 2
+        assert cfg["method"] == {"reference": "hmc", "head_sgd": "sgd",
+                                 "head_sghmc": "sghmc"}[cfg["arm"].split(" ")[0]]
