@@ -344,8 +344,9 @@ RULE_C4P = (
     "from dispersed starting points) vs SGD on the same loss and subspace, paired over the "
     "evaluation seeds, judged size by size (each size a part). Judged only where the reference "
     "converged: for every size, the 95th percentile over validation points of the "
-    "rank-normalised R-hat of their probability of the true class <= 1.01 and the Monte Carlo "
-    "SE of the model-averaged test accuracy (the spread of the chains' averages) below a "
+    "rank-normalised R-hat of their probability of the true class <= 1.01 for every run, and "
+    "the Monte Carlo SE of the seed-averaged model-averaged test accuracy (each run's by batch "
+    "means over blocks of its chains' draws, combined over seeds as the mean is) below a "
     "quarter of the accuracy margin; otherwise 'not converged', with the numbers. The paper's "
     "SGHMC recipe on the same subspace against the reference is evidence only: whether the "
     "recipe samples the posterior. " + COMBINE_RULE + " " + INTERVAL_RULE)

@@ -779,7 +779,8 @@ def test_c4p_is_judged_only_where_the_reference_posterior_converged() -> None:
     assert [u["n_train"] for u in c4p["evidence"]["parts"][0]["units"]] == [10, 250]
     assert c4p["evidence"]["parts"][1]["role"] == "evidence only"
     assert [r["rhat"] for r in c4p["evidence"]["reference"]] == [1.005, 1.005]
-    for rhat, mc_se in ((1.02, 0.001), (1.005, 0.003)):
+    # the seed-averaged MC SE of 5 runs of 0.01 each: 0.0045, above a quarter of the margin
+    for rhat, mc_se in ((1.02, 0.001), (1.005, 0.01)):
         bad = {c["id"]: c for c in evaluate_claims(reference_diagnostics(world(), rhat, mc_se))}
         assert bad["C4p"]["verdict"] == "not converged"
         assert "Had it converged" in bad["C4p"]["summary"]
