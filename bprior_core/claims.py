@@ -80,6 +80,8 @@ CONTROL_ID = "PC"
 COVARIANCE_ID = "PC2"
 CONTROL_LEVEL = 0.95  # the positive controls' level (outside the Holm family)
 REFERENCE_ID = "C4p"
+# a reference chain accepting too rarely is stuck, too often takes steps too small to move
+ACCEPT_RANGE = (0.2, 0.99)
 FAMILY_IDS = ("C1", "C2", "C3", "C4", "C4b", REFERENCE_ID, "C5", "H1")
 CLAIM_IDS = (CONTROL_ID, COVARIANCE_ID, *FAMILY_IDS)
 # claims about a prior's effect on the inference testbed: uninformative without the control
@@ -1133,11 +1135,12 @@ def _gate_reference(claim: dict, records: Sequence[Mapping[str, Any]]) -> dict:
             continue
         row = rows.setdefault(int(cfg.get("n_train") or 0), {
             "n_train": cfg.get("n_train"), "rhat": 0.0, "mc_se": 0.0, "mc_var": 0.0,
-            "ess": math.inf, "accept_min": 1.0, "divergent": 0, "runs": 0})
+            "ess": math.inf, "accept_min": 1.0, "accept_max": 0.0, "divergent": 0, "runs": 0})
         row["rhat"] = max(row["rhat"], diag["rhat_val_q95"])
         row["mc_var"] += diag["mc_se_accuracy"] ** 2
         row["ess"] = min(row["ess"], diag["ess_val_median"])
         row["accept_min"] = min(row["accept_min"], min(diag["accept_rate"]))
+        row["accept_max"] = max(row["accept_max"], max(diag["accept_rate"]))
         row["divergent"] += diag["divergent"]
         row["runs"] += 1
     for row in rows.values():
@@ -1145,15 +1148,19 @@ def _gate_reference(claim: dict, records: Sequence[Mapping[str, Any]]) -> dict:
     table = [rows[n] for n in sorted(rows, key=_size_key)]
     claim["evidence"]["reference"] = table
     limit = MARGINS["accuracy"] / 4
-    failing = [r for r in table if r["rhat"] > REFERENCE_RHAT_MAX or r["mc_se"] >= limit]
+    low, high = ACCEPT_RANGE
+    failing = [r for r in table if r["rhat"] > REFERENCE_RHAT_MAX or r["mc_se"] >= limit
+               or not low < r["accept_min"] <= r["accept_max"] < high]
     if failing:
         worst = ", ".join(f"n = {_size_label(r['n_train'])}: R-hat {r['rhat']:.3f}, MC SE "
-                          f"{100 * r['mc_se']:.2f} points" for r in failing)
+                          f"{100 * r['mc_se']:.2f} points, accept rates "
+                          f"{r['accept_min']:.2f}-{r['accept_max']:.2f}" for r in failing)
         claim["verdict"] = "not converged"
         claim["summary"] = (f"Not converged (the reference needs R-hat <= {REFERENCE_RHAT_MAX} on "
-                            f"validation points and a Monte Carlo SE of its seed-averaged "
-                            f"accuracy below {100 * limit:.2f} points; {worst}). Had it "
-                            "converged: " + claim["summary"])
+                            f"validation points, a Monte Carlo SE of its seed-averaged "
+                            f"accuracy below {100 * limit:.2f} points and every chain's accept "
+                            f"rate within ({low:g}, {high:g}); {worst}). Had it converged: "
+                            + claim["summary"])
     return claim
 
 

@@ -89,7 +89,15 @@ class HeadPosterior:
         self.onehot = F.one_hot(y, classes).to(x.dtype)
         self.variance, self.temperature = variance, temperature
 
+    @property
+    def dim(self) -> int:
+        return self.classes * (self.x.shape[1] + 1)
+
     def __call__(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"the head's subspace has {self.dim} parameters ({self.classes} "
+                             f"classes x {self.x.shape[1]} features + biases); got positions of "
+                             f"shape {tuple(q.shape)}")
         z = logits(q, self.x, self.classes)
         log_probs = z.log_softmax(-1)
         loglik = (log_probs * self.onehot).sum((1, 2))

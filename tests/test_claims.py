@@ -784,3 +784,9 @@ def test_c4p_is_judged_only_where_the_reference_posterior_converged() -> None:
         bad = {c["id"]: c for c in evaluate_claims(reference_diagnostics(world(), rhat, mc_se))}
         assert bad["C4p"]["verdict"] == "not converged"
         assert "Had it converged" in bad["C4p"]["summary"]
+    stuck = reference_diagnostics(world(), 1.005, 0.001)
+    for r in stuck:
+        if (r.get("diagnostics") or {}).get("reference"):
+            r["diagnostics"]["reference"]["accept_rate"] = [0.8, 0.1]  # one chain stuck
+    c4p = {c["id"]: c for c in evaluate_claims(stuck)}["C4p"]
+    assert c4p["verdict"] == "not converged" and "accept rates 0.10-0.80" in c4p["summary"]

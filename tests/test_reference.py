@@ -94,6 +94,9 @@ def test_bad_reference_input_is_refused():
         reference.check_starts(torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="must be > 0"):
         HeadPosterior(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), 2, 0.0, 1.0)
+    target = HeadPosterior(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), 2, 1.0, 1.0)
+    with pytest.raises(ValueError, match="the head's subspace has 6 parameters"):
+        target(torch.zeros(4, 5))
 
 
 def test_sgd_on_the_subspace_is_the_maps_point_estimate():
