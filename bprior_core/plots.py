@@ -278,9 +278,9 @@ def temperature_positions(temperatures: Sequence[float]) -> tuple[list[float], l
             [f"{t:g}" for t in temperatures])
 
 
-def temperature_figure(summary: pd.DataFrame):
+def temperature_figure(summary: pd.DataFrame, rhat_max: float = RHAT_MAX):
     """Test error, NLL and ECE (mean ± se over seeds) and the rank-normalised R-hat over the
-    chains (largest over seeds; the smallest bulk ESS written beside it; dashed: RHAT_MAX) against
+    chains (largest over seeds; the smallest bulk ESS written beside it; dashed: `rhat_max`) against
     the temperature on a log axis, T = 0 placed a decade below the smallest positive T behind
     an axis break. None without rows."""
     if summary.empty:
@@ -307,7 +307,7 @@ def temperature_figure(summary: pd.DataFrame):
         have = f"these chains hold {', '.join(map(str, sorted(draws)))}" if draws else ""
         ax.text(0.5, 0.5, f"no R-hat: it needs >= 2 chains\nof >= {MIN_DRAWS} draws each;\n{have}",
                 transform=ax.transAxes, ha="center", va="center", color="0.4")
-    for y, style in ((1.0, "-"), (RHAT_MAX, "--")):
+    for y, style in ((1.0, "-"), (rhat_max, "--")):
         ax.axhline(y, color="0.5", lw=0.8, ls=style)
     ax.set_ylabel("rank-normalised R-hat (1 = chains agree)")
     for ax in axes:

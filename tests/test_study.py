@@ -55,6 +55,11 @@ def expected_count(profile: dict) -> dict[str, int]:
         "covariance": len(exps["covariance"]["arms"]) * grid * tuned,
         "per_seed": (len(exps["per_seed"]["arms"]) * len(exps["per_seed"]["sizes"]) * grid
                      * exps["per_seed"]["seeds"]),
+        # per size and seed: the reference at T = 1, SGD and the recipe on its subspace; on
+        # the curve seeds the other temperatures too
+        "reference": len(exps["reference"]["sizes"]) * (
+            3 * exps["reference"]["seeds"]
+            + (len(exps["reference"]["temperatures"]) - 1) * exps["reference"]["curve_seeds"]),
     }
     return {k: v for k, v in counts.items() if exps[k]["enabled"]}
 
@@ -95,7 +100,7 @@ def test_run_ids_are_unique_and_stable(smoke) -> None:
 
 
 def test_ids_change_with_what_a_run_depends_on(smoke) -> None:
-    tuned = ("inference", "control", "covariance", "per_seed")  # their steps are per size
+    tuned = ("inference", "control", "covariance", "per_seed", "reference")  # steps per size
     base = {r["id"] for r in study.plan(smoke) if r["config"]["experiment"] not in tuned}
     longer = copy.deepcopy(smoke)
     longer["train"]["steps"] += 1
@@ -269,6 +274,9 @@ def test_every_planned_prior_spec_can_be_built(smoke) -> None:
     kinds = Counter()
     for run in study.plan(smoke):
         spec = run["config"]["prior"]
+        if spec["kind"] == "head":  # the reference's head prior is not a backbone prior
+            assert study.build_run_prior(spec, learned) is None
+            continue
         prior = study.build_run_prior(spec, learned)
         kinds[spec["kind"]] += 1
         if prior is not None:
@@ -279,6 +287,9 @@ def test_every_planned_prior_spec_can_be_built(smoke) -> None:
 
 def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    flowers = copy.deepcopy(flowers)  # its published prefixes moved into this test's folder
+    flowers["priors"]["files"] = {k: str(tmp_path / "priors" / Path(v).name)
+                                  for k, v in flowers["priors"]["files"].items()}
     with pytest.raises(study.StudyError) as info:
         study.check_prior_files(flowers)
     message = str(info.value)

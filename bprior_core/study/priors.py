@@ -278,7 +278,7 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
     prior (trace matching; then zero -> isotropic changes only the mean, isotropic -> learned
     only the shape of the covariance)."""
     kind = spec["kind"]
-    if kind == "none":
+    if kind in ("none", "head"):  # no backbone prior (the reference's prior is the head's)
         return None
     if kind == "task":
         return learned.shaped(spec["variance"], spec["share"])
