@@ -763,8 +763,24 @@ def timings_markdown(folder: Path) -> str:
                    if isinstance(v, (int, float)))
     total = sum(v for v in timings.values() if isinstance(v, (int, float)))
     return ("Wall clock of the stages of `bprior report` (`timings.json`; a notebook's time is "
-            "that of its last run):\n\n| stage | time |\n|---|---|\n" + rows
+            "that of its last run; a stage with nothing left to do takes a moment):\n\n"
+            "| stage | time |\n|---|---|\n" + rows
             + f"| **all of these** | **{total / 60:.1f} min** |\n")
+
+
+def run_seconds_table(records: Sequence[Mapping]) -> object:
+    """Where the training time went: per experiment and phase (tuning, final, single), the runs
+    and their run-seconds (each run's own time; packs and workers run them side by side)."""
+    import pandas as pd
+
+    rows: dict[tuple, list] = {}
+    for r in records:
+        cfg = r.get("config") or {}
+        key = (cfg.get("experiment"), cfg.get("phase") or "single")
+        rows.setdefault(key, []).append(float(r.get("wall_time_s") or 0.0))
+    return pd.DataFrame([{"experiment": e, "phase": p, "runs": len(v),
+                          "run-seconds": round(sum(v)), "per run (s)": round(sum(v) / len(v), 2)}
+                         for (e, p), v in sorted(rows.items())])
 
 
 METHOD_TEXT = {"sgd_prior": "SGD with the learned {prior} prior in its loss (MAP: the final "
@@ -1092,7 +1108,9 @@ def build_report(
     # run done and only read results
     counts = run_study(profile, root, profile_file=path, pack=pack, backend=backend,
                        address=address, progress=progress)
-    timings = {"priors": counts.pop("priors_s"), "runs": counts["wall_time_s"]}
+    timings = {"priors": counts.pop("priors_s"),
+               "tuning and single-phase runs": counts.pop("planned_s"),
+               "final runs": counts.pop("final_s")}
     log(f"runs: {counts_text(counts)}")
     atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))  # the report reads it
     nb_dir, html_dir = out / "notebooks", out / "html"

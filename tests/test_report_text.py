@@ -77,3 +77,14 @@ def test_the_settings_table_shows_one_row_per_fixed_setting():
     row = table.iloc[0]
     assert row["evaluation seeds"] == 2 and row["on a grid edge"] == "value, lr"
     assert row["free share"] == "0.250" and row["value"] == "10"
+
+
+def test_run_seconds_are_summed_per_experiment_and_phase():
+    records = [{"config": {"experiment": "inference", "phase": p}, "wall_time_s": t}
+               for p, t in (("tune", 1.0), ("tune", 2.0), ("final", 4.0))]
+    records.append({"config": {"experiment": "rank"}, "wall_time_s": 0.5})
+    table = report.run_seconds_table(records)
+    rows = {(r["experiment"], r["phase"]): (r["runs"], r["run-seconds"])
+            for _, r in table.iterrows()}
+    assert rows == {("inference", "final"): (1, 4), ("inference", "tune"): (2, 3),
+                    ("rank", "single"): (1, 0)}

@@ -374,11 +374,12 @@ def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
     """Execute what the experiments still need, in two sweeps: the planned runs (tuning runs
     included), then the final runs of the tuned groups their results choose. `sweep` goes to
     `run_sweep` (progress, pack, backend, address, workers, execute). Returns the counts of both
-    sweeps added up."""
+    sweeps added up, with each sweep's wall time (`planned_s`, `final_s`)."""
     experiments = list(experiments)
     counts = run_sweep(profile, plan(profile, experiments), root, **sweep)
+    first = counts["wall_time_s"]
     finals = final_runs(profile, lambda run: stored_record(profile, run, root), experiments)
     if finals:
         more = run_sweep(profile, finals, root, **sweep)
         counts = {k: counts[k] + more[k] for k in counts}
-    return counts
+    return {**counts, "planned_s": first, "final_s": round(counts["wall_time_s"] - first, 1)}

@@ -3,6 +3,7 @@ then truncated, rescaled or replaced by a baseline for each run."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -157,6 +158,7 @@ def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, dev
     (the task prior: the directions from the stored SimCLR draw's weights, which it keeps as
     its backbone)."""
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
+    start = time.perf_counter()
     source = source_task(profile, name)
     torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
     model = build_model(profile["model"], source.num_classes, profile["model_weights"])
@@ -176,6 +178,7 @@ def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, dev
     prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
                           meta={**prior.meta, "source_id": prior_source_id(profile, name, draw),
                                 "source": source_meta,
+                                "wall_time_s": round(time.perf_counter() - start, 1),
                                 "backbone_digest": file_digest(backbone_file)})
     save_prior(prior, prior_file)
     return prior_file
