@@ -7,8 +7,8 @@ For each model, method, pack size R and precision, prints one JSON object per li
   raw_ms_per_step      a plain torch step of ONE unpacked model (cross-entropy + Nesterov SGD,
                        same batch, device, precision and layout), measured in this process,
   ratio                ms_per_run_step / raw_ms_per_step (the engine's cost per run vs plain torch),
-  prior_ms, prior_fraction   the prior term (log p and its gradient for all R runs) alone, and
-                       its share of the packed step,
+  prior_ms, prior_fraction   the prior term (log p, its gradient and the preconditioner, fused,
+                       for all R runs) alone, and its share of the packed step,
   alone_ms_per_step    the same R runs as R packs of one, each stepped in turn (one engine
                        step of every run), and packed_speedup = alone_ms_per_step / ms_per_step,
   stacked              whether the backbone was stacked (vmap) rather than packed by channel.
@@ -115,8 +115,9 @@ def measure(args, model_name, method, runs, precision, device) -> dict:
     if pack.prior is not None:
         weight = 1.0 / pack.num_data
         theta, grad = pack.weights[:, : pack.dim], pack.grads[:, : pack.dim]
-        prior_ms = _timed(lambda _k: pack.prior.add_neg_log_prob_grad_(theta, grad, weight),
-                          device, 2, args.steps)
+        term = (pack.precond.prior_step_ if pack.precond is not None
+                else pack.prior.add_neg_log_prob_grad_)
+        prior_ms = _timed(lambda _k: term(theta, grad, weight), device, 2, args.steps)
     raw = raw_step_ms(model_name, args.batch, device, precision, channels_last, args.warmup,
                       args.steps)
     singles = _pack(model_name, method, runs, args.batch, device, precision, channels_last,

@@ -198,6 +198,7 @@ class Pack:
                       PackedPrior([s.prior for s in specs], device, self.dtype))
         self.run_ranks = [0 if s.prior is None else s.prior.rank for s in specs]
         self.num_data = torch.tensor([float(len(s.train_indices)) for s in specs], device=device)
+        self.prior_weight = 1.0 / self.num_data  # the loss is mean NLL - log p / N
         self.weight_decay = _per_run(specs, "weight_decay", settings.weight_decay, device)
         self.schedule = make_schedule(method, settings)
         self._tabulate(specs)
@@ -299,9 +300,14 @@ class Pack:
             torch._foreach_copy_(self.grad_views[trained:],
                                  [run_view(p.grad, runs) for p in self.net_params[trained:]])
         loss = ce.detach().double()
+        theta, backbone_grads = self.weights[:, : self.dim], self.grads[:, : self.dim]
+        # the prior's gradient and the preconditioner in one pass, unless clipping comes between
+        fused = self.precond is not None and self.settings.grad_clip is None
+        if fused:
+            log_p = self.precond.prior_step_(theta, backbone_grads, self.prior_weight)
+        elif self.prior is not None:
+            log_p = self.prior.add_neg_log_prob_grad_(theta, backbone_grads, self.prior_weight)
         if self.prior is not None:
-            log_p = self.prior.add_neg_log_prob_grad_(
-                self.weights[:, : self.dim], self.grads[:, : self.dim], 1.0 / self.num_data)
             loss = loss - log_p / self.num_data
         ok = torch.isfinite(loss)
         self._mark_diverged(ok, k)
@@ -309,9 +315,9 @@ class Pack:
         self.grads[:, self.decay_from:].addcmul_(self.weights[:, self.decay_from:],
                                                  self.weight_decay)
         if self.settings.grad_clip is not None:
-            self._clip(self.grads[:, : self.dim])
-        if self.precond is not None:
-            self.precond.apply_(self.grads[:, : self.dim])
+            self._clip(backbone_grads)
+        if self.precond is not None and not fused:
+            self.precond.apply_(backbone_grads)
         self._update(k)
         self._stale = True
 

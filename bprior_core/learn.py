@@ -11,8 +11,9 @@ backbone weights are the SWA mean (the prior's mean) with BatchNorm statistics r
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,18 +41,18 @@ OBJECTIVES = ("supervised", "simclr")
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A random view of each image (batched): resized crop, flip, brightness/contrast, noise."""
     n = x.shape[0]
-    rand = lambda *shape: torch.rand(*shape, generator=gen).to(x.device)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=gen).to(x.device, x.dtype)  # noqa: E731
     scale = 0.6 + 0.4 * rand(n)
     shift = (1 - scale).unsqueeze(1) * (2 * rand(n, 2) - 1)
     flip = torch.where(rand(n) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 1, 1] = scale * flip, scale
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     view = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     contrast = 0.6 + 0.8 * rand(n, 1, 1, 1)
     brightness = 0.8 * rand(n, 1, 1, 1) - 0.4
-    noise = 0.1 * torch.randn(view.shape, generator=gen).to(x.device)
+    noise = 0.1 * torch.randn(view.shape, generator=gen).to(x.device, x.dtype)
     return view * contrast + brightness + noise
 
 
@@ -108,15 +109,17 @@ def lr_schedule(total: int, lr0: float, schedule: str, cycles: int = 1) -> Calla
 
 def sgd_steps(
     objective: nn.Module,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterator[tuple[Any, Any]],
     steps: int,
     lr_at: Callable[[int], float],
     settings: PriorLearningSettings,
     on_step: Callable[[int], None] | None = None,
     desc: str = "",
     progress: bool = True,
-) -> float:
-    """Plain momentum SGD on `objective.loss`; returns the last loss. Raises on divergence."""
+) -> list[float]:
+    """Plain momentum SGD on `objective.loss` (a scalar, or one loss per run of a pack, whose
+    sum is minimised: each run's parameters get their own loss's gradient); returns the last
+    loss of each run. Raises on divergence."""
     from tqdm.auto import tqdm
 
     opt = torch.optim.SGD(
@@ -124,21 +127,22 @@ def sgd_steps(
         weight_decay=settings.weight_decay,
     )
     objective.train()
-    loss_value = float("nan")
+    values = [float("nan")]
     for k in tqdm(range(steps), desc=desc, leave=False, disable=not progress):
         for g in opt.param_groups:
             g["lr"] = lr_at(k)
         x, y = next(batches)
         loss = objective.loss(x, y)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"{desc}: loss became {loss_value} at step {k}; lower the lr")
+        values = loss.detach().reshape(-1).tolist()
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"{desc}: loss became {bad[0]} at step {k}; lower the lr")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.sum().backward()
         opt.step()
         if on_step is not None:
             on_step(k)
-    return loss_value
+    return values
 
 
 def learn_prior(
@@ -155,10 +159,58 @@ def learn_prior(
     Returns the prior (mean = SWA mean of the backbone's trainable parameters) and the backbone
     state dict holding that mean with BatchNorm statistics recomputed on the source data.
     """
+    _check_objective(objective)
+    device = torch.device(device)
+    obj, gen = _objective(model, objective, settings, seed, device)
+    batches = infinite_batches(source, settings.batch_size, gen, device)
+    swags, losses = _swag_phases(
+        obj, batches, lambda: [flat_parameters(model.backbone).detach()], 1, settings,
+        objective, progress)
+    return _finish(model, swags[0], losses[0], batches, objective, seed, settings, device)
+
+
+def learn_priors_packed(
+    models: Sequence[Classifier],
+    source: TensorTask,
+    objective: str,
+    settings: PriorLearningSettings,
+    seeds: Sequence[int],
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> list[tuple[GaussianPrior, dict[str, torch.Tensor]]]:
+    """`learn_prior` for several draws of one source at once: model r with seed r, all trained
+    together as one packed network (`packing`: grouped convolutions, per-run heads and
+    projectors), each with its own batches, augmentations, losses and SWAG moments.
+
+    Draw r's prior is `learn_prior(models[r], ..., seed=seeds[r])`'s up to floating-point
+    rounding (equal in float64); the pack only shares the passes over the layers. `models`
+    hold the draws' initial weights and receive their priors' means (as `learn_prior` does).
+    """
+    _check_objective(objective)
+    if len(models) != len(seeds) or not models:
+        raise ValueError(f"one seed per model: got {len(models)} models, {len(seeds)} seeds")
+    device = torch.device(device)
+    built = [_objective(m, objective, settings, seed, device) for m, seed in zip(models, seeds, strict=True)]
+    packed = PackedObjective([obj for obj, _ in built], objective).to(device)
+    streams = [infinite_batches(source, settings.batch_size, gen, device) for _, gen in built]
+    # one batch per draw and step, each from the draw's own stream: ((x_r), (y_r))
+    batches = (tuple(zip(*(next(b) for b in streams), strict=True)) for _ in iter(int, 1))
+    swags, losses = _swag_phases(packed, batches, packed.backbone_rows, len(models), settings,
+                                 objective, progress)
+    return [_finish(m, swag, loss, stream, objective, seed, settings, device)
+            for m, swag, loss, stream, seed in zip(models, swags, losses, streams, seeds, strict=True)]
+
+
+def _check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+def _objective(model: Classifier, objective: str, settings: PriorLearningSettings, seed: int,
+               device: torch.device) -> tuple[nn.Module, torch.Generator]:
+    """The training objective of one draw and its generator (batches and augmentations); the
+    global seed is set first, so a SimCLR projector's initial weights depend on `seed` only."""
     torch.manual_seed(seed)
-    device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     # channels-last convolutions measured 0.75-0.8x the time of the default layout on CPU
     model.to(device, memory_format=torch.channels_last)
@@ -167,26 +219,38 @@ def learn_prior(
     else:
         feature_dim = model.head.in_features
         obj = SimCLRObjective(model.backbone, feature_dim, settings.simclr_temperature, gen)
-    obj.to(device, memory_format=torch.channels_last)
-    batches = infinite_batches(source, settings.batch_size, gen, device)
-    s = settings
+    return obj.to(device, model.head.weight.dtype, memory_format=torch.channels_last), gen
+
+
+def _swag_phases(obj: nn.Module, batches: Iterator, rows: Callable[[], list[torch.Tensor]],
+                 runs: int, s: PriorLearningSettings, objective: str, progress: bool
+                 ) -> tuple[list[SWAG], list[tuple[float, float]]]:
+    """Pre-training, then the SWAG phase collecting every run's flat backbone (`rows()`) every
+    `collect_every` steps; returns each run's SWAG moments and (last pre-training loss, last
+    SWAG loss)."""
     warm = s.pretrain_steps
-    last_pretrain = sgd_steps(
-        obj, batches, warm,
-        lr_schedule(max(warm, 1), s.pretrain_lr, "cyclical"), s,
-        desc=f"pre-train ({objective})", progress=progress,
-    )
-    swag = SWAG(s.max_rank)
+    pretrain = sgd_steps(obj, batches, warm, lr_schedule(max(warm, 1), s.pretrain_lr, "cyclical"),
+                         s, desc=f"pre-train ({objective})", progress=progress)
+    if warm == 0:
+        pretrain = [float("nan")] * runs
+    swags = [SWAG(s.max_rank) for _ in range(runs)]
 
     def collect(k: int) -> None:
         if (k + 1) % s.collect_every == 0:
-            swag.collect(flat_parameters(model.backbone).detach())
+            for swag, flat in zip(swags, rows(), strict=True):
+                swag.collect(flat)
 
-    last_swag = sgd_steps(
-        obj, batches, s.swag_steps,
-        lr_schedule(s.swag_steps, s.swag_lr, s.swag_schedule, s.swag_cycles), s,
-        on_step=collect, desc=f"SWAG ({objective})", progress=progress,
-    )
+    final = sgd_steps(obj, batches, s.swag_steps,
+                      lr_schedule(s.swag_steps, s.swag_lr, s.swag_schedule, s.swag_cycles), s,
+                      on_step=collect, desc=f"SWAG ({objective})", progress=progress)
+    return swags, list(zip(pretrain, final, strict=True))
+
+
+def _finish(model: Classifier, swag: SWAG, losses: tuple[float, float], batches: Iterator,
+            objective: str, seed: int, s: PriorLearningSettings, device: torch.device
+            ) -> tuple[GaussianPrior, dict[str, torch.Tensor]]:
+    """One draw's prior from its SWAG moments, and its backbone state: the SWA mean with
+    BatchNorm statistics recomputed on the draw's next source batches."""
     meta = {
         **parameter_spec(model.backbone),
         "learned_by": {
@@ -194,19 +258,64 @@ def learn_prior(
             "objective": objective,
             "seed": seed,
             "snapshots": swag.n_collected,
-            "final_pretrain_loss": last_pretrain,
-            "final_swag_loss": last_swag,
-            **asdict(settings),
+            "final_pretrain_loss": losses[0],
+            "final_swag_loss": losses[1],
+            **asdict(s),
         },
     }
     prior = swag.to_prior(meta=meta)
     load_flat_parameters(model.backbone, prior.mean.to(device))
-    refresh_batchnorm(
-        model.backbone, (next(batches)[0] for _ in range(s.bn_refresh_batches))
-    )
+    refresh_batchnorm(model.backbone, (next(batches)[0] for _ in range(s.bn_refresh_batches)))
     model.to(memory_format=torch.contiguous_format)
     state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
     return prior.to("cpu"), state
+
+
+class PackedObjective(nn.Module):
+    """R objectives of one kind (`SupervisedObjective` or `SimCLRObjective`) as one packed
+    network: `loss(xs, ys)` takes one batch per run and returns the R losses (R,)."""
+
+    def __init__(self, objectives: Sequence[nn.Module], kind: str) -> None:
+        super().__init__()
+        from .packing import PackedClassifier, load_run
+
+        self.runs, self.kind = len(objectives), kind
+        if kind == "supervised":
+            models = [o.model for o in objectives]
+        else:  # the projector's first layer is the packed classifier's per-run head
+            models = [Classifier(o.backbone, o.projector[0]) for o in objectives]
+            out = [o.projector[2] for o in objectives]
+            self.out_weight = nn.Parameter(torch.stack([m.weight.detach() for m in out]))
+            self.out_bias = nn.Parameter(torch.stack([m.bias.detach() for m in out]))
+            self.gens = [o.gen for o in objectives]
+            self.temperature = objectives[0].temperature
+        self.net = PackedClassifier(models[0], self.runs, channels_last=True)
+        for r, model in enumerate(models):
+            load_run(self.net, r, model)
+
+    def loss(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.kind == "supervised":
+            logits = self.net(torch.stack(xs))
+            runs, batch, classes = logits.shape
+            return F.cross_entropy(logits.reshape(runs * batch, classes), torch.stack(ys).view(-1),
+                                   reduction="none").view(runs, batch).mean(1)
+        first = [augment(x, gen) for x, gen in zip(xs, self.gens, strict=True)]
+        second = [augment(x, gen) for x, gen in zip(xs, self.gens, strict=True)]
+        z1, z2 = self._project(torch.stack(first)), self._project(torch.stack(second))
+        return torch.stack([nt_xent(a, b, self.temperature) for a, b in zip(z1, z2, strict=True)])
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """Every run's projector output (R, B, out) for its images x[r]."""
+        hidden = torch.relu(self.net(x))
+        return torch.einsum("rbf,rof->rbo", hidden, self.out_weight) + self.out_bias[:, None]
+
+    def backbone_rows(self) -> list[torch.Tensor]:
+        """Each run's flat backbone weights (the prior's order)."""
+        from .packing import run_view
+
+        params = self.net.backbone_parameters()
+        flat = torch.cat([run_view(p.detach(), self.runs) for p in params], dim=1)
+        return list(flat)
 
 
 def learn_task_directions(
@@ -244,7 +353,7 @@ def learn_task_directions(
     batches = infinite_batches(source, s.batch_size, gen, device)
     last = sgd_steps(SupervisedObjective(model), batches, s.swag_steps,
                      lr_schedule(s.swag_steps, s.swag_lr, "constant"), s, on_step=collect,
-                     desc="task directions", progress=progress)
+                     desc="task directions", progress=progress)[0]
     model.backbone.load_state_dict(state)
     model.to(memory_format=torch.contiguous_format)
     factor = torch.stack(directions) / math.sqrt(len(directions))

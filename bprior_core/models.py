@@ -47,9 +47,10 @@ class _BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
+        # in-place ReLUs (on tensors nothing else reads): the same values, less memory traffic
+        out = torch.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return torch.relu_(out + self.shortcut(x))
 
 
 class SmallResNet(nn.Module):
@@ -66,7 +67,7 @@ class SmallResNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
             nn.BatchNorm2d(widths[0]),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
         blocks, c_in = [], widths[0]
         for width in widths:

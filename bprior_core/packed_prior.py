@@ -174,8 +174,15 @@ class PriorPreconditioner:
         self.scale = self.a.to(dtype)
         self.e = 1.0 + self.scale * prior.variance  # (R, D)
         self.rank = prior.rank
+        # constants of every step: E^{-1} and D E^{-1} (Woodbury's diagonal parts), and the
+        # buffers the fused step writes into (rows of rank-0 runs stay 0 in `_back`)
+        self.inv_e = 1.0 / self.e
+        self.d_over_e = prior.variance * self.inv_e
         if self.rank:
             self.chol = torch.linalg.cholesky(self._capacitance())
+            runs, dim = prior.runs, prior.dim
+            self._pair = prior.variance.new_empty(2, runs, dim)
+            self._back = prior.variance.new_zeros(runs, dim)
 
     def _capacitance(self) -> torch.Tensor:
         """K_r = I / a_r + F_r diag(1 / e_r) F_r^T, float64 (R, K, K), in column chunks."""
@@ -206,6 +213,44 @@ class PriorPreconditioner:
         for rows, scaled in self.prior.groups:
             back[rows] = w[rows, : scaled.shape[0]] @ scaled  # (F / d)^T w
         return ve - d * back / self.e
+
+    @torch.no_grad()
+    def prior_step_(self, theta: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor
+                    ) -> torch.Tensor:
+        """grad_r <- M_r (grad_r + weight_r Sigma_r^{-1} (theta_r - mu_r)) in place; return
+        log p_r(theta_r), float64 (R,): `PackedPrior.add_neg_log_prob_grad_` then `apply_`, in
+        one Woodbury solve instead of two.
+
+        M Sigma^{-1} = a Sigma A^{-1} Sigma^{-1} = a A^{-1} (Sigma and A = I + a Sigma commute),
+        so with r = theta - mu and g the likelihood's gradient
+
+            M (g + w Sigma^{-1} r) = g - A^{-1} (g - w a r),
+
+        and A^{-1} v = E^{-1} v - D E^{-1} F^T K^{-1} F E^{-1} v (`_solve`). The two K-vectors
+        the step needs, F (r / d) = (F / d) r for log p and F E^{-1} v = (F / d)(D E^{-1} v) for
+        the solve, come from one product with the factor.
+        """
+        prior = self.prior
+        r = (torch.sub(theta, prior.mean, out=self._pair[0]) if self.rank
+             else theta - prior.mean)
+        quad = torch.linalg.vecdot(r, r / prior.variance).double()
+        coef = (weight.double().view(-1, 1) * self.a).to(grad.dtype)  # w a = cap / lr
+        v = torch.addcmul(grad, r, coef, value=-1.0)
+        grad.addcmul_(v, self.inv_e, value=-1.0)  # g - E^{-1} v
+        if self.rank:
+            pair, k = self._pair, self.rank
+            torch.mul(v, self.d_over_e, out=pair[1])
+            u = pair.new_zeros(2, prior.runs, k)
+            for rows, scaled in prior.groups:
+                u[:, rows, : scaled.shape[0]] = pair[:, rows] @ scaled.T
+            u = u.double().unsqueeze(-1)
+            w = torch.linalg.solve_triangular(prior.chol, u[0], upper=False)
+            quad = quad - w.square().sum((-2, -1))
+            c = torch.cholesky_solve(u[1], self.chol).squeeze(-1).to(grad.dtype)
+            for rows, scaled in prior.groups:
+                torch.matmul(c[rows, : scaled.shape[0]], scaled, out=self._back[rows])
+            grad.addcmul_(self._back, self.d_over_e)  # + D E^{-1} F^T K^{-1} F E^{-1} v
+        return -0.5 * (prior._const + prior.logdet + quad)
 
     @torch.no_grad()
     def apply_(self, grad: torch.Tensor) -> None:

@@ -199,3 +199,40 @@ def test_lr_schedules() -> None:
 def test_prior_learning_settings_validation(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         learn.PriorLearningSettings(**kwargs)
+
+
+# ----------------------------------------------------------------------------- packed draws
+
+
+@pytest.mark.parametrize("objective", learn.OBJECTIVES)
+def test_draws_learned_as_a_pack_equal_draws_learned_one_by_one_in_float64(source_small,
+                                                                           objective) -> None:
+    """Three draws (seeds 0, 1, 2) learned together as one packed network give, in float64,
+    each draw's prior (mean, variances, factor), backbone state and losses from `learn_prior`
+    alone; the draws differ from each other."""
+    source = learn.TensorTask(source_small.images[:96].double(), source_small.labels[:96],
+                              source_small.num_classes)
+    settings = learn.PriorLearningSettings(pretrain_steps=3, swag_steps=6, collect_every=2,
+                                           max_rank=2, batch_size=16, bn_refresh_batches=2)
+    seeds = [0, 1, 2]
+    alone = [learn.learn_prior(fresh_model(s).double(), source, objective, settings, seed=s,
+                               progress=False) for s in seeds]
+    packed = learn.learn_priors_packed([fresh_model(s).double() for s in seeds], source,
+                                       objective, settings, seeds, progress=False)
+    for (one, one_state), (many, many_state) in zip(alone, packed, strict=True):
+        for name in ("mean", "variance", "cov_factor"):
+            assert torch.allclose(getattr(many, name), getattr(one, name),
+                                  rtol=1e-8, atol=1e-12), name
+        for key, value in one_state.items():
+            assert torch.allclose(many_state[key].double(), value.double(), rtol=1e-8,
+                                  atol=1e-10), key
+        for key in ("final_pretrain_loss", "final_swag_loss", "seed", "snapshots"):
+            assert many.meta["learned_by"][key] == pytest.approx(one.meta["learned_by"][key],
+                                                                 rel=1e-9)
+    assert not torch.allclose(packed[0][0].mean, packed[1][0].mean)
+
+
+def test_a_pack_needs_one_seed_per_model(source_small) -> None:
+    with pytest.raises(ValueError, match="one seed per model"):
+        learn.learn_priors_packed([fresh_model(0)], source_small, "supervised", SETTINGS, [0, 1],
+                                  progress=False)

@@ -189,3 +189,44 @@ def test_stationary_moments_of_the_3d_gaussian_within_5_percent(cls) -> None:
     for direction in (u, w):
         got = float(direction @ cov @ direction) / float(direction @ sigma @ direction)
         assert abs(got - 1) < 0.05, (cls.__name__, got)
+
+
+# ----------------------------------------------------------------------------- the fused step
+
+
+def test_the_fused_prior_step_equals_the_gradient_then_the_preconditioner() -> None:
+    """`prior_step_` (one Woodbury solve) gives, in float64, the gradient and log p of
+    `add_neg_log_prob_grad_` followed by `apply_`, and the dense M (g + w Sigma^{-1} r): for a
+    pack mixing a shared prior, a prior of another rank and a rank-0 prior."""
+    gen = torch.Generator().manual_seed(3)
+    shared, _ = stiff_prior(1e-3, 1)
+    other = GaussianPrior(torch.randn(DIM, generator=gen, dtype=torch.float64),
+                          0.01 + torch.rand(DIM, generator=gen, dtype=torch.float64),
+                          0.3 * torch.randn(3, DIM, generator=gen, dtype=torch.float64))
+    diagonal = GaussianPrior(torch.zeros(DIM, dtype=torch.float64),
+                             torch.full((DIM,), 0.5, dtype=torch.float64))
+    priors = [shared, shared, other, diagonal]
+    runs = len(priors)
+    theta = torch.randn(runs, DIM, generator=gen, dtype=torch.float64)
+    grad = torch.randn(runs, DIM, generator=gen, dtype=torch.float64)
+    weight = torch.tensor([0.1, 0.02, 0.5, 1.0], dtype=torch.float64)
+    lr = torch.tensor([1e-2, 3e-2, 1e-3, 1e-1], dtype=torch.float64)
+    num_data = 1.0 / weight
+    packed = PackedPrior(priors, "cpu")
+
+    two_step = grad.clone()
+    log_p = packed.add_neg_log_prob_grad_(theta, two_step, weight)
+    packed.preconditioner(lr, num_data, 0.05).apply_(two_step)
+    fused = grad.clone()
+    fused_log_p = packed.preconditioner(lr, num_data, 0.05).prior_step_(theta, fused, weight)
+    assert torch.allclose(fused, two_step, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(fused_log_p, log_p, rtol=1e-12)
+
+    for r, p in enumerate(priors):
+        sigma = p.variance.diag() + p.cov_factor.T @ p.cov_factor
+        a = 0.05 * num_data[r] / lr[r]
+        m = a * sigma @ torch.linalg.inv(torch.eye(DIM, dtype=torch.float64) + a * sigma)
+        want = m @ (grad[r] + weight[r] * torch.linalg.solve(sigma, theta[r] - p.mean))
+        assert torch.allclose(fused[r], want, rtol=1e-9, atol=1e-12)
+        dense = torch.distributions.MultivariateNormal(p.mean, sigma).log_prob(theta[r])
+        assert float(fused_log_p[r]) == pytest.approx(float(dense), rel=1e-10)

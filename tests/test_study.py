@@ -15,7 +15,7 @@ from conftest import SMOKE_PACK, copy_root
 from conftest import fake_record as complete_record
 
 from bprior_core import study
-from bprior_core.config import evaluation_seeds, load_profile
+from bprior_core.config import TASK_PRIOR, evaluation_seeds, load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
@@ -680,6 +680,27 @@ def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
     assert first.meta["source_id"]["seed"] == 0 and second.meta["source_id"]["seed"] == 1
     assert not torch.equal(first.mean, second.mean)
 
+
+
+def test_workers_learn_task_priors_after_their_simclr_draw_as_one_by_one(smoke, tmp_path):
+    """Two worker processes (the costliest priors first, each task prior as soon as its SimCLR
+    draw is stored) learn the priors that one call per prior learns (in this process, with a
+    worker's threads); a task prior starts from its own SimCLR draw's weights."""
+    profile = copy.deepcopy(smoke)
+    profile["workers"] = 2
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2, max_rank=2)
+    wanted = [(TASK_PRIOR, 0), (TASK_PRIOR, 1), ("oracle", 0)]
+    together = study.learn_priors(profile, wanted, root=tmp_path / "pool", progress=False)
+    for key in [("ssl", 0), ("ssl", 1), *wanted]:
+        alone = study.learn_priors(profile, [key], root=tmp_path / "alone", progress=False)
+        if key in together:
+            one, two = load_prior(alone[key]), load_prior(together[key])
+            assert torch.equal(one.mean, two.mean) and torch.equal(one.cov_factor,
+                                                                   two.cov_factor)
+    for draw in (0, 1):
+        ssl = load_prior(study.prior_paths(profile, "ssl", tmp_path / "pool", draw)[0])
+        assert torch.equal(load_prior(together[TASK_PRIOR, draw]).mean, ssl.mean)
 
 def _tuned_record(run: dict) -> dict:
     """A stored tuning record whose validation NLL is lowest at scale 1e5 and lr 0.01."""

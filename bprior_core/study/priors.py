@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -121,29 +121,51 @@ def learn_priors(
                         - {(n, d) for n, d in pairs if n != TASK_PRIOR})
         first = [t for t in todo if t[0] != TASK_PRIOR]
         first += [t for t in starts if not _is_stored(profile, *t, root)]
-        _learn(profile, first, root, device, progress)
-        _learn(profile, [t for t in todo if t[0] == TASK_PRIOR], root, device, progress)
+        _learn(profile, first, [t for t in todo if t[0] == TASK_PRIOR], root, device, progress)
     return paths
 
 
-def _learn(profile: dict, todo: list[tuple[str, int]], root: Path | None, device: str,
-           progress: bool) -> None:
-    """Learn the priors `todo`, in worker processes on the CPU when there are several."""
+# relative cost of learning one prior (measured on the cpu profile: SimCLR's two views make a
+# draw about twice a supervised one; task directions are one short supervised phase)
+_COST = {"ssl": 2.0, TASK_PRIOR: 0.4}
+
+
+def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, int]],
+           root: Path | None, device: str, progress: bool) -> None:
+    """Learn the priors `first`, then `then` (task priors, each after its SimCLR draw).
+
+    In worker processes on the CPU when there are several: the costliest first, and each task
+    prior submitted as soon as its SimCLR draw is stored, so the workers never wait for a whole
+    phase to end."""
     workers = profile["workers"]
     threads = threads_per_worker(workers)
-    if device == "cpu" and workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn"),
-                                 initializer=set_worker_threads,
-                                 initargs=worker_initargs(threads)) as pool:
-            for future in [pool.submit(learn_one, profile, name, draw, root, device, False)
-                           for name, draw in todo]:
-                future.result()
-    else:
+    first = sorted(first, key=lambda t: -_COST.get(t[0], 1.0))
+    if not (device == "cpu" and workers > 1 and len(first) + len(then) > 1):
         with torch_threads(threads):
-            for name, draw in todo:
+            for name, draw in first + then:
                 learn_one(profile, name, draw, root, device, progress)
+        return
+    import multiprocessing as mp
+
+    waiting = {}  # SimCLR draw -> the task priors that start from it
+    for name, draw in then:
+        waiting.setdefault(draw, []).append((name, draw))
+    ready = [t for d, tasks in waiting.items() if ("ssl", d) not in first for t in tasks]
+    with ProcessPoolExecutor(min(workers, len(first) + len(then)),
+                             mp_context=mp.get_context("spawn"),
+                             initializer=set_worker_threads,
+                             initargs=worker_initargs(threads)) as pool:
+        running = {pool.submit(learn_one, profile, n, d, root, device, False): (n, d)
+                   for n, d in first + ready}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name, draw = running.pop(future)
+                future.result()
+                if name == "ssl" and (name, draw) in first:
+                    for n, d in waiting.get(draw, []):
+                        running[pool.submit(learn_one, profile, n, d, root, device,
+                                            False)] = (n, d)
 
 
 def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
