@@ -190,7 +190,8 @@ def learn_priors_packed(
     if len(models) != len(seeds) or not models:
         raise ValueError(f"one seed per model: got {len(models)} models, {len(seeds)} seeds")
     device = torch.device(device)
-    built = [_objective(m, objective, settings, seed, device) for m, seed in zip(models, seeds, strict=True)]
+    built = [_objective(m, objective, settings, seed, device)
+             for m, seed in zip(models, seeds, strict=True)]
     packed = PackedObjective([obj for obj, _ in built], objective).to(device)
     streams = [infinite_batches(source, settings.batch_size, gen, device) for _, gen in built]
     # one batch per draw and step, each from the draw's own stream: ((x_r), (y_r))
@@ -198,7 +199,8 @@ def learn_priors_packed(
     swags, losses = _swag_phases(packed, batches, packed.backbone_rows, len(models), settings,
                                  objective, progress)
     return [_finish(m, swag, loss, stream, objective, seed, settings, device)
-            for m, swag, loss, stream, seed in zip(models, swags, losses, streams, seeds, strict=True)]
+            for m, swag, loss, stream, seed
+            in zip(models, swags, losses, streams, seeds, strict=True)]
 
 
 def _check_objective(objective: str) -> None:
