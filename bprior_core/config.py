@@ -214,6 +214,9 @@ SCHEMA: dict[str, Any] = {
         # independently learned priors per source (prior-learning seeds 0..draws-1); downstream
         # seed s uses draw s mod draws, so paired differences over seeds carry both variations
         "draws": _int(1, MAX_SEEDS, 1),
+        # draws of one source trained together as one packed network (each draw's prior up to
+        # rounding); on 2 CPU cores at batch 128 packs measured no faster than one by one
+        "pack": _int(1, MAX_SEEDS, 1),
         "files": {"ssl": Field(str, None, nullable=True),
                   "supervised": Field(str, None, nullable=True)},
         # the SimCLR prior's images: the source classes only, or every training image of the

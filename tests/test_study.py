@@ -702,6 +702,28 @@ def test_workers_learn_task_priors_after_their_simclr_draw_as_one_by_one(smoke, 
         ssl = load_prior(study.prior_paths(profile, "ssl", tmp_path / "pool", draw)[0])
         assert torch.equal(load_prior(together[TASK_PRIOR, draw]).mean, ssl.mean)
 
+
+def test_draws_learned_in_packs_are_the_draws_learned_alone(smoke, tmp_path) -> None:
+    """`priors.pack: 2` learns draws 0-2 of a source as a pack of two and one alone: the same
+    identities (the pack is not part of them) and, up to float32 rounding, the same weights as
+    one draw at a time; each prior records its share of the pack's time."""
+    profile = copy.deepcopy(smoke)
+    profile.update(workers=1)
+    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
+                                         collect_every=2, max_rank=2)
+    wanted = [("oracle", d) for d in range(3)]
+    learned = {}
+    for pack in (1, 2):
+        profile["priors"]["pack"] = pack
+        paths = study.learn_priors(profile, wanted, root=tmp_path / str(pack), progress=False)
+        learned[pack] = [load_prior(paths[key]) for key in wanted]
+    for alone, packed in zip(learned[1], learned[2], strict=True):
+        assert packed.meta["source_id"] == alone.meta["source_id"]
+        assert isinstance(packed.meta["wall_time_s"], float)
+        assert torch.allclose(packed.mean, alone.mean, rtol=0, atol=5e-3)
+    assert not torch.allclose(learned[2][0].mean, learned[2][1].mean, rtol=0, atol=5e-3)
+
+
 def _tuned_record(run: dict) -> dict:
     """A stored tuning record whose validation NLL is lowest at scale 1e5 and lr 0.01."""
     tuned = run["config"]["tuned"]

@@ -89,9 +89,10 @@ def test_a_held_lock_stops_a_second_sweep(smoke, tmp_path) -> None:
 
 
 def test_a_held_lock_stops_prior_learning_but_not_reading(smoke, tmp_path, monkeypatch) -> None:
-    smoke = dict(smoke, workers=1)  # learned in this process, where learn_one is replaced
+    smoke = dict(smoke, workers=1)  # learned in this process, where learn_draws is replaced
     learned = []
-    monkeypatch.setattr(study.priors, "learn_one", lambda *a, **k: learned.append(a[1:3]))
+    monkeypatch.setattr(study.priors, "learn_draws",
+                        lambda *a, **k: learned.extend((a[1], d) for d in a[2]))
     with profile_lock(smoke, tmp_path):
         with pytest.raises(study.StudyError, match="another bprior process is running profile"):
             study.learn_priors(smoke, [("ssl", 0)], tmp_path, progress=False)

@@ -16,7 +16,7 @@ import torch
 from ..atomic import atomic_torch_save, remove_stale_temporaries
 from ..config import TASK_PRIOR, learning_settings
 from ..digests import authors_files_digest, file_digest
-from ..learn import learn_prior, learn_task_directions
+from ..learn import learn_prior, learn_priors_packed, learn_task_directions
 from ..models import build_backbone, build_model, num_prior_parameters
 from ..prior import GaussianPrior, check_covers, rescale
 from ..prior_files import (
@@ -129,43 +129,57 @@ def learn_priors(
 # draw about twice a supervised one; task directions are one short supervised phase)
 _COST = {"ssl": 2.0, TASK_PRIOR: 0.4}
 
+Job = tuple[str, tuple[int, ...]]  # a source's name and the draws learned together
+
+
+def _jobs(first: list[tuple[str, int]], pack: int) -> list[Job]:
+    """The draws of each source in packs of at most `pack` (`priors.pack`), costliest first."""
+    jobs: list[Job] = []
+    for name in dict.fromkeys(n for n, _ in first):
+        draws = [d for n, d in first if n == name]
+        jobs += [(name, tuple(draws[i:i + pack])) for i in range(0, len(draws), pack)]
+    return sorted(jobs, key=lambda job: -_COST.get(job[0], 1.0))
+
 
 def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, int]],
            root: Path | None, device: str, progress: bool) -> None:
-    """Learn the priors `first`, then `then` (task priors, each after its SimCLR draw).
+    """Learn the priors `first` (draws of one source together, `priors.pack` at a time), then
+    `then` (task priors, each after its SimCLR draw).
 
     In worker processes on the CPU when there are several: the costliest first, and each task
     prior submitted as soon as its SimCLR draw is stored, so the workers never wait for a whole
     phase to end."""
     workers = profile["workers"]
     threads = threads_per_worker(workers)
-    first = sorted(first, key=lambda t: -_COST.get(t[0], 1.0))
-    if not (device == "cpu" and workers > 1 and len(first) + len(then) > 1):
+    jobs = _jobs(first, profile["priors"]["pack"]) + [(n, (d,)) for n, d in then]
+    if not (device == "cpu" and workers > 1 and len(jobs) > 1):
         with torch_threads(threads):
-            for name, draw in first + then:
-                learn_one(profile, name, draw, root, device, progress)
+            for name, draws in jobs:
+                learn_draws(profile, name, draws, root, device, progress)
         return
     import multiprocessing as mp
 
     waiting = {}  # SimCLR draw -> the task priors that start from it
     for name, draw in then:
-        waiting.setdefault(draw, []).append((name, draw))
-    ready = [t for d, tasks in waiting.items() if ("ssl", d) not in first for t in tasks]
-    with ProcessPoolExecutor(min(workers, len(first) + len(then)),
+        waiting.setdefault(draw, []).append((name, (draw,)))
+    jobs = _jobs(first, profile["priors"]["pack"])
+    jobs += [job for d, tasks in waiting.items() if ("ssl", d) not in first for job in tasks]
+    with ProcessPoolExecutor(min(workers, len(jobs) + len(then)),
                              mp_context=mp.get_context("spawn"),
                              initializer=set_worker_threads,
                              initargs=worker_initargs(threads)) as pool:
-        running = {pool.submit(learn_one, profile, n, d, root, device, False): (n, d)
-                   for n, d in first + ready}
+        running = {pool.submit(learn_draws, profile, *job, root, device, False): job
+                   for job in jobs}
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                name, draw = running.pop(future)
+                name, draws = running.pop(future)
                 future.result()
-                if name == "ssl" and (name, draw) in first:
-                    for n, d in waiting.get(draw, []):
-                        running[pool.submit(learn_one, profile, n, d, root, device,
-                                            False)] = (n, d)
+                if name != "ssl":
+                    continue
+                for job in (t for d in draws if ("ssl", d) in first
+                            for t in waiting.get(d, [])):
+                    running[pool.submit(learn_draws, profile, *job, root, device, False)] = job
 
 
 def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
@@ -179,28 +193,50 @@ def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, dev
     """Learn prior `name` with seed `draw` on the source task and store it with its backbone
     (the task prior: the directions from the stored SimCLR draw's weights, which it keeps as
     its backbone)."""
-    prior_file, backbone_file = prior_paths(profile, name, root, draw)
+    return learn_draws(profile, name, (draw,), root, device, progress)[0]
+
+
+def learn_draws(profile: dict, name: str, draws: tuple[int, ...], root: Path | None = None,
+                device="cpu", progress: bool = True) -> list[Path]:
+    """Learn the draws `draws` of prior `name` (draw d with seed d) and store each with its
+    backbone; several draws of a SWAG prior are trained together as one packed network
+    (`learn.learn_priors_packed`: each draw's prior up to rounding), the time split evenly."""
     start = time.perf_counter()
     source = source_task(profile, name)
-    torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
-    model = build_model(profile["model"], source.num_classes, profile["model_weights"])
+    models = []
+    for draw in draws:
+        torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
+        models.append(build_model(profile["model"], source.num_classes, profile["model_weights"]))
+    settings = learning_settings(profile)
     if name == TASK_PRIOR:
-        state = load_prior_and_backbone(prior_location(profile, "ssl", root, draw))[1]
-        model.backbone.load_state_dict(state)
-        prior = learn_task_directions(model, source, learning_settings(profile), seed=draw,
-                                      device=device, progress=progress)
+        learned = []
+        for model, draw in zip(models, draws, strict=True):
+            state = load_prior_and_backbone(prior_location(profile, "ssl", root, draw))[1]
+            model.backbone.load_state_dict(state)
+            learned.append((learn_task_directions(model, source, settings, seed=draw,
+                                                  device=device, progress=progress), state))
+    elif len(draws) == 1:
+        learned = [learn_prior(models[0], source, OBJECTIVES[name], settings, seed=draws[0],
+                               device=device, progress=progress)]
     else:
-        prior, state = learn_prior(
-            model, source, OBJECTIVES[name], learning_settings(profile),
-            seed=draw, device=device, progress=progress,
-        )
+        learned = learn_priors_packed(models, source, OBJECTIVES[name], settings, draws,
+                                      device=device, progress=progress)
+    wall = round((time.perf_counter() - start) / len(draws), 1)
     source_meta = {"images": source_kind(profile, name), "size": len(source)}
+    return [_store(profile, name, draw, prior, state, source_meta, wall, root)
+            for draw, (prior, state) in zip(draws, learned, strict=True)]
+
+
+def _store(profile: dict, name: str, draw: int, prior: GaussianPrior, state: dict,
+           source_meta: dict, wall: float, root: Path | None) -> Path:
+    """Write a learned prior and its backbone (the backbone first: the prior records its
+    digest)."""
+    prior_file, backbone_file = prior_paths(profile, name, root, draw)
     prior_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(state, backbone_file)  # first: the prior records its digest
+    atomic_torch_save(state, backbone_file)
     prior = GaussianPrior(prior.mean, prior.variance, prior.cov_factor,
                           meta={**prior.meta, "source_id": prior_source_id(profile, name, draw),
-                                "source": source_meta,
-                                "wall_time_s": round(time.perf_counter() - start, 1),
+                                "source": source_meta, "wall_time_s": wall,
                                 "backbone_digest": file_digest(backbone_file)})
     save_prior(prior, prior_file)
     return prior_file
