@@ -151,20 +151,20 @@ def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, in
     phase to end."""
     workers = profile["workers"]
     threads = threads_per_worker(workers)
-    jobs = _jobs(first, profile["priors"]["pack"]) + [(n, (d,)) for n, d in then]
-    if not (device == "cpu" and workers > 1 and len(jobs) > 1):
+    packs, tasks = _jobs(first, profile["priors"]["pack"]), [(n, (d,)) for n, d in then]
+    if not (device == "cpu" and workers > 1 and len(packs) + len(tasks) > 1):
         with torch_threads(threads):
-            for name, draws in jobs:
+            for name, draws in packs + tasks:
                 learn_draws(profile, name, draws, root, device, progress)
         return
     import multiprocessing as mp
 
     waiting = {}  # SimCLR draw -> the task priors that start from it
-    for name, draw in then:
-        waiting.setdefault(draw, []).append((name, (draw,)))
-    jobs = _jobs(first, profile["priors"]["pack"])
-    jobs += [job for d, tasks in waiting.items() if ("ssl", d) not in first for job in tasks]
-    with ProcessPoolExecutor(min(workers, len(jobs) + len(then)),
+    for name, draws in tasks:
+        waiting.setdefault(draws[0], []).append((name, draws))
+    jobs = packs + [job for d, held in waiting.items() if ("ssl", d) not in first
+                    for job in held]
+    with ProcessPoolExecutor(min(workers, len(packs) + len(tasks)),
                              mp_context=mp.get_context("spawn"),
                              initializer=set_worker_threads,
                              initargs=worker_initargs(threads)) as pool:
@@ -188,18 +188,11 @@ def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
     return stored == prior_source_id(profile, name, draw)
 
 
-def learn_one(profile: dict, name: str, draw: int, root: Path | None = None, device="cpu",
-              progress: bool = True) -> Path:
-    """Learn prior `name` with seed `draw` on the source task and store it with its backbone
-    (the task prior: the directions from the stored SimCLR draw's weights, which it keeps as
-    its backbone)."""
-    return learn_draws(profile, name, (draw,), root, device, progress)[0]
-
-
 def learn_draws(profile: dict, name: str, draws: tuple[int, ...], root: Path | None = None,
                 device="cpu", progress: bool = True) -> list[Path]:
     """Learn the draws `draws` of prior `name` (draw d with seed d) and store each with its
-    backbone; several draws of a SWAG prior are trained together as one packed network
+    backbone (a task prior: the directions from the stored SimCLR draw's weights, which it
+    keeps as its backbone); several draws of a SWAG prior are trained together as one packed network
     (`learn.learn_priors_packed`: each draw's prior up to rounding), the time split evenly."""
     start = time.perf_counter()
     source = source_task(profile, name)
