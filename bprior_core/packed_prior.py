@@ -93,10 +93,14 @@ class PackedPrior:
             quad = quad - w.square().sum((-2, -1))
         return rd, quad, w
 
+    def log_density(self, quad: torch.Tensor) -> torch.Tensor:
+        """log p_r from each run's quadratic form (theta - mu)^T Sigma^{-1} (theta - mu)."""
+        return -0.5 * (self._const + self.logdet + quad)
+
     @torch.no_grad()
     def log_prob(self, theta: torch.Tensor) -> torch.Tensor:
         """log p_r(theta_r) for every run, float64 (R,); theta is (R, D)."""
-        return -0.5 * (self._const + self.logdet + self._terms(theta)[1])
+        return self.log_density(self._terms(theta)[1])
 
     @torch.no_grad()
     def add_neg_log_prob_grad_(
@@ -116,7 +120,7 @@ class PackedPrior:
             for rows, scaled in self.groups:
                 g[rows] -= a[rows, : scaled.shape[0]] @ scaled
         grad.addcmul_(g, weight.view(-1, 1))
-        return -0.5 * (self._const + self.logdet + quad)
+        return self.log_density(quad)
 
     def preconditioner(self, lr: torch.Tensor, num_data: torch.Tensor, cap: float
                        ) -> PriorPreconditioner:
@@ -250,7 +254,7 @@ class PriorPreconditioner:
             for rows, scaled in prior.groups:
                 torch.matmul(c[rows, : scaled.shape[0]], scaled, out=self._back[rows])
             grad.addcmul_(self._back, self.d_over_e)  # + D E^{-1} F^T K^{-1} F E^{-1} v
-        return -0.5 * (prior._const + prior.logdet + quad)
+        return prior.log_density(quad)
 
     @torch.no_grad()
     def apply_(self, grad: torch.Tensor) -> None:

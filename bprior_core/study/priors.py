@@ -177,8 +177,7 @@ def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, in
                 future.result()
                 if name != "ssl":
                     continue
-                for job in (t for d in draws if ("ssl", d) in first
-                            for t in waiting.get(d, [])):
+                for job in (t for d in draws for t in waiting.get(d, [])):
                     running[pool.submit(learn_draws, profile, *job, root, device, False)] = job
 
 
