@@ -10,6 +10,7 @@ import torch
 
 from bprior_core import data
 from bprior_core.data import few_shot_indices
+from bprior_core.study import pool as labelled_pool
 from bprior_core.study import sources
 from bprior_core.study.datasets import DataKey, downstream_data
 
@@ -25,13 +26,13 @@ def downstream_labels() -> torch.Tensor:
 
 
 def test_the_pool_and_the_rest_split_the_downstream_images(downstream_labels) -> None:
-    pool = sources.labelled_pool_indices(downstream_labels, 2500)
-    rest = sources.outside_pool_indices(downstream_labels, 2500)
+    pool = labelled_pool.labelled_pool_indices(downstream_labels, 2500)
+    rest = labelled_pool.outside_pool_indices(downstream_labels, 2500)
     assert len(pool) == 2500 and len(rest) == len(downstream_labels) - 2500
     assert not set(pool.tolist()) & set(rest.tolist())
     assert torch.bincount(downstream_labels[pool]).tolist() == [500] * 5  # class-balanced
-    assert torch.equal(pool, sources.labelled_pool_indices(downstream_labels, 2500))  # fixed
-    assert len(sources.labelled_pool_indices(downstream_labels, 0)) == len(downstream_labels)
+    assert torch.equal(pool, labelled_pool.labelled_pool_indices(downstream_labels, 2500))  # fixed
+    assert len(labelled_pool.labelled_pool_indices(downstream_labels, 0)) == len(downstream_labels)
 
 
 def test_no_subset_validation_or_test_image_reaches_prior_learning(smoke, monkeypatch) -> None:
@@ -42,8 +43,8 @@ def test_no_subset_validation_or_test_image_reaches_prior_learning(smoke, monkey
     profile["priors"]["learning"]["source_train_size"] = 0  # every image, to compare them all
     train = data.fashion_mnist_task("downstream", "train")
     size = profile["data"]["labelled_pool"]
-    pool_images = train.images[sources.labelled_pool_indices(train.labels, size)]
-    rest_images = train.images[sources.outside_pool_indices(train.labels, size)]
+    pool_images = train.images[labelled_pool.labelled_pool_indices(train.labels, size)]
+    rest_images = train.images[labelled_pool.outside_pool_indices(train.labels, size)]
     study_pool, val, _ = downstream_data(DataKey.of(profile), "cpu")
     used = torch.cat([study_pool.images, val.images])
     assert len(used) == size and images_of(used) == images_of(pool_images)

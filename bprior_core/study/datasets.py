@@ -1,7 +1,7 @@
 """The downstream data of a study on its device: training pool, validation set and test set
 (cached per process).
 
-The labelled pool (`data.labelled_pool`, `sources.labelled_pool_indices`; all downstream
+The labelled pool (`data.labelled_pool`, `pool.labelled_pool_indices`; all downstream
 training images when 0) holds every labelled image the downstream task may use. The validation
 set is drawn once (fixed seed, `val_size` images, the same number of every class) from it and
 removed from it, so no training subset can contain a validation image;
@@ -33,7 +33,7 @@ from ..data import (
 )
 from ..device_data import DeviceTask
 from ..digests import files_digest
-from .sources import labelled_pool_indices
+from .pool import labelled_pool_indices
 
 # training pool, validation set (None without one), test set
 Splits = tuple[DeviceTask, DeviceTask | None, DeviceTask]

@@ -28,35 +28,11 @@ from __future__ import annotations
 import torch
 
 from ..data import TensorTask
+from .datasets import SOURCES, DataKey
+from .pool import outside_pool_indices
 
-POOL_SEED = 24680
 OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised",
               "task": "supervised"}
-
-
-def labelled_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
-    """Sorted indices of the labelled pool: `size` images, the same number of every class, drawn
-    with a fixed seed; every image when size is 0."""
-    if not size:
-        return torch.arange(len(labels))
-    classes = torch.unique(labels)
-    per_class = size // len(classes)
-    gen = torch.Generator().manual_seed(POOL_SEED)
-    chosen = []
-    for c in classes.tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        if len(idx) < per_class:
-            raise ValueError(f"class {c} has {len(idx)} images, fewer than the {per_class} a "
-                             f"labelled pool of {size} takes from each class")
-        chosen.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
-    return torch.sort(torch.cat(chosen)).values
-
-
-def outside_pool_indices(labels: torch.Tensor, size: int) -> torch.Tensor:
-    """Sorted indices of the downstream training images outside the labelled pool."""
-    keep = torch.ones(len(labels), dtype=torch.bool)
-    keep[labelled_pool_indices(labels, size)] = False
-    return keep.nonzero().flatten()
 
 
 def source_kind(profile: dict, name: str) -> str:
@@ -72,8 +48,6 @@ def source_kind(profile: dict, name: str) -> str:
 def _prior_images(profile: dict, part: str) -> TensorTask:
     """The data set's images prior learning may draw on (`part`: `source_classes` or
     `downstream_train`; see `datasets.DataSource`)."""
-    from .datasets import SOURCES, DataKey
-
     key = DataKey.of(profile)
     read = getattr(SOURCES[key.dataset], part)
     if read is None:
