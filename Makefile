@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup data report test lint lab clean
+.PHONY: setup data report test test-all lint lab clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ data:
 report: setup
 	$(VENV)/bin/bprior report --profile $(PROFILE)
 
+# every test but those marked slow (about 3.5 minutes of them); test-all runs every test (CI)
 test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: setup
 	$(PY) -m pytest -q
 
 # JupyterLab with the explorer (notebooks/explore.ipynb) over the stored results of PROFILE

@@ -143,6 +143,7 @@ def test_example_profile_loads_with_its_folder(example, tmp_path) -> None:
     assert profile["data"]["augment"] == ["crop", "flip"]
 
 
+@pytest.mark.slow
 def test_example_profile_runs_the_whole_report(example, tmp_path) -> None:
     """The example profile, budgets cut further, end to end on the CPU: a torchvision backbone
     (stacked), both priors learned from the source folder (supervised with its 3 labels, SimCLR

@@ -120,6 +120,7 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow
 def test_large_prior_log_prob_and_backward_without_dense_matrix(one_thread) -> None:
     """D = 23.5M (ResNet-50 scale), K = 10, float32: a D x D matrix would be ~2 PB, so merely
     finishing proves none is formed; we also bound the time and check the value independently.

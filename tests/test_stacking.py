@@ -55,8 +55,10 @@ def _pool(size: int = 32, n: int = 24) -> DeviceTask:
 
 # the prior's arithmetic does not depend on the architecture (test_engine covers it): the two
 # largest backbones (ConvNeXt-T 28M, DenseNet-121 7M parameters, in float64) run SGD only
-CASES = [("resnet18", "sghmc"), ("mobilenet_v3_small", "sghmc"), ("vit", "sghmc"),
-         ("densenet121", "sgd"), ("convnext_tiny", "sgd")]
+# largest backbones (about 40 s each on 2 cores) only in `make test-all`
+CASES = [pytest.param("resnet18", "sghmc", marks=pytest.mark.slow),
+         ("mobilenet_v3_small", "sghmc"), ("vit", "sghmc"), ("densenet121", "sgd"),
+         pytest.param("convnext_tiny", "sgd", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("name", "method"), CASES)
