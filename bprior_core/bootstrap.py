@@ -50,12 +50,13 @@ from typing import Any
 
 import numpy as np
 
+from .vocabulary import METRICS
+
 N_BOOT = 2000  # replicates; the SE's relative Monte-Carlo error is about 1 / sqrt(2 N_BOOT)
 SEED = 15
 N_BINS = 15  # ECE bins, as `metrics.ece`
 NLL_FLOOR = 1e-12  # as `metrics.NLL_FLOOR`
 CHUNK = 128  # replicates per block of point counts (memory: CHUNK x n floats)
-METRICS = ("accuracy", "nll", "brier", "ece")
 
 Loader = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 

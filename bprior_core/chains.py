@@ -30,6 +30,7 @@ import torch
 
 from .mcmc import MIN_DRAWS, bulk_ess, rank_rhat
 from .metrics import classification_metrics, reliability_bins
+from .vocabulary import DEEP_ENSEMBLE, METRICS, SAMPLER_METHODS
 
 RHAT_MAX = 1.05  # Vehtari et al.'s lenient threshold
 REFERENCE_RHAT_MAX = 1.01  # their strict one: the reference posterior's gate (`reference`)
@@ -41,8 +42,8 @@ def _group_key(record: Mapping[str, Any]) -> tuple | None:
     """The run several chains belong to, or None for a record that is not a chain."""
     cfg = record.get("config") or {}
     chained = cfg.get("experiment") == "temperature" or (
-        cfg.get("phase") == "final" and (cfg.get("method") in ("sghmc", "sgld")
-                                         or str(cfg.get("arm")).startswith("deep_ensemble")))
+        cfg.get("phase") == "final" and (cfg.get("method") in SAMPLER_METHODS
+                                         or cfg.get("arm") == DEEP_ENSEMBLE))
     if not chained:
         return None
     return (cfg["experiment"], cfg["arm"], cfg.get("n_train"), cfg["seed"],
@@ -120,7 +121,7 @@ def _mean_metrics(blocks: Sequence[Mapping]) -> dict:
             out[part] = None
             continue
         out[part] = {k: float(np.mean([v[k] for v in values]))
-                     for k in ("accuracy", "nll", "ece", "brier")}
+                     for k in METRICS}
     return out
 
 

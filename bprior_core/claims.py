@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import bootstrap, paired
+from . import bootstrap, paired, vocabulary
 from .atomic import atomic_write_text
 from .chains import ESS_MIN, REFERENCE_RHAT_MAX, RHAT_MAX
 from .claim_text import (
@@ -67,35 +67,56 @@ from .paired import (
     verdict,
 )
 from .power import seeds_needed
-from .records import LONG_SGD, arm_parts, headline_value
+from .records import headline_value
 from .selection import best_by_validation, select_tuned
+from .vocabulary import (
+    ACCURACY,
+    BRIER,
+    CLAIM_IDS,
+    CLAIMED_EXPERIMENTS,
+    CONTROL_ID,
+    COVARIANCE_ID,
+    ECE,
+    ENSEMBLE_LEARNED,
+    FAMILY_IDS,
+    ISOTROPIC,
+    LEARNED,
+    LONG_SGD,
+    NEEDS_CONTROL,
+    NEEDS_COVARIANCE,
+    NLL,
+    REFERENCE_ID,
+    SECONDARY_METRICS,
+    SGD,
+    SGD_ISOTROPIC,
+    SGD_LEARNED,
+    SGD_TASK,
+    SGD_ZERO,
+    SGHMC,
+    SGHMC_ISOTROPIC,
+    SGHMC_LEARNED,
+    SGHMC_TASK,
+    SGLD,
+    SGLD_LEARNED,
+    ZERO,
+    arm_parts,
+)
 
-METRICS: dict[str, bool] = {"accuracy": True, "nll": False, "ece": False, "brier": False}
+# each metric with whether higher is better
+METRICS: dict[str, bool] = {m: m == ACCURACY for m in vocabulary.METRICS}
 # smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
-MARGINS: dict[str, float] = {"accuracy": 0.01, "nll": 0.02, "ece": 0.01, "brier": 0.01}
+MARGINS: dict[str, float] = {ACCURACY: 0.01, NLL: 0.02, ECE: 0.01, BRIER: 0.01}
 _MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
 _LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
-CONTROL_ID = "PC"
-COVARIANCE_ID = "PC2"
 CONTROL_LEVEL = 0.95  # the positive controls' level (outside the Holm family)
-REFERENCE_ID = "C4p"
 # a reference chain accepting too rarely is stuck, too often takes steps too small to move
 ACCEPT_RANGE = (0.2, 0.99)
-FAMILY_IDS = ("C1", "C2", "C3", "C4", "C4b", REFERENCE_ID, "C5", "H1")
-CLAIM_IDS = (CONTROL_ID, COVARIANCE_ID, *FAMILY_IDS)
-# claims about a prior's effect on the inference testbed: uninformative without the control
-NEEDS_CONTROL = ("C3", "C4", "C4b", "C5", "H1")
-# claims about the learned covariance: uninformative where the covariance control ran and a
-# prior whose covariance carries task information could not be told from the isotropic one
-NEEDS_COVARIANCE = ("C1", "H1")
 # how each claim made of paired comparisons is judged over training sizes (`_describe`):
 # stated at every size (each size a part), or about scarce data (the smallest size judged,
 # the other sizes beside it)
 JUDGED_AT = {"C3": "at the smallest size", "C4": "per size", "C4b": "per size", "H1": "per size",
-             "PC": "per size", "PC2": "per size", "C4p": "per size"}
-# the experiments the claims read
-EXPERIMENTS = ("control", "covariance", "rank", "scale", "inference", "reference")
+             CONTROL_ID: "per size", COVARIANCE_ID: "per size", REFERENCE_ID: "per size"}
 BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
 __all__ = ["CLAIM_IDS", "CONTROL_ID", "COVARIANCE_ID", "FAMILY_IDS", "MARGINS", "METRICS",
            "MIN_SEEDS", "NEEDS_CONTROL", "NEEDS_COVARIANCE", "VERDICTS", "claim_p_value",
@@ -219,7 +240,7 @@ def with_replicates(records: Sequence[Mapping[str, Any]], predictions: Predictio
     its metrics' bootstrap replicates over test points (`bootstrap`), one resampling for all
     runs. The claims then include the test set's sampling error in their intervals."""
     out = [dict(r) for r in records]
-    used = [r for r in out if (r.get("config") or {}).get("experiment") in EXPERIMENTS]
+    used = [r for r in out if (r.get("config") or {}).get("experiment") in CLAIMED_EXPERIMENTS]
     points = bootstrap.load_points(used, predictions)
     for record, reps in zip(used, bootstrap.replicates(points, metrics, n_boot), strict=True):
         if reps:
@@ -692,7 +713,7 @@ def _pair_terms(hib: bool, a: Sized, b: Sized) -> list[tuple[float, Sized]]:
 
 def _bayes(table: Mapping[str, Sized]) -> str:
     """The Bayesian method's arm prefix: sghmc, or sgld if only that one is present."""
-    return "sgld" if "sghmc+learned" not in table and "sgld+learned" in table else "sghmc"
+    return SGLD if SGHMC_LEARNED not in table and SGLD_LEARNED in table else SGHMC
 
 
 def _diverged(div: Mapping[str, int], arms: Sequence[str]) -> int:
@@ -837,7 +858,7 @@ def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
 # isotropic. With its variance tuned on validation it is SGD with tuned weight decay, so it is
 # also "standard SGD fine-tuning" for C3; an untuned `sgd` arm (weight decay 1e-4) would compare
 # a tuned arm with an untuned one.
-NONLEARNED = "zero"
+NONLEARNED = ZERO
 
 
 def _pair_claim(cid: str, rule: str, table: Mapping[str, Sized], div: Mapping[str, int],
@@ -864,7 +885,7 @@ def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accu
     if not table:
         return _missing("C3", "inference", metric, sum(div.values()), RULE_C3)
     return _pair_claim("C3", RULE_C3, table, div, hib, metric,
-                       [("sgd+learned", f"sgd+{NONLEARNED}")])
+                       [(SGD_LEARNED, vocabulary.arm(SGD, NONLEARNED))])
 
 
 @with_margin
@@ -876,10 +897,10 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C4", "inference", metric, sum(div.values()), RULE_C4)
-    bayes = f"{_bayes(table)}+learned"
-    pairs, roles = [(bayes, "sgd+learned")], ["claim"]
-    if "ensemble+learned" in table:
-        pairs.append((bayes, "ensemble+learned"))
+    bayes = vocabulary.arm(_bayes(table), LEARNED)
+    pairs, roles = [(bayes, SGD_LEARNED)], ["claim"]
+    if ENSEMBLE_LEARNED in table:
+        pairs.append((bayes, ENSEMBLE_LEARNED))
         roles.append("control: snapshot ensemble")
     if LONG_SGD in table:
         pairs.append((bayes, LONG_SGD))
@@ -898,7 +919,7 @@ def claim_bayes_interaction(
     if not table:
         return _missing("C4b", "inference", metric, sum(div.values()), RULE_C4B)
     bayes = _bayes(table)
-    arms = [f"{bayes}+learned", "sgd+learned", f"{bayes}+zero", "sgd+zero"]
+    arms = [vocabulary.arm(bayes, LEARNED), SGD_LEARNED, vocabulary.arm(bayes, ZERO), SGD_ZERO]
     sign = 1.0 if hib else -1.0
     coefs = (sign, -sign, -sign, sign)
     terms = [(coef, table.get(arm, {})) for coef, arm in zip(coefs, arms, strict=True)]
@@ -908,7 +929,7 @@ def claim_bayes_interaction(
                          f"prior ({bayes.upper()} vs SGD)")
     summary = _pair_summary(parts[0], metric) + "."
     claim = _claim("C4b", parts[0]["verdict"], RULE_C4B, evidence, summary)
-    return _describe_convergence(claim, records, [f"{bayes}+learned", f"{bayes}+zero"])
+    return _describe_convergence(claim, records, arms[::2])
 
 
 def _describe_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
@@ -999,9 +1020,9 @@ def _judge_fall(part: dict, level: float) -> dict:
 def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]]:
     """Arm pairs (learned prior, baseline prior): the Bayesian pair, and the SGD pair if run."""
     bayes = _bayes(table)
-    pairs = [(f"{bayes}+learned", f"{bayes}+{baseline}")]
-    if "sgd+learned" in table and f"sgd+{baseline}" in table:
-        pairs.append(("sgd+learned", f"sgd+{baseline}"))
+    pairs = [(vocabulary.arm(bayes, LEARNED), vocabulary.arm(bayes, baseline))]
+    if SGD_LEARNED in table and vocabulary.arm(SGD, baseline) in table:
+        pairs.append((SGD_LEARNED, vocabulary.arm(SGD, baseline)))
     return pairs
 
 
@@ -1012,7 +1033,7 @@ def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "a
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
-    pairs = _learned_vs(table, "zero")
+    pairs = _learned_vs(table, ZERO)
     level = _part_level(len(pairs))
     parts = [_judge_fall(_efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
     summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
@@ -1042,7 +1063,7 @@ def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accurac
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
-    return _pair_claim("H1", RULE_H1, table, div, hib, metric, _learned_vs(table, "isotropic"))
+    return _pair_claim("H1", RULE_H1, table, div, hib, metric, _learned_vs(table, ISOTROPIC))
 
 
 # ----------------------------------------------------------------------------- PC control
@@ -1057,7 +1078,7 @@ def claim_control(records: Sequence[Mapping[str, Any]], metric: str = "accuracy"
     table, div = _sized_table(records, "control", metric)
     if not table:
         return _missing(CONTROL_ID, "control", metric, sum(div.values()), RULE_PC)
-    pairs = [("sgd+learned", "sgd+zero"), ("sgd+learned", "sgd+isotropic")]
+    pairs = [(SGD_LEARNED, SGD_ZERO), (SGD_LEARNED, SGD_ISOTROPIC)]
     described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
                            JUDGED_AT[CONTROL_ID], role)
                  for (a, b), role in zip(pairs, ("claim", "evidence only"), strict=True)]
@@ -1080,8 +1101,8 @@ def claim_covariance(records: Sequence[Mapping[str, Any]], metric: str = "accura
     table, div = _sized_table(records, "covariance", metric)
     if not table:
         return _missing(COVARIANCE_ID, "covariance", metric, sum(div.values()), RULE_PC2)
-    pairs = [(a, b) for a, b in (("sgd+task", "sgd+isotropic"),
-                                  ("sghmc+task", "sghmc+isotropic")) if a in table or b in table]
+    pairs = [(a, b) for a, b in ((SGD_TASK, SGD_ISOTROPIC), (SGHMC_TASK, SGHMC_ISOTROPIC))
+             if a in table or b in table]
     roles = ["claim"] + ["evidence only"] * (len(pairs) - 1)
     described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
                            JUDGED_AT[COVARIANCE_ID], role)
@@ -1275,7 +1296,7 @@ def evaluate_claims(
 
 def evaluate_claims_by_metric(
     records: Sequence[Mapping[str, Any]], margins: Mapping[str, float] | None = None,
-    others: Sequence[str] = ("nll", "ece"), convention: tuple[str, float] | None = None,
+    others: Sequence[str] = SECONDARY_METRICS, convention: tuple[str, float] | None = None,
     predictions: Predictions | None = None, n_boot: int = bootstrap.N_BOOT,
 ) -> list[dict]:
     """The accuracy verdicts, each with the same claim's verdict on the `others` metrics in

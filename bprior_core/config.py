@@ -34,6 +34,29 @@ from .settings import (
     float32_problem,
     range_text,
 )
+from .vocabulary import (
+    ARMS,
+    CHAINED_ARM_METHODS,
+    CONTROL_EXPERIMENTS,
+    COVARIANCE_ARMS,
+    ONE_PRIOR_EXPERIMENTS,
+    PER_SEED,
+    PRIOR_NAMES,
+    RANK,
+    REFERENCE,
+    SCALE,
+    SGD_ISOTROPIC,
+    SGD_LEARNED,
+    SGD_TASK,
+    SGD_ZERO,
+    SGLD_LEARNED,
+    SSL,
+    SUPERVISED,
+    TASK_PRIOR,
+    TEMPERATURE,
+    TUNED_EXPERIMENTS,
+    arm_parts,
+)
 
 PARAMS_DIR = Path(__file__).resolve().parent.parent / "params"
 
@@ -139,17 +162,6 @@ MAX_WORKERS = 64  # worker processes (about 1 GB of memory each); also <= this m
 MAX_PACK = 4096  # runs trained together as one network
 MAX_IMAGES = 10_000_000  # training, validation and test sizes: more than any data set read here
 
-ARMS = (
-    "sgd", "sgd+learned", "sghmc+learned", "sgld+learned", "sgd+zero", "sghmc+zero",
-    "sgd+isotropic", "sghmc+isotropic", "ensemble+learned", "probe",
-)
-# the covariance control's arms (claim PC2): the task-shaped prior and the isotropic prior at the
-# same mean (the SimCLR weights), the same trace at every tuned variance
-COVARIANCE_ARMS = ("sgd+task", "sgd+isotropic", "sghmc+task", "sghmc+isotropic")
-PRIOR_NAMES = ("ssl", "supervised", "oracle")
-# the covariance control's prior (claim PC2): the SimCLR draw's mean, with a low-rank covariance
-# along the directions fine-tuning those weights on the downstream rest (with labels) takes
-TASK_PRIOR = "task"
 PROTOCOLS = ("fixed", "per_seed")
 # where each learned prior's images come from (study/sources.py); `oracle` only for the control
 SSL_SOURCES = ("source_classes", "outside_pool")
@@ -259,7 +271,7 @@ SCHEMA: dict[str, Any] = {
         },
         "scale": {
             "enabled": Field(bool, True),
-            "priors": Field(list, ["supervised", "ssl"], items=str),
+            "priors": Field(list, [SUPERVISED, SSL], items=str),
             "method": _choice("sghmc", "sgld", "sgd_prior"),
             "scales": _list_like(PriorParameters, "scale", [10.0**e for e in range(10)]),
             # conventions swept: every rule x eps pair (the profile's priors.rescaling_rule and
@@ -354,7 +366,7 @@ SCHEMA: dict[str, Any] = {
         # isotropic priors, with the inference experiment's tuning, seeds and draws
         "control": {
             "enabled": Field(bool, False),
-            "arms": Field(list, ["sgd+learned", "sgd+zero", "sgd+isotropic"], items=str),
+            "arms": Field(list, [SGD_LEARNED, SGD_ZERO, SGD_ISOTROPIC], items=str),
             # null: the smallest inference size
             "n_train": _int(0, MAX_IMAGES, None, nullable=True),
         },
@@ -365,7 +377,7 @@ SCHEMA: dict[str, Any] = {
         # tuned over the same variances, at the control's size, with the inference protocol
         "covariance": {
             "enabled": Field(bool, False),
-            "arms": Field(list, ["sgd+task", "sgd+isotropic"], items=str),
+            "arms": Field(list, [SGD_TASK, SGD_ISOTROPIC], items=str),
             # the share of the total variance along the task directions (the rest isotropic)
             "share": _num(0.01, 0.99, 0.5),
         },
@@ -373,7 +385,7 @@ SCHEMA: dict[str, Any] = {
         # own setting (by `selection`) and its final run is evaluated; seeds from first_seed
         "per_seed": {
             "enabled": Field(bool, False),
-            "arms": Field(list, ["sgd+learned", "sgd+zero"], items=str),
+            "arms": Field(list, [SGD_LEARNED, SGD_ZERO], items=str),
             "sizes": Field(list, [10], items=int, lo=1, hi=MAX_IMAGES),
             "seeds": _int(1, MAX_SEEDS, 20),
             "first_seed": _int(0, MAX_SEED_ID, 2000),
@@ -412,10 +424,10 @@ SCHEMA: dict[str, Any] = {
 }
 _LIST_CHOICES = {
     ("experiments", "scale", "priors"): PRIOR_NAMES,
-    ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
-    ("experiments", "control", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+    ("experiments", "inference", "arms"): tuple(a for a in ARMS if a != SGLD_LEARNED),
+    ("experiments", "control", "arms"): tuple(a for a in ARMS if a != SGLD_LEARNED),
     ("experiments", "covariance", "arms"): COVARIANCE_ARMS,
-    ("experiments", "per_seed", "arms"): tuple(a for a in ARMS if a != "sgld+learned"),
+    ("experiments", "per_seed", "arms"): tuple(a for a in ARMS if a != SGLD_LEARNED),
     ("experiments", "scale", "rules"): ("same", "authors"),
     ("data", "augment"): ("crop", "flip", "rotation"),
 }
@@ -696,7 +708,7 @@ def _check_protocol(p: dict) -> None:
                            f"on R-hat and ESS over at least {MIN_CHAINS} chains per "
                            f"temperature, got {temp['chains']}")
     inference = exps["inference"]
-    samplers = [a for a in inference["arms"] if a.split("+")[0] in ("sghmc", "sgld", "ensemble")]
+    samplers = [a for a in inference["arms"] if arm_parts(a)[0] in CHAINED_ARM_METHODS]
     if inference["enabled"] and samplers and inference["chains"] < MIN_CHAINS:
         raise ProfileError(
             f"experiments.inference.chains: C4 and C4b are judged only where the samplers "
@@ -721,7 +733,7 @@ def _check_protocol(p: dict) -> None:
 def _priors_used(p: dict) -> set[str]:
     """The prior names the enabled experiments use (the control: the oracle prior)."""
     exps = p["experiments"]
-    used = {exps[e]["prior"] for e in ("rank", "inference", "temperature") if exps[e]["enabled"]}
+    used = {exps[e]["prior"] for e in ONE_PRIOR_EXPERIMENTS if exps[e]["enabled"]}
     if exps["scale"]["enabled"]:
         used |= set(exps["scale"]["priors"])
     if exps["control"]["enabled"]:
@@ -737,12 +749,12 @@ def training_sizes(p: dict) -> dict[str, list[int]]:
     """Dotted key -> the training sizes an enabled experiment draws from the labelled pool."""
     exps = p["experiments"]
     out = {f"experiments.{e}.n_train": [exps[e]["n_train"]]
-           for e in ("rank", "scale", "temperature") if exps[e]["enabled"]}
+           for e in (RANK, SCALE, TEMPERATURE) if exps[e]["enabled"]}
     if exps["inference"]["enabled"]:
         out["experiments.inference.sizes"] = list(exps["inference"]["sizes"])
     if exps["control"]["enabled"] and exps["control"]["n_train"] is not None:
         out["experiments.control.n_train"] = [exps["control"]["n_train"]]
-    for name in ("per_seed", "reference"):
+    for name in (PER_SEED, REFERENCE):
         if exps[name]["enabled"]:
             out[f"experiments.{name}.sizes"] = list(exps[name]["sizes"])
     return out
@@ -789,7 +801,7 @@ def _check_sources(p: dict) -> None:
     if control["enabled"] and control["n_train"] is None and not exps["inference"]["enabled"]:
         raise ProfileError("experiments.control.n_train: with the inference experiment off, "
                            "give the control's training size")
-    for name in ("control", "covariance"):
+    for name in CONTROL_EXPERIMENTS:
         if exps[name]["enabled"] and not exps["inference"]["tuning"]["enabled"]:
             raise ProfileError(f"experiments.{name}: a positive control is tuned like the "
                                "inference arms; set experiments.inference.tuning.enabled: true")
@@ -1216,8 +1228,7 @@ def _check_fixed_protocol(p: dict) -> None:
     inference, tuning = exps["inference"], exps["inference"]["tuning"]
     for key in ("steps", "seeds", "sampler_seeds", "pilot_sd", "target_mde"):
         _per_size(p, key)
-    if inference["protocol"] != "fixed" or not any(exps[e]["enabled"] for e in
-                                                   ("inference", "control", "covariance")):
+    if inference["protocol"] != "fixed" or not any(exps[e]["enabled"] for e in TUNED_EXPERIMENTS):
         return
     if not tuning["enabled"]:
         raise ProfileError("experiments.inference.protocol: 'fixed' fixes every arm's setting "

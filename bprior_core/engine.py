@@ -39,12 +39,8 @@ from .prior import GaussianPrior, check_covers
 from .samplers import CosineSchedule, CyclicalSchedule, Schedule
 from .settings import PRECISIONS
 from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
+from .vocabulary import METHODS, OPTIMIZER_METHODS, PRIORLESS_METHODS, SAMPLER_METHODS
 
-METHODS = ("sgd", "sgd_prior", "sgld", "sghmc", "probe")
-# methods that train without a prior: `sgd` (weight decay on every weight) and `probe` (the
-# backbone frozen at its initial weights, the head trained with weight decay: a linear probe)
-PRIORLESS_METHODS = ("sgd", "probe")
-BAYESIAN_METHODS = ("sgld", "sghmc")
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
 CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run
@@ -118,7 +114,7 @@ class RunOutcome:
 
 def make_schedule(method: str, settings) -> Schedule:
     """The cyclical schedule of the samplers, or one cosine decay for SGD."""
-    if method in BAYESIAN_METHODS:
+    if method in SAMPLER_METHODS:
         s = settings
         return CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
                                 s.samples_per_cycle, s.burn_in_cycles)
@@ -260,9 +256,9 @@ class Pack:
         self.velocity_scale = (ratio * s.momentum).to(device, torch.float32).unsqueeze(-1)
         self.lr0 = lr0.view(-1).tolist()
         self.noise_std = std.to(device, torch.float32).unsqueeze(-1)
-        self.noisy = [self.method in BAYESIAN_METHODS and p.noise for p in plans]
+        self.noisy = [self.method in SAMPLER_METHODS and p.noise for p in plans]
         self.any_temperature = bool((temperature > 0).any())
-        self.collect = [self.method in BAYESIAN_METHODS and p.collect for p in plans]
+        self.collect = [self.method in SAMPLER_METHODS and p.collect for p in plans]
 
     def _preconditioner(self) -> PriorPreconditioner | None:
         """The runs' preconditioner by their whole prior covariance, on the backbone's
@@ -354,7 +350,7 @@ class Pack:
     def _update(self, k: int) -> None:
         s, lr = self.settings, self.lr[k]
         w, g, state = [self.weights], [self.grads], [self.state]
-        if self.method in ("sgd", "sgd_prior", "probe"):
+        if self.method in OPTIMIZER_METHODS:
             sgd_(w, g, state, lr, s.momentum, s.nesterov, first=k == 0)
             return
         noises = [self._noise()] if self.noisy[k] and self.any_temperature else None
@@ -552,7 +548,7 @@ class Pack:
         disagreement = (sample_disagreement(self.sample_classes)
                         if len(self.sample_classes) >= 2 else none)
         nll = (torch.stack(self.sample_nll, 1).tolist() if self.sample_nll else none)
-        burn_in = (self.schedule.burn_in_samples if self.method in BAYESIAN_METHODS else None)
+        burn_in = (self.schedule.burn_in_samples if self.method in SAMPLER_METHODS else None)
         free = self._free_shares()
         return [{"clipped_fraction": clipped[r], "max_step_curvature": curvature[r],
                  "free_share": free[r],

@@ -22,6 +22,7 @@ from .tables import (
     size_label,
     temperature_summary,
 )
+from .vocabulary import FIGURE_METRICS, SGD_ZERO, SHOWN_METRICS
 
 Y_LABELS = {"error_pct": "test error (%)", "nll": "test NLL", "ece": "ECE", "brier": "Brier"}
 LINESTYLES = ("-", "--", ":", "-.")
@@ -158,7 +159,7 @@ def gains_by_size(rows: list[dict], metric_label: str = "accuracy (points)"):
 # ----------------------------------------------------------------------------- per experiment
 
 
-def experiment_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct", "nll")):
+def experiment_figure(view: ExperimentView, metrics: Sequence[str] = FIGURE_METRICS):
     """The figure of one experiment's view (the report's and the explorer's): rank and
     inference as mean ± se lines per trace variant / arm, scale as one panel per prior source
     with a line style per convention and the from-scratch band, temperature against T.
@@ -187,7 +188,7 @@ def _offsets(k: int, spread: float = 0.06) -> list[float]:
     return [10 ** (spread * (i - (k - 1) / 2)) for i in range(k)]
 
 
-def scale_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct", "nll")):
+def scale_figure(view: ExperimentView, metrics: Sequence[str] = FIGURE_METRICS):
     """One column per prior source, one row per metric; per convention (rule, eps) its own
     colour, line style and marker, nudged sideways so coinciding conventions stay visible;
     the from-scratch runs as a grey line with their mean ± se band."""
@@ -231,7 +232,7 @@ def scale_figure(view: ExperimentView, metrics: Sequence[str] = ("error_pct", "n
     return fig
 
 
-def inference_gains_figure(gains: pd.DataFrame, baseline: str = "sgd+zero",
+def inference_gains_figure(gains: pd.DataFrame, baseline: str = SGD_ZERO,
                            baseline_label: str = "SGD + zero-mean prior"):
     """Each inference arm's paired gain over the `baseline` arm against the training size (one
     panel per metric; positive = better than the baseline), with t intervals: differences
@@ -287,7 +288,7 @@ def temperature_figure(summary: pd.DataFrame, rhat_max: float = RHAT_MAX):
         return None
     xs, labels = temperature_positions(list(summary["temperature"]))
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
-    for ax, metric in zip(axes[:3], ("error_pct", "nll", "ece"), strict=True):
+    for ax, metric in zip(axes[:3], SHOWN_METRICS, strict=True):
         ax.errorbar(xs, summary[metric], yerr=summary[f"{metric}_se"].fillna(0), marker="o",
                     capsize=3)
         ax.set_ylabel(Y_LABELS.get(metric, metric.upper()))

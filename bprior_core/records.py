@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .vocabulary import METRICS
+
 SPLITS = {"test": "metrics", "val": "val_metrics", "heldout": "heldout_metrics"}
 STATUSES = ("ok", "diverged")
-METRIC_NAMES = ("accuracy", "nll", "ece", "brier")
 # the fields every complete record has (what the report and the claims read), with their types
 _FIELDS = {"id": str, "config": dict, "status": str, "seed": int, "metrics": dict,
            "val_metrics": dict, "n_samples": int, "steps_done": int, "diagnostics": dict}
@@ -46,15 +47,6 @@ def headline_value(record: Mapping[str, Any], metric: str, split: str = "test") 
     return float(value)
 
 
-LONG_SGD = "sgd_long+learned"  # the chosen SGD + learned run trained for the sampler's budget
-
-
-def arm_parts(arm: str) -> tuple[str, str | None]:
-    """An inference arm's name `method+prior` (e.g. `sghmc+learned`, `sgd`) split in two."""
-    method, _, prior_kind = arm.partition("+")
-    return method, prior_kind or None
-
-
 def record_problem(record: object) -> str | None:
     """Why `record` is not a complete result record, or None if it is: every field the report
     and the claims read, of the right type; an `ok` run with finite test metrics of its final
@@ -72,7 +64,7 @@ def record_problem(record: object) -> str | None:
         for part in ("final", "bma"):
             block = record[split].get(part)
             if block is not None and not _metric_block(block):
-                return f"{split}.{part} is not a block of the metrics {', '.join(METRIC_NAMES)}"
+                return f"{split}.{part} is not a block of the metrics {', '.join(METRICS)}"
     cfg = record["config"]
     scored = ("metrics" if cfg.get("phase") != "tune" else
               "heldout_metrics" if cfg.get("fit") == "split" else "val_metrics")
@@ -95,7 +87,7 @@ def _metric_block(block: object, finite: bool = False) -> bool:
     every one must be a finite number; an ok run's headline block must be, `record_problem`)."""
     if not isinstance(block, dict):
         return False
-    for name in METRIC_NAMES:
+    for name in METRICS:
         value = block.get(name, "missing")
         if value is None and not finite:
             continue

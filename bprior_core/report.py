@@ -52,6 +52,7 @@ from .study.execution import counts_text
 from .study.planning import control_size
 from .study.preflight import random_start
 from .study.runner import run_study
+from .vocabulary import ONE_PRIOR_EXPERIMENTS, TUNED_EXPERIMENTS, VIEWED_EXPERIMENTS
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = ("01_learn_prior", "02_rank", "03_scale", "04_inference", "05_temperature",
@@ -871,7 +872,7 @@ def _seeds_text(profile: dict) -> str:
     inference = exps["inference"]
     others = f"{profile['seeds']} per point in the rank, scale and temperature experiments " \
              "unless they say otherwise."
-    tuned = [e for e in ("inference", "control", "covariance") if exps[e]["enabled"]]
+    tuned = [e for e in TUNED_EXPERIMENTS if exps[e]["enabled"]]
     if not tuned:
         return others
     if not fixed_protocol(profile):
@@ -922,7 +923,7 @@ def _sources_text(profile: dict) -> str:
             if pool else "Every downstream training image is labelled. ")
     names = sorted({*profile["experiments"]["scale"]["priors"],
                     *(profile["experiments"][e]["prior"]
-                      for e in ("rank", "inference", "temperature"))}
+                      for e in ONE_PRIOR_EXPERIMENTS)}
                    | ({"oracle"} if profile["experiments"]["control"]["enabled"] else set()))
     return head + "; ".join(f"`{n}`: {source_text(profile, source_kind(profile, n))}"
                             for n in names)
@@ -1156,7 +1157,7 @@ class Explorer:
     def __init__(self, records: Sequence[Mapping]):
         import ipywidgets as w
 
-        self.views = {e: tables.experiment_view(records, e) for e in tables.EXPERIMENTS}
+        self.views = {e: tables.experiment_view(records, e) for e in VIEWED_EXPERIMENTS}
         names = [e for e, v in self.views.items() if not v.empty]
         self.experiment = w.Dropdown(
             options=names, description="experiment",

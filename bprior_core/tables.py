@@ -14,8 +14,15 @@ from .claim_text import scale_label
 from .mcmc import split_rhat
 from .records import headline_block, headline_name
 from .selection import select_tuned
+from .vocabulary import (
+    FIGURE_METRICS,
+    METRICS,
+    SGD_ZERO,
+    SHOWN_METRICS,
+    TABLE_METRICS,
+    VIEWED_EXPERIMENTS,
+)
 
-METRICS = ("accuracy", "nll", "ece", "brier")
 DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
                "prior_mahalanobis_rms", "sample_disagreement", "free_share")
 
@@ -74,7 +81,7 @@ def select(frame: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return frame[frame["experiment"] == experiment]
 
 
-def summarize(frame: pd.DataFrame, by: list[str], metrics=("error_pct", "nll", "ece", "brier")):
+def summarize(frame: pd.DataFrame, by: list[str], metrics=TABLE_METRICS):
     """Mean and standard error over seeds per group, with the number of ok seeds and diverged."""
     ok = frame[frame["status"] == "ok"]
     grouped = ok.groupby(by, dropna=False)
@@ -105,7 +112,7 @@ COLUMN_LABELS = {"prior_source": "prior", "temperature": "T"}
 METRIC_LABELS = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
 
 
-def display_table(summary: pd.DataFrame, keys: list[str], metrics=("error_pct", "nll", "ece"),
+def display_table(summary: pd.DataFrame, keys: list[str], metrics=SHOWN_METRICS,
                   count: str = "seeds"):
     """A compact table for the report: keys, `metric (mean ± se)` columns, seeds (or `count`,
     e.g. `runs` where chains of one seed are pooled)."""
@@ -295,7 +302,6 @@ def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 # experiment: what the report pages and the explorer both show
 
 
-EXPERIMENTS = ("rank", "scale", "inference", "temperature")
 SCRATCH_LABEL = "from scratch (no pretraining, SGD, no prior)"
 
 
@@ -358,14 +364,14 @@ class ExperimentView:
             return pd.DataFrame()
         return summarize(self.baseline.assign(arm=SCRATCH_LABEL), ["arm"])
 
-    def table(self, metrics: Sequence[str] = ("error_pct", "nll", "ece")) -> pd.DataFrame:
+    def table(self, metrics: Sequence[str] = SHOWN_METRICS) -> pd.DataFrame:
         """The experiment's table: `display_table` of `summary` (mean ± se per group)."""
         summary = self.summary()
         if summary.empty:
             return summary
         return display_table(summary, list(self.spec.keys), metrics, self.spec.count)
 
-    def baseline_table(self, metrics: Sequence[str] = ("error_pct", "nll", "ece")):
+    def baseline_table(self, metrics: Sequence[str] = SHOWN_METRICS):
         """The from-scratch runs as a one-row table (empty without them)."""
         summary = self.baseline_summary()
         return summary if summary.empty else display_table(summary, ["arm"], metrics)
@@ -404,7 +410,7 @@ def experiment_view(records: Sequence[Mapping], experiment: str) -> ExperimentVi
     """The view of one experiment from the stored records of a profile (all experiments, or
     already one): the validation-selected run per arm, size and seed, as in the claims."""
     if experiment not in VIEW_SPECS:
-        raise ValueError(f"unknown experiment {experiment!r}; expected one of {EXPERIMENTS}")
+        raise ValueError(f"unknown experiment {experiment!r}; expected one of {VIEWED_EXPERIMENTS}")
     chosen = [r for r in select_tuned([r for r in records
                                        if r["config"]["experiment"] == experiment])]
     frame = records_frame(chosen) if chosen else pd.DataFrame()
@@ -422,8 +428,8 @@ def experiment_view(records: Sequence[Mapping], experiment: str) -> ExperimentVi
 # ----------------------------------------------------------------------------- paired gains
 
 
-def paired_gains(runs: pd.DataFrame, baseline: str = "sgd+zero",
-                 metrics: Sequence[str] = ("error_pct", "nll"),
+def paired_gains(runs: pd.DataFrame, baseline: str = SGD_ZERO,
+                 metrics: Sequence[str] = FIGURE_METRICS,
                  level: float = paired.LEVEL) -> pd.DataFrame:
     """Each inference arm's gain over the `baseline` arm, paired over seeds at each size:
     per seed baseline minus arm (every metric here is lower-is-better, so positive = the arm is
@@ -448,7 +454,7 @@ def paired_gains(runs: pd.DataFrame, baseline: str = "sgd+zero",
     return pd.DataFrame(rows)
 
 
-def protocol_table(records: Sequence[Mapping], baseline: str = "sgd+zero") -> pd.DataFrame:
+def protocol_table(records: Sequence[Mapping], baseline: str = SGD_ZERO) -> pd.DataFrame:
     """The two protocols side by side: each arm of the per-seed experiment against `baseline`
     there (each seed tuned on its own subset), and the same arms in the inference experiment
     (settings fixed on the tuning seeds, evaluated on fresh seeds), per size: the gain in test
@@ -485,7 +491,7 @@ def temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
     part = select(records_frame(list(records)), "temperature") if records else pd.DataFrame()
     if part.empty:
         return pd.DataFrame()
-    summary = summarize(part, ["temperature"], ("error_pct", "nll", "ece"))
+    summary = summarize(part, ["temperature"], SHOWN_METRICS)
     rhat, ess = _temperature_convergence(records)
     summary["rhat"] = [rhat.get(t, math.nan) for t in summary["temperature"]]
     summary["ess"] = [ess.get(t, math.nan) for t in summary["temperature"]]
@@ -777,7 +783,7 @@ def reference_temperature_summary(records: Sequence[Mapping]) -> pd.DataFrame:
     ref = ref[ref["seed"].isin(curve_seeds)]
     if ref.empty:
         return pd.DataFrame()
-    summary = summarize(ref, ["n_train", "temperature"], ("error_pct", "nll", "ece"))
+    summary = summarize(ref, ["n_train", "temperature"], SHOWN_METRICS)
     diag = {(int(r["config"].get("n_train") or 0), r["config"]["train"]["temperature"]):
             (r.get("diagnostics") or {}).get("reference") for r in records
             if (r.get("config") or {}).get("experiment") == "reference"

@@ -35,12 +35,13 @@ import torch
 
 from .data import TensorTask
 from .device_data import DeviceTask
-from .engine import BAYESIAN_METHODS, METHODS, RunOutcome, RunSpec, train_pack
+from .engine import RunOutcome, RunSpec, train_pack
 from .models import Classifier
 from .prior import GaussianPrior
 from .settings import TrainSettings
+from .vocabulary import METHODS, SAMPLER_METHODS
 
-__all__ = ["BAYESIAN_METHODS", "METHODS", "RunOutcome", "TrainSettings", "train_and_evaluate"]
+__all__ = ["METHODS", "SAMPLER_METHODS", "RunOutcome", "TrainSettings", "train_and_evaluate"]
 
 
 def train_and_evaluate(

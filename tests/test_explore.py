@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 from test_tables import SEEDS, rec, scale_records, tuned_inference  # noqa: E402
 
 from bprior_core import report, tables  # noqa: E402
+from bprior_core.vocabulary import VIEWED_EXPERIMENTS
 
 pytest.importorskip("ipywidgets")
 
@@ -39,7 +40,7 @@ def explorer():
     return report.Explorer(study_records())
 
 
-@pytest.mark.parametrize("experiment", tables.EXPERIMENTS)
+@pytest.mark.parametrize("experiment", VIEWED_EXPERIMENTS)
 def test_explorer_table_equals_the_report_table(explorer, experiment):
     explorer.experiment.value = experiment
     shown = explorer.table(explorer.view())
@@ -70,7 +71,7 @@ def test_widgets_apply_to_the_chosen_experiment(explorer):
     assert filters() == [] and explorer.metric.layout.display == "none"
     explorer.experiment.value = "inference"
     assert explorer.metric.layout.display is None
-    assert list(explorer.experiment.options) == list(tables.EXPERIMENTS)
+    assert list(explorer.experiment.options) == list(VIEWED_EXPERIMENTS)
 
 
 def test_filters_restrict_rows_without_changing_numbers(explorer):

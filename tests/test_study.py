@@ -22,7 +22,7 @@ from bprior_core.prior import GaussianPrior
 from bprior_core.prior_files import PriorFileError, load_prior, save_authors_prior
 from bprior_core.study import execution
 from bprior_core.study.resources import threads_per_worker, torch_threads
-from bprior_core.train import BAYESIAN_METHODS, RunOutcome
+from bprior_core.train import SAMPLER_METHODS, RunOutcome
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +395,7 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     assert record["val_metrics"] == tuned["val_metrics"]  # the same training, scored on test
     assert record["status"] == "ok"
     assert record["config"] == run["config"] and record["id"] == run["id"]
-    assert record["config"]["method"] in BAYESIAN_METHODS
+    assert record["config"]["method"] in SAMPLER_METHODS
     train_cfg = smoke["train"]
     assert record["n_samples"] == ((train_cfg["cycles"] - train_cfg["burn_in_cycles"])
                                    * train_cfg["samples_per_cycle"])

@@ -16,6 +16,7 @@ from scipy import stats  # noqa: E402
 from bprior_core import claims, plots, report, tables  # noqa: E402
 from bprior_core.claims import gains_by_size  # noqa: E402
 from bprior_core.selection import choose_point, chosen_values  # noqa: E402
+from bprior_core.vocabulary import VIEWED_EXPERIMENTS
 
 SEEDS = (0, 1, 2)
 
@@ -355,7 +356,7 @@ def test_temperature_positions_put_zero_a_decade_below():
     assert plots.temperature_positions([0.0])[0] == [1.0]
 
 
-@pytest.mark.parametrize("experiment", tables.EXPERIMENTS)
+@pytest.mark.parametrize("experiment", VIEWED_EXPERIMENTS)
 def test_experiment_figure_for_every_experiment(experiment):
     records = tuned_inference() + scale_records() + [
         rec("rank", "rank=0", s, 0.5, prior={"kind": "learned", "rank": 0}) for s in SEEDS] + [

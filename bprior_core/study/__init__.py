@@ -7,6 +7,7 @@ run's result; a result file is named by the hash of its full configuration and w
 atomically, so an interrupted study resumes where it stopped and ends with the same numbers.
 """
 
+from ..vocabulary import EXPERIMENTS
 from .errors import StudyError
 from .execution import (
     analysis_records,
@@ -23,7 +24,6 @@ from .execution import (
 )
 from .paths import default_outputs, output_dir, prior_paths, result_path
 from .planning import (
-    EXPERIMENTS,
     final_runs,
     make_packs,
     needed_draws,

@@ -29,11 +29,12 @@ from ..models import build_backbone, build_model, num_prior_parameters
 from ..records import record_problem
 from ..selection import select_tuned
 from ..train import TrainSettings
+from ..vocabulary import EXPERIMENTS
 from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
-from .planning import EXPERIMENTS, digest, final_runs, make_packs, plan
+from .planning import digest, final_runs, make_packs, plan
 from .predictions import (
     file_problem,
     predictions_loader,

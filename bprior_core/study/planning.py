@@ -18,15 +18,25 @@ from typing import Any
 
 from ..config import TASK_PRIOR, evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
 from ..digests import authors_files_digest, file_digest
-from ..records import LONG_SGD, arm_parts
 from ..selection import choose_point, choose_pooled
+from ..vocabulary import (
+    CHAINED_ARM_METHODS,
+    DEEP_ENSEMBLE,
+    ENSEMBLE,
+    EXPERIMENTS,
+    INFERENCE,
+    LONG_SGD,
+    SAMPLER_METHODS,
+    SGD_LEARNED,
+    TUNED_EXPERIMENTS,
+    VARIANCE_KINDS,
+    arm_parts,
+)
 from .datasets import DataKey, data_digest
 from .errors import StudyError
 from .resources import resolve_device, threads_per_worker
 from .sources import source_kind
 
-EXPERIMENTS = ("rank", "scale", "inference", "temperature", "control", "covariance",
-               "per_seed", "reference")
 # bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
 # evaluation): part of every run's identity, so results of older numerics are never reused
 NUMERICS_VERSION = 4
@@ -127,7 +137,7 @@ def _prior_spec(profile: dict, kind: str, source: str, seed: int, rank: int = 0,
         return {**spec, "variance": variance,
                 "share": profile["experiments"]["covariance"]["share"]}
     spec["truncation"] = "principal"
-    if kind in ("zero", "isotropic"):
+    if kind in VARIANCE_KINDS:
         spec["variance"] = variance
         if variance is not None:
             return spec
@@ -164,7 +174,7 @@ def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
     method, prior_kind = arm_parts(arm)
     if method == "sgd":
         method = "sgd_prior" if prior_kind else "sgd"
-    elif method in ("sghmc", "sgld", "ensemble"):
+    elif method in CHAINED_ARM_METHODS:
         method = bayes
     return method, prior_kind
 
@@ -172,14 +182,14 @@ def _arm_method_prior(profile: dict, arm: str) -> tuple[str, str | None]:
 def is_sampler_arm(arm: str) -> bool:
     """Whether an arm samples (a sampler, or the T = 0 ensemble of its schedule): its final
     runs have chains, and the fixed protocol evaluates it on `evaluation.sampler_seeds`."""
-    return arm_parts(arm)[0] in ("sghmc", "sgld", "ensemble")
+    return arm_parts(arm)[0] in CHAINED_ARM_METHODS
 
 
 def _arm_train(profile: dict, arm: str, n: int) -> dict:
     """The training settings of an arm at size n: the profile's, with the inference protocol's
     steps at that size (`experiments.inference.steps`), at temperature 0 for the ensemble."""
     train = {**profile["train"], "steps": steps_at(profile, n)}
-    if arm_parts(arm)[0] == "ensemble":
+    if arm_parts(arm)[0] == ENSEMBLE:
         train["temperature"] = 0.0
     return train
 
@@ -201,7 +211,6 @@ def arm_grid(profile: dict, arm: str) -> list[dict | None]:
 
 
 # experiments whose arms are tuned, and (protocol `fixed`) fixed on the tuning seeds
-TUNED_EXPERIMENTS = ("inference", "control", "covariance")
 
 
 def _seeds_of(profile: dict, experiment: str) -> Callable[[str, int], Sequence[int]]:
@@ -388,7 +397,6 @@ def _reseeded(profile: dict, prior: dict, seed: int) -> dict:
     return {**prior, "draw": draw, "source_id": prior_source_id(profile, prior["source"], draw)}
 
 
-DEEP_ENSEMBLE = "deep_ensemble+learned"
 
 
 def _final_configs(profile: dict, config: dict, with_controls: bool) -> list[dict]:
@@ -401,10 +409,10 @@ def _final_configs(profile: dict, config: dict, with_controls: bool) -> list[dic
     over SGD that is only the budget shows."""
     inference = profile["experiments"]["inference"]
     chains = range(inference["chains"])
-    if config["method"] in ("sghmc", "sgld"):
+    if config["method"] in SAMPLER_METHODS:
         return [{**config, "chain": c} for c in chains]
     out = [config]
-    if config["arm"] == "sgd+learned" and config["experiment"] == "inference" and with_controls:
+    if config["arm"] == SGD_LEARNED and config["experiment"] == INFERENCE and with_controls:
         if inference["deep_ensemble"]:
             out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
         if inference["long_sgd"] and len(chains) > 1:  # one chain: the run itself

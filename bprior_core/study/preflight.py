@@ -24,10 +24,11 @@ from ..atomic import atomic_write_text
 from ..config import ProfileError
 from ..data import DataFileError, DataUnavailableError
 from ..prior_files import PriorFileError
+from ..vocabulary import CONTROL_EXPERIMENTS, EXPERIMENTS
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
-from .planning import EXPERIMENTS, control_size, plan
+from .planning import control_size, plan
 from .priors import check_prior_files, load_prior_and_backbone, prior_location
 from .resources import resolve_device
 
@@ -204,7 +205,7 @@ def _sizes(profile: dict, experiments: Iterable[str]):
         if not cfg["enabled"]:
             continue
         for key in SIZE_KEYS[experiment]:
-            if experiment in ("control", "covariance"):  # both at the control's size
+            if experiment in CONTROL_EXPERIMENTS:  # both at the control's size
                 yield "experiments.control.n_train", [control_size(profile)]
                 continue
             value = cfg[key]

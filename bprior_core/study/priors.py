@@ -29,10 +29,11 @@ from ..prior_files import (
     load_torch_file,
     save_prior,
 )
+from ..vocabulary import EXPERIMENTS, VARIANCE_KINDS
 from .errors import StudyError
 from .lock import profile_lock
 from .paths import output_dir, prior_paths
-from .planning import EXPERIMENTS, needed_draws, needed_priors, prior_source_id
+from .planning import needed_draws, needed_priors, prior_source_id
 from .resources import (
     resolve_device,
     set_worker_threads,
@@ -335,7 +336,7 @@ def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:
         return None
     if kind == "task":
         return learned.shaped(spec["variance"], spec["share"])
-    if kind in ("zero", "isotropic") and spec.get("variance") is not None:
+    if kind in VARIANCE_KINDS and spec.get("variance") is not None:
         mean = learned.mean if kind == "isotropic" else torch.zeros_like(learned.mean)
         return GaussianPrior.isotropic(mean, spec["variance"])
     scaled = rescale(learned.principal(spec["rank"]), spec["scale"], spec["rule"], spec["eps"])

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import load_profile, profile_path
+from ..vocabulary import EXPERIMENTS
 from .execution import sweep_study
-from .planning import EXPERIMENTS
 from .preflight import preflight
 from .priors import prepare_priors
 from .ray_backend import connect

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from ..data import TensorTask
+from ..vocabulary import DOWNSTREAM_PRIORS
 from .datasets import SOURCES, DataKey
 from .pool import outside_pool_indices
 
@@ -38,7 +39,7 @@ OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised
 def source_kind(profile: dict, name: str) -> str:
     """Which images prior `name` is learned from: `source_classes`, `outside_pool` or
     `downstream_rest`."""
-    if name in ("oracle", "task"):
+    if name in DOWNSTREAM_PRIORS:
         return "downstream_rest"
     if name == "ssl":
         return profile["priors"]["ssl_source"]
