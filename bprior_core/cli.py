@@ -20,7 +20,7 @@ from .config import (
 )
 from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
-from .study import EXPERIMENTS, StudyError, is_done, plan
+from .study import EXPERIMENTS, StudyError, is_done, output_dir, plan
 from .study.execution import counts_text
 from .study.planning import final_run_count
 from .study.preflight import dry_checks
@@ -81,10 +81,20 @@ def _run_command(args) -> int:
 
 
 def _report_command(args) -> int:
-    from .report import build_report
+    """The study first (progress bars and a time estimate here), then the report over its
+    results (the notebooks only read)."""
+    from .report import build_report, study_timings
+    from .study.runner import run_study
 
-    build_report(args.profile, Path(args.outputs) if args.outputs else None, pack=args.pack,
-                 backend=args.backend, address=args.address)
+    path = profile_path(args.profile)
+    profile = load_profile(path)  # raises ProfileError before anything is written
+    root = Path(args.outputs) if args.outputs else None
+    print(f"profile {profile['name']}: {len(plan(profile))} runs planned; outputs in "
+          f"{output_dir(profile, root)}")
+    counts = run_study(profile, root, profile_file=path, pack=args.pack, backend=args.backend,
+                       address=args.address)
+    print(counts_text(counts))
+    build_report(path, root, study_timings=study_timings(counts))
     return 0
 
 

@@ -141,7 +141,7 @@ def test_a_learned_backbone_that_is_not_its_priors_is_learned_again(smoke, smoke
     with pytest.raises(PriorFileError, match=str(ssl_backbone)):
         study.load_prior_and_backbone(study.prior_location(smoke, "ssl", root))
     with pytest.warns(UserWarning, match="learning this prior again"):
-        assert not study.priors._is_stored(smoke, "ssl", 0, root)
+        assert not study.priors.is_stored(smoke, "ssl", 0, root)
 
 
 # ----------------------------------------------------------------------------- records

@@ -148,8 +148,8 @@ def test_example_profile_runs_the_whole_report(example, tmp_path) -> None:
     """The example profile, budgets cut further, end to end on the CPU: a torchvision backbone
     (stacked), both priors learned from the source folder (supervised with its 3 labels, SimCLR
     without), the oracle from train/ outside the pool, every claim judged, the report written."""
+    from bprior_core.cli import main
     from bprior_core.prior_files import load_prior
-    from bprior_core.report import build_report
 
     path = _profile_file(
         tmp_path, example, pack=8,
@@ -157,9 +157,9 @@ def test_example_profile_runs_the_whole_report(example, tmp_path) -> None:
            "priors.learning.swag_steps": 6, "priors.learning.collect_every": 2,
            "experiments.inference.arms": ["sgd+learned", "sghmc+learned", "sgd+zero"]})
     root = tmp_path / "outputs"
-    report = build_report(path, root=root, log=lambda *_: None, progress=False)
+    assert main(["report", "--profile", str(path), "--outputs", str(root)]) == 0
     out = root / "imagefolder-example"
-    assert report.is_file()
+    assert (out / "report.html").is_file()
     claims = json.loads((out / "claims.json").read_text())
     assert {c["id"] for c in claims} >= {"PC", "C3", "C4"}
     for name, images in (("supervised", 24), ("ssl", 24), ("oracle", 6)):

@@ -72,7 +72,7 @@ def remote_refs(page: str) -> list[str]:
 def smoke_report(smoke_study, tmp_path_factory):
     """The smoke report built on a copy of the shared smoke study (so it trains nothing)."""
     root = copy_root(smoke_study, tmp_path_factory.mktemp("report") / "outputs")
-    path = build_report("smoke", root=root, log=lambda *_: None, progress=False)
+    path = build_report("smoke", root=root, log=lambda *_: None)
     return root / "smoke", path
 
 
@@ -241,6 +241,31 @@ def test_missing_prior_file_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "_mean.pt" in err and "priors.files.ssl" in err
     assert list(tmp_path.iterdir()) == [], "nothing may be written"
+
+
+def test_the_report_trains_nothing_and_says_what_is_missing(smoke_study, tmp_path):
+    """`build_report` over an incomplete study refuses before writing anything, saying what is
+    missing (`bprior report` runs the study first)."""
+    with pytest.raises(study.StudyError) as info:
+        build_report("smoke", root=tmp_path, log=lambda *_: None)
+    assert "learned prior" in str(info.value) and "runs" in str(info.value)
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
+    root = copy_root(smoke_study, tmp_path / "outputs")
+    records = sorted((root / "smoke" / "runs").rglob("*.json"))
+    records[-1].unlink()
+    with pytest.raises(study.StudyError, match=r"\b1 of \d+ runs missing"):
+        build_report("smoke", root=root, log=lambda *_: None)
+    assert not (root / "smoke" / "notebooks").exists()
+
+
+def test_a_report_built_again_keeps_the_studys_timings(tmp_path):
+    (tmp_path / "timings.json").write_text(json.dumps(
+        {"priors": 3.0, "final runs": 5.5, "02_rank": 9.0, "tuning and single-phase runs": "x"}))
+    assert report.status.stored_study_timings(tmp_path) == {"priors": 3.0, "final runs": 5.5}
+    assert report.status.stored_study_timings(tmp_path / "absent") == {}
+    counts = {"priors_s": 1.0, "planned_s": 2.0, "final_s": 3.0, "ran": 4}
+    assert report.study_timings(counts) == {"priors": 1.0, "tuning and single-phase runs": 2.0,
+                                            "final runs": 3.0}
 
 
 def test_bad_profile_fails_cleanly(tmp_path, capsys):

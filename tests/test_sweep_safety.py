@@ -97,10 +97,10 @@ def test_a_held_lock_stops_prior_learning_but_not_reading(smoke, tmp_path, monke
         with pytest.raises(study.StudyError, match="another bprior process is running profile"):
             study.learn_priors(smoke, [("ssl", 0)], tmp_path, progress=False)
         assert learned == []  # nothing learned while another process holds the lock
-        monkeypatch.setattr(study.priors, "_is_stored", lambda *a: True)
+        monkeypatch.setattr(study.priors, "is_stored", lambda *a: True)
         paths = study.learn_priors(smoke, [("ssl", 0)], tmp_path, progress=False)
         assert list(paths) == [("ssl", 0)]  # stored priors are read without the lock
-    monkeypatch.setattr(study.priors, "_is_stored", lambda *a: False)
+    monkeypatch.setattr(study.priors, "is_stored", lambda *a: False)
     study.learn_priors(smoke, [("ssl", 0), ("supervised", 1)], tmp_path, progress=False)
     assert learned == [("ssl", 0), ("supervised", 1)]
 

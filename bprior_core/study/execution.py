@@ -335,7 +335,8 @@ def counts_text(counts: dict) -> str:
     return text
 
 
-def _study(profile: dict, root: Path | None) -> tuple[list[dict], dict[str, dict | None]]:
+def study_runs_and_records(profile: dict, root: Path | None = None
+                           ) -> tuple[list[dict], dict[str, dict | None]]:
     """The study's runs as far as they can be known (the plan, then the final runs of the tuned
     groups whose tuning runs are stored) and each run's stored record (None: not done)."""
     runs = plan(profile)
@@ -348,7 +349,7 @@ def _study(profile: dict, root: Path | None) -> tuple[list[dict], dict[str, dict
 def study_runs(profile: dict, root: Path | None = None) -> list[dict]:
     """Every run of the study known so far: the plan and the final runs of the tuned groups
     whose tuning is done (the rest of the final runs follow when it is)."""
-    return _study(profile, root)[0]
+    return study_runs_and_records(profile, root)[0]
 
 
 def load_results(
@@ -356,7 +357,7 @@ def load_results(
 ) -> list[dict]:
     """Stored result records of the profile's current study (stale files are ignored): the
     plan's runs and the final runs of the tuned groups (`planning.final_runs`)."""
-    runs, stored = _study(profile, root)
+    runs, stored = study_runs_and_records(profile, root)
     return [stored[r["id"]] for r in runs if stored[r["id"]] is not None
             and (not experiment or r["config"]["experiment"] == experiment)]
 

@@ -112,16 +112,16 @@ def learn_priors(
     instead of learning the same priors."""
     pairs = [(d, 0) if isinstance(d, str) else tuple(d) for d in draws]
     paths = {(n, d): prior_paths(profile, n, root, d)[0] for n, d in pairs}
-    if all(_is_stored(profile, n, d, root) for n, d in pairs):
+    if all(is_stored(profile, n, d, root) for n, d in pairs):
         return paths
     with profile_lock(profile, root):
         remove_stale_temporaries(output_dir(profile, root) / "priors")
-        todo = [(n, d) for n, d in pairs if not _is_stored(profile, n, d, root)]
+        todo = [(n, d) for n, d in pairs if not is_stored(profile, n, d, root)]
         # a task prior starts from its SimCLR draw's weights: those are learned first
         starts = sorted({("ssl", d) for n, d in todo if n == TASK_PRIOR}
                         - {(n, d) for n, d in pairs if n != TASK_PRIOR})
         first = [t for t in todo if t[0] != TASK_PRIOR]
-        first += [t for t in starts if not _is_stored(profile, *t, root)]
+        first += [t for t in starts if not is_stored(profile, *t, root)]
         _learn(profile, first, [t for t in todo if t[0] == TASK_PRIOR], root, device, progress)
     return paths
 
@@ -182,7 +182,7 @@ def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, in
                     running[pool.submit(learn_draws, profile, *job, root, device, False)] = job
 
 
-def _is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
+def is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
     """Whether prior (name, draw) is stored, readable, with the current learning settings."""
     stored = _stored_source_id(*prior_paths(profile, name, root, draw), profile["model"])
     return stored == prior_source_id(profile, name, draw)

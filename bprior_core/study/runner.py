@@ -1,5 +1,6 @@
 """The one sequence that runs a study, used by `bprior run` and `bprior report`: connect the back
-end, check everything that can fail early, learn or read the priors, then sweep the runs."""
+end, check everything that can fail early, learn or read the priors, then sweep the runs; and
+what a study still lacks (the report is built only over a complete one)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from pathlib import Path
 
 from ..config import load_profile, profile_path
 from ..vocabulary import EXPERIMENTS
-from .execution import sweep_study
+from .execution import study_runs_and_records, sweep_study
+from .planning import needed_draws
 from .preflight import preflight
-from .priors import prepare_priors
+from .priors import is_stored, prepare_priors
 from .ray_backend import connect
 
 
@@ -46,3 +48,21 @@ def run_experiment(
     else:
         profile, profile_file = profile_or_name, None
     return run_study(profile, root, [experiment], profile_file=profile_file, progress=progress)
+
+
+def missing_work(profile: dict, root: Path | None = None) -> list[str]:
+    """What the profile's study still lacks, in words (empty when it is complete): learned prior
+    draws not stored, and runs without a stored result (the final runs of a tuned group count
+    once its tuning runs are stored)."""
+    missing = []
+    if profile["priors"]["source"] == "learn":
+        draws = [f"{name} draw {draw}" for name, draw in needed_draws(profile)
+                 if not is_stored(profile, name, draw, root)]
+        if draws:
+            shown = ", ".join(draws[:3]) + (", ..." if len(draws) > 3 else "")
+            missing.append(f"{len(draws)} learned prior(s) ({shown})")
+    runs, stored = study_runs_and_records(profile, root)
+    undone = sum(stored[run["id"]] is None for run in runs)
+    if undone:
+        missing.append(f"{undone} of {len(runs)} runs")
+    return missing
