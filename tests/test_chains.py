@@ -113,7 +113,7 @@ def test_the_convergence_table_and_traces_summarise_pooled_runs() -> None:
 def test_a_claim_on_chains_too_short_for_r_hat_says_why_beside_its_verdict() -> None:
     """4 chains of 3 draws have no R-hat: the verdict stands (C4 judges the procedure) and the
     line beside it says why the samples are not a converged posterior."""
-    from bprior_core.claims import _describe_convergence
+    from bprior_core.claims.pairs import _describe_convergence
 
     rng = np.random.default_rng(2)
     chains = [chain_record(c, rng.normal(1.0 + 0.5 * c, 0.1, 3)) for c in range(4)]

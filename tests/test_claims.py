@@ -20,6 +20,7 @@ from bprior_core.claims import (
     headline,
     write_claims_json,
 )
+from bprior_core.claims.inference import claim_data_efficiency, claim_isotropic, claim_loss_surface
 from bprior_core.study.predictions import read_predictions, write_predictions
 
 # Per-seed noise, rotated by an arm/size index so that paired differences vary across seeds but
@@ -330,7 +331,7 @@ def test_data_efficiency_is_the_fall_of_the_gain_from_the_smallest_to_the_larges
             recs.append(record("inference", "sghmc+learned", seed, 0.5 + gain + e, n_train=n,
                                bma=True))
             recs.append(record("inference", "sghmc+zero", seed, 0.5, n_train=n, bma=True))
-    claim = claims_module.claim_data_efficiency(recs)
+    claim = claim_data_efficiency(recs)
     part = claim["evidence"]["parts"][0]
     small = [gains[5] + e for e in noise[5]]
     large = [gains[0] + e for e in noise[0]]
@@ -354,7 +355,7 @@ def c3_records(differences: list[float]) -> list[dict]:
 
 def test_a_simple_claims_p_value_is_its_t_test_p_value():
     d = [0.01, 0.03, -0.005, 0.02, 0.015]
-    p = claims_module.claim_p_value(claims_module.claim_loss_surface, c3_records(d),
+    p = claims_module.claim_p_value(claim_loss_surface, c3_records(d),
                                     "accuracy", 0.01)
     assert p == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-3)
 
@@ -568,7 +569,7 @@ def test_parts_are_judged_at_the_bonferroni_level_and_the_claim_p_value_follows(
     sghmc = [0.03, 0.05, 0.02, 0.04, 0.035]
     sgd = [0.02, 0.03, 0.025, 0.05, 0.015]
     recs = h1_records(sghmc, sgd)
-    claim = claims_module.claim_isotropic(recs, level=0.99)
+    claim = claim_isotropic(recs, level=0.99)
     assert claim["evidence"]["n_parts"] == 2
     for part, d in zip(claim["evidence"]["parts"], (sghmc, sgd), strict=True):
         unit = part["units"][0]
@@ -576,7 +577,7 @@ def test_parts_are_judged_at_the_bonferroni_level_and_the_claim_p_value_follows(
         ref = stats.ttest_1samp(d, 0.0).confidence_interval(1 - 0.01 / 2)
         assert (unit["ci_low"], unit["ci_high"]) == pytest.approx((ref.low, ref.high))
     # both parts must be supported: the claim's p-value is 2 x the larger part p-value
-    p = claims_module.claim_p_value(claims_module.claim_isotropic, recs, "accuracy", 0.01)
+    p = claims_module.claim_p_value(claim_isotropic, recs, "accuracy", 0.01)
     worst = max(stats.ttest_1samp(d, 0.0).pvalue for d in (sghmc, sgd))
     assert p == pytest.approx(2 * worst, rel=1e-3)
 
@@ -589,7 +590,7 @@ def test_one_part_cannot_contradict_a_claim_without_the_correction():
     assert 0.025 < p < 0.05
     alone = paired.one_sample(dict(enumerate(sgd)), 0.95, 0.01)
     assert paired.verdict(alone) == "contradicted"
-    claim = claims_module.claim_isotropic(h1_records([0.0] * 5, sgd), level=0.95)
+    claim = claim_isotropic(h1_records([0.0] * 5, sgd), level=0.95)
     assert claim["evidence"]["parts"][1]["verdict"] != "contradicted"
     assert claim["verdict"] != "contradicted"
 
@@ -790,3 +791,16 @@ def test_c4p_is_judged_only_where_the_reference_posterior_converged() -> None:
             r["diagnostics"]["reference"]["accept_rate"] = [0.8, 0.1]  # one chain stuck
     c4p = {c["id"]: c for c in evaluate_claims(stuck)}["C4p"]
     assert c4p["verdict"] == "not converged" and "accept rates 0.10-0.80" in c4p["summary"]
+
+
+def test_the_registry_lists_each_claim_once_in_the_reports_order() -> None:
+    """Every claim id of the vocabulary has one spec; the controls come first and stay out of
+    the Holm family; each gate names a control; each judge returns its own id."""
+    from bprior_core.claims.registry import CLAIMS, CONTROLS, FAMILY
+
+    assert [spec.id for spec in CLAIMS] == list(CLAIM_IDS)
+    assert [spec.id for spec in CONTROLS] == ["PC", "PC2"] and len(FAMILY) == 8
+    assert {g for spec in CLAIMS for g in spec.gated_by} <= {spec.id for spec in CONTROLS}
+    records = world(1.0)
+    for spec in CLAIMS:
+        assert spec.judge(records, "accuracy")["id"] == spec.id

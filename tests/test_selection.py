@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from bprior_core import claims
+from bprior_core.claims.rank import claim_rank
 from bprior_core.selection import (
     best_by_validation,
     choose_point,
@@ -133,7 +133,7 @@ def test_c1_best_rank_is_the_validation_choice_not_the_test_best():
     acc = {0: 0.70, 1: 0.72, 5: 0.80}
     val = {0: 0.9, 1: 0.3, 5: 0.6}
     records = [rank_record(r, s, acc[r] + 0.001 * s, val[r]) for r in acc for s in range(5)]
-    c1 = claims.claim_rank(records)
+    c1 = claim_rank(records)
     assert c1["evidence"]["parts"]["a"]["best_rank"] == 1
     assert c1["evidence"]["parts"]["a"]["chosen_on"] == "validation"
     assert c1["evidence"]["effect"] == pytest.approx(0.02)

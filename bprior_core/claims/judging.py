@@ -1,0 +1,313 @@
+"""What every claim shares: the margins and levels it is judged at (set per evaluation by
+`with_margin`), reading records into per-seed tables, formatting effects, and the claim and
+evidence dicts."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import numpy as np
+
+from .. import bootstrap, paired, vocabulary
+from ..claim_text import (
+    ARM_LABELS,
+    TEXT,
+)
+from ..jsonsafe import to_plain
+from ..paired import (
+    Comparison,
+    Seeded,
+    mean_values,
+    observed,
+)
+from ..power import seeds_needed
+from ..records import headline_value
+from ..selection import best_by_validation
+from ..vocabulary import (
+    ACCURACY,
+    BRIER,
+    CLAIMED_EXPERIMENTS,
+    CONTROL_ID,
+    COVARIANCE_ID,
+    ECE,
+    NLL,
+    REFERENCE_ID,
+    arm_parts,
+)
+
+# each metric with whether higher is better
+METRICS: dict[str, bool] = {m: m == ACCURACY for m in vocabulary.METRICS}
+
+
+# smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
+MARGINS: dict[str, float] = {ACCURACY: 0.01, NLL: 0.02, ECE: 0.01, BRIER: 0.01}
+
+
+_MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
+
+
+_LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
+
+
+FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
+
+
+CONTROL_LEVEL = 0.95  # the positive controls' level (outside the Holm family)
+
+
+# a reference chain accepting too rarely is stuck, too often takes steps too small to move
+ACCEPT_RANGE = (0.2, 0.99)
+
+
+# how each claim made of paired comparisons is judged over training sizes (`_describe`):
+# stated at every size (each size a part), or about scarce data (the smallest size judged,
+# the other sizes beside it)
+PER_SIZE_MODE, SMALLEST_MODE, POOLED_MODE = "per size", "at the smallest size", "pooled"
+JUDGED_AT = {"C3": SMALLEST_MODE, "C4": PER_SIZE_MODE, "C4b": PER_SIZE_MODE, "H1": PER_SIZE_MODE,
+             CONTROL_ID: PER_SIZE_MODE, COVARIANCE_ID: PER_SIZE_MODE, REFERENCE_ID: PER_SIZE_MODE}
+
+
+BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
+
+
+Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
+
+
+Predictions = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
+
+
+def _part_level(k: int) -> float:
+    """The level each of a claim's k parts is judged at: Bonferroni within the claim."""
+    return paired.bonferroni(k, _LEVEL.get())
+
+
+def _one_sample(values: Mapping[int, Any], level: float | None = None) -> Comparison:
+    """`paired.one_sample` at the level (default: the claim's) and margin of the claim."""
+    return paired.one_sample(values, _LEVEL.get() if level is None else level, _MARGIN.get())
+
+
+def _paired_difference(a: Mapping[int, Any], b: Mapping[int, Any],
+                       higher_is_better: bool = True, level: float | None = None) -> Comparison:
+    """`paired.paired_difference` at the level (default: the claim's) and margin of the
+    claim being evaluated."""
+    return paired.paired_difference(a, b, higher_is_better,
+                                    _LEVEL.get() if level is None else level, _MARGIN.get())
+
+
+def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
+    """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`) and
+    a confidence level; every comparison made inside carries them and the margin is stored in
+    the claim's evidence."""
+    @functools.wraps(claim)
+    def wrapped(records, metric: str = "accuracy", margin: float | None = None,
+                level: float = paired.LEVEL) -> dict:
+        _check_metric(metric)
+        value = MARGINS[metric] if margin is None else float(margin)
+        if not value > 0:
+            raise ValueError(f"a claim's margin must be > 0, got {margin!r} for {metric}")
+        if not 0 < level < 1:
+            raise ValueError(f"a confidence level must lie in (0, 1), got {level!r}")
+        tokens = _MARGIN.set(value), _LEVEL.set(level)
+        try:
+            out = claim(records, metric)
+        finally:
+            _MARGIN.reset(tokens[0])
+            _LEVEL.reset(tokens[1])
+        out["evidence"]["margin"] = value
+        out["evidence"]["claim_level"] = level
+        return out
+
+    return wrapped
+
+
+def _check_metric(metric: str) -> bool:
+    """Whether higher is better for `metric`; rejects unknown metrics."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(METRICS)}")
+    return METRICS[metric]
+
+
+def headline(record: Mapping[str, Any], metric: str = "accuracy", split: str = "test"
+             ) -> float | None:
+    """The run's headline value on `split`: BMA when present, else the final iterate; None if
+    missing (`records.headline_value`)."""
+    _check_metric(metric)
+    return headline_value(record, metric, split)
+
+
+def _seed(record: Mapping[str, Any]) -> int:
+    seed = record.get("seed")
+    return int(record["config"]["seed"] if seed is None else seed)
+
+
+def _value(record: Mapping[str, Any], metric: str, split: str) -> Any:
+    """The headline value, followed by its bootstrap replicates where the record carries
+    them (`with_replicates`, test split only); None if missing."""
+    value = headline(record, metric, split)
+    reps = (record.get(BOOTSTRAP_KEY) or {}).get(metric) if split == "test" else None
+    if value is None or reps is None:
+        return value
+    return np.concatenate([[value], reps])
+
+
+def collect(
+    records: Sequence[Mapping[str, Any]], experiment: str,
+    key: Callable[[Mapping[str, Any]], Hashable], metric: str, split: str = "test",
+) -> tuple[dict[Hashable, Seeded], dict[Hashable, int]]:
+    """Headline values of one experiment on `split` as {key(config): {seed: value}} plus
+    diverged counts (a value carries its bootstrap replicates where the record has them).
+
+    Repeated (key, seed) pairs are averaged; diverged and metric-less runs are left out.
+    """
+    values: dict[Hashable, dict[int, list]] = {}
+    diverged: dict[Hashable, int] = {}
+    for record in records:
+        config = record.get("config") or {}
+        if config.get("experiment") != experiment:
+            continue
+        k = key(config)
+        if record.get("status") == "diverged":
+            diverged[k] = diverged.get(k, 0) + 1
+        value = _value(record, metric, split)
+        if value is not None:
+            values.setdefault(k, {}).setdefault(_seed(record), []).append(value)
+    table = {k: {s: mean_values(v) for s, v in by_seed.items()} for k, by_seed in values.items()}
+    return table, diverged
+
+
+def with_replicates(records: Sequence[Mapping[str, Any]], predictions: Predictions,
+                    metrics: Sequence[str], n_boot: int = bootstrap.N_BOOT) -> list[dict]:
+    """Copies of `records` in which every ok run of the claims' experiments whose test
+    predictions `predictions(record)` gives (the `read_predictions` mapping, or None) carries
+    its metrics' bootstrap replicates over test points (`bootstrap`), one resampling for all
+    runs. The claims then include the test set's sampling error in their intervals."""
+    out = [dict(r) for r in records]
+    used = [r for r in out if (r.get("config") or {}).get("experiment") in CLAIMED_EXPERIMENTS]
+    points = bootstrap.load_points(used, predictions)
+    for record, reps in zip(used, bootstrap.replicates(points, metrics, n_boot), strict=True):
+        if reps:
+            record[BOOTSTRAP_KEY] = reps
+    return out
+
+
+def _size_key(n: int | None) -> float:
+    """Sort key for training sizes: 0 (or None) means the full set, the largest."""
+    return math.inf if not n else float(n)
+
+
+def _size_label(n: int | None) -> str:
+    return "full" if not n else str(n)
+
+
+def _pick(table: Mapping[Any, Seeded], val_nll: Mapping[Any, Seeded], keys: Sequence[Any],
+          higher_is_better: bool, level: float) -> tuple[Any, float, str]:
+    """The best of `keys` (ranks, scales), the level to compare it at and where it was chosen:
+    on the validation NLL (at `level`: the test data played no part in the choice), or, for
+    records without validation metrics, on the test means with a Bonferroni-corrected level
+    over the candidates (picking the best on test is otherwise optimistic)."""
+    if any(val_nll.get(k) for k in keys):
+        return best_by_validation(val_nll, keys), level, "validation"
+    return _best(table, keys, higher_is_better), paired.bonferroni(len(keys), level), "test"
+
+
+def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bool) -> Any:
+    """The key whose mean over its seeds is best (first in `keys` on ties); None if no data."""
+    means = [(k, float(np.mean([observed(v) for v in table[k].values()])))
+             for k in keys if table.get(k)]
+    if not means:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return max(means, key=lambda kv: sign * kv[1])[0]
+
+
+def _num(x: float | None, metric: str) -> str:
+    """Signed effect text: accuracy in percentage points, other metrics as they are."""
+    if x is None:
+        return "n/a"
+    return f"{100 * x:+.1f}" if metric == "accuracy" else f"{x:+.3f}"
+
+
+def _fmt(c: Comparison | Mapping[str, Any], metric: str) -> str:
+    """E.g. '+2.1 points accuracy (95% CI +0.8..+3.4, 5 seeds x test points)' for a
+    comparison or its `to_dict` form."""
+    d = c.to_dict() if isinstance(c, Comparison) else c
+    if d.get("effect") is None:
+        return f"no paired seeds for {metric}"
+    if metric == "accuracy":
+        unit = "points accuracy"
+    else:
+        unit = metric if METRICS[metric] else f"{metric} reduction"
+    ci = (f"{100 * d['level']:.4g}% CI {_num(d['ci_low'], metric)}.."
+          f"{_num(d['ci_high'], metric)}" if d.get("ci_low") is not None else "no interval")
+    over = "seeds" if d.get("uncertainty", "seeds") == "seeds" else "seeds x test points"
+    return f"{_num(d['effect'], metric)} {unit} ({ci}, {d['n_seeds']} {over})"
+
+
+def _arm_label(arm: str) -> str:
+    method, prior = arm_parts(arm)
+    label = ARM_LABELS.get(method, method)
+    return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
+
+
+def _sizes_text(sizes: Sequence[int]) -> str:
+    if not sizes:
+        return "no sizes"
+    ordered = sorted(sizes, key=_size_key)
+    lo, hi = _size_label(ordered[0]), _size_label(ordered[-1])
+    return f"size {lo}" if lo == hi else f"sizes {lo}-{hi}"
+
+
+def _evidence(metric: str, c: Comparison | None, n_diverged: int, **extra: Any) -> dict:
+    head = c.to_dict() if c is not None else {}
+    return {"metric": metric, "higher_is_better": METRICS[metric],
+            "effect": head.get("effect"), "se": head.get("se"), "ci_low": head.get("ci_low"),
+            "ci_high": head.get("ci_high"), "n_seeds": head.get("n_seeds", 0),
+            "level": head.get("level"), "uncertainty": head.get("uncertainty"),
+            "n_diverged": int(n_diverged), **extra}
+
+
+def _claim(cid: str, verdict_: str, rule: str, evidence: dict, summary: str) -> dict:
+    title, statement, paper, reproduction = TEXT[cid]
+    return to_plain({"id": cid, "title": title, "statement": statement, "paper": paper,
+                     "reproduction": reproduction, "verdict": verdict_, "rule": rule,
+                     "evidence": evidence, "summary": summary})
+
+
+def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str) -> dict:
+    """A claim without usable records: `not run` when its experiment has none at all (off in
+    the profile, or not trained yet), `inconclusive` when every run of it diverged."""
+    if n_diverged:
+        reason = f"every run of the {experiment} experiment diverged ({n_diverged} runs)"
+        verdict_, summary = "inconclusive", f"Inconclusive: {reason}."
+    else:
+        reason = f"the {experiment} experiment has no results: not run in this profile"
+        verdict_, summary = "not run", f"Not run: the {experiment} experiment has no results."
+    evidence = _evidence(metric, None, n_diverged, sizes=[], reason=reason, n_parts=0,
+                         mde=None)
+    return _claim(cid, verdict_, rule, evidence, summary)
+
+
+def _seeds_needed(comparisons: Sequence[Mapping[str, Any] | None]) -> int | None:
+    """The seeds the least powered of the deciding comparisons (largest mde) would have needed
+    for an mde of one margin (1 point of accuracy) at its level, from its own SE; None when
+    none has an SE."""
+    rows = [c for c in comparisons if c and c.get("mde") is not None]
+    if not rows:
+        return None
+    worst = max(rows, key=lambda c: c["mde"])
+    return seeds_needed(worst.get("se"), int(worst.get("n_seeds") or 0), worst["level"],
+                        worst.get("margin") or _MARGIN.get() or MARGINS["accuracy"])
+
+
+def _max_mde(comparisons: Sequence[Mapping[str, Any] | None]) -> float | None:
+    """The largest minimum detectable effect among the comparisons that decide a verdict
+    (every part must be detected for 'supported'); None when none has one."""
+    values = [c.get("mde") for c in comparisons if c and c.get("mde") is not None]
+    return max(values) if values else None
+
+
+_CONVENTION: ContextVar[tuple[str, float] | None] = ContextVar("c2_convention", default=None)
