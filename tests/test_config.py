@@ -58,9 +58,9 @@ def _beside_the_example(tmp_path_factory):
     shutil.copytree(config.PARAMS_DIR, folder / "params")
     before, params = os.getcwd(), config.PARAMS_DIR
     os.chdir(tmp_path_factory.mktemp("elsewhere"))
-    config.PARAMS_DIR = folder / "params"
+    config.PARAMS_DIR = config.loading.PARAMS_DIR = folder / "params"
     yield
-    config.PARAMS_DIR = params
+    config.PARAMS_DIR = config.loading.PARAMS_DIR = params
     os.chdir(before)
 
 

@@ -15,7 +15,7 @@ from conftest import SMOKE_PACK, copy_root
 from conftest import fake_record as complete_record
 
 from bprior_core import learn, study
-from bprior_core.config import TASK_PRIOR, evaluation_seeds, learning_settings, load_profile
+from bprior_core.config import evaluation_seeds, learning_settings, load_profile
 from bprior_core.data import few_shot_indices
 from bprior_core.models import build_model, flat_parameters, num_prior_parameters
 from bprior_core.prior import GaussianPrior
@@ -23,6 +23,7 @@ from bprior_core.prior_files import PriorFileError, load_prior, save_authors_pri
 from bprior_core.study import execution
 from bprior_core.study.resources import threads_per_worker, torch_threads
 from bprior_core.train import SAMPLER_METHODS, RunOutcome
+from bprior_core.vocabulary import TASK_PRIOR
 
 
 @pytest.fixture(scope="module")

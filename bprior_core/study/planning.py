@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..config import TASK_PRIOR, evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
+from ..config import evaluation_seeds, fixed_protocol, steps_at, tuning_seeds
 from ..digests import authors_files_digest, file_digest
 from ..selection import choose_point, choose_pooled
 from ..vocabulary import (
@@ -28,6 +28,7 @@ from ..vocabulary import (
     LONG_SGD,
     SAMPLER_METHODS,
     SGD_LEARNED,
+    TASK_PRIOR,
     TUNED_EXPERIMENTS,
     VARIANCE_KINDS,
     arm_parts,

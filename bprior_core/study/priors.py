@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_torch_save, remove_stale_temporaries
-from ..config import TASK_PRIOR, learning_settings
+from ..config import learning_settings
 from ..digests import authors_files_digest, file_digest
 from ..learn import learn_prior, learn_priors_packed, learn_task_directions
 from ..models import build_backbone, build_model, num_prior_parameters
@@ -29,7 +29,7 @@ from ..prior_files import (
     load_torch_file,
     save_prior,
 )
-from ..vocabulary import EXPERIMENTS, VARIANCE_KINDS
+from ..vocabulary import EXPERIMENTS, TASK_PRIOR, VARIANCE_KINDS
 from .errors import StudyError
 from .lock import profile_lock
 from .paths import output_dir, prior_paths
