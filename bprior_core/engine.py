@@ -36,7 +36,7 @@ from .models import Classifier, prior_parameters, refresh_batchnorm
 from .packed_prior import PackedPrior, PriorPreconditioner
 from .packing import PackedClassifier, extract_run, load_run, run_view
 from .prior import GaussianPrior, check_covers
-from .samplers import CosineSchedule, CyclicalSchedule, Schedule
+from .schedules import CosineSchedule, CyclicalSchedule, Schedule
 from .settings import PRECISIONS
 from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
 from .vocabulary import METHODS, OPTIMIZER_METHODS, PRIORLESS_METHODS, SAMPLER_METHODS

@@ -28,7 +28,7 @@ from .models import (
     refresh_batchnorm,
 )
 from .prior import GaussianPrior
-from .samplers import CyclicalSchedule
+from .schedules import CyclicalSchedule
 from .settings import PriorLearningSettings
 from .swag import SWAG
 

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from . import hmc
 from .mcmc import bulk_ess, rank_rhat
-from .samplers import SGHMC, CyclicalSchedule
+from .samplers import SGHMC
+from .schedules import CyclicalSchedule
 
 ARMS = ("reference", "head_sgd", "head_sghmc")
 KEPT_DRAWS = 200  # draws per chain whose predictions are averaged (thinned evenly)

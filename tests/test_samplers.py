@@ -1,4 +1,4 @@
-"""Tests for bprior_core.samplers: SGLD / SGHMC correctness and the step-size schedules."""
+"""Tests for bprior_core.samplers (SGLD / SGHMC correctness) and bprior_core.schedules."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ from itertools import pairwise
 import pytest
 import torch
 
-from bprior_core.samplers import (
-    SGHMC,
-    SGLD,
-    ConstantSchedule,
-    CosineSchedule,
-    CyclicalSchedule,
-    ScheduleStep,
-    authors_to_ours,
-)
+from bprior_core.samplers import SGHMC, SGLD, authors_to_ours
+from bprior_core.schedules import ConstantSchedule, CosineSchedule, CyclicalSchedule, ScheduleStep
 
 # ---------------------------------------------------------------------------------------------
 # Helpers

@@ -324,7 +324,7 @@ def _check_train_settings(train: dict) -> None:
     cross-field errors (e.g. more cycles than steps) surface before anything trains. The schema
     has already bounded steps and cycles (settings.MAX_STEPS, MAX_CYCLES), so the schedule built
     here is small (MAX_CYCLES + 1 cycle starts at most; 3e7 cycles once took 88 s and 2.4 GB)."""
-    from ..samplers import CyclicalSchedule
+    from ..schedules import CyclicalSchedule
 
     try:
         s = TrainSettings(**train)
