@@ -22,7 +22,7 @@ from .data import DataFileError, DataUnavailableError
 from .prior_files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, output_dir, plan
 from .study.execution import counts_text
-from .study.planning import final_run_count
+from .study.finals import final_run_count
 from .study.preflight import dry_checks
 
 # failures a user can fix (the message says how): one line on stderr and exit code 2, no

@@ -4,7 +4,7 @@ Each tuned arm runs once per point of its grid (its strength parameter, learned 
 zero-mean and isotropic priors: variance; `sgd`: weight decay; crossed with the learning rates
 of `tuning.lrs`), scored on validation data only (phase `tune`). For every (experiment, arm,
 training size, seed) the point with the lowest validation NLL is trained again with the test set
-scored (phase `final`, `planning.final_runs`); that final run, which carries its `selection`,
+scored (phase `final`, `finals.final_runs`); that final run, which carries its `selection`,
 is the one the claims see. Nothing here reads a test metric.
 """
 

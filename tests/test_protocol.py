@@ -21,7 +21,8 @@ from bprior_core.paired import mde
 from bprior_core.prior import GaussianPrior
 from bprior_core.selection import choose_pooled
 from bprior_core.settings import PriorLearningSettings, TrainSettings
-from bprior_core.study.planning import final_runs, plan
+from bprior_core.study.finals import final_runs
+from bprior_core.study.planning import plan
 
 
 def raw(name: str = "smoke") -> dict:
@@ -250,7 +251,7 @@ def test_a_prior_run_records_its_free_share(make_model, downstream_train, downst
 def test_the_draws_of_the_evaluation_seeds_are_learned_too():
     """Evaluation seeds use draw s mod draws: prior learning must cover the draws the tuning
     seeds never use (a cpu study stopped at its final runs for want of oracle draw 4)."""
-    from bprior_core.study.planning import needed_draws
+    from bprior_core.study.finals import needed_draws
 
     profile = validate_profile(with_values(raw(), priors__draws=6))
     draws = needed_draws(profile)

@@ -20,7 +20,7 @@ import pytest
 
 from bprior_core import imagefolder
 from bprior_core.config import load_profile
-from bprior_core.study import planning, resources
+from bprior_core.study import finals, planning, resources
 from bprior_core.vocabulary import EXPERIMENTS
 
 PARAMS = Path(__file__).parents[1] / "params"
@@ -54,7 +54,7 @@ def run_ids(path: Path, repo: Path) -> list:
     to it first, so the table does not depend on where the repository lies."""
     profile = load_profile(path)
     with _pinned_context():
-        runs = planning.plan(profile) + planning._any_finals(profile, EXPERIMENTS)
+        runs = planning.plan(profile) + finals._any_finals(profile, EXPERIMENTS)
     assert all(run["id"] == planning.digest(run["config"]) for run in runs)
     ids = [planning.digest(json.loads(json.dumps(run["config"]).replace(str(repo), "<repo>")))
            for run in runs]

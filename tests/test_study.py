@@ -388,7 +388,7 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     tuned = study.execute_run(tune, smoke)
     assert tuned["metrics"] == {"final": None, "bma": None}  # a tuning run: validation only
     assert tuned["val_metrics"]["bma"]["nll"] > 0 and set(tuned["_predictions"]) == {"val"}
-    config = {**tune["config"], "phase": "final"}  # as planning.final_runs makes it
+    config = {**tune["config"], "phase": "final"}  # as finals.final_runs makes it
     run = {"id": study.planning.digest(config), "config": config}
     record = study.execute_run(run, smoke)
     predictions = record.pop("_predictions")  # written beside the record by the driver

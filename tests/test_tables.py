@@ -39,7 +39,7 @@ def rec(experiment: str, arm: str, seed: int, acc: float, *, n_train: int = 10,
 
 def with_finals(records: list[dict]) -> list[dict]:
     """The tuning records followed by the final record of each (arm, size, seed) group, as the
-    study makes them (`planning.final_runs` chooses, the final run repeats the chosen one)."""
+    study makes them (`finals.final_runs` chooses, the final run repeats the chosen one)."""
     groups: dict = {}
     for r in records:
         if r["config"].get("phase") == "tune":

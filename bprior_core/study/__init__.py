@@ -22,16 +22,9 @@ from .execution import (
     sweep_study,
     write_json_atomic,
 )
+from .finals import final_runs, needed_draws, needed_priors
 from .paths import default_outputs, output_dir, prior_paths, result_path
-from .planning import (
-    final_runs,
-    make_packs,
-    needed_draws,
-    needed_priors,
-    pack_key,
-    plan,
-    prior_source_id,
-)
+from .planning import make_packs, pack_key, plan, prior_source_id
 from .priors import (
     build_run_prior,
     check_prior_files,

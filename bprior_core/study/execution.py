@@ -32,9 +32,10 @@ from ..train import TrainSettings
 from ..vocabulary import EXPERIMENTS
 from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
+from .finals import final_runs
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
-from .planning import digest, final_runs, make_packs, plan
+from .planning import digest, make_packs, plan
 from .predictions import (
     file_problem,
     predictions_loader,
@@ -356,7 +357,7 @@ def load_results(
     profile: dict, root: Path | None = None, experiment: str | None = None
 ) -> list[dict]:
     """Stored result records of the profile's current study (stale files are ignored): the
-    plan's runs and the final runs of the tuned groups (`planning.final_runs`)."""
+    plan's runs and the final runs of the tuned groups (`finals.final_runs`)."""
     runs, stored = study_runs_and_records(profile, root)
     return [stored[r["id"]] for r in runs if stored[r["id"]] is not None
             and (not experiment or r["config"]["experiment"] == experiment)]

@@ -31,9 +31,10 @@ from ..prior_files import (
 )
 from ..vocabulary import EXPERIMENTS, TASK_PRIOR, VARIANCE_KINDS
 from .errors import StudyError
+from .finals import needed_draws, needed_priors
 from .lock import profile_lock
 from .paths import output_dir, prior_paths
-from .planning import needed_draws, needed_priors, prior_source_id
+from .planning import prior_source_id
 from .resources import (
     resolve_device,
     set_worker_threads,

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..config import load_profile, profile_path
 from ..vocabulary import EXPERIMENTS
 from .execution import study_runs_and_records, sweep_study
-from .planning import needed_draws
+from .finals import needed_draws
 from .preflight import preflight
 from .priors import is_stored, prepare_priors
 from .ray_backend import connect
