@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from bprior_core.device_data import DeviceTask
-from bprior_core.engine import METHODS, Pack, RunSpec
+from bprior_core.engine import Pack, RunSpec
 from bprior_core.models import build_model, flat_parameters
 from bprior_core.prior import GaussianPrior
 from bprior_core.train import TrainSettings
+from bprior_core.vocabulary import METHODS
 
 SHAPES = {"small_resnet": ((1, 28, 28), 5), "resnet50": ((3, 224, 224), 102)}
 IMAGE_SIZE = 32  # torchvision:<name> models: RGB images of this side (--image-size), 10 classes

@@ -73,3 +73,13 @@ def test_the_cycle_finder_finds_a_circle() -> None:
 def test_no_module_imports_back_into_a_circle() -> None:
     circle = _cycle(import_graph())
     assert circle is None, "import circle: " + " -> ".join(circle)
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """A module a reader can hold in mind: split by what it holds before it grows past this."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 
 from bprior_core import data
 from bprior_core.device_data import BatchStream, DeviceTask
-from bprior_core.engine import METHODS, Pack, RunSpec, train_pack
+from bprior_core.engine import Pack, RunSpec, train_pack
 from bprior_core.models import build_model, flat_parameters
 from bprior_core.packed_prior import PackedPrior
 from bprior_core.packing import PackedClassifier, extract_run, load_run
 from bprior_core.prior import GaussianPrior, rescale
 from bprior_core.train import TrainSettings
+from bprior_core.vocabulary import METHODS
 
 SETTINGS = TrainSettings(steps=8, batch_size=8, lr=0.01, temperature=1e-3, cycles=2,
                          explore_fraction=0.25, samples_per_cycle=1, bn_refresh_batches=1,

@@ -1,49 +1,30 @@
-"""Packed training: R runs that share a shape train together as one packed network.
-
-A pack shares the model architecture, the method, the number of steps, the batch size, the
-training-set size and the schedule's shape. Everything else is each run's own: its training subset
-and batch order (its seed), its head initialisation, its sampler noise (a generator per run), its
-prior (mean, variance, low-rank factor), its learning rate, weight decay and temperature, its
-samples, metrics and divergence status. Run r's arithmetic touches only run r's slice of every
-tensor (see `packing`), so a run's result does not depend on its pack beyond floating-point
-rounding, and a run that diverges is frozen without disturbing the others.
-
-The loop never waits on the host: losses and divergence flags stay on the device and are read
-every `CHECK_EVERY` steps and at sample points; learning rates and noise levels for every step are
-tabulated on the device up front; batches come from `device_data.BatchStream`.
-
-Loss of run r (every method) = mean cross-entropy over its batch - log p_r(theta_backbone) / N
-+ weight_decay_r / 2 * ||head||^2 (`sgd`, which has no prior: weight decay on every parameter).
-The prior's gradient is added directly (`PackedPrior`), not through autograd.
-"""
+"""R runs trained as one network (`Pack`): the packed weights, their priors and preconditioner,
+the update of every method, divergence per run, samples and predictions."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .device_data import BatchStream, DeviceTask
-from .metrics import ProbabilityAverage, classification_metrics, reliability_bins
-from .models import Classifier, prior_parameters, refresh_batchnorm
-from .packed_prior import PackedPrior, PriorPreconditioner
-from .packing import PackedClassifier, extract_run, load_run, run_view
-from .prior import GaussianPrior, check_covers
-from .schedules import CosineSchedule, CyclicalSchedule, Schedule
-from .settings import PRECISIONS
-from .updates import langevin_noise_std, sgd_, sghmc_, sgld_
-from .vocabulary import METHODS, OPTIMIZER_METHODS, PRIORLESS_METHODS, SAMPLER_METHODS
+from ..device_data import BatchStream, DeviceTask
+from ..metrics import ProbabilityAverage, classification_metrics, reliability_bins
+from ..models import Classifier, refresh_batchnorm
+from ..packed_prior import PackedPrior, PriorPreconditioner
+from ..packing import PackedClassifier, load_run, run_view
+from ..updates import langevin_noise_std, sgd_, sghmc_, sgld_
+from ..vocabulary import OPTIMIZER_METHODS, PRIORLESS_METHODS, SAMPLER_METHODS
+from .diagnostics import DEFAULT_STEP_CAP, diagnostic_points, free_share, sample_disagreement
+from .spec import RunOutcome, RunSpec, _per_run, make_schedule
 
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
+
+
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
-CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run
 
 
 def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
@@ -52,7 +33,7 @@ def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
     cannot be traced."""
     from torch.fx.experimental.optimization import fuse
 
-    from .packing import StackedBackbone
+    from ..packing import StackedBackbone
 
     if isinstance(backbone, StackedBackbone):  # vmap cannot be traced
         return backbone
@@ -60,87 +41,6 @@ def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
         return fuse(backbone)
     except Exception:  # noqa: BLE001 - untraceable custom backbones are evaluated unfused
         return backbone
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """What one run of a pack owns. `None` hyper-parameters take the pack's settings."""
-
-    train_indices: torch.Tensor
-    seed: int
-    prior: GaussianPrior | None = None
-    init_state: Mapping[str, torch.Tensor] | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    temperature: float | None = None
-    chain: int = 0  # another chain on the same data: own batch order, head init and noise
-    # pool indices of the run's own held-out images (a training subset's split for selection,
-    # scored as `RunOutcome.heldout_*`), or None
-    heldout: torch.Tensor | None = None
-
-    def stream_seed(self, offset: int) -> int:
-        """Seed of one of the run's random streams (0: batches and head, 1: noise, 2: BatchNorm
-        refresh); chain c > 0 shifts all of them, chain 0 keeps the seed's own."""
-        return self.seed + offset + CHAIN_STRIDE * self.chain
-
-
-@dataclass
-class RunOutcome:
-    """What one run produced: status, test metrics of the final iterate and of the model
-    average, and the same on the validation set (None without one)."""
-
-    status: str
-    final: dict[str, float] | None
-    bma: dict[str, float] | None
-    n_samples: int
-    steps_done: int
-    final_loss: float | None
-    wall_time_s: float
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    val_final: dict[str, float] | None = None
-    val_bma: dict[str, float] | None = None
-    # the headline prediction's probabilities (model average, else final iterate), float16,
-    # with the labels: what later analyses (bootstraps over test points, ensembles) need
-    predictions: dict[str, Any] | None = None
-    # the test set's reliability-diagram bins (`metrics.reliability_bins`) of each prediction
-    reliability: dict[str, Any] | None = None
-    # metrics on the run's own held-out images (`RunSpec.heldout`), None without them
-    heldout_final: dict[str, float] | None = None
-    heldout_bma: dict[str, float] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "predictions"}
-
-
-def make_schedule(method: str, settings) -> Schedule:
-    """The cyclical schedule of the samplers, or one cosine decay for SGD."""
-    if method in SAMPLER_METHODS:
-        s = settings
-        return CyclicalSchedule(s.steps, s.cycles, s.lr, s.explore_fraction,
-                                s.samples_per_cycle, s.burn_in_cycles)
-    return CosineSchedule(settings.steps, settings.lr)
-
-
-def _per_run(specs: Sequence[RunSpec], name: str, default: float, device) -> torch.Tensor:
-    values = [default if getattr(s, name) is None else getattr(s, name) for s in specs]
-    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1)
-
-
-def _check_pack(method: str, specs: Sequence[RunSpec], model: Classifier, precision: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    if not specs:
-        raise ValueError("a pack needs at least one run")
-    dim = sum(p.numel() for p in prior_parameters(model.backbone))
-    for i, spec in enumerate(specs):
-        if method not in PRIORLESS_METHODS and spec.prior is None:
-            raise ValueError(f"method {method!r} needs a prior (run {i} has none); only "
-                             f"{' and '.join(repr(m) for m in PRIORLESS_METHODS)} run without "
-                             "one")
-        if spec.prior is not None:
-            check_covers(spec.prior, dim, f"the prior of run {i}")
 
 
 class Pack:
@@ -571,109 +471,3 @@ class Pack:
                 diagonals[key] = spec.prior.diag_of_covariance()
             shares.append(free_share(diagonals[key], lr0, n, cap))
         return shares
-
-
-DEFAULT_STEP_CAP = 0.05  # `TrainSettings.prior_step_cap`'s default: the free share's yardstick
-
-
-def free_share(diagonal: torch.Tensor, lr: float, num_data: float, cap: float) -> float:
-    """The share of coordinates whose prior variance is at least lr / (cap N): those the
-    preconditioner M = a Sigma (I + a Sigma)^-1, a = cap N / lr, leaves at least half of a plain
-    step (on the diagonal, a sigma^2 >= 1); the rest are pinned near the prior's mean."""
-    return float((diagonal >= lr / (cap * num_data)).double().mean())
-
-
-DIAGNOSTIC_POINTS = 500
-
-
-def diagnostic_points(n_test: int) -> torch.Tensor:
-    """The test points whose per-sample probabilities are kept for convergence diagnostics:
-    every ceil(n_test / DIAGNOSTIC_POINTS)-th, a fixed spread subset (all of a small set)."""
-    stride = max(1, math.ceil(n_test / DIAGNOSTIC_POINTS))
-    return torch.arange(0, n_test, stride)
-
-
-def sample_disagreement(classes: Sequence[torch.Tensor]) -> list[float]:
-    """Per run, the mean over pairs of samples of the fraction of test points on which their
-    predicted classes differ; `classes` holds one (R, n) tensor per sample (at least 2)."""
-    stacked = torch.stack(list(classes), dim=1)  # (R, S, n)
-    differ = (stacked.unsqueeze(1) != stacked.unsqueeze(2)).float().mean(-1)
-    pairs = stacked.shape[1] * (stacked.shape[1] - 1)
-    return (differ.sum((1, 2)) / pairs).tolist()
-
-
-def train_pack(
-    model: Classifier,
-    pool: DeviceTask,
-    test: DeviceTask | None,
-    method: str,
-    settings,
-    specs: Sequence[RunSpec],
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    channels_last: bool | None = None,
-    progress: bool = False,
-    trained: Sequence[Classifier] | None = None,
-    val: DeviceTask | None = None,
-) -> list[RunOutcome]:
-    """Train the runs `specs` as one pack and evaluate each; returns one outcome per run.
-
-    `model` is the unpacked architecture; its backbone weights are every run's initial weights
-    unless a spec gives `init_state`. `pool` holds the training images on `device` (each run
-    uses its `train_indices`), `test` the test set (None: not scored, e.g. a tuning run), `val`
-    (optional) a validation set evaluated alongside it (`RunOutcome.val_final` / `val_bma`).
-    `precision="bf16"` runs forward and backward under bfloat16 autocast (weights, prior term
-    and optimiser state stay float32);
-    `precision="fp64"` trains everything in float64 (slower; results then agree between pack
-    sizes and machines far below any reported digit, where float32 rounding can move a run);
-    `channels_last`
-    (default: on CUDA and CPU, where it measured faster) lays activations out channels-last.
-    `trained`, if given, holds one model per run that receives the run's final weights and
-    BatchNorm statistics. Subnormal floats are flushed to zero during the run (tiny prior
-    variances otherwise hit slow subnormal arithmetic on CPUs).
-    """
-    _check_pack(method, specs, model, precision)
-    device = torch.device(device)
-    if channels_last is None:
-        channels_last = device.type in ("cuda", "cpu")
-    args = (pool, test, method, settings)
-    try:
-        return _train_pack(model, *args, specs, device, precision, channels_last, progress,
-                           trained, val)
-    except RuntimeError as exc:
-        if len(specs) == 1 or "vmap" not in str(exc):
-            raise
-        reason = str(exc).splitlines()[0][:160]
-        warnings.warn(f"{type(model.backbone).__name__} cannot be stacked ({reason}); its "
-                      f"{len(specs)} runs train one per pack", stacklevel=2)
-    return [outcome for r, spec in enumerate(specs) for outcome in _train_pack(
-        model, *args, [spec], device, precision, channels_last, progress,
-        None if trained is None else [trained[r]], val)]
-
-
-def _train_pack(model, pool, test, method, settings, specs, device, precision, channels_last,
-                progress, trained, val) -> list[RunOutcome]:
-    """`train_pack` once its arguments are checked: one pack, no fallback."""
-    start = time.perf_counter()
-    torch.set_flush_denormal(True)
-    try:
-        pack = Pack(model, pool, test, method, settings, specs, device, precision,
-                    channels_last, val)
-        steps = range(settings.steps)
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc=f"{method} x{len(specs)}", leave=False)
-        for k in steps:
-            pack.step(k)
-            if pack.collect[k]:
-                pack.collect_sample(k + 1)
-            if pack.collect[k] or (k + 1) % CHECK_EVERY == 0:
-                pack.freeze_diverged()
-        outcomes = pack.outcomes(time.perf_counter() - start)
-        pack.sync_net()
-        for r, target in enumerate(trained or []):
-            extract_run(pack.net, r, target.to(device))
-        return outcomes
-    finally:
-        torch.set_flush_denormal(False)
