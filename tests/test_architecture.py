@@ -83,3 +83,21 @@ def test_no_module_is_over_500_lines() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_the_public_api_resolves_and_stays_lazy() -> None:
+    """Every name of `bprior_core.__all__` is what its module defines; importing the package
+    imports none of them (profile checks stay light)."""
+    import importlib
+    import subprocess
+    import sys
+
+    import bprior_core
+
+    for name in bprior_core.__all__:
+        module = importlib.import_module(f"bprior_core.{bprior_core._API[name]}")
+        assert getattr(bprior_core, name) is getattr(module, name)
+    code = ("import sys, bprior_core; "
+            "print([m for m in sys.modules if m.startswith('bprior_core.')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
