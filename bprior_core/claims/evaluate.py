@@ -15,7 +15,6 @@ from ..jsonsafe import to_plain
 from ..selection import select_tuned
 from ..vocabulary import CONTROL_ID, COVARIANCE_ID, SECONDARY_METRICS
 from .judging import (
-    _CONVENTION,
     CONTROL_LEVEL,
     FAMILY_ALPHA,
     MARGINS,
@@ -29,14 +28,15 @@ _P_RANGE = (1e-6, 0.5)
 
 
 def claim_p_value(build: Callable[..., dict], records: Sequence[Mapping[str, Any]],
-                  metric: str, margin: float) -> float:
+                  metric: str, margin: float, convention: tuple[str, float] | None = None
+                  ) -> float:
     """The smallest alpha at which the claim's verdict is decisive (supported or contradicted)
     when the claim is judged at level 1 - alpha (its parts at 1 - alpha / k), by bisection on
     log(alpha) over [1e-6, 0.5]; 1.0 when it is not decisive even at 0.5. For a claim of one
     comparison this is the comparison's p-value (`paired.decisive_p`); for k parts that must
     all be supported, k times the largest part p-value."""
     def decisive(alpha: float) -> bool:
-        v = build(records, metric, margin, 1.0 - alpha)["verdict"]
+        v = build(records, metric, margin, 1.0 - alpha, convention)["verdict"]
         return v in paired.DECISIVE
 
     lo, hi = _P_RANGE
@@ -82,32 +82,27 @@ def _mark_uninformative(claims: Sequence[dict]) -> None:
 def _evaluate(selected: Sequence[Mapping[str, Any]], metric: str, margin: float,
               convention: tuple[str, float] | None) -> list[dict]:
     """PC at 95 %, then the eight claims at their Holm levels (see `evaluate_claims`)."""
-    token = _CONVENTION.set(None if convention is None
-                            else (str(convention[0]), float(convention[1])))
-    try:
-        claims = []
-        for spec in CONTROLS:
-            build = spec.judge
-            control = to_plain(build(selected, metric, margin, CONTROL_LEVEL))
-            # the same keys as the family's (readers find every claim's level in one place),
-            # but no family: a positive control is judged at 95 % on its own
-            control["evidence"]["holm"] = {
-                "p_value": claim_p_value(build, selected, metric, margin),
-                "level": CONTROL_LEVEL, "family": None, "alpha": 1.0 - CONTROL_LEVEL,
-                "note": "a positive control: a check of the testbed, outside the Holm family"}
-            claims.append(control)
-        p_values = [claim_p_value(spec.judge, selected, metric, margin) for spec in FAMILY]
-        levels = paired.holm_levels(p_values, FAMILY_ALPHA)
-        for spec, p, level in zip(FAMILY, p_values, levels, strict=True):
-            claim = to_plain(spec.judge(selected, metric, margin, level))
-            assert claim["id"] == spec.id, (claim["id"], spec.id)
-            claim["evidence"]["holm"] = {"p_value": p, "level": level, "family": len(FAMILY),
-                                         "alpha": FAMILY_ALPHA}
-            claims.append(claim)
-        _mark_uninformative(claims)
-        return claims
-    finally:
-        _CONVENTION.reset(token)
+    claims = []
+    for spec in CONTROLS:
+        control = to_plain(spec.judge(selected, metric, margin, CONTROL_LEVEL, convention))
+        # the same keys as the family's (readers find every claim's level in one place),
+        # but no family: a positive control is judged at 95 % on its own
+        control["evidence"]["holm"] = {
+            "p_value": claim_p_value(spec.judge, selected, metric, margin, convention),
+            "level": CONTROL_LEVEL, "family": None, "alpha": 1.0 - CONTROL_LEVEL,
+            "note": "a positive control: a check of the testbed, outside the Holm family"}
+        claims.append(control)
+    p_values = [claim_p_value(spec.judge, selected, metric, margin, convention)
+                for spec in FAMILY]
+    levels = paired.holm_levels(p_values, FAMILY_ALPHA)
+    for spec, p, level in zip(FAMILY, p_values, levels, strict=True):
+        claim = to_plain(spec.judge(selected, metric, margin, level, convention))
+        assert claim["id"] == spec.id, (claim["id"], spec.id)
+        claim["evidence"]["holm"] = {"p_value": p, "level": level, "family": len(FAMILY),
+                                     "alpha": FAMILY_ALPHA}
+        claims.append(claim)
+    _mark_uninformative(claims)
+    return claims
 
 
 def evaluate_claims(

@@ -30,8 +30,8 @@ from ..vocabulary import (
     ZERO,
 )
 from .judging import (
-    _MARGIN,
     JUDGED_AT,
+    Judgement,
     Sized,
     _arm_label,
     _check_metric,
@@ -41,12 +41,10 @@ from .judging import (
     _max_mde,
     _missing,
     _num,
-    _one_sample,
-    _part_level,
     _seeds_needed,
     _size_key,
     _size_label,
-    with_margin,
+    judged,
 )
 from .pairs import (
     NONLEARNED,
@@ -62,22 +60,24 @@ from .pairs import (
 )
 
 
-@with_margin
-def claim_loss_surface(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_loss_surface(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C3: SGD with the learned prior beats plain SGD, at every size."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C3", "inference", metric, sum(div.values()), RULE_C3)
-    return _pair_claim("C3", RULE_C3, table, div, hib, metric,
+    return _pair_claim(j, "C3", RULE_C3, table, div, hib, metric,
                        [(SGD_LEARNED, vocabulary.arm(SGD, NONLEARNED))])
 
 
-@with_margin
-def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_bayes_boost(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C4 (reading 1): Bayesian inference with the learned prior beats SGD with it, at every
     size (and beats the T = 0 snapshot ensemble and SGD trained on the sampler's whole budget
     where the profile has them)."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
@@ -90,15 +90,14 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], metric: str = "accur
     if LONG_SGD in table:
         pairs.append((bayes, LONG_SGD))
         roles.append("control: SGD with the sampler's budget")
-    claim = _pair_claim("C4", RULE_C4, table, div, hib, metric, pairs, roles)
+    claim = _pair_claim(j, "C4", RULE_C4, table, div, hib, metric, pairs, roles)
     return _describe_convergence(claim, records, [a for a, _ in pairs])
 
 
-@with_margin
-def claim_bayes_interaction(
-    records: Sequence[Mapping[str, Any]], metric: str = "accuracy",
-) -> dict:
+@judged
+def claim_bayes_interaction(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C4b (reading 2): the Bayesian gain over SGD is larger with the learned prior."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
@@ -108,8 +107,8 @@ def claim_bayes_interaction(
     sign = 1.0 if hib else -1.0
     coefs = (sign, -sign, -sign, sign)
     terms = [(coef, table.get(arm, {})) for coef, arm in zip(coefs, arms, strict=True)]
-    parts, k = _judge_all([_describe(arms, terms, JUDGED_AT["C4b"])])
-    evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
+    parts, k = _judge_all(j, [_describe(j, arms, terms, JUDGED_AT["C4b"])])
+    evidence = _pair_evidence(j, parts, _diverged(div, arms), k)
     parts[0]["label"] = (f"Bayesian gain with the learned prior minus with the zero-mean "
                          f"prior ({bayes.upper()} vs SGD)")
     summary = _pair_summary(parts[0], metric) + "."
@@ -129,19 +128,19 @@ def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: 
     return part
 
 
-def _judge_fall(part: dict, level: float) -> dict:
+def _judge_fall(j: Judgement, part: dict, level: float) -> dict:
     """C5's part judged at the part `level`: the fall of the gain from the smallest to the
     largest size (`paired.difference_of`: independent seeds per size, Welch's t), its
     `comparison` and only unit; the gain at each size at the same level beside it."""
     gains = part.pop("gains")
-    per_size = {n: _one_sample(gains[n], level) for n in part["sizes"]}
+    per_size = {n: j.one_sample(gains[n], level) for n in part["sizes"]}
     part["gain_per_size"] = [{"n_train": n, **c.to_dict(), "beside": True}
                              for n, c in per_size.items()]
     if len(part["sizes"]) < 2:
-        judged = Comparison(None, None, None, None, 0, (), level, _MARGIN.get())
+        judged = Comparison(None, None, None, None, 0, (), level, j.margin)
     else:
         first, last = part["sizes"][0], part["sizes"][-1]
-        judged = paired.difference_of(per_size[first], per_size[last], level, _MARGIN.get())
+        judged = paired.difference_of(per_size[first], per_size[last], level, j.margin)
     unit = {"n_train": None, **judged.to_dict()}
     return {**part, "comparison": judged, "units": [unit], "part_level": level,
             "judged": "fall over sizes", "verdict": unit["verdict"]}
@@ -156,22 +155,24 @@ def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]
     return pairs
 
 
-@with_margin
-def claim_data_efficiency(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_data_efficiency(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C5: the learned-over-non-learned gain is larger at small training sizes."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
     pairs = _learned_vs(table, ZERO)
-    level = _part_level(len(pairs))
-    parts = [_judge_fall(_efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
+    level = j.part_level(len(pairs))
+    parts = [_judge_fall(j, _efficiency_part(table, hib, lo, hi), level) for lo, hi in pairs]
     summary = "; ".join(_efficiency_summary(p, metric) for p in parts) + "."
     arms = [arm for pair in pairs for arm in pair]
     units = [u for p in parts for u in p["units"]]
     evidence = _evidence(metric, parts[0]["comparison"], _diverged(div, arms),
                          sizes=parts[0]["sizes"], parts=parts, n_parts=len(pairs),
-                         part_level=level, mde=_max_mde(units), seeds_needed=_seeds_needed(units))
+                         part_level=level, mde=_max_mde(units),
+                         seeds_needed=_seeds_needed(units, j.margin))
     return _claim("C5", combine([p["verdict"] for p in parts]), RULE_C5, evidence, summary)
 
 
@@ -186,11 +187,12 @@ def _efficiency_summary(part: dict, metric: str) -> str:
             f"{_fmt(part['comparison'], metric)} ({part['verdict']})")
 
 
-@with_margin
-def claim_isotropic(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_isotropic(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """H1 (Harvey et al.): the learned prior beats an isotropic prior at the pretrained weights."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
-    return _pair_claim("H1", RULE_H1, table, div, hib, metric, _learned_vs(table, ISOTROPIC))
+    return _pair_claim(j, "H1", RULE_H1, table, div, hib, metric, _learned_vs(table, ISOTROPIC))

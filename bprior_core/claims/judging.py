@@ -1,13 +1,13 @@
-"""What every claim shares: the margins and levels it is judged at (set per evaluation by
-`with_margin`), reading records into per-seed tables, formatting effects, and the claim and
-evidence dicts."""
+"""What every claim shares: how it is judged (`Judgement`: metric, margin, level, convention,
+passed explicitly to every claim function by `judged`), reading records into per-seed tables,
+formatting effects, and the claim and evidence dicts."""
 
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,12 +47,6 @@ METRICS: dict[str, bool] = {m: m == ACCURACY for m in vocabulary.METRICS}
 MARGINS: dict[str, float] = {ACCURACY: 0.01, NLL: 0.02, ECE: 0.01, BRIER: 0.01}
 
 
-_MARGIN: ContextVar[float | None] = ContextVar("claim_margin", default=None)
-
-
-_LEVEL: ContextVar[float] = ContextVar("claim_level", default=paired.LEVEL)
-
-
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
 
 
@@ -80,45 +74,63 @@ Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
 Predictions = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 
-def _part_level(k: int) -> float:
-    """The level each of a claim's k parts is judged at: Bonferroni within the claim."""
-    return paired.bonferroni(k, _LEVEL.get())
+@dataclass(frozen=True)
+class Judgement:
+    """How one evaluation judges a claim: the metric, its margin (the smallest effect that
+    matters), the claim's level, and the (rule, eps) convention that gives C2's verdict (None:
+    the first stored). Every comparison a claim makes carries its margin and a level."""
+
+    metric: str
+    margin: float
+    level: float = paired.LEVEL
+    convention: tuple[str, float] | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric]
+
+    def part_level(self, k: int) -> float:
+        """The level each of a claim's k parts is judged at: Bonferroni within the claim."""
+        return paired.bonferroni(k, self.level)
+
+    def one_sample(self, values: Mapping[int, Any], level: float | None = None) -> Comparison:
+        """`paired.one_sample` at `level` (default: the claim's) and the margin."""
+        return paired.one_sample(values, self.level if level is None else level, self.margin)
+
+    def paired_difference(self, a: Mapping[int, Any], b: Mapping[int, Any],
+                          higher_is_better: bool = True, level: float | None = None
+                          ) -> Comparison:
+        """`paired.paired_difference` at `level` (default: the claim's) and the margin."""
+        return paired.paired_difference(a, b, higher_is_better,
+                                        self.level if level is None else level, self.margin)
 
 
-def _one_sample(values: Mapping[int, Any], level: float | None = None) -> Comparison:
-    """`paired.one_sample` at the level (default: the claim's) and margin of the claim."""
-    return paired.one_sample(values, _LEVEL.get() if level is None else level, _MARGIN.get())
+def judgement(metric: str = ACCURACY, margin: float | None = None, level: float = paired.LEVEL,
+              convention: tuple[str, float] | None = None) -> Judgement:
+    """A checked `Judgement`: a known metric, its margin (`margin=` overrides `MARGINS`) > 0,
+    a level in (0, 1)."""
+    _check_metric(metric)
+    value = MARGINS[metric] if margin is None else float(margin)
+    if not value > 0:
+        raise ValueError(f"a claim's margin must be > 0, got {margin!r} for {metric}")
+    if not 0 < level < 1:
+        raise ValueError(f"a confidence level must lie in (0, 1), got {level!r}")
+    return Judgement(metric, value, level,
+                     None if convention is None else (str(convention[0]), float(convention[1])))
 
 
-def _paired_difference(a: Mapping[int, Any], b: Mapping[int, Any],
-                       higher_is_better: bool = True, level: float | None = None) -> Comparison:
-    """`paired.paired_difference` at the level (default: the claim's) and margin of the
-    claim being evaluated."""
-    return paired.paired_difference(a, b, higher_is_better,
-                                    _LEVEL.get() if level is None else level, _MARGIN.get())
-
-
-def with_margin(claim: Callable[..., dict]) -> Callable[..., dict]:
-    """Evaluate a claim function under its metric's margin (`margin=` overrides `MARGINS`) and
-    a confidence level; every comparison made inside carries them and the margin is stored in
-    the claim's evidence."""
+def judged(claim: Callable[[Sequence[Mapping[str, Any]], Judgement], dict]
+           ) -> Callable[..., dict]:
+    """A claim function `claim(records, judgement)` called as `claim(records, metric, margin,
+    level, convention)`; the margin and level are stored in the claim's evidence."""
     @functools.wraps(claim)
-    def wrapped(records, metric: str = "accuracy", margin: float | None = None,
-                level: float = paired.LEVEL) -> dict:
-        _check_metric(metric)
-        value = MARGINS[metric] if margin is None else float(margin)
-        if not value > 0:
-            raise ValueError(f"a claim's margin must be > 0, got {margin!r} for {metric}")
-        if not 0 < level < 1:
-            raise ValueError(f"a confidence level must lie in (0, 1), got {level!r}")
-        tokens = _MARGIN.set(value), _LEVEL.set(level)
-        try:
-            out = claim(records, metric)
-        finally:
-            _MARGIN.reset(tokens[0])
-            _LEVEL.reset(tokens[1])
-        out["evidence"]["margin"] = value
-        out["evidence"]["claim_level"] = level
+    def wrapped(records: Sequence[Mapping[str, Any]], metric: str = ACCURACY,
+                margin: float | None = None, level: float = paired.LEVEL,
+                convention: tuple[str, float] | None = None) -> dict:
+        j = judgement(metric, margin, level, convention)
+        out = claim(records, j)
+        out["evidence"]["margin"] = j.margin
+        out["evidence"]["claim_level"] = j.level
         return out
 
     return wrapped
@@ -291,16 +303,17 @@ def _missing(cid: str, experiment: str, metric: str, n_diverged: int, rule: str)
     return _claim(cid, verdict_, rule, evidence, summary)
 
 
-def _seeds_needed(comparisons: Sequence[Mapping[str, Any] | None]) -> int | None:
+def _seeds_needed(comparisons: Sequence[Mapping[str, Any] | None], margin: float
+                  ) -> int | None:
     """The seeds the least powered of the deciding comparisons (largest mde) would have needed
-    for an mde of one margin (1 point of accuracy) at its level, from its own SE; None when
+    for an mde of one margin (its own, else `margin`) at its level, from its own SE; None when
     none has an SE."""
     rows = [c for c in comparisons if c and c.get("mde") is not None]
     if not rows:
         return None
     worst = max(rows, key=lambda c: c["mde"])
     return seeds_needed(worst.get("se"), int(worst.get("n_seeds") or 0), worst["level"],
-                        worst.get("margin") or _MARGIN.get() or MARGINS["accuracy"])
+                        worst.get("margin") or margin)
 
 
 def _max_mde(comparisons: Sequence[Mapping[str, Any] | None]) -> float | None:
@@ -309,5 +322,3 @@ def _max_mde(comparisons: Sequence[Mapping[str, Any] | None]) -> float | None:
     values = [c.get("mde") for c in comparisons if c and c.get("mde") is not None]
     return max(values) if values else None
 
-
-_CONVENTION: ContextVar[tuple[str, float] | None] = ContextVar("c2_convention", default=None)

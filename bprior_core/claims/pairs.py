@@ -23,18 +23,16 @@ from ..vocabulary import (
     ZERO,
 )
 from .judging import (
-    _MARGIN,
     JUDGED_AT,
     PER_SIZE_MODE,
     POOLED_MODE,
     SMALLEST_MODE,
+    Judgement,
     Sized,
     _claim,
     _evidence,
     _fmt,
     _max_mde,
-    _one_sample,
-    _part_level,
     _seeds_needed,
     _size_key,
     _size_label,
@@ -71,7 +69,7 @@ def _descriptive(row: dict) -> dict:
     return {**row, "descriptive": True}
 
 
-def pooled(
+def pooled(j: Judgement,
     terms: Sequence[tuple[float, Mapping[int, Mapping[int, Any]]]], level: float | None = None,
 ) -> tuple[Comparison, list[dict], list[int]]:
     """A per-seed contrast per size and pooled (per seed, mean over the common sizes), with
@@ -83,9 +81,9 @@ def pooled(
     per_size = {n: contrast([(coef, t[n]) for coef, t in terms]) for n in sizes}
     seeds = (set.intersection(*(set(d) for d in per_size.values())) if per_size else set())
     mean_d = {s: mean_values([per_size[n][s] for n in sizes]) for s in sorted(seeds)}
-    rows = [_descriptive({"n_train": n, **_one_sample(per_size[n], level).to_dict()})
+    rows = [_descriptive({"n_train": n, **j.one_sample(per_size[n], level).to_dict()})
             for n in sizes]
-    return _one_sample(mean_d, level), rows, sizes
+    return j.one_sample(mean_d, level), rows, sizes
 
 
 def _pair_terms(hib: bool, a: Sized, b: Sized) -> list[tuple[float, Sized]]:
@@ -102,11 +100,11 @@ def _diverged(div: Mapping[str, int], arms: Sequence[str]) -> int:
     return int(sum(div.get(a, 0) for a in set(arms)))
 
 
-def _per_size_reason(rows: Sequence[Mapping[str, Any]]) -> str | None:
+def _per_size_reason(j: Judgement, rows: Sequence[Mapping[str, Any]]) -> str | None:
     """Why a pooled comparison must be judged size by size: its per-size estimates point in
     opposite directions by at least the margin (pooling would average a gain and a loss that
     both matter); None otherwise."""
-    m = _MARGIN.get() or 0.0
+    m = j.margin or 0.0
     effects = [r["effect"] for r in rows if r.get("effect") is not None]
     up = [e for e in effects if e >= m]
     down = [e for e in effects if e <= -m]
@@ -116,12 +114,12 @@ def _per_size_reason(rows: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def _size_contrast(terms: Sequence[tuple[float, Sized]], n: int, level: float | None
+def _size_contrast(j: Judgement, terms: Sequence[tuple[float, Sized]], n: int, level: float | None
                    ) -> Comparison:
-    return _one_sample(contrast([(coef, t[n]) for coef, t in terms]), level)
+    return j.one_sample(contrast([(coef, t[n]) for coef, t in terms]), level)
 
 
-def _describe(arms: Sequence[str], terms: Sequence[tuple[float, Sized]], how: str,
+def _describe(j: Judgement, arms: Sequence[str], terms: Sequence[tuple[float, Sized]], how: str,
               role: str = "claim") -> dict:
     """A comparison and how it is judged: size by size (`PER_SIZE_MODE`, each size a part),
     where data are scarcest (`SMALLEST_MODE`: the smallest size is the judged part, the other
@@ -135,7 +133,7 @@ def _describe(arms: Sequence[str], terms: Sequence[tuple[float, Sized]], how: st
                           "other sizes' verdicts beside it",
            POOLED_MODE: "pooled over sizes"}[how]
     if how == POOLED_MODE and len(sizes) > 1:
-        reason = _per_size_reason([_size_contrast(terms, n, None).to_dict() for n in sizes])
+        reason = _per_size_reason(j, [_size_contrast(j, terms, n, None).to_dict() for n in sizes])
         if reason:
             how, why = PER_SIZE_MODE, reason
     if len(sizes) <= 1 and how != SMALLEST_MODE:
@@ -148,7 +146,7 @@ def _n_units(part: Mapping[str, Any]) -> int:
     return len(part["sizes"]) if part["judged"] == PER_SIZE_MODE else 1
 
 
-def _judge(part: dict, level: float) -> dict:
+def _judge(j: Judgement, part: dict, level: float) -> dict:
     """The part's judged comparisons at the part `level` (one per size, the smallest size's,
     or the pooled one), their combined verdict, the comparison its summary shows (`comparison`,
     the first judged one) and one row per size (`per_size`: the judged rows, and beside them,
@@ -157,13 +155,13 @@ def _judge(part: dict, level: float) -> dict:
     terms = part.pop("terms")
     sizes, how = part["sizes"], part["judged"]
     if how == POOLED_MODE:
-        c, rows, _ = pooled(terms, level)
+        c, rows, _ = pooled(j, terms, level)
         units = [{"n_train": None, **c.to_dict()}]
-        per_size = [_descriptive({"n_train": n, **_size_contrast(terms, n, None).to_dict()})
+        per_size = [_descriptive({"n_train": n, **_size_contrast(j, terms, n, None).to_dict()})
                     for n in sizes]
         head = c
     else:
-        comparisons = {n: _size_contrast(terms, n, level) for n in sizes}
+        comparisons = {n: _size_contrast(j, terms, n, level) for n in sizes}
         judged = sizes if how == PER_SIZE_MODE else sizes[:1]
         units = [{"n_train": n, **comparisons[n].to_dict()} for n in judged]
         per_size = units + [{"n_train": n, **comparisons[n].to_dict(), "beside": True}
@@ -173,13 +171,14 @@ def _judge(part: dict, level: float) -> dict:
             "part_level": level, "verdict": combine([u["verdict"] for u in units])}
 
 
-def _judge_all(parts: Sequence[dict], counted: Sequence[bool] | None = None) -> tuple[list, int]:
+def _judge_all(j: Judgement, parts: Sequence[dict], counted: Sequence[bool] | None = None
+               ) -> tuple[list, int]:
     """Judge every part at the claim's level Bonferroni-corrected over the k judged units of
     the parts that enter the verdict (`counted`); returns the judged parts and k."""
     counted = counted or [True] * len(parts)
     k = sum(_n_units(p) for p, c in zip(parts, counted, strict=True) if c)
-    level = _part_level(max(k, 1))
-    return [_judge(p, level) for p in parts], max(k, 1)
+    level = j.part_level(max(k, 1))
+    return [_judge(j, p, level) for p in parts], max(k, 1)
 
 
 def _units_text(part: Mapping[str, Any]) -> str:
@@ -218,7 +217,7 @@ def _pair_summary(part: dict, metric: str) -> str:
             f"{_units_text(part)}")
 
 
-def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
+def _pair_evidence(j: Judgement, parts: Sequence[dict], n_div: int, k: int,
                    counted: Sequence[bool] | None = None, **extra: Any) -> dict:
     """Evidence of a claim made of paired comparisons: the first part's pooled numbers at
     the claim's level (descriptive), every part with its judged units, k, the part level and
@@ -226,8 +225,8 @@ def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
     head = parts[0]
     counted = counted or [True] * len(parts)
     units = [u for p, c in zip(parts, counted, strict=True) if c for u in p["units"]]
-    return _evidence(metric, head["comparison"], n_div, sizes=head["sizes"],
-                     seeds_needed=_seeds_needed(units),
+    return _evidence(j.metric, head["comparison"], n_div, sizes=head["sizes"],
+                     seeds_needed=_seeds_needed(units, j.margin),
                      arms=head["arms"], per_size=head["per_size"], judged=head["judged"],
                      parts=list(parts), n_parts=k, part_level=parts[0]["part_level"],
                      mde=_max_mde(units), **extra)
@@ -240,18 +239,18 @@ def _pair_evidence(metric: str, parts: Sequence[dict], n_div: int, k: int,
 NONLEARNED = ZERO
 
 
-def _pair_claim(cid: str, rule: str, table: Mapping[str, Sized], div: Mapping[str, int],
-                hib: bool, metric: str, pairs: Sequence[tuple[str, str]],
+def _pair_claim(j: Judgement, cid: str, rule: str, table: Mapping[str, Sized],
+                div: Mapping[str, int], hib: bool, metric: str, pairs: Sequence[tuple[str, str]],
                 roles: Sequence[str] | None = None) -> dict:
     """A claim made of A-vs-B pairs (C3, C4, H1): each pair described, judged (per size for
     the claims of `PER_SIZE`) and combined."""
     roles = roles or ["claim"] * len(pairs)
-    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+    described = [_describe(j, [a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
                            JUDGED_AT[cid], role) for (a, b), role in zip(pairs, roles,
                                                                          strict=True)]
-    parts, k = _judge_all(described)
+    parts, k = _judge_all(j, described)
     arms = [arm for pair in pairs for arm in pair]
-    evidence = _pair_evidence(metric, parts, _diverged(div, arms), k)
+    evidence = _pair_evidence(j, parts, _diverged(div, arms), k)
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
     return _claim(cid, combine([p["verdict"] for p in parts]), rule, evidence, summary)
 

@@ -18,29 +18,28 @@ from ..paired import (
     verdict,
 )
 from .judging import (
+    Judgement,
     _check_metric,
     _claim,
     _evidence,
     _fmt,
     _max_mde,
     _missing,
-    _paired_difference,
-    _part_level,
     _pick,
     collect,
-    with_margin,
+    judged,
 )
 from .scale import MIN_BOUND_SHARE, _binding_scale, _rank_scales, _scale_strength
 
 
-def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
+def _rank_beats_zero(j: Judgement, table: Mapping[int, Seeded], val: Mapping[int, Seeded],
                      ranks: Sequence[int], hib: bool, level: float) -> dict:
     """Part (a): does the best rank >= 1 (`_pick`) beat rank 0?"""
     if 0 not in table or not ranks:
         return {"part": "a", "verdict": "inconclusive", "best_rank": None,
                 "comparison": None, "per_rank": [], "reason": "rank 0 or ranks >= 1 missing"}
     best, pick_level, chosen_on = _pick(table, val, ranks, hib, level)
-    comps = {r: _paired_difference(table[r], table[0], hib, pick_level) for r in ranks}
+    comps = {r: j.paired_difference(table[r], table[0], hib, pick_level) for r in ranks}
     v = verdict(comps[best])
     if v == "contradicted" and not all(verdict(c) == "contradicted" for c in comps.values()):
         v = "not supported"
@@ -49,7 +48,7 @@ def _rank_beats_zero(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
             "per_rank": [{"rank": r, **c.to_dict()} for r, c in comps.items()]}
 
 
-def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
+def _rank_saturation(j: Judgement, table: Mapping[int, Seeded], val: Mapping[int, Seeded],
                      ranks: Sequence[int], hib: bool, level: float) -> dict:
     """Part (b): the smallest rank >= 1 not meaningfully worse than the best rank >= 1."""
     best = _pick(table, val, ranks, hib, level)[0]
@@ -60,7 +59,7 @@ def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
         return {**part, "verdict": "inconclusive", "reason": "too few seeds for the best rank"}
     saturation = best
     for r in (r for r in ranks if r < best):
-        c = _paired_difference(table[r], table[best], hib, level)
+        c = j.paired_difference(table[r], table[best], hib, level)
         part["per_rank"].append({"rank": r, "vs_rank": best, **c.to_dict()})
         if verdict(c) == "inconclusive":
             return {**part, "verdict": "inconclusive",
@@ -73,9 +72,10 @@ def _rank_saturation(table: Mapping[int, Seeded], val: Mapping[int, Seeded],
     return {**part, "saturation_rank": saturation, "verdict": v}
 
 
-@with_margin
-def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_rank(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
+    metric = j.metric
     hib = _check_metric(metric)
     scales = _rank_scales(records)
     scale = _binding_scale(records, scales)
@@ -98,13 +98,13 @@ def claim_rank(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
         return _missing("C1", "rank", metric, n_div, RULE_C1)
     ranks = sorted(r for r in table if r >= 1)
     k = 3 if fixed else 2
-    level = _part_level(k)
-    a = _rank_beats_zero(table, val, ranks, hib, level)
-    b = _rank_saturation(table, val, ranks, hib, level)
+    level = j.part_level(k)
+    a = _rank_beats_zero(j, table, val, ranks, hib, level)
+    b = _rank_saturation(j, table, val, ranks, hib, level)
     parts = {"a": a, "b": b}
     if fixed:
         fixed_ranks = sorted(r for r in fixed if r >= 1)
-        parts["c"] = {**_rank_beats_zero(fixed, val_fixed, fixed_ranks, hib, level),
+        parts["c"] = {**_rank_beats_zero(j, fixed, val_fixed, fixed_ranks, hib, level),
                       "part": "c", "trace": "fixed"}
     head = a["comparison"]
     v = combine([p["verdict"] for p in parts.values()])

@@ -18,12 +18,13 @@ from .judging import (
     ACCEPT_RANGE,
     JUDGED_AT,
     MARGINS,
+    Judgement,
     _check_metric,
     _claim,
     _missing,
     _size_key,
     _size_label,
-    with_margin,
+    judged,
 )
 from .pairs import (
     _describe,
@@ -36,24 +37,25 @@ from .pairs import (
 )
 
 
-@with_margin
-def claim_reference(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_reference(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C4p: on a subspace sampled exactly (the head on fixed features, `reference`), the
     reference posterior's model average beats SGD on the same subspace, size by size; judged
     only where the reference converged (`_gate_reference`). The paper's SGHMC recipe on the
     same subspace against the reference is evidence only (does the recipe sample it?)."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = _sized_table(records, "reference", metric)
     if not table:
         return _missing(REFERENCE_ID, "reference", metric, sum(div.values()), RULE_C4P)
     pairs = [("reference", "head_sgd"), ("head_sghmc", "reference")]
     roles = ["claim", "evidence only: the recipe against the posterior"]
-    described = [_describe([a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+    described = [_describe(j, [a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
                            JUDGED_AT[REFERENCE_ID], role)
                  for (a, b), role in zip(pairs, roles, strict=True)]
-    parts, k = _judge_all(described, counted=[True, False])
+    parts, k = _judge_all(j, described, counted=[True, False])
     parts[1]["role"] = "evidence only"
-    evidence = _pair_evidence(metric, parts, _diverged(div, [a for p in pairs for a in p]), k,
+    evidence = _pair_evidence(j, parts, _diverged(div, [a for p in pairs for a in p]), k,
                               counted=[True, False])
     summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
     claim = _claim(REFERENCE_ID, parts[0]["verdict"], RULE_C4P, evidence, summary)

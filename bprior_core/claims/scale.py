@@ -20,20 +20,17 @@ from ..paired import (
 )
 from ..records import headline_value
 from .judging import (
-    _CONVENTION,
+    Judgement,
     _check_metric,
     _claim,
     _evidence,
     _max_mde,
     _missing,
     _num,
-    _one_sample,
-    _paired_difference,
-    _part_level,
     _pick,
     _seed,
     collect,
-    with_margin,
+    judged,
 )
 
 
@@ -94,8 +91,8 @@ def _slopes(table: Mapping[float, Seeded], scales: Sequence[float], hib: bool) -
     return {seed: sign * slope for seed, slope in per_seed.items()}
 
 
-def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib: bool,
-                 level: float) -> dict:
+def _scale_parts(j: Judgement, table: Mapping[float, Seeded], val: Mapping[float, Seeded],
+                 hib: bool, level: float) -> dict:
     """Parts (a), (b), (c) of C2 for one prior source and convention, each at `level`."""
     scales = sorted(table)
     smin, smax = scales[0], scales[-1]
@@ -103,11 +100,11 @@ def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib
     others, below = scales[1:], scales[:-1]
     if others:
         best_other, pick_level, chosen_on = _pick(table, val, others, hib, level)
-        c = _paired_difference(table[best_other], table[smin], hib, pick_level)
+        c = j.paired_difference(table[best_other], table[smin], hib, pick_level)
         parts["a"] = {"best_scale": best_other, "vs_scale": smin, "chosen_on": chosen_on,
                       **c.to_dict()}
         peak, pick_level, chosen_on = _pick(table, val, below, hib, level)
-        c = _paired_difference(table[peak], table[smax], hib, pick_level)
+        c = j.paired_difference(table[peak], table[smax], hib, pick_level)
         parts["c"] = {"best_scale": peak, "vs_scale": smax, "chosen_on": chosen_on,
                       **c.to_dict()}
     else:
@@ -118,7 +115,7 @@ def _scale_parts(table: Mapping[float, Seeded], val: Mapping[float, Seeded], hib
         # the claim is a rise over the sweep: the fitted slope times the decades it spans
         span = math.log10(segment[-1] / segment[0])
         rise = {seed: v * span for seed, v in _slopes(table, segment, hib).items()}
-        c = _one_sample(rise, level)
+        c = j.one_sample(rise, level)
         parts["b"] = {"best_scale": best, "segment": segment, "decades": span,
                       "slope_per_decade": None if c.effect is None else c.effect / span,
                       "rise": c.effect, **c.to_dict()}
@@ -159,39 +156,41 @@ def _scale_key(config: Mapping[str, Any]) -> tuple | str:
             float(prior["scale"]))
 
 
-def _headline_convention(conventions: Sequence[tuple[str, float]]) -> tuple[str, float]:
-    """The convention that gives C2's verdict: the evaluation's (`_CONVENTION`, the profile's)
+def _headline_convention(j: Judgement, conventions: Sequence[tuple[str, float]]
+                         ) -> tuple[str, float]:
+    """The convention that gives C2's verdict: the evaluation's (`j.convention`, the profile's)
     when present, else the paper's text (`same`, eps 0) when present, else the first."""
-    wanted = _CONVENTION.get()
+    wanted = j.convention
     for candidate in (wanted, ("same", 0.0)):
         if candidate in conventions:
             return candidate
     return sorted(conventions)[0]
 
 
-def _convention_verdict(table: Mapping, val: Mapping, div: Mapping, scratch: Seeded,
+def _convention_verdict(j: Judgement, table: Mapping, val: Mapping, div: Mapping, scratch: Seeded,
                         convention: tuple[str, float], hib: bool) -> dict:
     """C2 under one convention: parts (a)-(c) per prior source, all 3 x sources parts at
     the claim's level Bonferroni-corrected over them."""
     sources = sorted({k[0] for k in table if k[1:3] == convention})
     k = 3 * len(sources)
-    level = _part_level(k)
+    level = j.part_level(k)
     out: dict[str, dict] = {}
     for src in sources:
         keys = [key for key in table if key[0] == src and key[1:3] == convention]
         sub = {key[3]: table[key] for key in keys}
-        parts = _scale_parts(sub, {key[3]: val.get(key, {}) for key in keys}, hib, level)
+        parts = _scale_parts(j, sub, {key[3]: val.get(key, {}) for key in keys}, hib, level)
         if scratch:
-            parts["scratch"] = _paired_difference(sub[min(sub)], scratch, hib).to_dict()
+            parts["scratch"] = j.paired_difference(sub[min(sub)], scratch, hib).to_dict()
         parts["n_diverged"] = sum(n for key, n in div.items() if key in keys)
         out[src] = parts
     return {"verdict": combine([p["verdict"] for p in out.values()]), "sources": out,
             "n_parts": k, "part_level": level}
 
 
-@with_margin
-def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> dict:
+@judged
+def claim_scale(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
+    metric = j.metric
     hib = _check_metric(metric)
     table, div = collect(records, "scale", _scale_key, metric)
     val = collect(records, "scale", _scale_key, "nll", "val")[0]
@@ -200,9 +199,9 @@ def claim_scale(records: Sequence[Mapping[str, Any]], metric: str = "accuracy") 
     if not table:
         return _missing("C2", "scale", metric, n_div, RULE_C2)
     conventions = sorted({k[1:3] for k in table})
-    by_convention = {_convention_label(c): _convention_verdict(table, val, div, scratch, c, hib)
+    by_convention = {_convention_label(c): _convention_verdict(j, table, val, div, scratch, c, hib)
                      for c in conventions}
-    head = _convention_label(_headline_convention(conventions))
+    head = _convention_label(_headline_convention(j, conventions))
     chosen = by_convention[head]
     sources = chosen["sources"]
     unit = "points" if metric == "accuracy" else metric
