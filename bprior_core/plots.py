@@ -12,16 +12,10 @@ import torch
 
 from .chains import RHAT_MAX
 from .claim_text import VERDICT_COLOURS
+from .formatting import format_level, size_label
 from .mcmc import MIN_DRAWS
 from .prior import GaussianPrior
-from .tables import (
-    METRIC_LABELS,
-    SCRATCH_LABEL,
-    ExperimentView,
-    format_level,
-    size_label,
-    temperature_summary,
-)
+from .tables import METRIC_LABELS, SCRATCH_LABEL, ExperimentView, temperature_summary
 from .vocabulary import FIGURE_METRICS, SGD_ZERO, SHOWN_METRICS
 
 Y_LABELS = {"error_pct": "test error (%)", "nll": "test NLL", "ece": "ECE", "brier": "Brier"}

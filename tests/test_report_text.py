@@ -10,8 +10,8 @@ import pandas as pd
 
 from bprior_core import report, tables
 from bprior_core.config import load_profile
+from bprior_core.formatting import interval_cell
 from bprior_core.report import NOTEBOOK_DIR
-from bprior_core.report.markup import _interval
 
 
 def test_the_intros_describe_the_study_that_ran():
@@ -40,9 +40,9 @@ def test_a_chain_set_without_r_hat_says_why_in_words():
 
 def test_intervals_past_what_accuracy_allows_are_cut_and_say_so():
     wide = {"ci_low": -2.9, "ci_high": 3.04}
-    assert _interval(wide, "accuracy") == ("-100.00 .. +100.00 (cut: wider than accuracy "
+    assert interval_cell(wide, "accuracy") == ("-100.00 .. +100.00 (cut: wider than accuracy "
                                                  "allows)")
-    assert _interval({"ci_low": None, "ci_high": None}, "accuracy").startswith("no interval")
+    assert interval_cell({"ci_low": None, "ci_high": None}, "accuracy").startswith("no interval")
     rows = [{"claim": "C3", "comparison": "a vs b", "n_train": 10, "effect": 0.1,
              "ci_low": -2.9, "ci_high": 0.4, "level": 0.99, "n_seeds": 2}]
     table = tables.gains_table(rows)

@@ -15,6 +15,7 @@ from scipy import stats  # noqa: E402
 
 from bprior_core import claims, plots, report, tables  # noqa: E402
 from bprior_core.claims import gains_by_size  # noqa: E402
+from bprior_core.formatting import size_label
 from bprior_core.selection import choose_point, chosen_values  # noqa: E402
 from bprior_core.vocabulary import VIEWED_EXPERIMENTS
 
@@ -383,7 +384,7 @@ def test_inference_gains_and_per_draw_figures():
 def test_size_positions_place_the_full_set_beyond_the_largest():
     assert plots.size_positions([10, 0, 50]) == {10: 10.0, 0: 100.0, 50: 50.0}
     assert plots.size_positions([0]) == {0: 1e4}
-    assert tables.size_label(0) == "full" and tables.size_label(math.inf) == "full"
+    assert size_label(0) == "full" and size_label(math.inf) == "full"
 
 
 def test_reliability_bins_match_the_ece_they_come_from():

@@ -14,6 +14,7 @@ from ..claim_text import (
     RULE_C5,
     RULE_H1,
 )
+from ..formatting import comparison_text, effect_text, size_key, size_label
 from ..paired import (
     Comparison,
     combine,
@@ -37,13 +38,9 @@ from .judging import (
     _check_metric,
     _claim,
     _evidence,
-    _fmt,
     _max_mde,
     _missing,
-    _num,
     _seeds_needed,
-    _size_key,
-    _size_label,
     judged,
 )
 from .pairs import (
@@ -121,7 +118,7 @@ def _efficiency_part(table: Mapping[str, Sized], hib: bool, learned: str, zero: 
     verdict), and what `_judge_fall` judges: the gain where data are scarcest minus the gain
     where they are most plentiful (each size on its own seeds)."""
     a, b = table.get(learned, {}), table.get(zero, {})
-    sizes = sorted(set(a) & set(b), key=_size_key)
+    sizes = sorted(set(a) & set(b), key=size_key)
     part: dict[str, Any] = {"arms": [learned, zero], "sizes": sizes}
     sign = 1.0 if hib else -1.0
     part["gains"] = {n: contrast([(sign, a[n]), (-sign, b[n])]) for n in sizes}
@@ -180,11 +177,11 @@ def _efficiency_summary(part: dict, metric: str) -> str:
     learned, zero = part["arms"]
     if len(part["sizes"]) < 2:
         return f"{_arm_label(learned)} over {_arm_label(zero)} gain: fewer than two sizes"
-    gains = ", ".join(f"{_num(r['effect'], metric)} at n = {_size_label(r['n_train'])}"
+    gains = ", ".join(f"{effect_text(r['effect'], metric)} at n = {size_label(r['n_train'])}"
                       for r in part["gain_per_size"])
     return (f"{_arm_label(learned)} over {_arm_label(zero)} gain ({gains}), its fall from n = "
-            f"{_size_label(part['sizes'][0])} to {_size_label(part['sizes'][-1])}: "
-            f"{_fmt(part['comparison'], metric)} ({part['verdict']})")
+            f"{size_label(part['sizes'][0])} to {size_label(part['sizes'][-1])}: "
+            f"{comparison_text(part['comparison'], metric)} ({part['verdict']})")
 
 
 @judged

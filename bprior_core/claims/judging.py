@@ -5,7 +5,6 @@ formatting effects, and the claim and evidence dicts."""
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -206,15 +205,6 @@ def with_replicates(records: Sequence[Mapping[str, Any]], predictions: Predictio
     return out
 
 
-def _size_key(n: int | None) -> float:
-    """Sort key for training sizes: 0 (or None) means the full set, the largest."""
-    return math.inf if not n else float(n)
-
-
-def _size_label(n: int | None) -> str:
-    return "full" if not n else str(n)
-
-
 def _pick(table: Mapping[Any, Seeded], val_nll: Mapping[Any, Seeded], keys: Sequence[Any],
           higher_is_better: bool, level: float) -> tuple[Any, float, str]:
     """The best of `keys` (ranks, scales), the level to compare it at and where it was chosen:
@@ -236,41 +226,10 @@ def _best(table: Mapping[Any, Seeded], keys: Sequence[Any], higher_is_better: bo
     return max(means, key=lambda kv: sign * kv[1])[0]
 
 
-def _num(x: float | None, metric: str) -> str:
-    """Signed effect text: accuracy in percentage points, other metrics as they are."""
-    if x is None:
-        return "n/a"
-    return f"{100 * x:+.1f}" if metric == "accuracy" else f"{x:+.3f}"
-
-
-def _fmt(c: Comparison | Mapping[str, Any], metric: str) -> str:
-    """E.g. '+2.1 points accuracy (95% CI +0.8..+3.4, 5 seeds x test points)' for a
-    comparison or its `to_dict` form."""
-    d = c.to_dict() if isinstance(c, Comparison) else c
-    if d.get("effect") is None:
-        return f"no paired seeds for {metric}"
-    if metric == "accuracy":
-        unit = "points accuracy"
-    else:
-        unit = metric if METRICS[metric] else f"{metric} reduction"
-    ci = (f"{100 * d['level']:.4g}% CI {_num(d['ci_low'], metric)}.."
-          f"{_num(d['ci_high'], metric)}" if d.get("ci_low") is not None else "no interval")
-    over = "seeds" if d.get("uncertainty", "seeds") == "seeds" else "seeds x test points"
-    return f"{_num(d['effect'], metric)} {unit} ({ci}, {d['n_seeds']} {over})"
-
-
 def _arm_label(arm: str) -> str:
     method, prior = arm_parts(arm)
     label = ARM_LABELS.get(method, method)
     return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
-
-
-def _sizes_text(sizes: Sequence[int]) -> str:
-    if not sizes:
-        return "no sizes"
-    ordered = sorted(sizes, key=_size_key)
-    lo, hi = _size_label(ordered[0]), _size_label(ordered[-1])
-    return f"size {lo}" if lo == hi else f"sizes {lo}-{hi}"
 
 
 def _evidence(metric: str, c: Comparison | None, n_diverged: int, **extra: Any) -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..chains import ESS_MIN, RHAT_MAX
+from ..formatting import comparison_text, size_key, size_label, sizes_text
 from ..mcmc import MIN_DRAWS
 from ..paired import (
     Comparison,
@@ -31,12 +32,8 @@ from .judging import (
     Sized,
     _claim,
     _evidence,
-    _fmt,
     _max_mde,
     _seeds_needed,
-    _size_key,
-    _size_label,
-    _sizes_text,
     collect,
 )
 from .summary import comparison_label
@@ -77,7 +74,7 @@ def pooled(j: Judgement,
 
     Pooled seeds must be present in every term at every size used; the same seeds (and, with
     the bootstrap, the same resampled test points) enter every size."""
-    sizes = sorted(set.intersection(*(set(t) for _, t in terms)), key=_size_key) if terms else []
+    sizes = sorted(set.intersection(*(set(t) for _, t in terms)), key=size_key) if terms else []
     per_size = {n: contrast([(coef, t[n]) for coef, t in terms]) for n in sizes}
     seeds = (set.intersection(*(set(d) for d in per_size.values())) if per_size else set())
     mean_d = {s: mean_values([per_size[n][s] for n in sizes]) for s in sorted(seeds)}
@@ -126,7 +123,7 @@ def _describe(j: Judgement, arms: Sequence[str], terms: Sequence[tuple[float, Si
     sizes' verdicts are shown beside it), or pooled over sizes (`POOLED_MODE`: the per-seed mean
     over sizes; size by size instead when the per-size effects point in opposite directions
     by at least the margin)."""
-    sizes = (sorted(set.intersection(*(set(t) for _, t in terms)), key=_size_key)
+    sizes = (sorted(set.intersection(*(set(t) for _, t in terms)), key=size_key)
              if terms else [])
     why = {PER_SIZE_MODE: "the claim is stated at every size: judged size by size",
            SMALLEST_MODE: "the claim is about scarce data: judged at the smallest size, the "
@@ -190,12 +187,12 @@ def _units_text(part: Mapping[str, Any]) -> str:
         return f"judged pooled: {part['verdict']}"
     groups: dict[str, list[str]] = {}
     for u in part["units"]:
-        groups.setdefault(u["verdict"], []).append(_size_label(u["n_train"]))
+        groups.setdefault(u["verdict"], []).append(size_label(u["n_train"]))
     if part["judged"] == SMALLEST_MODE:
-        beside = [f"{r['verdict']} at {_size_label(r['n_train'])}" for r in part["per_size"]
+        beside = [f"{r['verdict']} at {size_label(r['n_train'])}" for r in part["per_size"]
                   if r.get("beside")]
         head = part["units"][0] if part["units"] else None
-        text = (f"judged at n = {_size_label(head['n_train'])}: {head['verdict']}" if head
+        text = (f"judged at n = {size_label(head['n_train'])}: {head['verdict']}" if head
                 else "no size to judge")
         return text + (f" (beside it: {'; '.join(beside)})" if beside else "")
     return "judged per size: " + "; ".join(f"{v} at {', '.join(ns)}" for v, ns in groups.items())
@@ -210,10 +207,10 @@ def _headline_of(part: Mapping[str, Any]) -> Any:
 def _pair_summary(part: dict, metric: str) -> str:
     label = part.get("label") or comparison_label(part["arms"])
     if part["judged"] == PER_SIZE_MODE and len(part["units"]) > 1:
-        effects = "; ".join(f"{_fmt(u, metric)} at n = {_size_label(u['n_train'])}"
+        effects = "; ".join(f"{comparison_text(u, metric)} at n = {size_label(u['n_train'])}"
                             for u in part["units"])
         return f"{label}: {effects}; {_units_text(part)}"
-    return (f"{label}: {_fmt(_headline_of(part), metric)}, {_sizes_text(part['sizes'])}, "
+    return (f"{label}: {comparison_text(_headline_of(part), metric)}, {sizes_text(part['sizes'])}, "
             f"{_units_text(part)}")
 
 
@@ -281,7 +278,7 @@ def _describe_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
     evidence["convergence_assessed"] = bool(rows)
     if not rows:
         return claim
-    table = sorted(rows.values(), key=lambda r: (r["arm"], _size_key(r["n_train"])))
+    table = sorted(rows.values(), key=lambda r: (r["arm"], size_key(r["n_train"])))
     evidence["convergence"] = table
     rhats = [r["rhat"] for r in table if r["rhat"] is not None]
     esses = [r["ess"] for r in table if r["ess"] is not None]
@@ -290,7 +287,7 @@ def _describe_convergence(claim: dict, records: Sequence[Mapping[str, Any]],
     failing = [r for r in table if r["rhat"] is None or r["ess"] is None
                or r["rhat"] > RHAT_MAX or r["ess"] < ESS_MIN]
     if failing:
-        worst = ", ".join(f"{r['arm']} n={_size_label(r['n_train'])}: " + (
+        worst = ", ".join(f"{r['arm']} n={size_label(r['n_train'])}: " + (
             f"R-hat {_opt(r['rhat'], '.3f')}, ESS {_opt(r['ess'], '.0f')}"
             if r["rhat"] is not None else
             f"{r['draws'] if r['draws'] is not None else 'too few'} draws per chain, fewer "

@@ -10,6 +10,7 @@ from ..claim_text import (
     RULE_C1,
     scale_label,
 )
+from ..formatting import comparison_text
 from ..paired import (
     MIN_SEEDS,
     Comparison,
@@ -22,7 +23,6 @@ from .judging import (
     _check_metric,
     _claim,
     _evidence,
-    _fmt,
     _max_mde,
     _missing,
     _pick,
@@ -120,7 +120,7 @@ def claim_rank(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
         f"{100 * MIN_BOUND_SHARE:.0f} % of the coordinates)" if len(scales) > 1 else "") + (
         f", where the prior binds {100 * bound:.0f} % of the coordinates" if bound is not None
         else "") + ": "
-    summary += (f"best rank {a['best_rank']} vs rank 0: {_fmt(head, metric)}"
+    summary += (f"best rank {a['best_rank']} vs rank 0: {comparison_text(head, metric)}"
                 if head is not None else "rank 0 or ranks >= 1 missing")
     summary += (f"; saturation rank {b['saturation_rank']} (small if <= {b['small_threshold']:g}, "
                 f"max rank {max(ranks)})." if b["saturation_rank"] is not None else
@@ -128,5 +128,5 @@ def claim_rank(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     if "c" in parts and parts["c"]["comparison"] is not None:
         c = parts["c"]
         summary += (f" At fixed total variance: best rank {c['best_rank']} vs rank 0: "
-                    f"{_fmt(c['comparison'], metric)}.")
+                    f"{comparison_text(c['comparison'], metric)}.")
     return _claim("C1", v, RULE_C1, evidence, summary)

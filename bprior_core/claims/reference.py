@@ -11,6 +11,7 @@ from ..chains import REFERENCE_RHAT_MAX
 from ..claim_text import (
     RULE_C4P,
 )
+from ..formatting import size_key, size_label
 from ..vocabulary import (
     REFERENCE_ID,
 )
@@ -22,8 +23,6 @@ from .judging import (
     _check_metric,
     _claim,
     _missing,
-    _size_key,
-    _size_label,
     judged,
 )
 from .pairs import (
@@ -87,14 +86,14 @@ def _gate_reference(claim: dict, records: Sequence[Mapping[str, Any]]) -> dict:
         row["runs"] += 1
     for row in rows.values():
         row["mc_se"] = math.sqrt(row.pop("mc_var")) / row["runs"]
-    table = [rows[n] for n in sorted(rows, key=_size_key)]
+    table = [rows[n] for n in sorted(rows, key=size_key)]
     claim["evidence"]["reference"] = table
     limit = MARGINS["accuracy"] / 4
     low, high = ACCEPT_RANGE
     failing = [r for r in table if r["rhat"] > REFERENCE_RHAT_MAX or r["mc_se"] >= limit
                or not low < r["accept_min"] <= r["accept_max"] < high]
     if failing:
-        worst = ", ".join(f"n = {_size_label(r['n_train'])}: R-hat {r['rhat']:.3f}, MC SE "
+        worst = ", ".join(f"n = {size_label(r['n_train'])}: R-hat {r['rhat']:.3f}, MC SE "
                           f"{100 * r['mc_se']:.2f} points, accept rates "
                           f"{r['accept_min']:.2f}-{r['accept_max']:.2f}" for r in failing)
         claim["verdict"] = "not converged"

@@ -14,6 +14,7 @@ from ..claim_text import (
     RULE_C2,
     scale_label,
 )
+from ..formatting import effect_text
 from ..paired import (
     Seeded,
     combine,
@@ -26,7 +27,6 @@ from .judging import (
     _evidence,
     _max_mde,
     _missing,
-    _num,
     _pick,
     _seed,
     collect,
@@ -130,17 +130,17 @@ def _scale_summary(source: str, parts: dict, metric: str) -> str:
     if "best_scale" not in a:
         return f"{source}: a single scale"
     rise = (f"rise from {scale_label(b['segment'][0])} to {scale_label(b['segment'][-1])} "
-            f"{_num(b.get('rise'), metric)} (fitted slope x {b['decades']:g} decades, "
+            f"{effect_text(b.get('rise'), metric)} (fitted slope x {b['decades']:g} decades, "
             f"{b['verdict']})" if "segment" in b else f"rise: {b['verdict']}")
     text = (f"{source}: the best scale {scale_label(a['best_scale'])} (chosen on validation "
             f"among the rescaled scales) vs the un-rescaled {scale_label(a['vs_scale'])} "
-            f"{_num(a['effect'], metric)} ({a['verdict']}); {rise}; the best scale below the "
-            f"largest, {scale_label(c['best_scale'])}, vs the largest "
-            f"{scale_label(c['vs_scale'])} {_num(c['effect'], metric)} ({c['verdict']})")
+            f"{effect_text(a['effect'], metric)} ({a['verdict']}); {rise}; the best scale below "
+            f"the largest, {scale_label(c['best_scale'])}, vs the largest "
+            f"{scale_label(c['vs_scale'])} {effect_text(c['effect'], metric)} ({c['verdict']})")
     scratch = parts.get("scratch")
     if scratch and scratch.get("effect") is not None:
         text += (f"; un-rescaled {scale_label(a['vs_scale'])} vs from scratch "
-                 f"{_num(scratch['effect'], metric)}")
+                 f"{effect_text(scratch['effect'], metric)}")
     return text
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from ..claim_text import (
     ARM_LABELS,
 )
+from ..formatting import size_label
 from ..paired import (
     Comparison,
 )
@@ -16,7 +17,7 @@ from ..vocabulary import (
     CONTROL_ID,
     arm_parts,
 )
-from .judging import _arm_label, _size_label
+from .judging import _arm_label
 
 
 def comparison_label(arms: Sequence[str]) -> str:
@@ -94,7 +95,7 @@ def forest_rows(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
                 method = ARM_LABELS.get(arm_parts(part["arms"][0])[0], "") if several else ""
                 for unit in part.get("units") or []:
                     where = ("" if unit.get("n_train") is None
-                             else f"n = {_size_label(unit['n_train'])}")
+                             else f"n = {size_label(unit['n_train'])}")
                     units.append((" ".join(filter(None, (method, where or part.get("judged")))),
                                   unit))
         for i, (label, unit) in enumerate(units):

@@ -16,18 +16,8 @@ from ..claims import (
     comparison_label,
     forest_rows,
 )
-from .markup import (
-    _effect,
-    _esc,
-    _interval,
-    _magnitude,
-    _p_text,
-    _se_text,
-    _size,
-    _verdict_cell,
-    uninformative_badge,
-    verdict_badge,
-)
+from ..formatting import effect_cell, interval_cell, magnitude_cell, p_text, se_cell, size_label
+from .markup import _esc, _verdict_cell, uninformative_badge, verdict_badge
 
 
 def control_banner_html(claims: Sequence[Mapping]) -> str:
@@ -142,11 +132,11 @@ def _evidence_row(label: str, d: Mapping | None, metric: str, strong: bool = Fal
         return (f"<tr>{_TD}{text}</td><td colspan=6>{_esc(d['reason'])}</td>"
                 f"<td>{verdict_badge(d.get('verdict', 'inconclusive'))}</td></tr>")
     mark = "<i>descriptive</i>" if d.get("descriptive") else verdict_badge(_verdict_of(d))
-    return (f"<tr>{_TD}{text}</td><td>{_esc(_effect(d.get('effect'), metric))}</td>"
-            f"{_NOWRAP}{_esc(_interval(d, metric))}</td>"
+    return (f"<tr>{_TD}{text}</td><td>{_esc(effect_cell(d.get('effect'), metric))}</td>"
+            f"{_NOWRAP}{_esc(interval_cell(d, metric))}</td>"
             f"{_NOWRAP}{_esc(tables.format_level(d.get('level')))}</td>"
-            f"<td>{_esc(d.get('n_seeds', '-'))}</td>{_NOWRAP}{_esc(_se_text(d, metric))}</td>"
-            f"{_NOWRAP}{_esc(_magnitude(d.get('mde'), metric))}</td><td>{mark}</td></tr>")
+            f"<td>{_esc(d.get('n_seeds', '-'))}</td>{_NOWRAP}{_esc(se_cell(d, metric))}</td>"
+            f"{_NOWRAP}{_esc(magnitude_cell(d.get('mde'), metric))}</td><td>{mark}</td></tr>")
 
 
 def _evidence_table(rows: Sequence[str], caption: str = "") -> str:
@@ -156,7 +146,7 @@ def _evidence_table(rows: Sequence[str], caption: str = "") -> str:
 
 
 def _per_size_rows(per_size: Sequence[Mapping] | None, metric: str, prefix: str = "") -> list:
-    return [_evidence_row(f"{prefix}n = {_size(r['n_train'])}"
+    return [_evidence_row(f"{prefix}n = {size_label(r['n_train'])}"
                           + (" (descriptive, the claim's level)" if r.get("descriptive")
                              else ""), r, metric)
             for r in per_size or []]
@@ -257,7 +247,7 @@ def _scale_text(x: float) -> str:
 
 def _unit_label(unit: Mapping, judged: str) -> str:
     if unit.get("n_train") is not None:
-        return f"n = {_size(unit['n_train'])} (judged)"
+        return f"n = {size_label(unit['n_train'])} (judged)"
     return f"{judged} (judged)"
 
 
@@ -320,16 +310,16 @@ def _by_metric_table(by_metric: Mapping) -> str:
     def effect(d: Mapping, m: str) -> str:
         if d.get("effect") is None:
             return "in its parts (summary)"
-        return _effect(d["effect"], m)
+        return effect_cell(d["effect"], m)
 
     def interval(d: Mapping, m: str) -> str:
-        return "in its parts" if d.get("ci_low") is None else _interval(d, m)
+        return "in its parts" if d.get("ci_low") is None else interval_cell(d, m)
 
     rows = "".join(
         f"<tr>{_TD}{_esc(m.upper())}</td><td>{_esc(effect(d, m))}</td>"
         f"{_NOWRAP}{_esc(interval(d, m))}</td>"
         f"{_NOWRAP}{_esc(tables.format_level((d.get('holm') or {}).get('level')))}</td>"
-        f"<td>{_esc(d.get('margin'))}</td><td>{_esc(_magnitude(d.get('mde'), m))}</td>"
+        f"<td>{_esc(d.get('margin'))}</td><td>{_esc(magnitude_cell(d.get('mde'), m))}</td>"
         f"<td>{_verdict_cell(d.get('verdict', '-'), {'uninformative': d.get('uninformative')}, m)}"
         f"</td>{_TD}<small>{_esc(d.get('summary'))}</small></td></tr>"
         for m, d in by_metric.items())
@@ -356,10 +346,10 @@ def claim_evidence_html(claim: Mapping) -> str:
     split = (f", each of its {_esc(parts)} parts at "
              f"{_esc(tables.format_level(ev.get('part_level')))} (Bonferroni)"
              if parts and parts > 1 else "")
-    mde = _magnitude(ev.get("mde"), metric)
+    mde = magnitude_cell(ev.get("mde"), metric)
     facts = (f"Effects in {unit}, positive = the claim's direction; margin "
              f"{_esc(ev.get('margin'))}; judged at {where} {_esc(level)}{split} (p "
-             f"{_esc(_p_text(holm.get('p_value')))}); mde {_esc(mde)}; intervals over "
+             f"{_esc(p_text(holm.get('p_value')))}); mde {_esc(mde)}; intervals over "
              f"{_esc(ev.get('uncertainty') or 'seeds')}; diverged runs left "
              f"out: {_esc(ev.get('n_diverged', 0))}.")
     if claim["id"] == "C1":

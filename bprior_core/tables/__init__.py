@@ -5,6 +5,7 @@ it, `gains` paired gains and reliability bins, `convergence` the samplers' chain
 and the reference posterior.
 """
 
+from ..formatting import format_level, format_mean_se, size_label
 from .convergence import (
     convergence_table,
     recipe_agreement,
@@ -25,26 +26,18 @@ from .frames import (
     select,
     settings_table,
     single_vs_average,
-    size_label,
     summarize,
     to_html,
 )
-from .gains import (
-    format_level,
-    gains_table,
-    paired_gains,
-    per_draw_frame,
-    protocol_table,
-    reliability_bins,
-)
+from .gains import gains_table, paired_gains, per_draw_frame, protocol_table, reliability_bins
 from .views import FILTER_LABELS, SCRATCH_LABEL, ExperimentView, experiment_view, scale_views
 
 __all__ = [
-    "FILTER_LABELS", "METRIC_LABELS", "SCRATCH_LABEL", "ExperimentView", "chosen_values_table",
+    "ExperimentView", "FILTER_LABELS", "METRIC_LABELS", "SCRATCH_LABEL", "chosen_values_table",
     "convergence_table", "diagnostics_table", "display_table", "experiment_view", "format_level",
-    "gains_table", "paired_gains", "per_draw_frame", "per_draw_table", "protocol_table",
-    "recipe_agreement", "records_frame", "reference_diagnostics", "reference_table",
-    "reference_temperature_summary", "reliability_bins", "scale_views", "select",
-    "settings_table", "single_vs_average", "size_label", "summarize", "temperature_summary",
-    "temperature_table", "to_html", "too_short_text",
+    "format_mean_se", "gains_table", "paired_gains", "per_draw_frame", "per_draw_table",
+    "protocol_table", "recipe_agreement", "records_frame", "reference_diagnostics",
+    "reference_table", "reference_temperature_summary", "reliability_bins", "scale_views",
+    "select", "settings_table", "single_vs_average", "size_label", "summarize",
+    "temperature_summary", "temperature_table", "to_html", "too_short_text"
 ]

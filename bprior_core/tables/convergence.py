@@ -9,12 +9,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..formatting import size_label
 from ..mcmc import split_rhat
 from ..records import headline_block
 from ..vocabulary import (
     SHOWN_METRICS,
 )
-from .frames import display_table, records_frame, select, size_label, summarize
+from .frames import display_table, records_frame, select, summarize
 
 
 def temperature_table(records: list[dict]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..claim_text import scale_label
+from ..formatting import format_mean_se, size_label
 from ..records import headline_block, headline_name
 from ..vocabulary import (
     METRICS,
@@ -87,19 +88,6 @@ def summarize(frame: pd.DataFrame, by: list[str], metrics=TABLE_METRICS):
     diverged = frame[frame["status"] != "ok"].groupby(by, dropna=False).size()
     out["diverged"] = diverged.reindex(out.index).fillna(0).astype(int)
     return out.reset_index()
-
-
-def size_label(n: float | None) -> str:
-    """A training size as text: `full` for the full set (0, None or inf), else the integer."""
-    return "full" if not n or n == math.inf or (isinstance(n, float) and math.isnan(n)) \
-        else str(int(n))
-
-
-def format_mean_se(mean: float, se: float, digits: int = 2) -> str:
-    """`12.34 ± 0.56` (or just the mean when the error is undefined)."""
-    if se is None or (isinstance(se, float) and math.isnan(se)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
 COLUMN_LABELS = {"prior_source": "prior", "temperature": "T"}

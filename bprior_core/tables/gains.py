@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from .. import paired
+from ..formatting import format_level, size_label
 from ..records import headline_name
 from ..vocabulary import (
     FIGURE_METRICS,
     SGD_ZERO,
 )
-from .frames import records_frame, select, size_label
+from .frames import records_frame, select
 
 
 def paired_gains(runs: pd.DataFrame, baseline: str = SGD_ZERO,
@@ -135,8 +136,3 @@ def gains_table(rows: Sequence[Mapping]) -> pd.DataFrame:
     return out
 
 
-def format_level(level: float | None) -> str:
-    """A confidence level as a percentage with the digits it needs (95 %, 99.29 %)."""
-    if level is None or pd.isna(level):
-        return "-"
-    return f"{100 * level:.4g} %"

@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from ..formatting import size_label
 from ..selection import select_tuned
 from ..vocabulary import (
     SHOWN_METRICS,
     VIEWED_EXPERIMENTS,
 )
-from .frames import display_table, records_frame, select, size_label, summarize
+from .frames import display_table, records_frame, select, summarize
 
 
 def scale_views(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
