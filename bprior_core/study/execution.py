@@ -1,19 +1,18 @@
 """Executing a study: packs of runs trained on one device, results stored one JSON file per run.
 
-The unit of work is a pack (`planning.make_packs`). A back end (here a local process pool, or
-the calling process) trains packs and hands each run's record back to the driver, which writes
-it atomically; a result file is named by the hash of its run's configuration, so an interrupted
-study resumes where it stopped. Every pack runs with the same number of threads whatever the
-back end and however many runs are left, and a pack with any run missing is trained whole, so a
-resumed sweep ends with exactly the numbers of an uninterrupted one.
+The unit of work is a pack (`planning.make_packs`). A back end (`backends`: this process, a
+local process pool, or Ray) trains packs and hands each run's record back to the driver, which
+writes it atomically; a result file is named by the hash of its run's configuration, so an
+interrupted study resumes where it stopped. Every pack runs with the same number of threads
+whatever the back end and however many runs are left, and a pack with any run missing is
+trained whole, so a resumed sweep ends with exactly the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ..records import record_problem
 from ..selection import select_tuned
 from ..train import TrainSettings
 from ..vocabulary import EXPERIMENTS
+from .backends import Execute, pack_runner
 from .datasets import DataKey, data_source, downstream_data
 from .errors import StudyError
 from .finals import final_runs
@@ -47,13 +47,8 @@ from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import (
     auto_pack_size,
     resolve_device,
-    set_worker_threads,
     threads_per_worker,
-    torch_threads,
-    worker_initargs,
 )
-
-Execute = Callable[[list[dict], dict, Path | None], list[dict]]
 
 
 def resolve_pack_size(profile: dict, override: int | None = None) -> int:
@@ -298,27 +293,10 @@ def run_sweep(
             counts["diverged"] += record["status"] == "diverged"
             bar.update(1)
 
+    run_packs = pack_runner(backend or profile.get("backend", "local"), workers, address)
     start = time.perf_counter()
     try:
-        if (backend or profile.get("backend", "local")) == "ray":
-            from .ray_backend import run_packs
-
-            run_packs(todo, profile, root, execute, threads, store, address)
-        elif workers <= 1 or len(todo) <= 1:
-            with torch_threads(threads):
-                for members in todo:
-                    store(execute(members, profile, root), members)
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx,
-                                     initializer=set_worker_threads,
-                                     initargs=worker_initargs(threads)) as pool:
-                futures = {pool.submit(execute, members, profile, root): members
-                           for members in todo}
-                for future in as_completed(futures):
-                    store(future.result(), futures[future])
+        run_packs(todo, profile, root, execute, threads, store)
     finally:
         bar.close()
     counts["wall_time_s"] = round(time.perf_counter() - start, 1)

@@ -34,7 +34,6 @@ from .errors import StudyError
 from .paths import default_outputs
 
 INSTALL_HINT = "pip install -e '.[ray]'"
-BACKENDS = ("local", "ray")
 MAX_RETRIES = 3
 CONNECT_TIMEOUT_S = 5.0
 _RAY_INIT = {"logging_level": logging.ERROR, "log_to_driver": False}
@@ -106,18 +105,11 @@ def _read_at_most(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def connect(backend: str, address: str | None = None) -> bool:
-    """Make the back end ready before anything is written: for `ray`, check that Ray is installed
-    and join the cluster at `address` (or start a local instance). Returns whether this call
-    connected (the connection then lasts until `ray.shutdown()` or the end of the process).
-    Already connected (e.g. by an earlier call), it only checks the address."""
-    if backend not in BACKENDS:
-        raise StudyError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}")
-    if backend != "ray":
-        if address:
-            raise StudyError("--address is for the Ray back end; add --backend ray "
-                             "(or set backend: ray in the profile)")
-        return False
+def connect_ray(address: str | None = None) -> bool:
+    """Check that Ray is installed and join the cluster at `address` (or start a local
+    instance). Returns whether this call connected (the connection then lasts until
+    `ray.shutdown()` or the end of the process). Already connected (e.g. by an earlier call), it
+    only checks the address."""
     ray = import_ray()
     if address:
         check_address(address)
@@ -209,12 +201,12 @@ def run_packs(
     """Train `packs` as Ray tasks and `store(records, pack)` each pack's records on the driver
     as it completes.
 
-    Uses the current Ray connection, or connects (`connect`) for the duration of the call."""
+    Uses the current Ray connection, or connects (`connect_ray`) for the duration of the call."""
     if not packs:
         return
     ray = import_ray()
     root = Path(root) if root is not None else default_outputs()  # the driver's, for the keys
-    started = connect("ray", address)
+    started = connect_ray(address)
     pending: list = []
     try:
         options = _resources(ray, profile, threads)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from ..config import load_profile, profile_path
 from ..vocabulary import EXPERIMENTS
+from .backends import connect
 from .execution import study_runs_and_records, sweep_study
 from .finals import needed_draws
 from .preflight import preflight
 from .priors import is_stored, prepare_priors
-from .ray_backend import connect
 
 
 def run_study(
