@@ -804,3 +804,8 @@ def test_the_registry_lists_each_claim_once_in_the_reports_order() -> None:
     records = world(1.0)
     for spec in CLAIMS:
         assert spec.judge(records, "accuracy")["id"] == spec.id
+    from bprior_core.claims.registry import evidence_kind, is_control
+
+    assert [evidence_kind(c) for c in ("C1", "C2", "C3", "unknown")] == [
+        "rank", "scale", "pairs", "pairs"]
+    assert [is_control(c) for c in ("PC", "PC2", "C1", "unknown")] == [True, True, False, False]

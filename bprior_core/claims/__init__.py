@@ -36,7 +36,7 @@ from .evaluate import (
     evaluate_claims_by_metric,
     write_claims_json,
 )
-from .judging import MARGINS, METRICS, collect, headline, with_replicates
+from .judging import MARGINS, METRICS, collect, comparison_label, headline, with_replicates
 from .registry import (
     CLAIMS,
     FAMILY_IDS,
@@ -44,7 +44,7 @@ from .registry import (
     NEEDS_COVARIANCE,
     ClaimSpec,
 )
-from .summary import comparison_label, forest_rows, gains_by_size
+from .summary import forest_rows, gains_by_size
 
 __all__ = ["CLAIMS", "CLAIM_IDS", "CONTROL_ID", "COVARIANCE_ID", "FAMILY_IDS", "MARGINS",
            "METRICS", "MIN_SEEDS", "NEEDS_CONTROL", "NEEDS_COVARIANCE", "VERDICTS", "ClaimSpec",

@@ -20,7 +20,7 @@ from ..vocabulary import (
     SGHMC_ISOTROPIC,
     SGHMC_TASK,
 )
-from .judging import JUDGED_AT, Judgement, _check_metric, _claim, _missing, judged
+from .judging import JUDGED_AT, Judgement, _check_metric, _claim, _missing, comparison_label, judged
 from .pairs import (
     _describe,
     _diverged,
@@ -30,7 +30,6 @@ from .pairs import (
     _pair_terms,
     _sized_table,
 )
-from .summary import comparison_label
 
 
 @judged

@@ -232,6 +232,16 @@ def _arm_label(arm: str) -> str:
     return f"{label} + {ARM_LABELS.get(prior, prior)}" if prior else label
 
 
+def comparison_label(arms: Sequence[str]) -> str:
+    """What a comparison subtracts: `A vs B` for two arms; for C4b's four arms (Bayes +
+    learned, SGD + learned, Bayes + zero, SGD + zero) the interaction it is."""
+    if len(arms) == 4:
+        bayes, sgd = (_arm_label(arm_parts(a)[0]) for a in arms[:2])
+        learned, zero = (_arm_label(arm_parts(a)[1] or "") for a in (arms[0], arms[2]))
+        return f"{bayes} vs {sgd} gain: with the {learned} minus with the {zero}"
+    return " vs ".join(_arm_label(a) for a in arms)
+
+
 def _evidence(metric: str, c: Comparison | None, n_diverged: int, **extra: Any) -> dict:
     head = c.to_dict() if c is not None else {}
     return {"metric": metric, "higher_is_better": METRICS[metric],

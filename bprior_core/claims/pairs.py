@@ -35,8 +35,8 @@ from .judging import (
     _max_mde,
     _seeds_needed,
     collect,
+    comparison_label,
 )
-from .summary import comparison_label
 
 
 def _sized_table(records: Sequence[Mapping[str, Any]], experiment: str, metric: str,

@@ -17,17 +17,8 @@ from ..vocabulary import (
     CONTROL_ID,
     arm_parts,
 )
-from .judging import _arm_label
-
-
-def comparison_label(arms: Sequence[str]) -> str:
-    """What a comparison subtracts: `A vs B` for two arms; for C4b's four arms (Bayes +
-    learned, SGD + learned, Bayes + zero, SGD + zero) the interaction it is."""
-    if len(arms) == 4:
-        bayes, sgd = (_arm_label(arm_parts(a)[0]) for a in arms[:2])
-        learned, zero = (_arm_label(arm_parts(a)[1] or "") for a in (arms[0], arms[2]))
-        return f"{bayes} vs {sgd} gain: with the {learned} minus with the {zero}"
-    return " vs ".join(_arm_label(a) for a in arms)
+from .judging import comparison_label
+from .registry import RANK_EVIDENCE, SCALE_EVIDENCE, evidence_kind
 
 
 def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -77,10 +68,11 @@ def forest_rows(claims: Sequence[Mapping[str, Any]]) -> list[dict]:
         ev = claim.get("evidence") or {}
         units: list[tuple[str, Mapping]] = []
         parts = ev.get("parts")
-        if claim["id"] == "C1" and isinstance(parts, Mapping):
+        kind = evidence_kind(claim["id"])
+        if kind == RANK_EVIDENCE and isinstance(parts, Mapping):
             units = [(f"({key}) rank {p.get('best_rank')} vs 0", p["comparison"])
                      for key, p in parts.items() if key != "b" and p.get("comparison")]
-        elif claim["id"] == "C2":
+        elif kind == SCALE_EVIDENCE:
             what = {"a": "best vs un-rescaled", "b": "rise over the sweep",
                     "c": "best vs largest"}
             for source, p in (ev.get("sources") or {}).items():

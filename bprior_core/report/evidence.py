@@ -16,6 +16,7 @@ from ..claims import (
     comparison_label,
     forest_rows,
 )
+from ..claims.registry import RANK_EVIDENCE, SCALE_EVIDENCE, evidence_kind, is_control
 from ..formatting import effect_cell, interval_cell, magnitude_cell, p_text, se_cell, size_label
 from .markup import _esc, _verdict_cell, uninformative_badge, verdict_badge
 
@@ -85,7 +86,7 @@ def verdict_table_html(claims: list[dict]) -> str:
     def row(c: dict) -> str:
         ev = c["evidence"]
         what = ("testbed check, 95 %, outside the Holm family"
-                if c["id"] in (CONTROL_ID, COVARIANCE_ID) else None)
+                if is_control(c["id"]) else None)
         note = f"<br><small><i>{_esc(what)}</i></small>" if what else ""
         rule = (f"<details><summary><small>the rule</small></summary><small>"
                 f"{_esc(c.get('rule'))}</small></details>" if c.get("rule") else "")
@@ -340,7 +341,7 @@ def claim_evidence_html(claim: Mapping) -> str:
     unit = "accuracy points" if metric == "accuracy" else metric
     holm = ev.get("holm") or {}
     level = tables.format_level(holm.get("level") or ev.get("level"))
-    where = ("the control's level" if claim["id"] in (CONTROL_ID, COVARIANCE_ID) else
+    where = ("the control's level" if is_control(claim["id"]) else
              "the claim's Holm-adjusted level" if holm else "the claim's level")
     parts = ev.get("n_parts")
     split = (f", each of its {_esc(parts)} parts at "
@@ -352,9 +353,10 @@ def claim_evidence_html(claim: Mapping) -> str:
              f"{_esc(p_text(holm.get('p_value')))}); mde {_esc(mde)}; intervals over "
              f"{_esc(ev.get('uncertainty') or 'seeds')}; diverged runs left "
              f"out: {_esc(ev.get('n_diverged', 0))}.")
-    if claim["id"] == "C1":
+    kind = evidence_kind(claim["id"])
+    if kind == RANK_EVIDENCE:
         body = _rank_evidence(ev, metric)
-    elif claim["id"] == "C2":
+    elif kind == SCALE_EVIDENCE:
         body = _scale_evidence(ev, metric)
     else:
         body = _pair_evidence(ev, claim, metric)
