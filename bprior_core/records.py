@@ -1,5 +1,5 @@
 """Reading a run's result record: the one place that says which prediction is a run's headline,
-and how an inference arm's name (`method+prior`) is read.
+and whether a record is complete (an inference arm's name is read by `vocabulary.arm_parts`).
 
 A run's headline prediction is its Bayesian model average when it collected samples, else its
 final iterate. Test metrics live in `metrics`, validation metrics in `val_metrics`, each as
