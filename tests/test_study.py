@@ -770,3 +770,28 @@ def test_long_sgd_is_the_chosen_sgd_run_on_the_samplers_budget(smoke, long_sgd) 
         assert "chain" not in cfg
     packs = study.planning.make_packs(finals, 64)
     assert all(len({p["config"]["train"]["steps"] for p in pack}) == 1 for pack in packs)
+
+
+def test_a_study_is_planned_once(smoke, smoke_study, tmp_path, monkeypatch) -> None:
+    """`run_study` plans once and passes the plan through preflight, prior learning and the
+    sweep (issue 25): on a finished study it trains nothing and calls `planning.plan` once
+    (six times before)."""
+    import sys
+
+    from conftest import copy_root
+
+    from bprior_core.study import planning
+
+    root = copy_root(smoke_study, tmp_path / "outputs")
+    real, calls = planning.plan, []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("bprior_core") and getattr(module, "plan", None) is real:
+            monkeypatch.setattr(module, "plan", counting)
+    counts = study.run_study(smoke, root, progress=False)
+    assert counts["ran"] == 0 and counts["skipped"] == counts["planned"] > 0
+    assert len(calls) == 1

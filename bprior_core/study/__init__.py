@@ -24,6 +24,7 @@ from .execution import (
 )
 from .finals import final_runs, needed_draws, needed_priors
 from .paths import default_outputs, output_dir, prior_paths, result_path
+from .planned import PlannedStudy, plan_study
 from .planning import make_packs, pack_key, plan, prior_source_id
 from .priors import (
     build_run_prior,
@@ -38,11 +39,11 @@ from .runner import run_experiment, run_study
 from .sources import source_task
 
 __all__ = [
-    "EXPERIMENTS", "StudyError", "analysis_records", "build_run_prior", "check_prior_files",
-    "default_outputs", "final_runs",
-    "execute_pack", "execute_run", "is_done", "learn_priors", "load_prior_and_backbone",
-    "load_results", "make_packs", "needed_draws", "needed_priors", "output_dir", "pack_key", "plan",
-    "prepare_priors", "prior_location", "prior_paths", "prior_source_id",
-    "read_record", "resolve_device", "resolve_pack_size", "result_path", "run_experiment",
-    "run_study", "run_sweep", "source_task", "study_runs", "sweep_study", "write_json_atomic",
+    "EXPERIMENTS", "PlannedStudy", "StudyError", "analysis_records", "build_run_prior",
+    "check_prior_files", "default_outputs", "execute_pack", "execute_run", "final_runs", "is_done",
+    "learn_priors", "load_prior_and_backbone", "load_results", "make_packs", "needed_draws",
+    "needed_priors", "output_dir", "pack_key", "plan", "plan_study", "prepare_priors",
+    "prior_location", "prior_paths", "prior_source_id", "read_record", "resolve_device",
+    "resolve_pack_size", "result_path", "run_experiment", "run_study", "run_sweep", "source_task",
+    "study_runs", "sweep_study", "write_json_atomic"
 ]

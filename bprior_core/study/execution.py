@@ -35,6 +35,7 @@ from .errors import StudyError
 from .finals import final_runs
 from .lock import holds_profile_lock
 from .paths import output_dir, result_path
+from .planned import PlannedStudy, plan_study
 from .planning import digest, make_packs, plan
 from .predictions import (
     file_problem,
@@ -314,13 +315,15 @@ def counts_text(counts: dict) -> str:
     return text
 
 
-def study_runs_and_records(profile: dict, root: Path | None = None
+def study_runs_and_records(profile: dict, root: Path | None = None,
+                           planned: PlannedStudy | None = None
                            ) -> tuple[list[dict], dict[str, dict | None]]:
     """The study's runs as far as they can be known (the plan, then the final runs of the tuned
-    groups whose tuning runs are stored) and each run's stored record (None: not done)."""
-    runs = plan(profile)
+    groups whose tuning runs are stored) and each run's stored record (None: not done).
+    `planned`: every experiment's study planned already (else planned here)."""
+    runs = list(planned.runs) if planned else plan(profile)
     stored = {r["id"]: stored_record(profile, r, root) for r in runs}
-    finals = final_runs(profile, lambda run: stored[run["id"]])
+    finals = final_runs(profile, lambda run: stored[run["id"]], runs=runs)
     stored.update({r["id"]: stored_record(profile, r, root) for r in finals})
     return runs + finals, stored
 
@@ -351,15 +354,18 @@ def analysis_records(profile: dict, root: Path | None = None,
 
 
 def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
-                root: Path | None = None, **sweep: Any) -> dict[str, float]:
+                root: Path | None = None, planned: PlannedStudy | None = None,
+                **sweep: Any) -> dict[str, float]:
     """Execute what the experiments still need, in two sweeps: the planned runs (tuning runs
     included), then the final runs of the tuned groups their results choose. `sweep` goes to
-    `run_sweep` (progress, pack, backend, address, workers, execute). Returns the counts of both
-    sweeps added up, with each sweep's wall time (`planned_s`, `final_s`)."""
-    experiments = list(experiments)
-    counts = run_sweep(profile, plan(profile, experiments), root, **sweep)
+    `run_sweep` (progress, pack, backend, address, workers, execute); `planned`: the study
+    planned already (else planned here). Returns the counts of both sweeps added up, with each
+    sweep's wall time (`planned_s`, `final_s`)."""
+    planned = planned or plan_study(profile, experiments)
+    counts = run_sweep(profile, list(planned.runs), root, **sweep)
     first = counts["wall_time_s"]
-    finals = final_runs(profile, lambda run: stored_record(profile, run, root), experiments)
+    finals = final_runs(profile, lambda run: stored_record(profile, run, root),
+                        planned.experiments, planned.runs)
     if finals:
         more = run_sweep(profile, finals, root, **sweep)
         counts = {k: counts[k] + more[k] for k in counts}

@@ -9,7 +9,7 @@ seed); the seed's own best point is its final run."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from ..config import evaluation_seeds, fixed_protocol
 from ..selection import choose_point, choose_pooled
@@ -32,7 +32,8 @@ def _pooled(profile: dict, experiment: str) -> bool:
 
 
 def final_runs(profile: dict, stored: Callable[[dict], dict | None],
-               experiments: Iterable[str] = EXPERIMENTS) -> list[dict]:
+               experiments: Iterable[str] = EXPERIMENTS, runs: Sequence[dict] | None = None
+               ) -> list[dict]:
     """The final runs of every tuned group whose tuning runs are all stored (`stored(run)`
     gives a run's complete record or None), trained in phase `final` with the test set scored.
 
@@ -42,9 +43,10 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
     which never overlap the tuning seeds). Protocol `per_seed` and the `per_seed` experiment: a
     group is (experiment, arm, size, seed); the seed's own best point is its final run. No final
     run where no point has a finite score. Each final run carries its `selection`; a sampler's
-    (and the T = 0 ensemble's) has `experiments.inference.chains` chains."""
+    (and the T = 0 ensemble's) has `experiments.inference.chains` chains. `runs`: the
+    experiments' planned runs, where the caller has them (else they are planned here)."""
     groups: dict[tuple, list[dict]] = {}
-    for run in plan(profile, experiments):
+    for run in plan(profile, experiments) if runs is None else runs:
         cfg = run["config"]
         if cfg.get("phase") == "tune":
             key = (cfg["experiment"], cfg["arm"], cfg["n_train"])
@@ -121,17 +123,19 @@ def needed_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> li
     return sorted({name for name, _ in needed_draws(profile, experiments)})
 
 
-def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS
-                 ) -> list[tuple[str, int]]:
-    """(prior name, draw) pairs the enabled experiments use: their planned runs' and the final
-    runs' to come (evaluation seeds use draws the tuning seeds may not)."""
+def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+                 runs: Sequence[dict] | None = None) -> list[tuple[str, int]]:
+    """(prior name, draw) pairs the enabled experiments use: their planned runs' (`runs`, else
+    planned here) and the final runs' to come (evaluation seeds use draws the tuning seeds may
+    not)."""
     experiments = list(experiments)
-    runs = plan(profile, experiments) + _any_finals(profile, experiments)
+    runs = plan(profile, experiments) if runs is None else list(runs)
     return sorted({(run["config"]["prior"]["source"], run["config"]["prior"]["draw"])
-                   for run in runs})
+                   for run in runs + _any_finals(profile, experiments, runs)})
 
 
-def _any_finals(profile: dict, experiments: Iterable[str]) -> list[dict]:
+def _any_finals(profile: dict, experiments: Iterable[str],
+                runs: Sequence[dict] | None = None) -> list[dict]:
     """The final runs the experiments will have, whichever points their tuning chooses."""
     score = {"nll": 1.0}
 
@@ -139,4 +143,4 @@ def _any_finals(profile: dict, experiments: Iterable[str]) -> list[dict]:
         return {"status": "ok", "config": run["config"], "val_metrics": {"final": score},
                 "heldout_metrics": {"final": score}}
 
-    return final_runs(profile, any_choice, experiments)
+    return final_runs(profile, any_choice, experiments, runs)

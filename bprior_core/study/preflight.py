@@ -28,6 +28,7 @@ from ..vocabulary import CONTROL_EXPERIMENTS, EXPERIMENTS
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
+from .planned import PlannedStudy, plan_study
 from .planning import control_size, plan
 from .priors import check_prior_files, load_prior_and_backbone, prior_location
 from .resources import resolve_device
@@ -41,17 +42,19 @@ SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",
 
 def preflight(
     profile: dict, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
-    profile_file: str | Path | None = None,
+    profile_file: str | Path | None = None, planned: PlannedStudy | None = None,
 ) -> str:
     """Check everything a study needs before it learns or trains anything; return the device.
 
     Raises ProfileError (a profile value cannot work: training sizes) or StudyError (the outputs
     folder belongs to another profile file or is not writable, the device or a prior file is
     missing). `profile_file`: the YAML file the profile was read from (the CLI and the report
-    pass it), for `claim_outputs`; None (a profile built in Python) skips that check."""
+    pass it), for `claim_outputs`; None (a profile built in Python) skips that check.
+    `planned`: the study planned already (else planned here)."""
     experiments = list(experiments)
-    check_prior_files(profile, experiments)
-    check_published_priors(profile, experiments)
+    planned = planned or plan_study(profile, experiments)
+    check_prior_files(profile, experiments, planned)
+    check_published_priors(profile, experiments, planned)
     warn_random_start(profile)
     device = resolve_device(profile["device"])
     pool, _, _ = downstream_data(DataKey.of(profile), device)
@@ -78,13 +81,14 @@ def warn_random_start(profile: dict) -> None:
                       "model_weights to start from a pretrained checkpoint", stacklevel=2)
 
 
-def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
+def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+                           planned: PlannedStudy | None = None) -> None:
     """For `priors.source: files`: read each needed prior and its weights (checked against the
     model, `priors.load_prior_and_backbone`) and refuse a rank the files do not hold."""
     if profile["priors"]["source"] != "files":
         return
     wanted: dict[str, tuple[int, str]] = {}
-    for run in plan(profile, experiments):
+    for run in planned.runs if planned else plan(profile, experiments):
         spec = run["config"]["prior"]
         rank = spec.get("rank") or 0
         if rank > wanted.get(spec["source"], (-1, ""))[0]:

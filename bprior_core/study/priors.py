@@ -31,9 +31,10 @@ from ..prior_files import (
 )
 from ..vocabulary import EXPERIMENTS, TASK_PRIOR, VARIANCE_KINDS
 from .errors import StudyError
-from .finals import needed_draws, needed_priors
+from .finals import needed_priors
 from .lock import profile_lock
 from .paths import output_dir, prior_paths
+from .planned import PlannedStudy, plan_study
 from .planning import prior_source_id
 from .resources import (
     resolve_device,
@@ -45,12 +46,14 @@ from .resources import (
 from .sources import OBJECTIVES, source_kind, source_task
 
 
-def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> None:
+def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+                      planned: PlannedStudy | None = None) -> None:
     """For `priors.source: files`, fail before anything runs if a needed file is missing."""
     if profile["priors"]["source"] != "files":
         return
     problems = []
-    for name in needed_priors(profile, experiments):
+    names = planned.priors if planned else needed_priors(profile, experiments)
+    for name in names:
         prefix = profile["priors"]["files"][name]
         if not prefix:
             problems.append(f"priors.files.{name} is not set")
@@ -305,16 +308,17 @@ def preload_priors(
 
 def prepare_priors(
     profile: dict, root: Path | None = None, progress: bool = True,
-    experiments: Iterable[str] = EXPERIMENTS,
+    experiments: Iterable[str] = EXPERIMENTS, planned: PlannedStudy | None = None,
 ) -> dict[str, GaussianPrior]:
-    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use;
-    returns the first draw of each."""
-    check_prior_files(profile, experiments)
+    """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use
+    (`planned`: the study planned already, else planned here); returns the first draw of
+    each."""
+    planned = planned or plan_study(profile, experiments)
+    check_prior_files(profile, experiments, planned)
     if profile["priors"]["source"] == "learn":
-        learn_priors(profile, needed_draws(profile, experiments), root,
-                     resolve_device(profile["device"]), progress)
+        learn_priors(profile, planned.draws, root, resolve_device(profile["device"]), progress)
     return {n: load_prior_and_backbone(prior_location(profile, n, root))[0]
-            for n in needed_priors(profile, experiments)}
+            for n in planned.priors}
 
 
 def build_run_prior(spec: dict, learned: GaussianPrior) -> GaussianPrior | None:

@@ -12,7 +12,7 @@ from ..config import load_profile, profile_path
 from ..vocabulary import EXPERIMENTS
 from .backends import connect
 from .execution import study_runs_and_records, sweep_study
-from .finals import needed_draws
+from .planned import plan_study
 from .preflight import preflight
 from .priors import is_stored, prepare_priors
 
@@ -28,12 +28,13 @@ def run_study(
     backend = backend or profile["backend"]
     connect(backend, address)  # a back end that is not ready fails before anything is written
     # outputs writable and owned by this profile file, device, prior files, data, sizes
-    preflight(profile, root, experiments, profile_file=profile_file)
+    planned = plan_study(profile, experiments)  # once: every step below reads it
+    preflight(profile, root, experiments, profile_file=profile_file, planned=planned)
     start = time.perf_counter()
-    prepare_priors(profile, root, progress=progress, experiments=experiments)
+    prepare_priors(profile, root, progress=progress, experiments=experiments, planned=planned)
     priors_s = round(time.perf_counter() - start, 1)
-    counts = sweep_study(profile, experiments, root, progress=progress, pack=pack,
-                         backend=backend, address=address)
+    counts = sweep_study(profile, experiments, root, planned=planned, progress=progress,
+                         pack=pack, backend=backend, address=address)
     return {**counts, "priors_s": priors_s}
 
 
@@ -55,13 +56,14 @@ def missing_work(profile: dict, root: Path | None = None) -> list[str]:
     draws not stored, and runs without a stored result (the final runs of a tuned group count
     once its tuning runs are stored)."""
     missing = []
+    planned = plan_study(profile)
     if profile["priors"]["source"] == "learn":
-        draws = [f"{name} draw {draw}" for name, draw in needed_draws(profile)
+        draws = [f"{name} draw {draw}" for name, draw in planned.draws
                  if not is_stored(profile, name, draw, root)]
         if draws:
             shown = ", ".join(draws[:3]) + (", ..." if len(draws) > 3 else "")
             missing.append(f"{len(draws)} learned prior(s) ({shown})")
-    runs, stored = study_runs_and_records(profile, root)
+    runs, stored = study_runs_and_records(profile, root, planned)
     undone = sum(stored[run["id"]] is None for run in runs)
     if undone:
         missing.append(f"{undone} of {len(runs)} runs")

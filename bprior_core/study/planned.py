@@ -1,0 +1,37 @@
+"""A study planned once: what `bprior run` and `bprior report` pass through preflight, prior
+learning and the sweep instead of planning again at every step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..vocabulary import EXPERIMENTS
+from .finals import needed_draws
+from .planning import plan
+
+
+@dataclass(frozen=True)
+class PlannedStudy:
+    """A profile's experiments with their planned runs (tuning and single-phase, in plan order)
+    and the prior draws those and the final runs to come use. The final runs themselves depend
+    on what tuning chooses, so the sweep derives them from these runs and the stored results
+    (`finals.final_runs`)."""
+
+    profile: dict
+    experiments: tuple[str, ...]
+    runs: tuple[dict, ...]
+    draws: tuple[tuple[str, int], ...]
+
+    @property
+    def priors(self) -> list[str]:
+        """Names of the priors the study uses."""
+        return sorted({name for name, _ in self.draws})
+
+
+def plan_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> PlannedStudy:
+    """Plan the profile's enabled `experiments` once."""
+    experiments = tuple(experiments)
+    runs = plan(profile, experiments)
+    return PlannedStudy(profile, experiments, tuple(runs),
+                        tuple(needed_draws(profile, experiments, runs)))
