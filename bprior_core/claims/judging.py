@@ -40,22 +40,12 @@ from ..vocabulary import (
 
 # each metric with whether higher is better
 METRICS: dict[str, bool] = {m: m == ACCURACY for m in vocabulary.METRICS}
-
-
 # smallest effects that matter: 1 point of accuracy, 0.02 nats of NLL, 0.01 of ECE and Brier
 MARGINS: dict[str, float] = {ACCURACY: 0.01, NLL: 0.02, ECE: 0.01, BRIER: 0.01}
-
-
 FAMILY_ALPHA = 1.0 - paired.LEVEL  # family-wise error rate over the claims (Holm)
-
-
 CONTROL_LEVEL = 0.95  # the positive controls' level (outside the Holm family)
-
-
 # a reference chain accepting too rarely is stuck, too often takes steps too small to move
 ACCEPT_RANGE = (0.2, 0.99)
-
-
 # how each claim made of paired comparisons is judged over training sizes (`_describe`):
 # stated at every size (each size a part), or about scarce data (the smallest size judged,
 # the other sizes beside it)
@@ -65,11 +55,7 @@ JUDGED_AT = {"C3": SMALLEST_MODE, "C4": PER_SIZE_MODE, "C4b": PER_SIZE_MODE, "H1
 
 
 BOOTSTRAP_KEY = "_bootstrap"  # where `with_replicates` puts a record's replicates
-
-
 Sized = dict[int, Seeded]  # n_train -> seed -> headline metric
-
-
 Predictions = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 

@@ -19,11 +19,7 @@ class ProfileError(ValueError):
 
 
 SHOWN_LENGTH = 80  # the most characters of a value a message shows
-
-
 _REPR = reprlib.Repr()
-
-
 _REPR.maxstring = _REPR.maxother = SHOWN_LENGTH
 
 

@@ -48,8 +48,6 @@ def profile_path(name_or_path: str | Path) -> Path:
 # A profile holds a few hundred values; aliases (*name) repeat what their anchor (&name) holds,
 # so nested aliases multiply: 2 KB of them expand to 387 million values ("billion laughs")
 MAX_YAML_NODES = 10_000
-
-
 MAX_PROFILE_BYTES = 1_000_000  # a profile is a few kilobytes
 
 

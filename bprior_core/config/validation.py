@@ -19,8 +19,6 @@ from .schema import _LIST_CHOICES, PER_SIZE_KEYS, SCHEMA
 # difflib's similarity below which a spelling is not offered (its default): no suggestion is
 # better than a wrong one ('learning_rate' is not 'eval_batch_size')
 SUGGEST_CUTOFF = 0.6
-
-
 # what people call our keys elsewhere (PyTorch, Keras, Hydra configs)
 KEY_ALIASES = {
     "learning_rate": "lr", "lr_rate": "lr", "wd": "weight_decay", "l2": "weight_decay",
@@ -133,8 +131,6 @@ def _check_list_choices(profile: dict) -> None:
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
-
-
 # a name is a folder under outputs/ (and part of longer paths below it): file systems refuse
 # names over 255 bytes, which ended in "fix its permissions"; 64 is plenty for a profile's name
 MAX_NAME_LENGTH = 64
@@ -188,8 +184,6 @@ def _check_no_duplicates(profile: dict) -> None:
 
 
 FORCE_WORKERS = "BPRIOR_FORCE_WORKERS"
-
-
 WORKERS_ENV = "BPRIOR_WORKERS"  # overrides a profile's `workers` (`--workers` sets it)
 
 

@@ -22,8 +22,6 @@ from .diagnostics import DEFAULT_STEP_CAP, diagnostic_points, free_share, sample
 from .spec import RunOutcome, RunSpec, _per_run, make_schedule
 
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
-
-
 CPU_EVAL_CHUNK = 32  # test images per forward pass on the CPU (smaller chunks measured faster)
 
 

@@ -92,8 +92,6 @@ def _insert_after_body(page: str, block: str) -> str:
 # cell, the claims' bootstrap, takes seconds): nbclient's wait for a lost kernel message, seen
 # about once in many hundred notebook runs, would otherwise block a report forever
 CELL_TIMEOUT_S = 900
-
-
 NOTEBOOK_ATTEMPTS = 2
 
 

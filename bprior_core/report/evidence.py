@@ -119,8 +119,6 @@ EVIDENCE_HEAD = ("<tr><th>comparison</th><th>effect</th><th>interval</th><th>lev
 
 
 _TD = '<td style="text-align:left">'
-
-
 _NOWRAP = '<td style="white-space:nowrap">'
 
 

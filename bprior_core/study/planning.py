@@ -33,19 +33,11 @@ from .sources import source_kind
 # bumped whenever a change alters the numbers any run produces (engine, samplers, priors, data,
 # evaluation): part of every run's identity, so results of older numerics are never reused
 NUMERICS_VERSION = 4
-
-
 PER_RUN_TRAIN_KEYS = ("lr", "weight_decay", "temperature")
-
-
 # the strength parameter each kind of arm is tuned over (`experiments.inference.tuning`)
 TUNED_PARAMETER = {"learned": "scale", "zero": "variance", "isotropic": "variance",
                    "task": "variance", None: "weight_decay"}
-
-
 _GRID_KEY = {"scale": "scales", "variance": "variances", "weight_decay": "weight_decays"}
-
-
 # the data keys that change a run's result (the image folder's only for image folders, so that
 # other studies keep their run ids)
 DATA_KEYS = ("dataset", "subset_protocol", "test_size", "val_size", "image_size", "augment",

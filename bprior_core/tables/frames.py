@@ -91,8 +91,6 @@ def summarize(frame: pd.DataFrame, by: list[str], metrics=TABLE_METRICS):
 
 
 COLUMN_LABELS = {"prior_source": "prior", "temperature": "T"}
-
-
 METRIC_LABELS = {"error_pct": "test error %", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
 
 
