@@ -36,11 +36,18 @@ def sizes_text(sizes: Sequence[int]) -> str:
     return f"size {lo}" if lo == hi else f"sizes {lo}-{hi}"
 
 
+def _effect(x: float | None, metric: str, accuracy_spec: str, other_spec: str,
+            missing: str) -> str:
+    """An effect with its own format spec: accuracy in percentage points (x 100), other
+    metrics as they are; `missing` for None."""
+    if x is None:
+        return missing
+    return format(100 * x, accuracy_spec) if metric == ACCURACY else format(x, other_spec)
+
+
 def effect_text(x: float | None, metric: str) -> str:
     """Signed effect in prose: accuracy in percentage points, other metrics as they are."""
-    if x is None:
-        return "n/a"
-    return f"{100 * x:+.1f}" if metric == ACCURACY else f"{x:+.3f}"
+    return _effect(x, metric, "+.1f", "+.3f", "n/a")
 
 
 def comparison_text(c: Any, metric: str) -> str:
@@ -59,16 +66,13 @@ def comparison_text(c: Any, metric: str) -> str:
 
 def magnitude_cell(x: float | None, metric: str) -> str:
     """An unsigned size of effect: accuracy in points, other metrics as they are."""
-    if x is None:
-        return "-"
-    return f"{100 * x:.2f} points" if metric == ACCURACY else f"{x:.4f}"
+    text = _effect(x, metric, ".2f", ".4f", "-")
+    return f"{text} points" if metric == ACCURACY and x is not None else text
 
 
 def effect_cell(x: float | None, metric: str) -> str:
     """A signed effect: accuracy in points (x 100), other metrics as they are."""
-    if x is None:
-        return "-"
-    return f"{100 * x:+.2f}" if metric == ACCURACY else f"{x:+.4f}"
+    return _effect(x, metric, "+.2f", "+.4f", "-")
 
 
 def interval_cell(d: Mapping, metric: str) -> str:

@@ -20,7 +20,7 @@ from ..vocabulary import (
     SGHMC_ISOTROPIC,
     SGHMC_TASK,
 )
-from .judging import JUDGED_AT, Judgement, _check_metric, _claim, _missing, comparison_label, judged
+from .judging import JUDGED_AT, Judgement, _claim, _missing, comparison_label, judged
 from .pairs import (
     _describe,
     _diverged,
@@ -37,8 +37,7 @@ def claim_control(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """PC: the oracle prior (`sgd+learned` of the control experiment) beats the tuned
     zero-mean prior (`sgd+zero`); the isotropic prior at the same centre (`sgd+isotropic`) is
     compared too, as evidence only."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = _sized_table(records, "control", metric)
     if not table:
         return _missing(CONTROL_ID, "control", metric, sum(div.values()), RULE_PC)
@@ -61,8 +60,7 @@ def claim_covariance(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict
     prior's mean and trace, part of its variance along the directions fine-tuning takes on
     labelled downstream images) beats the isotropic prior (`sgd+isotropic`); the samplers'
     pair, where run, is evidence only."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = _sized_table(records, "covariance", metric)
     if not table:
         return _missing(COVARIANCE_ID, "covariance", metric, sum(div.values()), RULE_PC2)

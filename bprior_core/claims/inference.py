@@ -35,7 +35,6 @@ from .judging import (
     Judgement,
     Sized,
     _arm_label,
-    _check_metric,
     _claim,
     _evidence,
     _max_mde,
@@ -61,11 +60,10 @@ from .pairs import (
 def claim_loss_surface(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C3: SGD with the learned prior beats plain SGD, at every size."""
     metric = j.metric
-    hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C3", "inference", metric, sum(div.values()), RULE_C3)
-    return _pair_claim(j, "C3", RULE_C3, table, div, hib, metric,
+    return _pair_claim(j, "C3", RULE_C3, table, div,
                        [(SGD_LEARNED, vocabulary.arm(SGD, NONLEARNED))])
 
 
@@ -75,7 +73,6 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], j: Judgement) -> dic
     size (and beats the T = 0 snapshot ensemble and SGD trained on the sampler's whole budget
     where the profile has them)."""
     metric = j.metric
-    hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C4", "inference", metric, sum(div.values()), RULE_C4)
@@ -87,15 +84,14 @@ def claim_bayes_boost(records: Sequence[Mapping[str, Any]], j: Judgement) -> dic
     if LONG_SGD in table:
         pairs.append((bayes, LONG_SGD))
         roles.append("control: SGD with the sampler's budget")
-    claim = _pair_claim(j, "C4", RULE_C4, table, div, hib, metric, pairs, roles)
+    claim = _pair_claim(j, "C4", RULE_C4, table, div, pairs, roles)
     return _describe_convergence(claim, records, [a for a, _ in pairs])
 
 
 @judged
 def claim_bayes_interaction(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C4b (reading 2): the Bayesian gain over SGD is larger with the learned prior."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C4b", "inference", metric, sum(div.values()), RULE_C4B)
@@ -155,8 +151,7 @@ def _learned_vs(table: Mapping[str, Any], baseline: str) -> list[tuple[str, str]
 @judged
 def claim_data_efficiency(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C5: the learned-over-non-learned gain is larger at small training sizes."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("C5", "inference", metric, sum(div.values()), RULE_C5)
@@ -188,8 +183,7 @@ def _efficiency_summary(part: dict, metric: str) -> str:
 def claim_isotropic(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """H1 (Harvey et al.): the learned prior beats an isotropic prior at the pretrained weights."""
     metric = j.metric
-    hib = _check_metric(metric)
     table, div = _inference_table(records, metric)
     if not table:
         return _missing("H1", "inference", metric, sum(div.values()), RULE_H1)
-    return _pair_claim(j, "H1", RULE_H1, table, div, hib, metric, _learned_vs(table, ISOTROPIC))
+    return _pair_claim(j, "H1", RULE_H1, table, div, _learned_vs(table, ISOTROPIC))

@@ -237,18 +237,19 @@ NONLEARNED = ZERO
 
 
 def _pair_claim(j: Judgement, cid: str, rule: str, table: Mapping[str, Sized],
-                div: Mapping[str, int], hib: bool, metric: str, pairs: Sequence[tuple[str, str]],
+                div: Mapping[str, int], pairs: Sequence[tuple[str, str]],
                 roles: Sequence[str] | None = None) -> dict:
     """A claim made of A-vs-B pairs (C3, C4, H1): each pair described, judged (per size for
     the claims of `PER_SIZE`) and combined."""
     roles = roles or ["claim"] * len(pairs)
-    described = [_describe(j, [a, b], _pair_terms(hib, table.get(a, {}), table.get(b, {})),
+    described = [_describe(j, [a, b],
+                           _pair_terms(j.higher_is_better, table.get(a, {}), table.get(b, {})),
                            JUDGED_AT[cid], role) for (a, b), role in zip(pairs, roles,
                                                                          strict=True)]
     parts, k = _judge_all(j, described)
     arms = [arm for pair in pairs for arm in pair]
     evidence = _pair_evidence(j, parts, _diverged(div, arms), k)
-    summary = "; ".join(_pair_summary(p, metric) for p in parts) + "."
+    summary = "; ".join(_pair_summary(p, j.metric) for p in parts) + "."
     return _claim(cid, combine([p["verdict"] for p in parts]), rule, evidence, summary)
 
 

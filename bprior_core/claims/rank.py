@@ -20,7 +20,6 @@ from ..paired import (
 )
 from .judging import (
     Judgement,
-    _check_metric,
     _claim,
     _evidence,
     _max_mde,
@@ -75,8 +74,7 @@ def _rank_saturation(j: Judgement, table: Mapping[int, Seeded], val: Mapping[int
 @judged
 def claim_rank(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C1: some rank >= 1 beats rank 0, and performance saturates at a small rank."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     scales = _rank_scales(records)
     scale = _binding_scale(records, scales)
 

@@ -20,7 +20,6 @@ from .judging import (
     JUDGED_AT,
     MARGINS,
     Judgement,
-    _check_metric,
     _claim,
     _missing,
     judged,
@@ -42,8 +41,7 @@ def claim_reference(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     reference posterior's model average beats SGD on the same subspace, size by size; judged
     only where the reference converged (`_gate_reference`). The paper's SGHMC recipe on the
     same subspace against the reference is evidence only (does the recipe sample it?)."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = _sized_table(records, "reference", metric)
     if not table:
         return _missing(REFERENCE_ID, "reference", metric, sum(div.values()), RULE_C4P)

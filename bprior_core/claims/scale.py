@@ -22,7 +22,6 @@ from ..paired import (
 from ..records import headline_value
 from .judging import (
     Judgement,
-    _check_metric,
     _claim,
     _evidence,
     _max_mde,
@@ -190,8 +189,7 @@ def _convention_verdict(j: Judgement, table: Mapping, val: Mapping, div: Mapping
 @judged
 def claim_scale(records: Sequence[Mapping[str, Any]], j: Judgement) -> dict:
     """C2: un-rescaled prior worse; rising with scale to an optimum; falling at huge scales."""
-    metric = j.metric
-    hib = _check_metric(metric)
+    metric, hib = j.metric, j.higher_is_better
     table, div = collect(records, "scale", _scale_key, metric)
     val = collect(records, "scale", _scale_key, "nll", "val")[0]
     scratch = table.pop("scratch", {})

@@ -67,7 +67,6 @@ class Explorer:
 
     def draw(self, _=None) -> None:
         """The chosen view's figure and table into the output area."""
-        import matplotlib.pyplot as plt
         from IPython.display import HTML, display
 
         from .. import plots
@@ -78,19 +77,12 @@ class Explorer:
             if view is None or view.runs.empty:
                 display(HTML("<p>No stored runs for this selection.</p>"))
                 return
-            for fig in (plots.experiment_figure(view, (self.metric.value,)),
-                        self._gains_figure(view)):
-                if fig is not None:
-                    display(fig)
-                    plt.close(fig)
-            display(HTML(tables.to_html(self.table(view))))
-            if not view.baseline.empty:
-                display(HTML(tables.to_html(view.baseline_table())))
+            self._show(view, [plots.experiment_figure(view, (self.metric.value,)),
+                              self._gains_figure(view)])
 
     def show_static(self) -> None:
         """Every experiment's default view (all filter values, test error) as static outputs:
         what papermill, `bprior render` and a published page show, where widgets do not run."""
-        import matplotlib.pyplot as plt
         from IPython.display import HTML, display
 
         from .. import plots
@@ -101,15 +93,22 @@ class Explorer:
                 continue
             shown = True
             display(HTML(f"<h3>{_esc(PAGE_TITLES.get(EXPERIMENT_PAGES.get(name), name))}</h3>"))
-            fig = plots.experiment_figure(view, ("error_pct",))
+            self._show(view, [plots.experiment_figure(view, ("error_pct",))])
+        if not shown:
+            display(HTML("<p>No stored runs to show.</p>"))
+
+    def _show(self, view: tables.ExperimentView, figures: list) -> None:
+        """A view's figures (None: none for this view), then its table and its baseline's."""
+        import matplotlib.pyplot as plt
+        from IPython.display import HTML, display
+
+        for fig in figures:
             if fig is not None:
                 display(fig)
                 plt.close(fig)
-            display(HTML(tables.to_html(self.table(view))))
-            if not view.baseline.empty:
-                display(HTML(tables.to_html(view.baseline_table())))
-        if not shown:
-            display(HTML("<p>No stored runs to show.</p>"))
+        display(HTML(tables.to_html(self.table(view))))
+        if not view.baseline.empty:
+            display(HTML(tables.to_html(view.baseline_table())))
 
     def table(self, view: tables.ExperimentView) -> object:
         """The table the explorer shows for a view: the report's table (temperature: with its

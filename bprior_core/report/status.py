@@ -103,28 +103,33 @@ def study_timings(counts: dict[str, float]) -> dict[str, float]:
     return {stage: counts[key] for key, stage in STUDY_STAGES.items()}
 
 
-def stored_study_timings(folder: Path) -> dict[str, float]:
-    """The study's stages of the stored `timings.json` (none where there is none): a report
-    built again without running the study keeps them."""
+def _stored_timings(folder: Path) -> dict[str, float] | None:
+    """The stages of the stored `timings.json` with their seconds, or None where there is no
+    readable file."""
     try:
         timings = json.loads((Path(folder) / TIMINGS).read_text())
     except (OSError, ValueError):
-        return {}
-    return {stage: timings[stage] for stage in STUDY_STAGES.values()
-            if isinstance(timings, dict) and isinstance(timings.get(stage), (int, float))}
+        return None
+    return {k: v for k, v in timings.items() if isinstance(v, (int, float))} \
+        if isinstance(timings, dict) else None
+
+
+def stored_study_timings(folder: Path) -> dict[str, float]:
+    """The study's stages of the stored `timings.json` (none where there is none): a report
+    built again without running the study keeps them."""
+    timings = _stored_timings(folder) or {}
+    return {stage: timings[stage] for stage in STUDY_STAGES.values() if stage in timings}
 
 
 def timings_markdown(folder: Path) -> str:
     """The wall clock of the report's stages (`timings.json`: priors, runs, each notebook as it
     finished the last time), or a line saying there is none yet."""
-    try:
-        timings = json.loads((Path(folder) / TIMINGS).read_text())
-    except (OSError, ValueError):
+    timings = _stored_timings(folder)
+    if timings is None:
         return ("No timings yet: `bprior report` writes them (`timings.json`); `bprior run` "
                 "alone does not.")
-    rows = "".join(f"| {_md(k)} | {float(v):.0f} s |\n" for k, v in timings.items()
-                   if isinstance(v, (int, float)))
-    total = sum(v for v in timings.values() if isinstance(v, (int, float)))
+    rows = "".join(f"| {_md(k)} | {float(v):.0f} s |\n" for k, v in timings.items())
+    total = sum(timings.values())
     return ("Wall clock of the stages of `bprior report` (`timings.json`; a notebook's time is "
             "that of its last run; a stage with nothing left to do takes a moment):\n\n"
             "| stage | time |\n|---|---|\n" + rows

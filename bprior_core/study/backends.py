@@ -28,8 +28,7 @@ def connect(backend: str, address: str | None = None) -> bool:
     """Make the back end ready before anything is written: for `ray`, check that Ray is installed
     and join the cluster at `address` (or start a local instance; `ray_backend.connect_ray`).
     Returns whether this call connected."""
-    if backend not in BACKENDS:
-        raise StudyError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}")
+    _check_backend(backend)
     if backend != "ray":
         if address:
             raise StudyError("--address is for the Ray back end; add --backend ray "
@@ -84,8 +83,10 @@ def ray_runner(address: str | None) -> PackRunner:
 def pack_runner(backend: str, workers: int, address: str | None = None) -> PackRunner:
     """The back end called `backend` (`local` with `workers` processes, or `ray` at
     `address`)."""
-    if backend == "ray":
-        return ray_runner(address)
-    if backend == "local":
-        return local_runner(workers)
-    raise StudyError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}")
+    _check_backend(backend)
+    return ray_runner(address) if backend == "ray" else local_runner(workers)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise StudyError(f"unknown back end {backend!r}; expected one of {', '.join(BACKENDS)}")

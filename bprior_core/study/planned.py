@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..vocabulary import EXPERIMENTS
 from .finals import needed_draws
@@ -21,7 +22,11 @@ class PlannedStudy:
     profile: dict
     experiments: tuple[str, ...]
     runs: tuple[dict, ...]
-    draws: tuple[tuple[str, int], ...]
+
+    @cached_property
+    def draws(self) -> tuple[tuple[str, int], ...]:
+        """(prior name, draw) pairs of the runs and of the final runs to come."""
+        return tuple(needed_draws(self.profile, self.experiments, self.runs))
 
     @property
     def priors(self) -> list[str]:
@@ -32,6 +37,4 @@ class PlannedStudy:
 def plan_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> PlannedStudy:
     """Plan the profile's enabled `experiments` once."""
     experiments = tuple(experiments)
-    runs = plan(profile, experiments)
-    return PlannedStudy(profile, experiments, tuple(runs),
-                        tuple(needed_draws(profile, experiments, runs)))
+    return PlannedStudy(profile, experiments, tuple(plan(profile, experiments)))

@@ -28,7 +28,7 @@ from ..vocabulary import CONTROL_EXPERIMENTS, EXPERIMENTS
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError
 from .paths import output_dir
-from .planned import PlannedStudy, plan_study
+from .planned import PlannedStudy
 from .planning import control_size, plan
 from .priors import check_prior_files, load_prior_and_backbone, prior_location
 from .resources import resolve_device
@@ -52,7 +52,6 @@ def preflight(
     pass it), for `claim_outputs`; None (a profile built in Python) skips that check.
     `planned`: the study planned already (else planned here)."""
     experiments = list(experiments)
-    planned = planned or plan_study(profile, experiments)
     check_prior_files(profile, experiments, planned)
     check_published_priors(profile, experiments, planned)
     warn_random_start(profile)
