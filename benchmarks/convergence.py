@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bprior_core.chains import converged, convergence
+from bprior_core.analysis.chains import converged, convergence
 from bprior_core.config import load_profile
 from bprior_core.study.execution import execute_pack, study_runs
 

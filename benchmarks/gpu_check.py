@@ -13,11 +13,15 @@ import time
 
 import torch
 
-from bprior_core.data import TensorTask
-from bprior_core.models import build_model, flat_parameters, num_prior_parameters
-from bprior_core.prior import GaussianPrior, rescale
-from bprior_core.prior_files import load_authors_model_state, load_authors_prior, save_authors_prior
-from bprior_core.train import TrainSettings, train_and_evaluate
+from bprior_core.data.tasks import TensorTask
+from bprior_core.priors.files import (
+    load_authors_model_state,
+    load_authors_prior,
+    save_authors_prior,
+)
+from bprior_core.priors.gaussian import GaussianPrior, rescale
+from bprior_core.training.models import build_model, flat_parameters, num_prior_parameters
+from bprior_core.training.run import TrainSettings, train_and_evaluate
 
 
 def synthetic_prior(model, rank: int, gen: torch.Generator) -> GaussianPrior:

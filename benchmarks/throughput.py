@@ -29,11 +29,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bprior_core.device_data import DeviceTask
-from bprior_core.engine import Pack, RunSpec
-from bprior_core.models import build_model, flat_parameters
-from bprior_core.prior import GaussianPrior
-from bprior_core.train import TrainSettings
+from bprior_core.data.device import DeviceTask
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.training.models import build_model, flat_parameters
+from bprior_core.training.pack import Pack
+from bprior_core.training.run import TrainSettings
+from bprior_core.training.spec import RunSpec
 from bprior_core.vocabulary import METHODS
 
 SHAPES = {"small_resnet": ((1, 28, 28), 5), "resnet50": ((3, 224, 224), 102)}

@@ -19,15 +19,16 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _API = {
     # the prior: mean + diagonal + low rank, its files, SWAG that learns it
-    "GaussianPrior": "prior", "rescale": "prior",
-    "load_prior": "prior_files", "save_prior": "prior_files",
-    "load_authors_prior": "prior_files",
-    "SWAG": "swag", "learn_prior": "learn", "PriorLearningSettings": "settings",
+    "GaussianPrior": "priors.gaussian", "rescale": "priors.gaussian",
+    "load_prior": "priors.files", "save_prior": "priors.files",
+    "load_authors_prior": "priors.files",
+    "SWAG": "priors.swag", "learn_prior": "priors.learning", "PriorLearningSettings": "settings",
     # the samplers and their schedules
-    "SGLD": "samplers", "SGHMC": "samplers",
-    "CyclicalSchedule": "schedules", "CosineSchedule": "schedules",
+    "SGLD": "sgmcmc.sgld", "SGHMC": "sgmcmc.sghmc",
+    "CyclicalSchedule": "sgmcmc.schedules", "CosineSchedule": "sgmcmc.schedules",
     # one run, and a pack of runs
-    "TrainSettings": "settings", "train_and_evaluate": "train", "train_pack": "engine",
+    "TrainSettings": "settings", "train_and_evaluate": "training.run",
+    "train_pack": "training.loop",
     # a study: its profile, running it, its report, its claims
     "load_profile": "config", "run_study": "study", "build_report": "report",
     "evaluate_claims": "claims",

@@ -10,16 +10,9 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_write_text
-from .config import (
-    MAX_PACK,
-    PARAMS_DIR,
-    WORKERS_ENV,
-    ProfileError,
-    load_profile,
-    profile_path,
-)
-from .data import DataFileError, DataUnavailableError
-from .prior_files import PriorFileError
+from .config import MAX_PACK, PARAMS_DIR, WORKERS_ENV, ProfileError, load_profile, profile_path
+from .data.tasks import DataFileError, DataUnavailableError
+from .priors.files import PriorFileError
 from .study import EXPERIMENTS, StudyError, is_done, output_dir, plan
 from .study.execution import counts_text
 from .study.finals import final_run_count
@@ -112,7 +105,7 @@ def _render_command(args) -> int:
 
 
 def _example_folder_command(args) -> int:
-    from .imagefolder import write_example
+    from .data.imagefolder import write_example
 
     target = Path(args.folder)
     if target.exists() and any(target.iterdir()):

@@ -45,7 +45,7 @@ def authors_files_digest(prefix: str | os.PathLike | None) -> str | None:
     None when any of them is missing (nothing can be trained from them then)."""
     if not prefix:
         return None
-    from .prior_files import AUTHORS_SUFFIXES
+    from .priors.files import AUTHORS_SUFFIXES
 
     paths = [Path(f"{os.fspath(prefix)}_{s}.pt") for s in AUTHORS_SUFFIXES]
     if not all(p.is_file() for p in paths):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bprior_core import data
-from bprior_core.models import Classifier, build_model
+from bprior_core.data import fashion_mnist, tasks
+from bprior_core.training.models import Classifier, build_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,13 +25,13 @@ def _cache_in_a_temporary_folder(tmp_path_factory):
     """Decoded image folders go to a folder of this session, not the user's ~/.cache."""
     import os
 
-    before = os.environ.get(data.CACHE_ENV)
-    os.environ[data.CACHE_ENV] = str(tmp_path_factory.mktemp("bprior-cache"))
+    before = os.environ.get(tasks.CACHE_ENV)
+    os.environ[tasks.CACHE_ENV] = str(tmp_path_factory.mktemp("bprior-cache"))
     yield
     if before is None:
-        os.environ.pop(data.CACHE_ENV, None)
+        os.environ.pop(tasks.CACHE_ENV, None)
     else:
-        os.environ[data.CACHE_ENV] = before
+        os.environ[tasks.CACHE_ENV] = before
 
 
 @pytest.fixture(autouse=True)
@@ -44,27 +44,27 @@ def _single_thread(_single_thread_session):
 
 
 @pytest.fixture(scope="session")
-def fmnist_raw_train() -> data.TensorTask:
+def fmnist_raw_train() -> tasks.TensorTask:
     """All 60k Fashion-MNIST training images with their original labels 0-9."""
-    return data.load_fashion_mnist("train")
+    return fashion_mnist.load_fashion_mnist("train")
 
 
 @pytest.fixture(scope="session")
-def downstream_train() -> data.TensorTask:
+def downstream_train() -> tasks.TensorTask:
     """The downstream training task (original classes 5-9, labels 0-4)."""
-    return data.fashion_mnist_task("downstream", "train")
+    return fashion_mnist.fashion_mnist_task("downstream", "train")
 
 
 @pytest.fixture(scope="session")
-def downstream_test() -> data.TensorTask:
+def downstream_test() -> tasks.TensorTask:
     """The downstream test task (original classes 5-9, labels 0-4)."""
-    return data.fashion_mnist_task("downstream", "test")
+    return fashion_mnist.fashion_mnist_task("downstream", "test")
 
 
 @pytest.fixture(scope="session")
-def source_small(fmnist_raw_train) -> data.TensorTask:
+def source_small(fmnist_raw_train) -> tasks.TensorTask:
     """256 random images of the source task (classes 0-4)."""
-    source = data.select_classes(fmnist_raw_train, data.SOURCE_CLASSES)
+    source = tasks.select_classes(fmnist_raw_train, fashion_mnist.SOURCE_CLASSES)
     gen = torch.Generator().manual_seed(0)
     return source.subset(torch.randperm(len(source), generator=gen)[:256])
 

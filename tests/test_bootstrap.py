@@ -1,4 +1,4 @@
-"""Tests for bprior_core.bootstrap: per-point metrics against `metrics`, resampled metrics
+"""Tests for bprior_core.analysis.bootstrap: per-point metrics against `metrics`, resampled metrics
 against the metrics of explicitly resampled test sets, the two-way bootstrap's variance against
 an exact enumeration, and its standard error against the crossed random-effects (ANOVA)
 estimator."""
@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from bprior_core import bootstrap, metrics, paired
-from bprior_core.bootstrap import (
+from bprior_core.analysis import bootstrap, metrics, paired
+from bprior_core.analysis.bootstrap import (
     PerPoint,
     per_point,
     point_counts,

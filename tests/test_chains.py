@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core.chains import combine_chains, converged, pool_chains
-from bprior_core.metrics import classification_metrics
+from bprior_core.analysis.chains import combine_chains, converged, pool_chains
+from bprior_core.analysis.metrics import classification_metrics
 
 
 def chain_record(chain: int, draws: np.ndarray, seed: int = 0, arm: str = "sghmc+learned",
@@ -94,7 +94,8 @@ def test_the_convergence_table_and_traces_summarise_pooled_runs() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from bprior_core import plots, tables
+    from bprior_core import tables
+    from bprior_core.report import plots
 
     rng = np.random.default_rng(4)
     pooled = [pool_chains([chain_record(c, rng.normal(1.0 + shift * c, 0.1, 40), seed=s)

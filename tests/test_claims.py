@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bprior_core import bootstrap, metrics, paired
 from bprior_core import claims as claims_module
+from bprior_core.analysis import bootstrap, metrics, paired
 from bprior_core.claims import (
     CLAIM_IDS,
     FAMILY_IDS,

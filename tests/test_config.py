@@ -12,8 +12,8 @@ import yaml
 
 from bprior_core import config
 from bprior_core.config import ProfileError, load_profile, validate_profile
-from bprior_core.learn import PriorLearningSettings
-from bprior_core.train import TrainSettings
+from bprior_core.priors.learning import PriorLearningSettings
+from bprior_core.training.run import TrainSettings
 
 PROFILES = sorted(p.stem for p in config.PARAMS_DIR.glob("*.yaml"))
 
@@ -51,7 +51,7 @@ def _beside_the_example(tmp_path_factory):
     import os
     import shutil
 
-    from bprior_core.imagefolder import write_example
+    from bprior_core.data.imagefolder import write_example
 
     folder = tmp_path_factory.mktemp("repo")
     write_example(folder / "data" / "example-folder", per_class=4)
@@ -331,8 +331,8 @@ def test_checking_a_profile_does_not_import_the_trainer() -> None:
     import sys
 
     code = ("import sys, bprior_core.config as c; c.load_profile('smoke'); "
-            "print(sorted(m for m in ('bprior_core.engine', 'bprior_core.train', "
-            "'bprior_core.learn', 'bprior_core.study') if m in sys.modules))")
+            "print(sorted(m for m in ('bprior_core.training.pack', 'bprior_core.training.run', "
+            "'bprior_core.priors.learning', 'bprior_core.study') if m in sys.modules))")
     repo = Path(__file__).parents[1]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})

@@ -9,14 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bprior_core import data
-from bprior_core.device_data import BatchStream, DeviceTask
-from bprior_core.engine import Pack, RunSpec, train_pack
-from bprior_core.models import build_model, flat_parameters
-from bprior_core.packed_prior import PackedPrior
-from bprior_core.packing import PackedClassifier, extract_run, load_run
-from bprior_core.prior import GaussianPrior, rescale
-from bprior_core.train import TrainSettings
+from bprior_core.data import subsets
+from bprior_core.data.device import BatchStream, DeviceTask
+from bprior_core.priors.gaussian import GaussianPrior, rescale
+from bprior_core.priors.packed import PackedPrior
+from bprior_core.training.loop import train_pack
+from bprior_core.training.models import build_model, flat_parameters
+from bprior_core.training.pack import Pack
+from bprior_core.training.packing import PackedClassifier, extract_run, load_run
+from bprior_core.training.run import TrainSettings
+from bprior_core.training.spec import RunSpec
 from bprior_core.vocabulary import METHODS
 
 SETTINGS = TrainSettings(steps=8, batch_size=8, lr=0.01, temperature=1e-3, cycles=2,
@@ -57,7 +59,7 @@ def learned_prior() -> GaussianPrior:
 
 
 def subset(pool: DeviceTask, n: int, seed: int) -> torch.Tensor:
-    return data.few_shot_indices(pool.labels, n, "balanced", seed)
+    return subsets.few_shot_indices(pool.labels, n, "balanced", seed)
 
 
 # ----------------------------------------------------------------------------- packed prior
@@ -237,7 +239,7 @@ def test_outcomes_carry_diagnostics(pool, test_set, learned_prior) -> None:
 
 
 def test_sample_disagreement_counts_differing_predictions() -> None:
-    from bprior_core.engine import sample_disagreement
+    from bprior_core.training.diagnostics import sample_disagreement
 
     classes = [torch.tensor([[0, 1, 2, 3]]), torch.tensor([[0, 1, 2, 0]]),
                torch.tensor([[1, 1, 2, 0]])]

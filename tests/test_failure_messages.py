@@ -13,17 +13,18 @@ import pytest
 import torch
 import yaml
 
-from bprior_core import config, data, study
+from bprior_core import config, study
 from bprior_core.cli import main
-from bprior_core.models import build_model, flat_parameters
-from bprior_core.prior import GaussianPrior
-from bprior_core.prior_files import (
+from bprior_core.data import fashion_mnist
+from bprior_core.priors.files import (
     PriorFileError,
     load_authors_prior,
     load_prior,
     save_authors_prior,
 )
+from bprior_core.priors.gaussian import GaussianPrior
 from bprior_core.study import preflight as preflight_module
+from bprior_core.training.models import build_model, flat_parameters
 
 
 def write_profile(tmp_path: Path, **changes) -> Path:
@@ -120,10 +121,10 @@ def test_corrupt_learned_prior_file_names_it(tmp_path) -> None:
 def test_truncated_data_file_is_one_line_naming_it(tmp_path, capsys, no_training) -> None:
     folder = tmp_path / "fmnist"
     folder.mkdir()
-    for pair in data._FMNIST_FILES.values():
+    for pair in fashion_mnist._FMNIST_FILES.values():
         for name in pair:
-            os.symlink(data.DEBIAN_FMNIST_DIR / name, folder / name)
-    images = folder / data._FMNIST_FILES["train"][0]
+            os.symlink(fashion_mnist.DEBIAN_FMNIST_DIR / name, folder / name)
+    images = folder / fashion_mnist._FMNIST_FILES["train"][0]
     content = images.read_bytes()
     images.unlink()
     images.write_bytes(content[: len(content) // 3])

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bprior_core import flowers
-from bprior_core.device_data import BatchStream
+from bprior_core.data import flowers
+from bprior_core.data.device import BatchStream
 from bprior_core.study.datasets import DataKey, downstream_data
 
 SIZES = [(240, 300), (320, 250), (230, 230), (260, 400), (300, 300), (250, 330)]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core import hmc
-from bprior_core.mcmc import bulk_ess, rank_rhat
+from bprior_core.analysis.convergence import bulk_ess, rank_rhat
+from bprior_core.posterior import hmc
 
 
 def gaussian(mean: torch.Tensor, var: torch.Tensor):

@@ -23,7 +23,7 @@ from test_failure_messages import (
 )
 
 from bprior_core import atomic, study
-from bprior_core.prior_files import PriorFileError, load_authors_prior, load_torch_file
+from bprior_core.priors.files import PriorFileError, load_authors_prior, load_torch_file
 from bprior_core.study import execution
 
 # ----------------------------------------------------------------------------- published weights
@@ -67,11 +67,11 @@ def test_published_weights_that_do_not_fit_are_one_line_before_training(
 
 
 def test_a_module_prefix_in_published_weights_is_understood(tmp_path) -> None:
-    from bprior_core.prior_files import checked_backbone_state
+    from bprior_core.priors.files import checked_backbone_state
 
     prefix = authors_files(tmp_path)
     state = torch.load(f"{prefix}_model.pt", weights_only=True)
-    backbone = __import__("bprior_core.models", fromlist=["x"]).build_model("small_resnet",
+    backbone = __import__("bprior_core.training.models", fromlist=["x"]).build_model("small_resnet",
                                                                            5).backbone
     prefixed = {f"module.{k}": v for k, v in state.items()}
     assert checked_backbone_state(prefixed, backbone, "x").keys() == state.keys()

@@ -11,10 +11,10 @@ from conftest import fake_record
 from test_data import write_fake_fmnist
 
 from bprior_core import study
-from bprior_core.models import build_model, flat_parameters
-from bprior_core.prior import GaussianPrior
-from bprior_core.prior_files import save_authors_prior
+from bprior_core.priors.files import save_authors_prior
+from bprior_core.priors.gaussian import GaussianPrior
 from bprior_core.study import planning, resources
+from bprior_core.training.models import build_model, flat_parameters
 
 
 def fake_execute(executed: list):

@@ -13,8 +13,7 @@ import yaml
 
 from bprior_core.cli import main
 from bprior_core.config import load_profile
-from bprior_core.data import cache_dir
-from bprior_core.imagefolder import (
+from bprior_core.data.imagefolder import (
     AUGMENTATIONS,
     FolderError,
     augment,
@@ -23,6 +22,7 @@ from bprior_core.imagefolder import (
     scan_root,
     write_example,
 )
+from bprior_core.data.tasks import cache_dir
 
 EXAMPLE = Path(__file__).parents[1] / "params" / "imagefolder-example.yaml"
 
@@ -123,7 +123,7 @@ def test_bad_profile_keys_are_named(example, tmp_path, capsys, changes, message)
 
 
 def test_weights_that_do_not_fit_name_the_keys(example, tmp_path, capsys) -> None:
-    from bprior_core.models import build_model
+    from bprior_core.training.models import build_model
 
     torch.save(build_model("torchvision:resnet34", 2).backbone.state_dict(), tmp_path / "w.pt")
     path = _profile_file(tmp_path, example, model_weights=str(tmp_path / "w.pt"))
@@ -149,7 +149,7 @@ def test_example_profile_runs_the_whole_report(example, tmp_path) -> None:
     (stacked), both priors learned from the source folder (supervised with its 3 labels, SimCLR
     without), the oracle from train/ outside the pool, every claim judged, the report written."""
     from bprior_core.cli import main
-    from bprior_core.prior_files import load_prior
+    from bprior_core.priors.files import load_prior
 
     path = _profile_file(
         tmp_path, example, pack=8,

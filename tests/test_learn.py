@@ -1,4 +1,5 @@
-"""Tests for bprior_core.learn: prior learning (supervised and SimCLR), NT-Xent, augmentation."""
+"""Tests for bprior_core.priors.learning: prior learning (supervised and SimCLR), NT-Xent,
+augmentation."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core import learn
-from bprior_core.models import (
+from bprior_core.priors import learning as learn
+from bprior_core.training.models import (
     build_model,
     flat_parameters,
     num_prior_parameters,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bprior_core.mcmc import split_rhat
+from bprior_core.analysis.convergence import split_rhat
 
 
 def test_split_rhat_hand_computed():
@@ -60,7 +60,7 @@ def ar1_chains(m: int, n: int, phi: float, seed: int, heavy: bool = False) -> np
 def test_rank_rhat_and_bulk_ess_match_arviz(phi, heavy, shift) -> None:
     """Against ArviZ, an independent implementation of Vehtari et al. (2021)."""
     az = pytest.importorskip("arviz")
-    from bprior_core.mcmc import bulk_ess, rank_rhat
+    from bprior_core.analysis.convergence import bulk_ess, rank_rhat
 
     x = ar1_chains(4, 101, phi, seed=7, heavy=heavy) + shift * np.arange(4).reshape(-1, 1)
     assert rank_rhat(x) == pytest.approx(float(az.rhat(x, method="rank")), rel=1e-10)
@@ -68,7 +68,7 @@ def test_rank_rhat_and_bulk_ess_match_arviz(phi, heavy, shift) -> None:
 
 
 def test_the_diagnostics_run_per_scalar_over_a_batch() -> None:
-    from bprior_core.mcmc import bulk_ess, rank_rhat
+    from bprior_core.analysis.convergence import bulk_ess, rank_rhat
 
     x = np.stack([ar1_chains(4, 60, phi, seed=s) for s, phi in enumerate((0.0, 0.9))], axis=-1)
     batch_rhat, batch_ess = rank_rhat(x), bulk_ess(x)
@@ -80,7 +80,7 @@ def test_the_diagnostics_run_per_scalar_over_a_batch() -> None:
 
 
 def test_independent_draws_have_ess_near_their_number_and_rhat_near_one() -> None:
-    from bprior_core.mcmc import bulk_ess, rank_rhat
+    from bprior_core.analysis.convergence import bulk_ess, rank_rhat
 
     x = np.random.default_rng(1).normal(size=(4, 500))
     assert rank_rhat(x) == pytest.approx(1.0, abs=0.01)

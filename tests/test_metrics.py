@@ -1,4 +1,5 @@
-"""Tests for bprior_core.metrics: hand-computed cases, a numpy reference, and BMA averaging."""
+"""Tests for bprior_core.analysis.metrics: hand-computed cases, a numpy reference, and BMA
+averaging."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core.metrics import (
+from bprior_core.analysis.metrics import (
     NLL_FLOOR,
     ProbabilityAverage,
     accuracy,

@@ -1,4 +1,4 @@
-"""Tests for bprior_core.models: backbones, the flat parameter view, BatchNorm refresh."""
+"""Tests for bprior_core.training.models: backbones, the flat parameter view, BatchNorm refresh."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bprior_core import models
+from bprior_core.training import models
 
 
 def test_small_resnet_backbone_size_and_output_shape(make_model) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bprior_core import bootstrap, paired
-from bprior_core.bootstrap import PerPoint, resampled_metric
+from bprior_core.analysis import bootstrap, paired
+from bprior_core.analysis.bootstrap import PerPoint, resampled_metric
 
 S, N, B, CLAIMS, STUDIES, BLOCK = 5, 200, 200, 7, 1000, 100
 ALPHA = 0.05

@@ -1,4 +1,4 @@
-"""Tests for bprior_core.paired: paired statistics against scipy and hand computations."""
+"""Tests for bprior_core.analysis.paired: paired statistics against scipy and hand computations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bprior_core.paired import (
+from bprior_core.analysis.paired import (
     MIN_SEEDS,
     Comparison,
     bonferroni,

@@ -1,4 +1,5 @@
-"""Tests for bprior_core.prior.GaussianPrior: density, sampling, transforms, file formats."""
+"""Tests for bprior_core.priors.gaussian.GaussianPrior: density, sampling, transforms, file
+formats."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from bprior_core.prior import RESCALING_RULES, GaussianPrior, check_covers, rescale
-from bprior_core.prior_files import (
+from bprior_core.priors.files import (
     load_authors_model_state,
     load_authors_prior,
     load_prior,
     save_authors_prior,
     save_prior,
 )
+from bprior_core.priors.gaussian import RESCALING_RULES, GaussianPrior, check_covers, rescale
 
 D, K = 7, 3
 

@@ -12,9 +12,10 @@ import math
 import pytest
 import torch
 
-from bprior_core.packed_prior import PackedPrior
-from bprior_core.prior import GaussianPrior
-from bprior_core.samplers import SGHMC, SGLD
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.priors.packed import PackedPrior
+from bprior_core.sgmcmc.sghmc import SGHMC
+from bprior_core.sgmcmc.sgld import SGLD
 
 DIM, T = 12, 0.5
 

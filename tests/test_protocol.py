@@ -12,17 +12,20 @@ import pytest
 import torch
 import yaml
 
-from bprior_core import config, power
+from bprior_core import config
+from bprior_core.analysis import power
+from bprior_core.analysis.paired import mde
+from bprior_core.analysis.selection import choose_pooled
 from bprior_core.config import ProfileError, validate_profile
-from bprior_core.engine import RunSpec, free_share, train_pack
-from bprior_core.learn import learn_task_directions
-from bprior_core.models import flat_parameters
-from bprior_core.paired import mde
-from bprior_core.prior import GaussianPrior
-from bprior_core.selection import choose_pooled
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.priors.learning import learn_task_directions
 from bprior_core.settings import PriorLearningSettings, TrainSettings
 from bprior_core.study.finals import final_runs
 from bprior_core.study.planning import plan
+from bprior_core.training.diagnostics import free_share
+from bprior_core.training.loop import train_pack
+from bprior_core.training.models import flat_parameters
+from bprior_core.training.spec import RunSpec
 
 
 def raw(name: str = "smoke") -> dict:
@@ -206,7 +209,7 @@ def test_task_directions_point_from_the_start_to_the_fine_tuned_snapshots(make_m
 
 def test_a_probe_trains_the_head_and_leaves_the_backbone(make_model, downstream_train,
                                                          downstream_test):
-    from bprior_core.device_data import DeviceTask
+    from bprior_core.data.device import DeviceTask
 
     model = make_model()
     trained = make_model()
@@ -233,7 +236,7 @@ def test_the_free_share_counts_coordinates_the_preconditioner_leaves_free():
 
 
 def test_a_prior_run_records_its_free_share(make_model, downstream_train, downstream_test):
-    from bprior_core.device_data import DeviceTask
+    from bprior_core.data.device import DeviceTask
 
     model = make_model()
     dim = flat_parameters(model.backbone).numel()

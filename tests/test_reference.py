@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core import reference
-from bprior_core.reference import HeadPosterior, HeadTask
+from bprior_core.posterior import reference
+from bprior_core.posterior.reference import HeadPosterior, HeadTask
 from bprior_core.settings import TrainSettings
 
 

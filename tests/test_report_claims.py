@@ -11,8 +11,8 @@ import pytest
 from test_claims import CONTROL_OFFSET, world
 
 from bprior_core import report
-from bprior_core.claim_text import PER_SIZE_RULE, VERDICT_RULE
 from bprior_core.claims import evaluate_claims, evaluate_claims_by_metric
+from bprior_core.claims.text import PER_SIZE_RULE, VERDICT_RULE
 from bprior_core.config import load_profile
 
 

@@ -18,8 +18,8 @@ from unittest import mock
 
 import pytest
 
-from bprior_core import imagefolder
 from bprior_core.config import load_profile
+from bprior_core.data import imagefolder
 from bprior_core.study import finals, planning, resources
 from bprior_core.vocabulary import EXPERIMENTS
 
@@ -63,7 +63,7 @@ def run_ids(path: Path, repo: Path) -> list:
 
 def _profiles(folder: Path) -> dict[str, list]:
     """Every profile of a copy of params/ beside the example image folder it reads."""
-    from bprior_core.imagefolder import write_example
+    from bprior_core.data.imagefolder import write_example
 
     write_example(folder / "data" / "example-folder", per_class=4)
     shutil.copytree(PARAMS, folder / "params")

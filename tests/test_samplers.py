@@ -1,4 +1,4 @@
-"""Tests for bprior_core.samplers (SGLD / SGHMC correctness) and bprior_core.schedules."""
+"""Tests for bprior_core.sgmcmc (SGLD / SGHMC correctness) and bprior_core.schedules."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ from itertools import pairwise
 import pytest
 import torch
 
-from bprior_core.samplers import SGHMC, SGLD, authors_to_ours
-from bprior_core.schedules import ConstantSchedule, CosineSchedule, CyclicalSchedule, ScheduleStep
+from bprior_core.sgmcmc.langevin import authors_to_ours
+from bprior_core.sgmcmc.schedules import (
+    ConstantSchedule,
+    CosineSchedule,
+    CyclicalSchedule,
+    ScheduleStep,
+)
+from bprior_core.sgmcmc.sghmc import SGHMC
+from bprior_core.sgmcmc.sgld import SGLD
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -139,7 +146,7 @@ def test_sghmc_recovers_gaussian(d: int, num_data: int, momentum: float, tempera
 
 def test_sgld_with_gaussian_prior_recovers_prior() -> None:
     """With L = -log p(theta) / N only, SGLD samples the (rescaled) prior itself (T = 1)."""
-    prior_mod = pytest.importorskip("bprior_core.prior")
+    prior_mod = pytest.importorskip("bprior_core.priors.gaussian")
 
     g = torch.Generator().manual_seed(3)
     d, k, num_data, scale, eps = 4, 2, 5, 3.0, 0.01
@@ -460,7 +467,7 @@ def test_constant_schedule() -> None:
 def _tiled_stiff_prior(chains: int, dim: int = 6, v0: float = 1e-6):
     """`chains` independent copies (block-diagonal) of one stiff prior: variances in
     [0.1, 1] x v0 and a rank-2 part adding about v0 more; returns (tiled prior, one copy)."""
-    from bprior_core.prior import GaussianPrior
+    from bprior_core.priors.gaussian import GaussianPrior
 
     gen = torch.Generator().manual_seed(0)
     d = v0 * (0.1 + 0.9 * torch.rand(dim, generator=gen, dtype=torch.float64))
@@ -505,8 +512,8 @@ def test_public_samplers_given_the_prior_sample_a_stiff_prior(cls, ratio) -> Non
 def _stiff_classifier_setup(downstream_train, make_model, variance: float):
     """The README's pattern: a small ResNet, 50 training images, an isotropic prior at the
     initial backbone weights with a tiny variance (lr x curvature = 0.01 / (50 variance))."""
-    from bprior_core.models import flat_parameters
-    from bprior_core.prior import GaussianPrior
+    from bprior_core.priors.gaussian import GaussianPrior
+    from bprior_core.training.models import flat_parameters
 
     model = make_model(0)
     gen = torch.Generator().manual_seed(0)
@@ -517,7 +524,7 @@ def _stiff_classifier_setup(downstream_train, make_model, variance: float):
 
 
 def _loss(model, x, y, prior):
-    from bprior_core.models import flat_parameters
+    from bprior_core.training.models import flat_parameters
 
     ce = torch.nn.functional.cross_entropy(model(x), y)
     return ce - prior.log_prob(flat_parameters(model.backbone)) / len(y)
@@ -543,7 +550,7 @@ def test_public_sghmc_without_the_prior_refuses_a_step_that_diverges(
 
 
 def test_public_sghmc_given_the_prior_stays_finite_near_it(downstream_train, make_model) -> None:
-    from bprior_core.models import flat_parameters
+    from bprior_core.training.models import flat_parameters
 
     model, x, y, prior = _stiff_classifier_setup(downstream_train, make_model, 1e-8)
     opt = SGHMC(model.parameters(), lr=0.01, num_data=50, temperature=1.0,
@@ -560,8 +567,8 @@ def test_public_sghmc_given_the_prior_stays_finite_near_it(downstream_train, mak
 
 
 def test_the_prior_must_cover_a_leading_block_of_the_parameters(make_model) -> None:
-    from bprior_core.models import flat_parameters
-    from bprior_core.prior import GaussianPrior
+    from bprior_core.priors.gaussian import GaussianPrior
+    from bprior_core.training.models import flat_parameters
 
     model = make_model(0)
     mean = flat_parameters(model.backbone).detach()

@@ -6,14 +6,14 @@ import copy
 
 import pytest
 
-from bprior_core.claims.rank import claim_rank
-from bprior_core.selection import (
+from bprior_core.analysis.selection import (
     best_by_validation,
     choose_point,
     chosen_values,
     grid_edges,
     select_tuned,
 )
+from bprior_core.claims.rank import claim_rank
 
 
 def run(arm: str, value: float, seed: int, val_nll: float, test_acc: float | None = None, *,

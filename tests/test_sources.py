@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 
-from bprior_core import data
-from bprior_core.data import few_shot_indices
-from bprior_core.study import pool as labelled_pool
+from bprior_core.data import fashion_mnist
+from bprior_core.data import pool as labelled_pool
+from bprior_core.data.subsets import few_shot_indices
 from bprior_core.study import sources
 from bprior_core.study.datasets import DataKey, downstream_data
 
@@ -22,7 +22,7 @@ def images_of(images: torch.Tensor) -> set[bytes]:
 
 @pytest.fixture(scope="module")
 def downstream_labels() -> torch.Tensor:
-    return data.fashion_mnist_task("downstream", "train").labels
+    return fashion_mnist.fashion_mnist_task("downstream", "train").labels
 
 
 def test_the_pool_and_the_rest_split_the_downstream_images(downstream_labels) -> None:
@@ -41,7 +41,7 @@ def test_no_subset_validation_or_test_image_reaches_prior_learning(smoke, monkey
     exactly the rest (compared image by image); prior learning reads training images only."""
     profile = copy.deepcopy(smoke)
     profile["priors"]["learning"]["source_train_size"] = 0  # every image, to compare them all
-    train = data.fashion_mnist_task("downstream", "train")
+    train = fashion_mnist.fashion_mnist_task("downstream", "train")
     size = profile["data"]["labelled_pool"]
     pool_images = train.images[labelled_pool.labelled_pool_indices(train.labels, size)]
     rest_images = train.images[labelled_pool.outside_pool_indices(train.labels, size)]
@@ -54,13 +54,13 @@ def test_no_subset_validation_or_test_image_reaches_prior_learning(smoke, monkey
             idx = few_shot_indices(study_pool.labels, n, "balanced", seed)
             assert int(idx.max()) < len(study_pool)
     splits = []
-    real = data.load_fashion_mnist
+    real = fashion_mnist.load_fashion_mnist
 
     def recording(split, *args, **kwargs):
         splits.append(split)
         return real(split, *args, **kwargs)
 
-    monkeypatch.setattr(data, "load_fashion_mnist", recording)
+    monkeypatch.setattr(fashion_mnist, "load_fashion_mnist", recording)
     for name in ("ssl", "oracle"):
         task = sources.source_task(profile, name)
         downstream_part = task.images[-len(rest_images):]

@@ -11,13 +11,14 @@ from conftest import set_sizes
 from test_config import raw, with_value
 
 from bprior_core import study
+from bprior_core.analysis.selection import choice_agreement, choose_point
 from bprior_core.config import ProfileError, validate_profile
-from bprior_core.device_data import DeviceTask
-from bprior_core.engine import RunSpec, train_pack
-from bprior_core.models import build_model
-from bprior_core.selection import choice_agreement, choose_point
+from bprior_core.data.device import DeviceTask
 from bprior_core.study.execution import split_subset
-from bprior_core.train import TrainSettings
+from bprior_core.training.loop import train_pack
+from bprior_core.training.models import build_model
+from bprior_core.training.run import TrainSettings
+from bprior_core.training.spec import RunSpec
 
 
 def test_a_subset_is_split_a_fifth_per_class_at_least_one(smoke) -> None:

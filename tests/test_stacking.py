@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from bprior_core.device_data import DeviceTask
-from bprior_core.engine import Pack, RunSpec
-from bprior_core.models import Classifier, ModelError, build_model, num_prior_parameters
-from bprior_core.packing import PackedClassifier, StackedBackbone, Unpackable, pack_module
-from bprior_core.prior import GaussianPrior
-from bprior_core.train import TrainSettings
+from bprior_core.data.device import DeviceTask
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.training.models import Classifier, ModelError, build_model, num_prior_parameters
+from bprior_core.training.pack import Pack
+from bprior_core.training.packing import PackedClassifier, StackedBackbone, Unpackable, pack_module
+from bprior_core.training.run import TrainSettings
+from bprior_core.training.spec import RunSpec
 
 CPU = torch.device("cpu")
 SETTINGS = TrainSettings(steps=4, batch_size=4, lr=0.01, temperature=1e-3, cycles=2,
@@ -108,7 +109,7 @@ def test_only_channel_safe_backbones_pack_by_channel() -> None:
 
 def test_stacked_pack_round_trips_a_run() -> None:
     """load_run / extract_run move one run's weights and buffers in and out of a stacked pack."""
-    from bprior_core.packing import extract_run, load_run
+    from bprior_core.training.packing import extract_run, load_run
 
     models = [build_model("torchvision:mobilenet_v3_small", 3) for _ in range(2)]
     packed = PackedClassifier(models[0], 2)
@@ -162,7 +163,7 @@ class _Drop(nn.Module):
 def test_a_backbone_vmap_cannot_batch_trains_one_run_per_pack() -> None:
     """A pack of such a model warns in one line and trains each run alone (a pack of one runs
     the backbone without vmap), instead of failing the sweep."""
-    from bprior_core.engine import train_pack
+    from bprior_core.training.loop import train_pack
 
     torch.manual_seed(0)
     model = Classifier(_Drop(), nn.Linear(6, 3))

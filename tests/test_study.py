@@ -14,15 +14,16 @@ import torch
 from conftest import SMOKE_PACK, copy_root
 from conftest import fake_record as complete_record
 
-from bprior_core import learn, study
+from bprior_core import study
 from bprior_core.config import evaluation_seeds, learning_settings, load_profile
-from bprior_core.data import few_shot_indices
-from bprior_core.models import build_model, flat_parameters, num_prior_parameters
-from bprior_core.prior import GaussianPrior
-from bprior_core.prior_files import PriorFileError, load_prior, save_authors_prior
+from bprior_core.data.subsets import few_shot_indices
+from bprior_core.priors import learning as learn
+from bprior_core.priors.files import PriorFileError, load_prior, save_authors_prior
+from bprior_core.priors.gaussian import GaussianPrior
 from bprior_core.study import execution
 from bprior_core.study.resources import threads_per_worker, torch_threads
-from bprior_core.train import SAMPLER_METHODS, RunOutcome
+from bprior_core.training.models import build_model, flat_parameters, num_prior_parameters
+from bprior_core.training.run import SAMPLER_METHODS, RunOutcome
 from bprior_core.vocabulary import TASK_PRIOR
 
 
@@ -642,7 +643,7 @@ def test_real_sweep_interrupted_then_resumed_matches_uninterrupted(smoke, smoke_
 
 def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path):
     """A published prior with zero variances is refused unless priors.variance_floor is set."""
-    from bprior_core.models import build_model, flat_parameters
+    from bprior_core.training.models import build_model, flat_parameters
 
     model = build_model("small_resnet", 5)
     mean = flat_parameters(model.backbone).detach()

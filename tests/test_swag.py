@@ -1,4 +1,4 @@
-"""Tests for bprior_core.swag.SWAG against numpy on known snapshots."""
+"""Tests for bprior_core.priors.swag.SWAG against numpy on known snapshots."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bprior_core.prior import GaussianPrior
-from bprior_core.swag import SWAG
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.priors.swag import SWAG
 
 
 def snapshots(n: int = 6, d: int = 5, seed: int = 0) -> np.ndarray:

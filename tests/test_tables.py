@@ -13,10 +13,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bprior_core import claims, plots, report, tables  # noqa: E402
+from bprior_core import claims, report, tables  # noqa: E402
+from bprior_core.analysis.selection import choose_point, chosen_values  # noqa: E402
 from bprior_core.claims import gains_by_size  # noqa: E402
 from bprior_core.formatting import size_label
-from bprior_core.selection import choose_point, chosen_values  # noqa: E402
+from bprior_core.report import plots
 from bprior_core.vocabulary import VIEWED_EXPERIMENTS
 
 SEEDS = (0, 1, 2)
@@ -391,7 +392,7 @@ def test_reliability_bins_match_the_ece_they_come_from():
     """The engine stores `metrics.reliability_bins`; ECE computed from the bins is `ece`."""
     import torch
 
-    from bprior_core.metrics import ece, reliability_bins
+    from bprior_core.analysis.metrics import ece, reliability_bins
 
     gen = torch.Generator().manual_seed(0)
     probs = torch.softmax(3 * torch.randn(400, 5, generator=gen), dim=1)

@@ -1,4 +1,4 @@
-"""Tests for bprior_core.train: tiny end-to-end downstream runs of every method."""
+"""Tests for bprior_core.training.run: tiny end-to-end downstream runs of every method."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bprior_core import data, train
-from bprior_core.models import build_model, flat_parameters, num_prior_parameters
-from bprior_core.prior import GaussianPrior
-from bprior_core.swag import SWAG
+from bprior_core.data import subsets
+from bprior_core.priors.gaussian import GaussianPrior
+from bprior_core.priors.swag import SWAG
+from bprior_core.training import run as train
+from bprior_core.training.models import build_model, flat_parameters, num_prior_parameters
 
 SETTINGS = train.TrainSettings(
     steps=12, batch_size=5, lr=0.01, temperature=1e-3, cycles=2, explore_fraction=0.5,
@@ -27,7 +28,7 @@ def fresh_model(seed: int = 0):
 @pytest.fixture(scope="module")
 def tasks(downstream_train, downstream_test):
     """10 balanced training images and 100 test images of the downstream task."""
-    idx = data.few_shot_indices(downstream_train.labels, 10, "balanced", seed=0)
+    idx = subsets.few_shot_indices(downstream_train.labels, 10, "balanced", seed=0)
     return downstream_train.subset(idx), downstream_test.subset(torch.arange(100))
 
 

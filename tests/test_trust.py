@@ -13,8 +13,8 @@ import pytest
 from conftest import fake_record
 
 from bprior_core import cli, study
+from bprior_core.analysis.records import record_problem
 from bprior_core.config import ProfileError, load_profile
-from bprior_core.records import record_problem
 from bprior_core.study.predictions import predictions_name, write_predictions
 
 
@@ -93,9 +93,9 @@ def test_plan_runs_the_checks_run_runs(tmp_path, capsys, monkeypatch):
     import yaml
 
     from bprior_core.config import PARAMS_DIR
-    from bprior_core.models import build_backbone, num_prior_parameters
-    from bprior_core.prior import GaussianPrior
-    from bprior_core.prior_files import save_authors_prior
+    from bprior_core.priors.files import save_authors_prior
+    from bprior_core.priors.gaussian import GaussianPrior
+    from bprior_core.training.models import build_backbone, num_prior_parameters
 
     backbone = build_backbone("small_resnet")
     d = num_prior_parameters(backbone)

@@ -14,9 +14,9 @@ from test_failure_messages import assert_one_line, no_training, run_cli, write_p
 
 from bprior_core import config, settings
 from bprior_core.config import Field, ProfileError, load_profile, validate_profile
-from bprior_core.learn import PriorLearningSettings
+from bprior_core.priors.learning import PriorLearningSettings
 from bprior_core.settings import PriorParameters
-from bprior_core.train import TrainSettings
+from bprior_core.training.run import TrainSettings
 
 __all__ = ["no_training"]  # a fixture, used by name
 

@@ -28,22 +28,11 @@ claim's evidence. Training size 0 in a config means "the full training set" and 
 largest size.
 """
 
-from ..paired import MIN_SEEDS, VERDICTS
+from ..analysis.paired import MIN_SEEDS, VERDICTS
 from ..vocabulary import CLAIM_IDS, CONTROL_ID, COVARIANCE_ID
-from .evaluate import (
-    claim_p_value,
-    evaluate_claims,
-    evaluate_claims_by_metric,
-    write_claims_json,
-)
+from .evaluate import claim_p_value, evaluate_claims, evaluate_claims_by_metric, write_claims_json
 from .judging import MARGINS, METRICS, collect, comparison_label, headline, with_replicates
-from .registry import (
-    CLAIMS,
-    FAMILY_IDS,
-    NEEDS_CONTROL,
-    NEEDS_COVARIANCE,
-    ClaimSpec,
-)
+from .registry import CLAIMS, FAMILY_IDS, NEEDS_CONTROL, NEEDS_COVARIANCE, ClaimSpec
 from .summary import forest_rows, gains_by_size
 
 __all__ = ["CLAIMS", "CLAIM_IDS", "CONTROL_ID", "COVARIANCE_ID", "FAMILY_IDS", "MARGINS",

@@ -6,10 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..claim_text import (
-    RULE_PC,
-    RULE_PC2,
-)
 from ..vocabulary import (
     CONTROL_ID,
     COVARIANCE_ID,
@@ -30,6 +26,7 @@ from .pairs import (
     _pair_terms,
     _sized_table,
 )
+from .text import RULE_PC, RULE_PC2
 
 
 @judged

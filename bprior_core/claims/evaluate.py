@@ -9,10 +9,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import bootstrap, paired
+from ..analysis import bootstrap, paired
+from ..analysis.selection import select_tuned
 from ..atomic import atomic_write_text
 from ..jsonsafe import to_plain
-from ..selection import select_tuned
 from ..vocabulary import CONTROL_ID, COVARIANCE_ID, SECONDARY_METRICS
 from .judging import (
     CONTROL_LEVEL,

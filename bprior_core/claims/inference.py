@@ -6,20 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .. import paired, vocabulary
-from ..claim_text import (
-    RULE_C3,
-    RULE_C4,
-    RULE_C4B,
-    RULE_C5,
-    RULE_H1,
-)
+from .. import vocabulary
+from ..analysis import paired
+from ..analysis.paired import Comparison, combine, contrast
 from ..formatting import comparison_text, effect_text, size_key, size_label
-from ..paired import (
-    Comparison,
-    combine,
-    contrast,
-)
 from ..vocabulary import (
     ENSEMBLE_LEARNED,
     ISOTROPIC,
@@ -54,6 +44,7 @@ from .pairs import (
     _pair_evidence,
     _pair_summary,
 )
+from .text import RULE_C3, RULE_C4, RULE_C4B, RULE_C5, RULE_H1
 
 
 @judged

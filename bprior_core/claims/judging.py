@@ -11,21 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import bootstrap, paired, vocabulary
-from ..claim_text import (
-    ARM_LABELS,
-    TEXT,
-)
+from .. import vocabulary
+from ..analysis import bootstrap, paired
+from ..analysis.paired import Comparison, Seeded, mean_values, observed
+from ..analysis.power import seeds_needed
+from ..analysis.records import headline_value
+from ..analysis.selection import best_by_validation
 from ..jsonsafe import to_plain
-from ..paired import (
-    Comparison,
-    Seeded,
-    mean_values,
-    observed,
-)
-from ..power import seeds_needed
-from ..records import headline_value
-from ..selection import best_by_validation
 from ..vocabulary import (
     ACCURACY,
     BRIER,
@@ -37,6 +29,7 @@ from ..vocabulary import (
     REFERENCE_ID,
     arm_parts,
 )
+from .text import ARM_LABELS, TEXT
 
 # each metric with whether higher is better
 METRICS: dict[str, bool] = {m: m == ACCURACY for m in vocabulary.METRICS}

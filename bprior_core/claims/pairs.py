@@ -7,22 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..chains import ESS_MIN, RHAT_MAX
+from ..analysis.chains import ESS_MIN, RHAT_MAX
+from ..analysis.convergence import MIN_DRAWS
+from ..analysis.paired import Comparison, combine, contrast, mean_values
 from ..formatting import comparison_text, size_key, size_label, sizes_text
-from ..mcmc import MIN_DRAWS
-from ..paired import (
-    Comparison,
-    combine,
-    contrast,
-    mean_values,
-)
-from ..vocabulary import (
-    SGHMC,
-    SGHMC_LEARNED,
-    SGLD,
-    SGLD_LEARNED,
-    ZERO,
-)
+from ..vocabulary import SGHMC, SGHMC_LEARNED, SGLD, SGLD_LEARNED, ZERO
 from .judging import (
     JUDGED_AT,
     PER_SIZE_MODE,

@@ -6,29 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..claim_text import (
-    RULE_C1,
-    scale_label,
-)
+from ..analysis.paired import MIN_SEEDS, Comparison, Seeded, combine, verdict
 from ..formatting import comparison_text
-from ..paired import (
-    MIN_SEEDS,
-    Comparison,
-    Seeded,
-    combine,
-    verdict,
-)
-from .judging import (
-    Judgement,
-    _claim,
-    _evidence,
-    _max_mde,
-    _missing,
-    _pick,
-    collect,
-    judged,
-)
+from .judging import Judgement, _claim, _evidence, _max_mde, _missing, _pick, collect, judged
 from .scale import MIN_BOUND_SHARE, _binding_scale, _rank_scales, _scale_strength
+from .text import RULE_C1, scale_label
 
 
 def _rank_beats_zero(j: Judgement, table: Mapping[int, Seeded], val: Mapping[int, Seeded],

@@ -7,23 +7,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..chains import REFERENCE_RHAT_MAX
-from ..claim_text import (
-    RULE_C4P,
-)
+from ..analysis.chains import REFERENCE_RHAT_MAX
 from ..formatting import size_key, size_label
-from ..vocabulary import (
-    REFERENCE_ID,
-)
-from .judging import (
-    ACCEPT_RANGE,
-    JUDGED_AT,
-    MARGINS,
-    Judgement,
-    _claim,
-    _missing,
-    judged,
-)
+from ..vocabulary import REFERENCE_ID
+from .judging import ACCEPT_RANGE, JUDGED_AT, MARGINS, Judgement, _claim, _missing, judged
 from .pairs import (
     _describe,
     _diverged,
@@ -33,6 +20,7 @@ from .pairs import (
     _pair_terms,
     _sized_table,
 )
+from .text import RULE_C4P
 
 
 @judged

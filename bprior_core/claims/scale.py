@@ -9,28 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import paired
-from ..claim_text import (
-    RULE_C2,
-    scale_label,
-)
+from ..analysis import paired
+from ..analysis.paired import Seeded, combine
+from ..analysis.records import headline_value
 from ..formatting import effect_text
-from ..paired import (
-    Seeded,
-    combine,
-)
-from ..records import headline_value
-from .judging import (
-    Judgement,
-    _claim,
-    _evidence,
-    _max_mde,
-    _missing,
-    _pick,
-    _seed,
-    collect,
-    judged,
-)
+from .judging import Judgement, _claim, _evidence, _max_mde, _missing, _pick, _seed, collect, judged
+from .text import RULE_C2, scale_label
 
 
 def _rank_scales(records: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -6,19 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..claim_text import (
-    ARM_LABELS,
-)
+from ..analysis.paired import Comparison
 from ..formatting import size_label
-from ..paired import (
-    Comparison,
-)
-from ..vocabulary import (
-    CONTROL_ID,
-    arm_parts,
-)
+from ..vocabulary import CONTROL_ID, arm_parts
 from .judging import comparison_label
 from .registry import RANK_EVIDENCE, SCALE_EVIDENCE, evidence_kind
+from .text import ARM_LABELS
 
 
 def gains_by_size(claims: Sequence[Mapping[str, Any]]) -> list[dict]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..settings import (
-    PriorLearningSettings,
-    TrainSettings,
-)
+from ..settings import PriorLearningSettings, TrainSettings
 from ..vocabulary import (
     CHAINED_ARM_METHODS,
     CONTROL_EXPERIMENTS,
@@ -31,7 +28,7 @@ def downstream_classes(p: dict) -> int:
     data = p["data"]
     if data["dataset"] != "imagefolder":
         return CLASS_COUNTS[data["dataset"]]
-    from ..imagefolder import scan_root
+    from ..data.imagefolder import scan_root
 
     return len(scan_root(data["root"])["train"].classes)
 
@@ -76,7 +73,7 @@ def validation_from_pool(p: dict) -> bool:
     val/ folder, nor Flowers-102's official split)."""
     data = p["data"]
     if data["dataset"] == "imagefolder":
-        from ..imagefolder import scan_root
+        from ..data.imagefolder import scan_root
 
         return "val" not in scan_root(data["root"])
     return data["dataset"] == "fashion_mnist"
@@ -93,7 +90,7 @@ def learning_settings(p: dict) -> PriorLearningSettings:
 
 
 def _check_model(p: dict) -> None:
-    from ..models import ModelError, check_model_name
+    from ..training.models import ModelError, check_model_name
 
     try:
         check_model_name(p["model"])
@@ -107,7 +104,7 @@ def _check_model(p: dict) -> None:
         raise ProfileError(f"model_weights: {weights} is not a file (a local state dict saved "
                            "with torch.save)")
     if weights is not None:  # weights that do not fit are named before anything runs
-        from ..models import build_model
+        from ..training.models import build_model
 
         try:
             build_model(p["model"], 2, weights)
@@ -127,8 +124,8 @@ def _check_imagefolder(p: dict) -> None:
             raise ProfileError("priors.learning.source_root: only used with data.dataset "
                                "'imagefolder'")
         return
-    from ..imagefolder import FolderError, list_classes
-    from ..models import input_channels
+    from ..data.imagefolder import FolderError, list_classes
+    from ..training.models import input_channels
 
     if not data["root"]:
         raise ProfileError("data.root: an image folder needs it (the folder holding train/ and "
@@ -324,7 +321,7 @@ def _check_train_settings(train: dict) -> None:
     cross-field errors (e.g. more cycles than steps) surface before anything trains. The schema
     has already bounded steps and cycles (settings.MAX_STEPS, MAX_CYCLES), so the schedule built
     here is small (MAX_CYCLES + 1 cycle starts at most; 3e7 cycles once took 88 s and 2.4 GB)."""
-    from ..schedules import CyclicalSchedule
+    from ..sgmcmc.schedules import CyclicalSchedule
 
     try:
         s = TrainSettings(**train)

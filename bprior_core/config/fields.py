@@ -8,10 +8,7 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..settings import (
-    field_meta,
-    range_text,
-)
+from ..settings import field_meta, range_text
 
 
 class ProfileError(ValueError):

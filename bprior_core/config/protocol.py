@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..vocabulary import (
-    TUNED_EXPERIMENTS,
-)
+from ..vocabulary import TUNED_EXPERIMENTS
 from .fields import ProfileError, shown
 from .schema import MAX_EVAL_SEEDS, MIN_TUNING_SEEDS
 
@@ -70,7 +68,7 @@ def evaluation_seeds(p: dict, n: int, sampler: bool = False) -> list[int]:
 
 def _power_counts(p: dict) -> list[int] | None:
     """Seeds per size from the power target (`evaluation.target_mde`, `pilot_sd`), or None."""
-    from ..power import DESIGN_LEVEL, seeds_for
+    from ..analysis.power import DESIGN_LEVEL, seeds_for
 
     sd, target = _per_size(p, "pilot_sd"), _per_size(p, "target_mde")
     if sd is None and target is None:

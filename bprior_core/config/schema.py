@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import (
-    MAX_STEPS,
-    PRECISIONS,
-    PriorLearningSettings,
-    PriorParameters,
-    TrainSettings,
-)
+from ..settings import MAX_STEPS, PRECISIONS, PriorLearningSettings, PriorParameters, TrainSettings
 from ..vocabulary import (
     ARMS,
     COVARIANCE_ARMS,

@@ -9,9 +9,7 @@ import os
 import re
 from typing import Any
 
-from ..settings import (
-    float32_problem,
-)
+from ..settings import float32_problem
 from .checks import _check_consistency, _check_protocol
 from .fields import Field, ProfileError, clip, shown
 from .schema import _LIST_CHOICES, PER_SIZE_KEYS, SCHEMA

@@ -17,10 +17,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import (
-    load_profile,
-    profile_path,
-)
+from ..config import load_profile, profile_path
 from ..study import StudyError, output_dir
 from ..study.runner import missing_work
 from .markup import _esc

@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from .. import paired, tables
-from ..claim_text import (
-    UNINFORMATIVE_TEXT,
-)
-from ..claims import (
-    CONTROL_ID,
-    COVARIANCE_ID,
-    comparison_label,
-    forest_rows,
-)
+from .. import tables
+from ..analysis import paired
+from ..claims import CONTROL_ID, COVARIANCE_ID, comparison_label, forest_rows
 from ..claims.registry import RANK_EVIDENCE, SCALE_EVIDENCE, evidence_kind, is_control
+from ..claims.text import UNINFORMATIVE_TEXT
 from ..formatting import effect_cell, interval_cell, magnitude_cell, p_text, se_cell, size_label
 from .markup import _esc, _verdict_cell, uninformative_badge, verdict_badge
 

@@ -69,7 +69,7 @@ class Explorer:
         """The chosen view's figure and table into the output area."""
         from IPython.display import HTML, display
 
-        from .. import plots
+        from . import plots
 
         view = self.view()
         with self.out:
@@ -85,7 +85,7 @@ class Explorer:
         what papermill, `bprior render` and a published page show, where widgets do not run."""
         from IPython.display import HTML, display
 
-        from .. import plots
+        from . import plots
 
         shown = False
         for name, view in self.views.items():
@@ -122,7 +122,7 @@ class Explorer:
         (the baseline is paired with even when it is not among the chosen arms)."""
         if view.experiment != "inference":
             return None
-        from .. import plots
+        from . import plots
 
         choices = {box.column: box.value for box in self.filters.children}
         sizes = self.views["inference"].filtered({k: v for k, v in choices.items()

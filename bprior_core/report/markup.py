@@ -5,9 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
-from ..claim_text import (
-    VERDICT_COLOURS,
-)
+from ..claims.text import VERDICT_COLOURS
 from ..formatting import magnitude_cell
 
 _MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~")

@@ -3,8 +3,9 @@ tuned and judged, and the conventions chosen (with the authors' where they diffe
 
 from __future__ import annotations
 
-from ..chains import RHAT_MAX
-from ..claim_text import (
+from ..analysis.chains import RHAT_MAX
+from ..analysis.convergence import MIN_DRAWS
+from ..claims.text import (
     HOLM_RULE,
     INTERVAL_RULE,
     NONLEARNED_TEXT,
@@ -13,12 +14,7 @@ from ..claim_text import (
     VERDICT_RULE,
     scale_label,
 )
-from ..config import (
-    evaluation_seeds,
-    fixed_protocol,
-    validation_from_pool,
-)
-from ..mcmc import MIN_DRAWS
+from ..config import evaluation_seeds, fixed_protocol, validation_from_pool
 from ..study.planning import control_size
 from ..study.preflight import random_start
 from ..vocabulary import ONE_PRIOR_EXPERIMENTS, TUNED_EXPERIMENTS

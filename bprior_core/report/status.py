@@ -7,9 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..claims import (
-    MARGINS,
-)
+from ..claims import MARGINS
 from .markup import _esc, _md
 
 RELIABILITY_MISSING = (

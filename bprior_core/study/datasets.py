@@ -22,18 +22,12 @@ from pathlib import Path
 
 import torch
 
-from ..data import (
-    FMNIST_FILES,
-    DataUnavailableError,
-    TensorTask,
-    balanced_subset,
-    cache_dir,
-    fashion_mnist_task,
-    locate_fashion_mnist,
-)
-from ..device_data import DeviceTask
+from ..data.device import DeviceTask
+from ..data.fashion_mnist import FMNIST_FILES, fashion_mnist_task, locate_fashion_mnist
+from ..data.pool import labelled_pool_indices
+from ..data.subsets import balanced_subset
+from ..data.tasks import DataUnavailableError, TensorTask, cache_dir
 from ..digests import files_digest
-from .pool import labelled_pool_indices
 
 # training pool, validation set (None without one), test set
 Splits = tuple[DeviceTask, DeviceTask | None, DeviceTask]
@@ -62,7 +56,7 @@ class DataKey:
 
     @classmethod
     def of(cls, profile: dict) -> DataKey:
-        from ..models import input_channels
+        from ..training.models import input_channels
 
         d = profile["data"]
         return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"],
@@ -114,7 +108,7 @@ def _fmnist_data(key: DataKey, device: str) -> Splits:
 
 
 def _flowers_data(key: DataKey, device: str) -> Splits:
-    from ..flowers import flowers_device_task
+    from ..data.flowers import flowers_device_task
 
     root = flowers_root(key)
     train = flowers_device_task("train", root, device, key.download)
@@ -133,7 +127,7 @@ def _flowers_data(key: DataKey, device: str) -> Splits:
 @lru_cache(maxsize=4)
 def folder_normalisation(key: DataKey) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """An image folder's per-channel mean and std: given, else those of its training images."""
-    from ..imagefolder import channel_stats, decoded, scan_root
+    from ..data.imagefolder import channel_stats, decoded, scan_root
 
     if key.mean is not None and key.std is not None:
         return key.mean, key.std
@@ -144,7 +138,7 @@ def folder_normalisation(key: DataKey) -> tuple[tuple[float, ...], tuple[float, 
 
 def folder_split(key: DataKey, split: str):
     """One split of an image folder, decoded (cached): (uint8 images and labels, classes)."""
-    from ..imagefolder import decoded, scan_root
+    from ..data.imagefolder import decoded, scan_root
 
     listing = scan_root(key.root)[split]
     return decoded(listing, key.image_size, key.channels), len(listing.classes)
@@ -152,7 +146,7 @@ def folder_split(key: DataKey, split: str):
 
 def _folder_source(key: DataKey) -> TensorTask:
     """`priors.learning.source_root`'s images with their labels, model-ready."""
-    from ..imagefolder import decoded, list_classes, tensor_task
+    from ..data.imagefolder import decoded, list_classes, tensor_task
 
     listing = list_classes(key.source_root, "priors.learning.source_root")
     cache = decoded(listing, key.image_size, key.channels)
@@ -161,7 +155,7 @@ def _folder_source(key: DataKey) -> TensorTask:
 
 def _folder_train(key: DataKey) -> TensorTask:
     """Every image of train/ with its label, model-ready."""
-    from ..imagefolder import tensor_task
+    from ..data.imagefolder import tensor_task
 
     cache, classes = folder_split(key, "train")
     return tensor_task(cache, classes, folder_normalisation(key))
@@ -169,7 +163,7 @@ def _folder_train(key: DataKey) -> TensorTask:
 
 def _folder_data(key: DataKey, device: str) -> Splits:
     """An image folder's pool (its labelled part of train/), validation and test sets."""
-    from ..imagefolder import device_task, scan_root
+    from ..data.imagefolder import device_task, scan_root
 
     norm = folder_normalisation(key)
     train, classes = folder_split(key, "train")
@@ -201,7 +195,7 @@ def _fmnist_locate(key: DataKey) -> Path:
 
 
 def _folder_locate(key: DataKey) -> Path:
-    from ..imagefolder import scan_root
+    from ..data.imagefolder import scan_root
 
     scan_root(key.root)
     return Path(key.root)
@@ -244,7 +238,7 @@ class DataSource:
 
 def _folder_digest(key: DataKey, folder: Path | None = None) -> str:
     """An image folder's splits: the names and sizes of their images."""
-    from ..imagefolder import scan_root
+    from ..data.imagefolder import scan_root
 
     listings = scan_root(key.root)
     return hashlib.sha256(repr(sorted((s, v.digest()) for s, v in listings.items()))

@@ -19,15 +19,16 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..analysis.chains import combine_chains
+from ..analysis.records import record_problem
+from ..analysis.selection import select_tuned
 from ..atomic import atomic_write, remove_stale_temporaries
-from ..chains import combine_chains
-from ..data import few_shot_indices
-from ..engine import RunOutcome, RunSpec, train_pack
+from ..data.subsets import few_shot_indices
 from ..jsonsafe import to_plain
-from ..models import build_backbone, build_model, num_prior_parameters
-from ..records import record_problem
-from ..selection import select_tuned
-from ..train import TrainSettings
+from ..training.loop import train_pack
+from ..training.models import build_backbone, build_model, num_prior_parameters
+from ..training.run import TrainSettings
+from ..training.spec import RunOutcome, RunSpec
 from ..vocabulary import EXPERIMENTS
 from .backends import Execute, pack_runner
 from .datasets import DataKey, data_source, downstream_data
@@ -45,11 +46,7 @@ from .predictions import (
     write_predictions,
 )
 from .priors import build_run_prior, load_prior_and_backbone, prior_location
-from .resources import (
-    auto_pack_size,
-    resolve_device,
-    threads_per_worker,
-)
+from .resources import auto_pack_size, resolve_device, threads_per_worker
 
 
 def resolve_pack_size(profile: dict, override: int | None = None) -> int:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+from ..analysis.selection import choose_point, choose_pooled
 from ..config import evaluation_seeds, fixed_protocol
-from ..selection import choose_point, choose_pooled
 from ..vocabulary import (
     DEEP_ENSEMBLE,
     EXPERIMENTS,

@@ -102,7 +102,7 @@ def _source_files(profile: dict, kind: str) -> dict:
         out["model_weights_digest"] = file_digest(profile["model_weights"])
     root = profile["priors"]["learning"]["source_root"]
     if root and kind != "downstream_rest":
-        from ..imagefolder import FolderError, list_classes
+        from ..data.imagefolder import FolderError, list_classes
 
         try:
             out["source_digest"] = list_classes(root, "priors.learning.source_root").digest()

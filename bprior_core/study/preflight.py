@@ -22,8 +22,8 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..config import ProfileError
-from ..data import DataFileError, DataUnavailableError
-from ..prior_files import PriorFileError
+from ..data.tasks import DataFileError, DataUnavailableError
+from ..priors.files import PriorFileError
 from ..vocabulary import CONTROL_EXPERIMENTS, EXPERIMENTS
 from .datasets import DataKey, downstream_data, locate_data
 from .errors import StudyError

@@ -16,10 +16,7 @@ import torch
 from ..atomic import atomic_torch_save, remove_stale_temporaries
 from ..config import learning_settings
 from ..digests import authors_files_digest, file_digest
-from ..learn import learn_prior, learn_priors_packed, learn_task_directions
-from ..models import build_backbone, build_model, num_prior_parameters
-from ..prior import GaussianPrior, check_covers, rescale
-from ..prior_files import (
+from ..priors.files import (
     AUTHORS_SUFFIXES,
     PriorFileError,
     checked_backbone_state,
@@ -29,6 +26,9 @@ from ..prior_files import (
     load_torch_file,
     save_prior,
 )
+from ..priors.gaussian import GaussianPrior, check_covers, rescale
+from ..priors.learning import learn_prior, learn_priors_packed, learn_task_directions
+from ..training.models import build_backbone, build_model, num_prior_parameters
 from ..vocabulary import EXPERIMENTS, TASK_PRIOR, VARIANCE_KINDS
 from .errors import StudyError
 from .finals import needed_priors

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..data import few_shot_indices
-from ..metrics import classification_metrics, reliability_bins
-from ..models import build_model
-from ..reference import head_task, run_arm
+from ..analysis.metrics import classification_metrics, reliability_bins
+from ..data.subsets import few_shot_indices
+from ..posterior.reference import head_task, run_arm
 from ..settings import TrainSettings
+from ..training.models import build_model
 from .datasets import DataKey, data_source, downstream_data
 from .planning import digest
 from .priors import load_prior_and_backbone, prior_location

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import torch
 
-from ..data import TensorTask
+from ..data.pool import outside_pool_indices
+from ..data.tasks import TensorTask
 from ..vocabulary import DOWNSTREAM_PRIORS
 from .datasets import SOURCES, DataKey
-from .pool import outside_pool_indices
 
 OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised",
               "task": "supervised"}

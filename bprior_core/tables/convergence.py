@@ -9,12 +9,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..analysis.convergence import split_rhat
+from ..analysis.records import headline_block
 from ..formatting import size_label
-from ..mcmc import split_rhat
-from ..records import headline_block
-from ..vocabulary import (
-    SHOWN_METRICS,
-)
+from ..vocabulary import SHOWN_METRICS
 from .frames import display_table, records_frame, select, summarize
 
 
@@ -121,7 +119,7 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
     """Per experiment, arm and size (and temperature), over the seeds of the pooled chain
     records (`chains.combine_chains`): chains, samples per chain, the largest R-hat and the
     smallest bulk ESS, and how many seeds converged (R-hat <= RHAT_MAX, ESS >= ESS_MIN)."""
-    from ..chains import converged
+    from ..analysis.chains import converged
 
     rows: dict[tuple, dict] = {}
     for r in records:
@@ -155,7 +153,7 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
 
 def too_short_text(chains: int | None, draws: int | None) -> str:
     """Why a chain set has no R-hat or ESS, in words."""
-    from ..mcmc import MIN_DRAWS
+    from ..analysis.convergence import MIN_DRAWS
 
     if not chains or chains < 2:
         return "not computed: one chain (R-hat needs 2 or more)"
@@ -218,7 +216,7 @@ def recipe_agreement(records: Sequence[Mapping], predictions) -> pd.DataFrame:
     runs: the mean total variation distance between the recipe's and the reference's
     predictive distributions on the test points (0 = the same predictions) and the accuracy
     difference (points, recipe minus reference), from the stored predictions."""
-    from ..reference import total_variation
+    from ..posterior.reference import total_variation
 
     runs: dict[tuple, dict] = {}
     for r in records:

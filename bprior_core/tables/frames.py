@@ -9,14 +9,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..claim_text import scale_label
+from ..analysis.records import headline_block, headline_name
+from ..claims.text import scale_label
 from ..formatting import format_mean_se, size_label
-from ..records import headline_block, headline_name
-from ..vocabulary import (
-    METRICS,
-    SHOWN_METRICS,
-    TABLE_METRICS,
-)
+from ..vocabulary import METRICS, SHOWN_METRICS, TABLE_METRICS
 
 DIAGNOSTICS = ("clipped_fraction", "max_step_curvature", "max_preconditioned_step_curvature",
                "prior_mahalanobis_rms", "sample_disagreement", "free_share")

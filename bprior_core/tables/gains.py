@@ -7,13 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .. import paired
+from ..analysis import paired
+from ..analysis.records import headline_name
 from ..formatting import format_level, size_label
-from ..records import headline_name
-from ..vocabulary import (
-    FIGURE_METRICS,
-    SGD_ZERO,
-)
+from ..vocabulary import FIGURE_METRICS, SGD_ZERO
 from .frames import records_frame, select
 
 

@@ -9,12 +9,9 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from ..analysis.selection import select_tuned
 from ..formatting import size_label
-from ..selection import select_tuned
-from ..vocabulary import (
-    SHOWN_METRICS,
-    VIEWED_EXPERIMENTS,
-)
+from ..vocabulary import SHOWN_METRICS, VIEWED_EXPERIMENTS
 from .frames import display_table, records_frame, select, summarize
 
 

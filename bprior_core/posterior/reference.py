@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..analysis.convergence import bulk_ess, rank_rhat
+from ..sgmcmc.schedules import CyclicalSchedule
+from ..sgmcmc.sghmc import SGHMC
 from . import hmc
-from .mcmc import bulk_ess, rank_rhat
-from .samplers import SGHMC
-from .schedules import CyclicalSchedule
 
 ARMS = ("reference", "head_sgd", "head_sghmc")
 KEPT_DRAWS = 200  # draws per chain whose predictions are averaged (thinned evenly)

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from ..models import Classifier, prior_parameters
-from ..prior import GaussianPrior, check_covers
-from ..schedules import CosineSchedule, CyclicalSchedule, Schedule
+from ..priors.gaussian import GaussianPrior, check_covers
 from ..settings import PRECISIONS
+from ..sgmcmc.schedules import CosineSchedule, CyclicalSchedule, Schedule
 from ..vocabulary import METHODS, PRIORLESS_METHODS, SAMPLER_METHODS
+from .models import Classifier, prior_parameters
 
 CHAIN_STRIDE = 1_000_003  # seed offset between chains of one run
 

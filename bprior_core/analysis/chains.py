@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .mcmc import MIN_DRAWS, bulk_ess, rank_rhat
+from ..vocabulary import DEEP_ENSEMBLE, METRICS, SAMPLER_METHODS
+from .convergence import MIN_DRAWS, bulk_ess, rank_rhat
 from .metrics import classification_metrics, reliability_bins
-from .vocabulary import DEEP_ENSEMBLE, METRICS, SAMPLER_METHODS
 
 RHAT_MAX = 1.05  # Vehtari et al.'s lenient threshold
 REFERENCE_RHAT_MAX = 1.01  # their strict one: the reference posterior's gate (`reference`)

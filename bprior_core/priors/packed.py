@@ -8,14 +8,14 @@ reads that matrix in place and copies nothing):
     quad = r . rd - |w|^2,   log p = -(D log 2 pi + log det Sigma + quad) / 2,
     -grad_theta log p = Sigma^{-1} r = rd - (F^T a) / d,
 
-with L L^T = C = I + F diag(1/d) F^T (K x K, float64; Woodbury and the matrix determinant lemma,
-as in :class:`~bprior_core.prior.GaussianPrior`). The gradient is computed directly, not by
-autograd, in a handful of (R, D) operations whatever the number of parameter tensors. Runs may
-have different ranks: factors are padded with zero rows, which leave C, the determinant and the
-gradient unchanged. Tensors that runs share are stored once: a mean or variance common to every
-run is broadcast, and consecutive runs with the same factor (the same prior object, as a study
-passes for the seeds of one arm) form a group whose factor is read once per step for the whole
-group, (R_g, D) x (D, K) instead of R_g matrix-vector products.
+with L L^T = C = I + F diag(1/d) F^T (K x K, float64; Woodbury and the matrix determinant lemma, as
+in :class:`~bprior_core.priors.gaussian.GaussianPrior`). The gradient is computed directly, not by
+autograd, in a handful of (R, D) operations whatever the number of parameter tensors. Runs may have
+different ranks: factors are padded with zero rows, which leave C, the determinant and the gradient
+unchanged. Tensors that runs share are stored once: a mean or variance common to every run is
+broadcast, and consecutive runs with the same factor (the same prior object, as a study passes for
+the seeds of one arm) form a group whose factor is read once per step for the whole group, (R_g, D)
+x (D, K) instead of R_g matrix-vector products.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .prior import GaussianPrior
+from .gaussian import GaussianPrior
 
 
 def _stack(tensors: Sequence[torch.Tensor], device, dtype=None) -> torch.Tensor:

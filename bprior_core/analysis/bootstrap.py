@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .vocabulary import METRICS
+from ..vocabulary import METRICS
 
 N_BOOT = 2000  # replicates; the SE's relative Monte-Carlo error is about 1 / sqrt(2 N_BOOT)
 SEED = 15

@@ -10,20 +10,14 @@ rounding, and a run that diverges is frozen without disturbing the others.
 
 The loop never waits on the host: losses and divergence flags stay on the device and are read
 every `CHECK_EVERY` steps and at sample points; learning rates and noise levels for every step are
-tabulated on the device up front; batches come from `device_data.BatchStream`.
+tabulated on the device up front; batches come from `data.device.BatchStream`.
 
 Loss of run r (every method) = mean cross-entropy over its batch - log p_r(theta_backbone) / N
 + weight_decay_r / 2 * ||head||^2 (`sgd`, which has no prior: weight decay on every parameter).
 The prior's gradient is added directly (`PackedPrior`), not through autograd.
 
 `spec` (a run and its outcome), `pack` (the packed network and its update), `loop` (training
-one pack), `diagnostics` (per-run diagnostics of a step).
+one pack), `diagnostics` (per-run diagnostics of a step), `packing` (R networks as one: grouped
+convolutions), `models` (the backbones and their flat parameter view), `run` (one downstream run
+through a pack of one: `train_and_evaluate`).
 """
-
-from .diagnostics import DEFAULT_STEP_CAP, diagnostic_points, free_share, sample_disagreement
-from .loop import train_pack
-from .pack import Pack
-from .spec import RunOutcome, RunSpec
-
-__all__ = ["DEFAULT_STEP_CAP", "Pack", "RunOutcome", "RunSpec", "diagnostic_points",
-           "free_share", "sample_disagreement", "train_pack"]

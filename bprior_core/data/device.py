@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import TensorTask
+from .tasks import TensorTask
 
 # (images of one batch on the device, augmentation parameters or None, their pool indices)
 # -> model inputs

@@ -159,7 +159,7 @@ def load_checked_weights(net: nn.Module, path: str, skip: str = "") -> None:
     """Load a local state dict into `net` (read with weights_only=True); keys under `skip` (the
     classifier that the run's head replaces) are ignored. ModelError naming the first keys that
     are missing, unexpected or of the wrong shape."""
-    from .prior_files import PriorFileError, load_torch_file
+    from ..priors.files import PriorFileError, load_torch_file
 
     try:
         state = load_torch_file(path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from .bootstrap import N_BOOT
-from .paired import MIN_SEEDS
+from ..analysis.bootstrap import N_BOOT
+from ..analysis.paired import MIN_SEEDS
 
 TEXT: dict[str, tuple[str, str, str, str]] = {
     "PC": (

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_torch_save
-from .prior import GaussianPrior, check_covers, check_scale
+from ..atomic import atomic_torch_save
+from .gaussian import GaussianPrior, check_covers, check_scale
 
 FORMAT_TAG = "bprior-gaussian-prior"
 FORMAT_VERSION = 1

@@ -11,14 +11,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..device_data import BatchStream, DeviceTask
-from ..metrics import ProbabilityAverage, classification_metrics, reliability_bins
-from ..models import Classifier, refresh_batchnorm
-from ..packed_prior import PackedPrior, PriorPreconditioner
-from ..packing import PackedClassifier, load_run, run_view
-from ..updates import langevin_noise_std, sgd_, sghmc_, sgld_
+from ..analysis.metrics import ProbabilityAverage, classification_metrics, reliability_bins
+from ..data.device import BatchStream, DeviceTask
+from ..priors.packed import PackedPrior, PriorPreconditioner
+from ..sgmcmc.updates import langevin_noise_std, sgd_, sghmc_, sgld_
 from ..vocabulary import OPTIMIZER_METHODS, PRIORLESS_METHODS, SAMPLER_METHODS
 from .diagnostics import DEFAULT_STEP_CAP, diagnostic_points, free_share, sample_disagreement
+from .models import Classifier, refresh_batchnorm
+from .packing import PackedClassifier, load_run, run_view
 from .spec import RunOutcome, RunSpec, _per_run, make_schedule
 
 CHECK_EVERY = 50  # steps between host reads of the divergence flags
@@ -31,7 +31,7 @@ def fused_for_inference(backbone: torch.nn.Module) -> torch.nn.Module:
     cannot be traced."""
     from torch.fx.experimental.optimization import fuse
 
-    from ..packing import StackedBackbone
+    from .packing import StackedBackbone
 
     if isinstance(backbone, StackedBackbone):  # vmap cannot be traced
         return backbone

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import torch
 
-from ..device_data import DeviceTask
-from ..models import Classifier
-from ..packing import extract_run
+from ..data.device import DeviceTask
+from .models import Classifier
 from .pack import CHECK_EVERY, Pack
+from .packing import extract_run
 from .spec import RunOutcome, RunSpec, _check_pack
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .vocabulary import METRICS
+from ..vocabulary import METRICS
 
 SPLITS = {"test": "metrics", "val": "val_metrics", "heldout": "heldout_metrics"}
 STATUSES = ("ok", "diverged")

@@ -1,4 +1,6 @@
-"""Stochastic-gradient MCMC samplers (SGLD, SGHMC); their step-size schedules are in `schedules`.
+"""What the SG-MCMC samplers share: their conventions, argument checks and optimizer base class.
+
+The samplers are `sgld.SGLD` and `sghmc.SGHMC`; their step-size schedules are in `schedules`.
 
 Both samplers act on a loss ``L`` that is the per-example MEAN over the data (for example mean
 cross-entropy minus ``log p(theta) / N``), so the potential energy is ``U = N * L`` with
@@ -26,7 +28,8 @@ not part of the sampler here; clip in the training loop if wanted.
 
 Their SGHMC (``priorBox/sghmc/sghmc.py``, not used by their training path) calls the friction
 ``momentum``: ``v <- (1 - m_a) v - lr_a grad L + sqrt(2 m_a lr_a T_a) xi``. That is our
-:class:`SGHMC` with ``momentum = 1 - m_a``, ``lr = lr_a`` and ``T = N * T_a``.
+:class:`~bprior_core.sgmcmc.sghmc.SGHMC` with ``momentum = 1 - m_a``, ``lr = lr_a`` and
+``T = N * T_a``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,9 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from .updates import langevin_noise_std, sghmc_, sgld_
+from .updates import langevin_noise_std
 
-__all__ = [
-    "SGLD",
-    "SGHMC",
-    "authors_to_ours",
-]
+__all__ = ["authors_to_ours"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,13 +101,13 @@ class _LangevinBase(Optimizer):
     """Shared plumbing: argument checks, the closure, lr override, generator-driven noise, the
     prior's preconditioner and the divergence check.
 
-    With ``prior`` (the :class:`~bprior_core.prior.GaussianPrior` whose ``-log p / N`` is in the
-    loss), the first ``prior.dim`` entries of the parameters, in order, are the ones it covers
-    (e.g. ``model.parameters()`` of a :class:`~bprior_core.models.Classifier`: backbone first;
-    they must share one ``lr``). They get the engine's preconditioner by the prior's whole
-    covariance (:class:`~bprior_core.packed_prior.PriorPreconditioner`, built once from that
-    ``lr`` and ``prior_step_cap``): drift ``lr M grad`` and noise ``N(0, M)`` times the usual
-    scale, which leaves the target ``exp(-U / T)`` and the MAP unchanged and keeps every step on
+    With ``prior`` (the :class:`~bprior_core.priors.gaussian.GaussianPrior` whose ``-log p / N`` is
+    in the loss), the first ``prior.dim`` entries of the parameters, in order, are the ones it
+    covers (e.g. ``model.parameters()`` of a :class:`~bprior_core.training.models.Classifier`:
+    backbone first; they must share one ``lr``). They get the engine's preconditioner by the prior's
+    whole covariance (:class:`~bprior_core.priors.packed.PriorPreconditioner`, built once from that
+    ``lr`` and ``prior_step_cap``): drift ``lr M grad`` and noise ``N(0, M)`` times the usual scale,
+    which leaves the target ``exp(-U / T)`` and the MAP unchanged and keeps every step on
     the prior at lr x curvature <= ``prior_step_cap``, the low-rank directions relaxing as fast
     as the others. Without it a tight prior (lr x curvature ``lr / (N variance)`` of 1e2-1e6)
     makes explicit steps diverge; a step that would leave the finite numbers raises
@@ -139,7 +138,7 @@ class _LangevinBase(Optimizer):
         """The prior's preconditioner over the leading parameters it covers, or None."""
         if prior is None:
             return None
-        from .packed_prior import PackedPrior
+        from ..priors.packed import PackedPrior
 
         params = [(p, g["lr"]) for g in self.param_groups for p in g["params"]]
         sizes = [p.numel() for p, _ in params]
@@ -256,100 +255,6 @@ class _LangevinBase(Optimizer):
 
     def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
         raise NotImplementedError
-
-
-class SGLD(_LangevinBase):
-    r"""Stochastic gradient Langevin dynamics (Welling & Teh, ICML 2011).
-
-    Update, with ``L`` the per-example mean loss and ``N = num_data``::
-
-        theta <- theta - lr * grad L + sqrt(2 * lr * T / N) * xi,    xi ~ N(0, I).
-
-    This is the Euler-Maruyama discretisation of the Langevin diffusion on ``U = N L`` with step
-    ``lr / N``, so for small ``lr`` it samples ``p(theta) ~ exp(-U(theta) / T)`` (``T = 1``: the
-    posterior). ``generator`` (a ``torch.Generator`` on the parameters' device) makes the noise
-    repeatable; ``None`` uses the global RNG.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float,
-        num_data: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        prior: Any | None = None,
-        prior_step_cap: float | None = 0.05,
-    ) -> None:
-        defaults = {"lr": _check_lr(lr), "temperature": _check_temperature(temperature)}
-        super().__init__(params, defaults, num_data, generator, prior, prior_step_cap)
-
-    def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
-        """Apply the SGLD update to one parameter in place."""
-        temperature = group["temperature"]
-        noisy = noise and temperature > 0
-        sgld_([p], [self._grad(p)], lr, self._noise_std(lr, temperature, 1.0),
-              [self._noise_like(p)] if noisy else None)
-
-
-class SGHMC(_LangevinBase):
-    r"""Stochastic gradient Hamiltonian Monte Carlo (Chen, Fox & Guestrin, ICML 2014).
-
-    Update, with ``L`` the per-example mean loss, ``N = num_data``, ``v`` a velocity started at 0::
-
-        v     <- momentum * v - lr * grad L + sqrt(2 * (1 - momentum) * lr * T / N) * xi
-        theta <- theta + v,                                        xi ~ N(0, I).
-
-    When ``lr`` changes between steps (a schedule), ``v`` is first multiplied by
-    ``sqrt(lr_new / lr_old)``: ``v = sqrt(lr / N) r`` with ``r`` the momentum, which carries
-    over unchanged.
-
-    Derivation: Chen et al.'s SGHMC in velocity form (``v = eps * r``, identity mass,
-    ``eta = eps^2``, friction ``alpha = eps * C``, gradient-noise estimate 0) reads
-    ``v <- (1 - alpha) v - eta grad U + N(0, 2 alpha eta T)``. With ``U = N L``,
-    ``eta = lr / N`` and ``alpha = 1 - momentum`` this is exactly the update above, so for
-    small ``lr`` it samples ``p(theta) ~ exp(-U(theta) / T)`` (``T = 1``: the posterior).
-    ``generator`` as in :class:`SGLD`.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float,
-        num_data: int,
-        momentum: float = 0.9,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        prior: Any | None = None,
-        prior_step_cap: float | None = 0.05,
-    ) -> None:
-        defaults = {
-            "lr": _check_lr(lr),
-            "momentum": _check_momentum(momentum),
-            "temperature": _check_temperature(temperature),
-        }
-        super().__init__(params, defaults, num_data, generator, prior, prior_step_cap)
-
-    def _update(self, p: torch.Tensor, group: dict[str, Any], lr: float, noise: bool) -> None:
-        """Apply the SGHMC velocity and position updates to one parameter in place."""
-        momentum, temperature = group["momentum"], group["temperature"]
-        state = self.state[p]
-        if "velocity" not in state:
-            state["velocity"] = torch.zeros_like(p)
-            state["lr"] = lr
-        # v = sqrt(lr / N) p: a new step size rescales v so that the momentum p carries over
-        scale = math.sqrt(lr / state["lr"])
-        state["lr"] = lr
-        noisy = noise and temperature > 0
-        sghmc_([p], [self._grad(p)], [state["velocity"]], lr, momentum * scale,
-               self._noise_std(lr, temperature, 1.0 - momentum),
-               [self._noise_like(p)] if noisy else None)
-
-    def reset_velocity(self) -> None:
-        """Set every velocity to zero (e.g. at the start of a new cycle)."""
-        for state in self.state.values():
-            if "velocity" in state:
-                state["velocity"].zero_()
 
 
 def authors_to_ours(

@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import TensorTask, infinite_batches
-from .models import (
+from ..data.subsets import infinite_batches
+from ..data.tasks import TensorTask
+from ..settings import PriorLearningSettings
+from ..sgmcmc.schedules import CyclicalSchedule
+from ..training.models import (
     Classifier,
     flat_parameters,
     load_flat_parameters,
     parameter_spec,
     refresh_batchnorm,
 )
-from .prior import GaussianPrior
-from .schedules import CyclicalSchedule
-from .settings import PriorLearningSettings
+from .gaussian import GaussianPrior
 from .swag import SWAG
 
 OBJECTIVES = ("supervised", "simclr")
@@ -279,7 +280,7 @@ class PackedObjective(nn.Module):
 
     def __init__(self, objectives: Sequence[nn.Module], kind: str) -> None:
         super().__init__()
-        from .packing import PackedClassifier, load_run
+        from ..training.packing import PackedClassifier, load_run
 
         self.runs, self.kind = len(objectives), kind
         if kind == "supervised":
@@ -313,7 +314,7 @@ class PackedObjective(nn.Module):
 
     def backbone_rows(self) -> list[torch.Tensor]:
         """Each run's flat backbone weights (the prior's order)."""
-        from .packing import run_view
+        from ..training.packing import run_view
 
         params = self.net.backbone_parameters()
         flat = torch.cat([run_view(p.detach(), self.runs) for p in params], dim=1)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from bprior_core.prior import GaussianPrior
+from .gaussian import GaussianPrior
 
 DEFAULT_VAR_FLOOR = 1e-30  # as in SWAG's var_clamp; raised to the dtype's smallest normal number
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import DataFileError, DataUnavailableError, TensorTask, cache_dir
-from .device_data import DeviceTask
+from .tasks import DataFileError, DataUnavailableError, TensorTask, cache_dir
+from .device import DeviceTask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm")
@@ -144,7 +144,7 @@ def decoded(listing: Listing, size: int, channels: int, progress: bool = True
     it (any unreadable image is named before anything is written)."""
     from tqdm.auto import tqdm
 
-    from .atomic import atomic_torch_save
+    from ..atomic import atomic_torch_save
 
     path = _cache_path(listing, size, channels)
     if path.exists():

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .samplers import _check_lr
+from .langevin import _check_lr
 
 __all__ = ["ConstantSchedule", "CosineSchedule", "CyclicalSchedule", "Schedule", "ScheduleStep"]
 

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chains import RHAT_MAX
-from .claim_text import VERDICT_COLOURS
-from .formatting import format_level, size_label
-from .mcmc import MIN_DRAWS
-from .prior import GaussianPrior
-from .tables import METRIC_LABELS, SCRATCH_LABEL, ExperimentView, temperature_summary
-from .vocabulary import FIGURE_METRICS, SGD_ZERO, SHOWN_METRICS
+from ..analysis.chains import RHAT_MAX
+from ..analysis.convergence import MIN_DRAWS
+from ..claims.text import VERDICT_COLOURS
+from ..formatting import format_level, size_label
+from ..priors.gaussian import GaussianPrior
+from ..tables import METRIC_LABELS, SCRATCH_LABEL, ExperimentView, temperature_summary
+from ..vocabulary import FIGURE_METRICS, SGD_ZERO, SHOWN_METRICS
 
 Y_LABELS = {"error_pct": "test error (%)", "nll": "test NLL", "ece": "ECE", "brier": "Brier"}
 LINESTYLES = ("-", "--", ":", "-.")

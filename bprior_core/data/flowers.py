@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import DataUnavailableError
-from .device_data import DeviceTask
+from .tasks import DataUnavailableError
+from .device import DeviceTask
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TRAIN_RESIZE, CROP, MAX_ROTATION = 230, 224, 30.0
@@ -73,7 +73,7 @@ def _build_cache(dataset, train: bool) -> dict[str, torch.Tensor]:
 def cached_split(split: str, root: str | os.PathLike, download: bool = False
                  ) -> dict[str, torch.Tensor]:
     """The decoded split (uint8 images, true sizes, labels), from the cache or built into it."""
-    from .atomic import atomic_torch_save
+    from ..atomic import atomic_torch_save
 
     dataset = _dataset(split, root, download)
     train = split == "train"

@@ -9,7 +9,7 @@ decay on every parameter. Methods:
 - `sgd_prior`: the same optimiser on the loss with the prior: the MAP estimate.
 - `probe`:     the same optimiser on the head alone, the backbone frozen at its initial weights
                (a linear probe; weight decay on the head, no prior).
-- `sgld`, `sghmc`: the cyclical samplers of `bprior_core.samplers`; predictions are the Bayesian
+- `sgld`, `sghmc`: the cyclical samplers of `bprior_core.sgmcmc`; predictions are the Bayesian
   model average (mean of softmax probabilities) over the collected samples.
 Every evaluated set of weights, each sample and every method's final iterate alike, predicts
 with BatchNorm statistics recomputed on its training data for those weights.
@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import torch
 
-from .data import TensorTask
-from .device_data import DeviceTask
-from .engine import RunOutcome, RunSpec, train_pack
+from ..data.device import DeviceTask
+from ..data.tasks import TensorTask
+from ..priors.gaussian import GaussianPrior
+from ..settings import TrainSettings
+from ..vocabulary import METHODS, SAMPLER_METHODS
+from .loop import train_pack
 from .models import Classifier
-from .prior import GaussianPrior
-from .settings import TrainSettings
-from .vocabulary import METHODS, SAMPLER_METHODS
+from .spec import RunOutcome, RunSpec
 
 __all__ = ["METHODS", "SAMPLER_METHODS", "RunOutcome", "TrainSettings", "train_and_evaluate"]
 
