@@ -123,7 +123,7 @@ class PriorParameters:
         check_ranges(self, "prior parameters")
 
 
-PRECISIONS = ("fp32", "bf16", "fp64")  # the engine's arithmetic (`engine.train_pack`)
+PRECISIONS = ("fp32", "bf16", "fp64")  # the engine's arithmetic (`training.loop.train_pack`)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ by at least the margin, are judged size by size (each size a part). The positive
 testbed, not a claim of the paper: it is judged first, at 95 %, outside the Holm family, and
 when it is not supported the claims about a prior's effect (`NEEDS_CONTROL`) are marked
 `evidence["uninformative"]`. The verdict words and the combination rule are `paired.verdict`
-and `paired.combine`; the prose of each claim and rule lives in `claim_text`.
+and `paired.combine`; the prose of each claim and rule lives in `claims.text`.
 
 The headline prediction of a run is its Bayesian model average when present, else its final
 iterate (`records`). Diverged runs count as missing and are reported as `n_diverged` in each

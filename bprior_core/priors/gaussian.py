@@ -11,7 +11,7 @@ Two rescaling rules exist (see ``rescale``):
 * ``"authors"`` (the authors' code): Sigma' = s^2 * F^T F + diag(s * variance + eps).
 
 Files (this library's format and the authors' four files) are read and written by
-`prior_files`; this module is the mathematics only.
+`files`; this module is the mathematics only.
 """
 
 from __future__ import annotations

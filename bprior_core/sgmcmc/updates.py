@@ -5,7 +5,7 @@ floats or tensors that broadcast against each tensor, e.g. shape (R, 1) against 
 parameter viewed as (R, n): one value per run. No argument checks here: values are checked once,
 where settings are built (`TrainSettings`, the sampler constructors), not on every step.
 
-With L the per-example mean loss, N the data size and T the temperature (see `samplers`):
+With L the per-example mean loss, N the data size and T the temperature (see `langevin`):
 
 - SGD with momentum m (PyTorch's convention, dampening 0): b <- m b + g (b = g on the first
   step); theta <- theta - lr (g + m b) with Nesterov, theta - lr b without.

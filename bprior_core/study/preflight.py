@@ -220,7 +220,7 @@ def check_training_sizes(
 ) -> None:
     """Every training size must be drawable from the pool `labels` (0 = the full pool): at most
     the pool's size, and with `subset_protocol: balanced` a multiple of the number of classes
-    with no more per class than the smallest class holds (`data.few_shot_indices`)."""
+    with no more per class than the smallest class holds (`data.subsets.few_shot_indices`)."""
     n_pool = len(labels)
     counts = torch.bincount(labels)
     counts = counts[counts > 0]

@@ -197,7 +197,7 @@ def learn_draws(profile: dict, name: str, draws: tuple[int, ...], root: Path | N
     """Learn the draws `draws` of prior `name` (draw d with seed d) and store each with its
     backbone (a task prior: the directions from the stored SimCLR draw's weights, which it
     keeps as its backbone); several draws of a SWAG prior are trained together as one packed network
-    (`learn.learn_priors_packed`: each draw's prior up to rounding), the time split evenly."""
+    (`priors.learning.learn_priors_packed`: each draw's prior up to rounding), the time split evenly."""
     start = time.perf_counter()
     source = source_task(profile, name)
     models = []

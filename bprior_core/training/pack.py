@@ -125,7 +125,7 @@ class Pack:
         backbone = {k.removeprefix("backbone."): v for k, v in initial.items()
                     if k.startswith("backbone.")}
         for r, spec in enumerate(specs):
-            # an empty state is not "no state": it was refused when read (prior_files)
+            # an empty state is not "no state": it was refused when read (priors.files)
             model.backbone.load_state_dict(backbone if spec.init_state is None
                                            else spec.init_state)
             torch.manual_seed(spec.stream_seed(0))
@@ -161,7 +161,7 @@ class Pack:
     def _preconditioner(self) -> PriorPreconditioner | None:
         """The runs' preconditioner by their whole prior covariance, on the backbone's
         coordinates (the head keeps plain steps), or None without a prior or a cap: see
-        `packed_prior.PriorPreconditioner`."""
+        `priors.packed.PriorPreconditioner`."""
         cap = self.settings.prior_step_cap
         if self.prior is None or cap is None:
             return None

@@ -104,7 +104,7 @@ class StackedBackbone(nn.Module):
     Random layers (dropout, stochastic depth) draw a different mask for each run, from the global
     generator: their masks depend on the pack, as they would on the order of runs one by one.
     A layer vmap cannot batch (e.g. torchvision's StochasticDepth, which draws its mask in place
-    into an unbatched tensor) fails at the first step; `engine.train_pack` then trains the
+    into an unbatched tensor) fails at the first step; `training.loop.train_pack` then trains the
     pack's runs one at a time (a pack of one calls the backbone without vmap).
     """
 
