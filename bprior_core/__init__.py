@@ -30,7 +30,7 @@ _API = {
     "TrainSettings": "settings", "train_and_evaluate": "training.run",
     "train_pack": "training.loop",
     # a study: its profile, running it, its report, its claims
-    "load_profile": "config", "run_study": "study", "build_report": "report",
+    "load_profile": "config", "Profile": "config", "run_study": "study", "build_report": "report",
     "evaluate_claims": "claims",
 }
 __all__ = sorted(_API)

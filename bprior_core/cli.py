@@ -40,7 +40,7 @@ def _plan_command(args) -> int:
     by_exp = Counter(r["config"]["experiment"] for r in runs)
     done = sum(is_done(profile, r, root) for r in runs)
     finals = final_run_count(profile)
-    print(f"profile {profile['name']}: {len(runs) + sum(finals.values())} runs: {len(runs)} "
+    print(f"profile {profile.name}: {len(runs) + sum(finals.values())} runs: {len(runs)} "
           f"planned ({', '.join(f'{k}: {v}' for k, v in by_exp.items())}; {done} already done)"
           + (f", then {sum(finals.values())} final runs of the tuned settings "
              f"({', '.join(f'{k}: {v}' for k, v in finals.items())})" if finals else ""))
@@ -82,7 +82,7 @@ def _report_command(args) -> int:
     path = profile_path(args.profile)
     profile = load_profile(path)  # raises ProfileError before anything is written
     root = Path(args.outputs) if args.outputs else None
-    print(f"profile {profile['name']}: {len(plan(profile))} runs planned; outputs in "
+    print(f"profile {profile.name}: {len(plan(profile))} runs planned; outputs in "
           f"{output_dir(profile, root)}")
     counts = run_study(profile, root, profile_file=path, pack=args.pack, backend=args.backend,
                        address=args.address)

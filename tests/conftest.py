@@ -139,6 +139,17 @@ def fake_record(run: dict, **extra) -> dict:
                if run["config"].get("fit") == "split" else {}), **extra}
 
 
+def edited(profile, edit):
+    """A copy of typed `profile` whose mapping `edit(mapping)` changed in place, unchecked: for
+    tests that reshape a profile the way a YAML file could (`Profile.replace` sets one key)."""
+    from bprior_core.config import Profile
+    from bprior_core.config.profile import from_mapping
+
+    values = profile.to_dict()
+    edit(values)
+    return from_mapping(Profile, values)
+
+
 def set_sizes(inference: dict, sizes: list[int]) -> dict:
     """Set an (unvalidated or validated) inference section's sizes, with its per-size lists
     (steps, evaluation seeds, power target) cut or padded to one value per size."""

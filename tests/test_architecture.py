@@ -101,3 +101,19 @@ def test_the_public_api_resolves_and_stays_lazy() -> None:
             "print([m for m in sys.modules if m.startswith('bprior_core.')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_no_source_file_is_git_ignored() -> None:
+    """A pattern in .gitignore that catches a package or notebook file keeps it out of every
+    clone while the tests pass here (`data/` once hid bprior_core/data/ from CI)."""
+    import shutil
+    import subprocess
+
+    root = PACKAGE.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        return  # an unpacked sdist: nothing is ignored there
+    files = [str(p.relative_to(root)) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
+    files += [str(p.relative_to(root)) for p in (root / "notebooks").glob("*.ipynb")]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=root,
+                             capture_output=True, text=True).stdout.split()
+    assert not ignored, f".gitignore hides these source files from every clone: {ignored}"

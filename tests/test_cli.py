@@ -89,7 +89,7 @@ def test_workers_on_the_command_line_override_the_profile(capsys, monkeypatch) -
     seen = []
 
     def plan_command(args):
-        seen.append(config.load_profile(args.profile)["workers"])
+        seen.append(config.load_profile(args.profile).workers)
         return 0
 
     monkeypatch.setattr(cli, "_plan_command", plan_command)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from bprior_core import config
-from bprior_core.config import ProfileError, load_profile, validate_profile
+from bprior_core.config import ProfileError, as_dict, load_profile, validate_profile
 from bprior_core.priors.learning import PriorLearningSettings
 from bprior_core.training.run import TrainSettings
 
@@ -68,24 +68,24 @@ def test_relative_paths_are_relative_to_the_profile_file(tmp_path) -> None:
     """A profile's relative paths mean the same files from any working folder (issue 23)."""
     profile = load_profile("imagefolder-example")
     root = config.PARAMS_DIR.parent / "data" / "example-folder"
-    assert profile["data"]["root"] == str(root / "downstream")
-    assert profile["priors"]["learning"]["source_root"] == str(root / "source")
+    assert profile.data.root == str(root / "downstream")
+    assert profile.priors.learning.source_root == str(root / "source")
     flowers = load_profile("flowers102-resnet50")
-    assert flowers["priors"]["files"]["ssl"] == str(config.PARAMS_DIR.parent / "priors" /
+    assert flowers.priors.files.ssl == str(config.PARAMS_DIR.parent / "priors" /
                                                     "resnet50_ssl_prior")
     absolute = with_value(raw("imagefolder-example"), "data.root", str(root / "downstream"))
     absolute["priors"]["learning"]["source_root"] = str(root / "source")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(absolute))
-    assert load_profile(tmp_path / "p.yaml")["data"]["root"] == str(root / "downstream")
+    assert load_profile(tmp_path / "p.yaml").data.root == str(root / "downstream")
 
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_every_profile_loads_and_builds_settings(name) -> None:
     profile = load_profile(name)
-    assert profile["name"] == name
-    assert set(profile) == set(config.SCHEMA)
-    TrainSettings(**profile["train"])  # what the study does with it
-    if profile["priors"]["source"] == "learn":
+    assert profile.name == name
+    assert set(profile.to_dict()) == set(config.SCHEMA)
+    TrainSettings(**as_dict(profile.train))  # what the study does with it
+    if profile.priors.source == "learn":
         assert isinstance(config.learning_settings(profile), PriorLearningSettings)
     assert load_profile(config.PARAMS_DIR / f"{name}.yaml") == profile
 
@@ -94,13 +94,13 @@ def test_defaults_fill_what_the_file_leaves_out() -> None:
     profile = load_profile("smoke")
     text = raw("smoke")
     assert "weight_decay" not in text["train"]
-    assert profile["train"]["weight_decay"] == config.SCHEMA["train"]["weight_decay"].default
+    assert profile.train.weight_decay == config.SCHEMA["train"]["weight_decay"].default
     assert "method" not in text["experiments"]["rank"]
-    assert profile["experiments"]["rank"]["method"] == "sghmc"
-    assert profile["experiments"]["rank"]["enabled"] is True
+    assert profile.experiments.rank.method == "sghmc"
+    assert profile.experiments.rank.enabled is True
     # values from the file win over defaults
-    assert profile["train"]["steps"] == text["train"]["steps"]
-    assert isinstance(profile["experiments"]["scale"]["scales"][0], float)
+    assert profile.train.steps == text["train"]["steps"]
+    assert isinstance(profile.experiments.scale.scales[0], float)
 
 
 def test_schema_matches_the_settings_dataclasses() -> None:
@@ -112,23 +112,23 @@ def test_schema_matches_the_settings_dataclasses() -> None:
 
 def test_flowers_profile_reproduces_the_reproduction_setting() -> None:
     profile = load_profile("flowers102-resnet50")
-    assert profile["model"] == "resnet50"
-    assert profile["data"]["dataset"] == "flowers102"
-    assert profile["priors"]["source"] == "files"
-    assert profile["train"]["steps"] == 30000
+    assert profile.model == "resnet50"
+    assert profile.data.dataset == "flowers102"
+    assert profile.priors.source == "files"
+    assert profile.train.steps == 30000
     # the reproduction's conventions, exactly: the authors' rescaling rule and eps, its scale
     # (1e5 in its scripts) and its subset protocol
-    assert profile["priors"]["rescaling_rule"] == "authors" and profile["priors"]["eps"] == 0.1
-    assert profile["experiments"]["inference"]["scale"] == 1e5
-    assert profile["data"]["subset_protocol"] == "reproduction"
+    assert profile.priors.rescaling_rule == "authors" and profile.priors.eps == 0.1
+    assert profile.experiments.inference.scale == 1e5
+    assert profile.data.subset_protocol == "reproduction"
 
 
 @pytest.mark.parametrize("name", PROFILES)
 def test_no_profile_clips_gradients(name) -> None:
     """The preconditioned prior step keeps every scale stable without clipping."""
     profile = load_profile(name)
-    assert profile["train"]["grad_clip"] is None
-    assert profile["train"]["prior_step_cap"] == 0.05
+    assert profile.train.grad_clip is None
+    assert profile.train.prior_step_cap == 0.05
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_bad_value_states_what_is_allowed(dotted, value, expected) -> None:
 
 def test_grad_clip_may_be_null() -> None:
     profile = validate_profile(with_value(raw(), "train.grad_clip", None))
-    assert profile["train"]["grad_clip"] is None
+    assert profile.train.grad_clip is None
 
 
 def test_exponent_strings_from_yaml_are_accepted_as_floats(tmp_path) -> None:
@@ -181,11 +181,11 @@ def test_exponent_strings_from_yaml_are_accepted_as_floats(tmp_path) -> None:
     path.write_text(text)
     assert isinstance(yaml.safe_load(path.read_text())["experiments"]["rank"]["scale"], str)
     profile = load_profile(path)
-    assert profile["experiments"]["rank"]["scale"] == 1e9
-    assert isinstance(profile["experiments"]["rank"]["scale"], float)
-    assert profile["train"]["lr"] == 0.01
+    assert profile.experiments.rank.scale == 1e9
+    assert isinstance(profile.experiments.rank.scale, float)
+    assert profile.train.lr == 0.01
     # ints are accepted for float fields and become floats
-    assert validate_profile(with_value(raw(), "train.lr", 1))["train"]["lr"] == 1.0
+    assert validate_profile(with_value(raw(), "train.lr", 1)).train.lr == 1.0
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_train_cycles_larger_than_steps_is_rejected_at_validation() -> None:
     profile = with_value(raw(), "train.steps", 3)
     profile = with_value(profile, "train.cycles", 4)
     with pytest.raises(ValueError):
-        TrainSettings(**{**load_profile("smoke")["train"], "steps": 3, "cycles": 4})
+        TrainSettings(**{**as_dict(load_profile("smoke").train), "steps": 3, "cycles": 4})
     message = error_of(profile)
     assert "cycles" in message
 
@@ -344,10 +344,10 @@ def test_the_posterior_profile_has_draws_enough_for_the_gate_and_the_cpu_prior()
     head prior of variance 1 at T = 1 and n = 50, and the cpu profile's prior learning (so the
     cpu study's learned SimCLR prior is the same prior)."""
     posterior, cpu = load_profile("cpu-posterior"), load_profile("cpu")
-    train, temp = posterior["train"], posterior["experiments"]["temperature"]
+    train, temp = as_dict(posterior.train), as_dict(posterior.experiments.temperature)
     draws = (train["cycles"] - train["burn_in_cycles"]) * train["samples_per_cycle"]
     assert temp["chains"] * draws * math.log10(temp["chains"] * draws) >= 100
     assert 1.0 in temp["temperatures"]
     assert 1.0 / (temp["n_train"] * train["weight_decay"]) == pytest.approx(1.0)
     assert config.learning_settings(posterior) == config.learning_settings(cpu)
-    assert posterior["data"] == cpu["data"]
+    assert posterior.data == cpu.data

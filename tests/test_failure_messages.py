@@ -215,8 +215,9 @@ def test_variance_fix_names_the_profile_key(tmp_path) -> None:
 @pytest.mark.parametrize("damaged", ["prior", "backbone"])
 def test_corrupt_learned_prior_is_learned_again(tmp_path, damaged) -> None:
     profile = copy.deepcopy(config.load_profile("smoke"))
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=4,
-                                         collect_every=2, bn_refresh_batches=1, max_rank=2)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=4, collect_every=2,
+                                                      bn_refresh_batches=1, max_rank=2))
     study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
     first = load_prior(prior_file)

@@ -23,6 +23,7 @@ from test_failure_messages import (
 )
 
 from bprior_core import atomic, study
+from bprior_core.config import Profile
 from bprior_core.priors.files import PriorFileError, load_authors_prior, load_torch_file
 from bprior_core.study import execution
 
@@ -63,7 +64,7 @@ def test_published_weights_that_do_not_fit_are_one_line_before_training(
                       "--outputs", str(tmp_path / "out"), "--experiment", "inference")
     assert rc == 2
     assert_one_line(err, f"{prefix}_model.pt", needle)
-    assert not (study.output_dir({"name": "smoke"}, tmp_path / "out") / "runs").exists()
+    assert not (study.output_dir(Profile(name="smoke"), tmp_path / "out") / "runs").exists()
 
 
 def test_a_module_prefix_in_published_weights_is_understood(tmp_path) -> None:

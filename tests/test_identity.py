@@ -49,7 +49,7 @@ def test_what_changes_the_numbers_makes_the_runs_be_redone(smoke, tmp_path, monk
     runs = study.plan(smoke, ["rank"])
     study.run_sweep(smoke, runs, tmp_path, progress=False, execute=fake_execute(executed))
     if change == "precision":
-        changed["precision"] = "bf16"
+        changed = changed.replace("precision", "bf16")
     elif change == "numerics":
         monkeypatch.setattr(planning, "NUMERICS_VERSION", planning.NUMERICS_VERSION + 1)
     elif change == "threads":
@@ -67,7 +67,7 @@ def test_what_changes_the_numbers_makes_the_runs_be_redone(smoke, tmp_path, monk
 def test_changed_data_files_make_the_runs_be_redone(smoke, tmp_path) -> None:
     write_fake_fmnist(tmp_path / "data")
     profile = copy.deepcopy(smoke)
-    profile["data"]["root"] = str(tmp_path / "data")
+    profile = profile.replace("data.root", str(tmp_path / "data"))
     before = {r["id"] for r in study.plan(profile)}
     write_fake_fmnist(tmp_path / "data", n_train=14)  # same names, other content
     assert not before & {r["id"] for r in study.plan(profile)}
@@ -82,9 +82,10 @@ def test_prior_files_replaced_under_the_same_prefix_make_the_runs_be_redone(smok
     save_authors_prior(GaussianPrior(mean, torch.full_like(mean, 1e-4), torch.zeros(2, len(mean))),
                        prefix, model.backbone.state_dict())
     profile = copy.deepcopy(smoke)
-    profile["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None},
-                             draws=1)
-    profile["experiments"]["scale"]["priors"] = ["ssl"]
+    profile = profile.replace("priors", dict(source="files",
+                                             files={"ssl": str(prefix), "supervised": None},
+                                             draws=1))
+    profile = profile.replace("experiments.scale.priors", ["ssl"])
     root = tmp_path / "out"
     executed: list = []
     runs = study.plan(profile, ["rank"])

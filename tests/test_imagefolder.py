@@ -139,8 +139,8 @@ def test_list_classes_refuses_a_file(tmp_path) -> None:
 
 def test_example_profile_loads_with_its_folder(example, tmp_path) -> None:
     profile = load_profile(_profile_file(tmp_path, example))
-    assert profile["model"] == "torchvision:shufflenet_v2_x0_5"
-    assert profile["data"]["augment"] == ["crop", "flip"]
+    assert profile.model == "torchvision:shufflenet_v2_x0_5"
+    assert profile.data.augment == ["crop", "flip"]
 
 
 @pytest.mark.slow

@@ -71,8 +71,8 @@ def pack_check_runs(profile: dict) -> list[dict]:
     """Runs that cover every method and the chains: SGD + learned prior and SGHMC + learned
     prior at the smallest inference size (the first tuning point, every seed), the runs from
     scratch (plain SGD), and the temperature experiment's chains."""
-    size = min(profile["experiments"]["inference"]["sizes"])
-    first = profile["experiments"]["inference"]["tuning"]["scales"][0]
+    size = min(profile.experiments.inference.sizes)
+    first = profile.experiments.inference.tuning.scales[0]
 
     def wanted(cfg: dict) -> bool:
         if cfg["experiment"] == "inference":
@@ -88,7 +88,7 @@ def test_smoke_packed_and_unpacked_agree_in_float64(smoke, smoke_priors, tmp_pat
     any machine: each run's arithmetic touches only its own slice. (In float32 the two round
     differently and few-shot BatchNorm amplifies that over the steps: on one machine 5 of 200
     test images moved, so float32 runs are compared after one step, in test_engine.)"""
-    profile = {**smoke, "precision": "fp64"}
+    profile = smoke.replace("precision", "fp64")
     runs = pack_check_runs(profile)
     assert {r["config"]["method"] for r in runs} == {"sgd", "sgd_prior", "sghmc"}
     roots = {size: fresh_root(smoke_priors, tmp_path, f"pack{size}") for size in (1, 4)}
@@ -153,7 +153,7 @@ def test_every_pack_runs_with_the_workers_thread_count(smoke, tmp_path, monkeypa
         return [fake_record(r) for r in pack]
 
     monkeypatch.setattr(resources, "usable_cores", lambda: 4)
-    profile = {**smoke, "workers": 2}
+    profile = smoke.replace("workers", 2)
     runs = study.plan(profile, ["rank"])[:1]
     assert runs[0]["config"]["context"]["threads"] == 2  # part of the run's identity
     study.run_sweep(profile, runs, tmp_path, progress=False, execute=execute)
@@ -205,10 +205,10 @@ def test_bad_precision_names_the_choices() -> None:
 
 
 def test_pack_auto_and_the_cli_override(smoke, monkeypatch) -> None:
-    auto = {**smoke, "pack": "auto"}
+    auto = smoke.replace("pack", "auto")
     assert study.resolve_pack_size(auto) == resources.CPU_AUTO_PACK
     assert study.resolve_pack_size(auto, override=7) == 7
-    assert study.resolve_pack_size({**smoke, "pack": 3}) == 3
+    assert study.resolve_pack_size(smoke.replace("pack", 3)) == 3
     with pytest.warns(UserWarning, match="no memory information"):
         assert resources.auto_pack_size("mps", "small_resnet", 10, 1, 16, "fp32") == \
             resources.FALLBACK_PACK

@@ -3,7 +3,6 @@ an unavailable device, an outputs folder owned by another profile file) before a
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -22,10 +21,10 @@ POOL = torch.arange(5).repeat_interleave(6000)
 
 
 def with_sizes(profile: dict, **sizes) -> dict:
-    out = copy.deepcopy(profile)
+    out = profile
     for experiment, value in sizes.items():
         key = "sizes" if experiment == "inference" else "n_train"
-        out["experiments"][experiment][key] = value
+        out = out.replace(f"experiments.{experiment}.{key}", value)
     return out
 
 
@@ -48,14 +47,14 @@ def test_sizes_that_do_not_split_over_the_classes_are_refused(smoke, experiment,
 
 def test_uneven_sizes_are_fine_for_the_reproduction_protocol(smoke) -> None:
     profile = with_sizes(smoke, inference=[3, 7])
-    profile["data"]["subset_protocol"] = "reproduction"
+    profile = profile.replace("data.subset_protocol", "reproduction")
     check_training_sizes(profile, POOL)
 
 
 @pytest.mark.parametrize("protocol", ["balanced", "reproduction"])
 def test_sizes_larger_than_the_pool_are_refused(smoke, protocol) -> None:
     profile = with_sizes(smoke, inference=[5, 40000])
-    profile["data"]["subset_protocol"] = protocol
+    profile = profile.replace("data.subset_protocol", protocol)
     with pytest.raises(ProfileError) as info:
         check_training_sizes(profile, POOL)
     assert "experiments.inference.sizes" in str(info.value) and "at most 30000" in str(info.value)
@@ -70,13 +69,13 @@ def test_more_per_class_than_the_smallest_class_holds_is_refused(smoke) -> None:
 def test_disabled_or_unselected_experiments_are_not_checked(smoke) -> None:
     profile = with_sizes(smoke, rank=7)
     check_training_sizes(profile, POOL, ["inference", "scale"])
-    profile["experiments"]["rank"]["enabled"] = False
+    profile = profile.replace("experiments.rank.enabled", False)
     check_training_sizes(profile, POOL)
 
 
 def test_unavailable_device_is_refused(smoke, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    profile = {**smoke, "device": "cuda"}
+    profile = smoke.replace("device", "cuda")
     with pytest.raises(study.StudyError, match="device: 'cuda'"):
         study.preflight.preflight(profile, tmp_path)
 

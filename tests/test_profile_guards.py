@@ -33,7 +33,7 @@ def test_duplicate_yaml_keys_are_refused_with_key_and_line(tmp_path) -> None:
     text = (config.PARAMS_DIR / "smoke.yaml").read_text()
     good = tmp_path / "good.yaml"
     good.write_text(text)
-    assert load_profile(good)["train"]["steps"] == 12
+    assert load_profile(good).train.steps == 12
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("  steps: 12\n", "  steps: 12\n  steps: 1000\n"))
     line = text.splitlines().index("  steps: 12") + 1
@@ -58,4 +58,4 @@ def test_profile_names_must_be_one_folder_name(name) -> None:
 
 @pytest.mark.parametrize("name", ["smoke", "cpu-long", "run_2.v1", "A9"])
 def test_ordinary_profile_names_are_accepted(name) -> None:
-    assert validate_profile(with_value(raw(), "name", name))["name"] == name
+    assert validate_profile(with_value(raw(), "name", name)).name == name

@@ -74,7 +74,7 @@ def test_the_protocol_refuses_bad_input_before_anything_runs(values, expected):
 
 def test_per_size_lists_may_repeat_values():
     profile = validate_profile(with_values(raw(), experiments__inference__steps=[12, 12]))
-    assert profile["experiments"]["inference"]["steps"] == [12, 12]
+    assert profile.experiments.inference.steps == [12, 12]
 
 
 def test_the_power_target_sets_the_seeds():

@@ -6,7 +6,6 @@ missing package is a failure here, not a skip."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -52,13 +51,12 @@ WORKERS = os.cpu_count() or 1
 def tiny() -> dict:
     """The smoke profile cut to a 2-run rank sweep (as tests/test_study.py's mini study), with
     one worker per core (the thread count, cores // workers, is part of a run's identity)."""
-    profile = copy.deepcopy(load_profile("smoke"))
-    profile["seeds"] = 1
-    profile["workers"] = WORKERS
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False,
-                                       scales=None)
+    profile = load_profile("smoke").replace("", {"seeds": 1, "workers": WORKERS})
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=6, collect_every=2,
+                                                      bn_refresh_batches=1))
+    profile = profile.replace("experiments.rank", dict(ranks=[0, 3], fixed_trace=False,
+                                                       scales=None))
     return profile
 
 
@@ -178,20 +176,20 @@ def test_the_profiles_backend_key_is_the_default(ray_local, tiny, learned, tmp_p
                 for r in members]
 
     runs = study.plan(tiny, ["rank"])
-    profile = {**tiny, "backend": "ray"}
+    profile = tiny.replace("backend", "ray")
     root = fresh(learned, tmp_path)
     study.run_sweep(profile, runs, root, workers=WORKERS, progress=False, execute=where)
     pids = {json.loads(study.result_path(tiny, r, root).read_text())["pid"] for r in runs}
     assert os.getpid() not in pids
     with pytest.raises(ProfileError, match="backend.*'local', 'ray'"):
-        validate_profile({**yaml.safe_load(yaml.safe_dump(tiny)), "backend": "dask"})
+        validate_profile({**tiny.to_dict(), "backend": "dask"})
 
 
 def test_cli_run_with_the_ray_backend(ray_local, tiny, local_results, tmp_path, capsys) -> None:
     """`bprior run --backend ray` on a profile file: priors learned on the driver, packs on Ray,
     the local back end's records."""
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**tiny, "workers": WORKERS, "pack": 1}))
+    path.write_text(yaml.safe_dump({**tiny.to_dict(), "workers": WORKERS, "pack": 1}))
     out = tmp_path / "outputs"
     assert main(["run", "--profile", str(path), "--outputs", str(out), "--experiment", "rank",
                  "--backend", "ray"]) == 0

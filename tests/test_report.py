@@ -344,8 +344,9 @@ def test_strings_from_profiles_and_records_are_inert_on_the_pages(tmp_path) -> N
     record's device and version, an outputs folder) reaches the page escaped: no script, no
     event handler, no javascript: link."""
     profile = load_profile("smoke")
-    profile["description"] = PAYLOAD
-    profile["priors"].update(source="files", files={"ssl": PAYLOAD, "supervised": None})
+    profile = profile.replace("description", PAYLOAD)
+    profile = profile.replace("priors", dict(source="files",
+                                             files={"ssl": PAYLOAD, "supervised": None}))
     records = [{"config": {"experiment": "rank"}, "status": "ok", "device": PAYLOAD,
                 "version": PAYLOAD, "wall_time_s": 1.0}]
     md = report.methods_markdown(profile, records)

@@ -4,7 +4,6 @@ text on verdicts (on the claims tests' synthetic study; nothing is trained)."""
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
@@ -105,6 +104,5 @@ def test_methods_state_the_verdict_rule_intervals_and_the_control():
     (0.0, "no weight decay, so no prior"),
 ])
 def test_methods_state_the_heads_prior_in_the_posterior(weight_decay, expected):
-    profile = copy.deepcopy(load_profile("smoke"))
-    profile["train"]["weight_decay"] = weight_decay
+    profile = load_profile("smoke").replace("train.weight_decay", weight_decay)
     assert expected in report.methods_markdown(profile, world(1.0))

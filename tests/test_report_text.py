@@ -25,10 +25,10 @@ def test_the_intros_describe_the_study_that_ran():
     assert "these chains hold 3, so they are not computed" in temperature
     assert "one seed: one value per temperature" in temperature
     longer = copy.deepcopy(cpu)
-    longer["train"].update(cycles=8)
+    longer = longer.replace("train", dict(cycles=8))
     assert "the dashed line marks R-hat = 1.05" in report.experiment_intro(longer, "temperature")
     off = copy.deepcopy(cpu)
-    off["experiments"]["rank"]["enabled"] = False
+    off = off.replace("experiments.rank.enabled", False)
     assert report.experiment_intro(off, "rank") == "The rank experiment is not run in this profile."
 
 

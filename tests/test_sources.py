@@ -40,9 +40,10 @@ def test_no_subset_validation_or_test_image_reaches_prior_learning(smoke, monkey
     training subset comes from the pool; the SimCLR and oracle priors' downstream images are
     exactly the rest (compared image by image); prior learning reads training images only."""
     profile = copy.deepcopy(smoke)
-    profile["priors"]["learning"]["source_train_size"] = 0  # every image, to compare them all
+    # every image, to compare them all
+    profile = profile.replace("priors.learning.source_train_size", 0)
     train = fashion_mnist.fashion_mnist_task("downstream", "train")
-    size = profile["data"]["labelled_pool"]
+    size = profile.data.labelled_pool
     pool_images = train.images[labelled_pool.labelled_pool_indices(train.labels, size)]
     rest_images = train.images[labelled_pool.outside_pool_indices(train.labels, size)]
     study_pool, val, _ = downstream_data(DataKey.of(profile), "cpu")
@@ -77,5 +78,5 @@ def test_source_kinds_follow_the_profile(smoke) -> None:
     assert sources.source_kind(profile, "ssl") == "outside_pool"
     assert sources.source_kind(profile, "oracle") == "downstream_rest"
     assert sources.source_kind(profile, "supervised") == "source_classes"
-    profile["priors"]["ssl_source"] = "source_classes"
+    profile = profile.replace("priors.ssl_source", "source_classes")
     assert sources.source_kind(profile, "ssl") == "source_classes"

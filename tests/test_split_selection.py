@@ -3,11 +3,9 @@ training subset, score on its held-out 1/5, then train the chosen point on all n
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from conftest import set_sizes
+from conftest import edited, set_sizes
 from test_config import raw, with_value
 
 from bprior_core import study
@@ -83,10 +81,8 @@ def test_the_held_out_split_chooses_and_the_validation_choice_is_compared() -> N
 
 
 def test_final_runs_under_split_train_on_the_whole_subset(smoke) -> None:
-    profile = copy.deepcopy(smoke)
-    tuning = profile["experiments"]["inference"]["tuning"]
-    tuning["selection"] = "split"
-    set_sizes(profile["experiments"]["inference"], [10])
+    profile = edited(smoke.replace("experiments.inference.tuning.selection", "split"),
+                     lambda values: set_sizes(values["experiments"]["inference"], [10]))
 
     def stored(run):
         value = run["config"]["tuned"]["value"]

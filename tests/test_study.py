@@ -15,7 +15,7 @@ from conftest import SMOKE_PACK, copy_root
 from conftest import fake_record as complete_record
 
 from bprior_core import study
-from bprior_core.config import evaluation_seeds, learning_settings, load_profile
+from bprior_core.config import as_dict, evaluation_seeds, learning_settings, load_profile
 from bprior_core.data.subsets import few_shot_indices
 from bprior_core.priors import learning as learn
 from bprior_core.priors.files import PriorFileError, load_prior, save_authors_prior
@@ -34,10 +34,10 @@ def flowers() -> dict:
 
 def expected_count(profile: dict) -> dict[str, int]:
     """Runs per experiment, from the grid the profile describes."""
-    exps = profile["experiments"]
+    exps = profile.to_dict()["experiments"]
 
     def seeds(experiment: str) -> int:
-        return exps[experiment]["seeds"] or profile["seeds"]
+        return exps[experiment]["seeds"] or profile.seeds
 
     scale, tuning, temp = exps["scale"], exps["inference"]["tuning"], exps["temperature"]
     conventions = len(scale["rules"] or [0]) * len(scale["eps"] or [0])
@@ -105,19 +105,18 @@ def test_run_ids_are_unique_and_stable(smoke) -> None:
 def test_ids_change_with_what_a_run_depends_on(smoke) -> None:
     tuned = ("inference", "control", "covariance", "per_seed", "reference")  # steps per size
     base = {r["id"] for r in study.plan(smoke) if r["config"]["experiment"] not in tuned}
-    longer = copy.deepcopy(smoke)
-    longer["train"]["steps"] += 1
+    longer = smoke.replace("train.steps", smoke.train.steps + 1)
     assert not base & {r["id"] for r in study.plan(longer)}
     assert ([r["id"] for r in study.plan(longer, tuned)] == [r["id"] for r in study.plan(smoke,
                                                                                           tuned)])
-    longer["experiments"]["inference"]["steps"] = [13, 16]
+    longer = longer.replace("experiments.inference.steps", [13, 16])
     changed = {r["id"] for r in study.plan(longer, tuned)} ^ {r["id"] for r in study.plan(smoke,
                                                                                           tuned)}
     assert changed and all(r["config"]["n_train"] == 5 for r in study.plan(longer, tuned)
                            if r["id"] in changed)
     # changing the inference grid leaves the other experiments' runs (and results) alone
     sizes = copy.deepcopy(smoke)
-    sizes["experiments"]["inference"]["sizes"] = [5, 20]
+    sizes = sizes.replace("experiments.inference.sizes", [5, 20])
     for experiment in ("rank", "scale"):
         assert ([r["id"] for r in study.plan(sizes, [experiment])]
                 == [r["id"] for r in study.plan(smoke, [experiment])])
@@ -127,7 +126,7 @@ def test_ids_change_with_what_a_run_depends_on(smoke) -> None:
 
 def test_disabled_experiment_is_not_planned(smoke) -> None:
     profile = copy.deepcopy(smoke)
-    profile["experiments"]["scale"]["enabled"] = False
+    profile = profile.replace("experiments.scale.enabled", False)
     runs = study.plan(profile)
     assert not any(r["config"]["experiment"] == "scale" for r in runs)
     assert len(runs) == sum(expected_count(profile).values())
@@ -141,13 +140,13 @@ def test_unknown_experiment_is_a_clear_error(smoke) -> None:
 def untuned(profile: dict) -> dict:
     """A copy of `profile` with the inference arms untuned (fixed scale, trace matching)."""
     out = copy.deepcopy(profile)
-    out["experiments"]["inference"]["tuning"]["enabled"] = False
+    out = out.replace("experiments.inference.tuning.enabled", False)
     return out
 
 
 def test_tuned_arms_run_once_per_grid_value(smoke) -> None:
     runs = study.plan(smoke, ["inference"])
-    tuning = smoke["experiments"]["inference"]["tuning"]
+    tuning = smoke.experiments.inference.tuning
     per_arm: dict[str, set] = {}
     for run in runs:
         cfg = run["config"]
@@ -160,8 +159,8 @@ def test_tuned_arms_run_once_per_grid_value(smoke) -> None:
             assert parameter == "variance" and cfg["prior"]["variance"] == value
         else:
             assert parameter == "weight_decay" and cfg["train"]["weight_decay"] == value
-    assert set(per_arm) == set(smoke["experiments"]["inference"]["arms"])
-    assert {len(v) for v in per_arm.values()} == {len(tuning["scales"])}
+    assert set(per_arm) == set(smoke.experiments.inference.arms)
+    assert {len(v) for v in per_arm.values()} == {len(tuning.scales)}
     # grid values share a pack; the tuned value is not part of the pack key
     assert len(study.make_packs(runs, 1000)) < len(runs)
 
@@ -169,7 +168,7 @@ def test_tuned_arms_run_once_per_grid_value(smoke) -> None:
 def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
     smoke = untuned(smoke)
     runs = study.plan(smoke, ["inference"])
-    bayes = smoke["experiments"]["inference"]["bayes_method"]
+    bayes = smoke.experiments.inference.bayes_method
     expected = {
         "sgd": ("sgd", "none"), "sgd+learned": ("sgd_prior", "learned"),
         "sghmc+learned": (bayes, "learned"), "sgd+zero": ("sgd_prior", "zero"),
@@ -182,26 +181,25 @@ def test_arms_map_to_methods_and_prior_kinds(smoke) -> None:
         cfg = run["config"]
         assert (cfg["method"], cfg["prior"]["kind"]) == expected[cfg["arm"]]
         # the ensemble control is the sampler at temperature 0, otherwise the same settings
-        temperature = 0.0 if cfg["arm"] == "ensemble+learned" else smoke["train"]["temperature"]
-        steps = dict(zip(smoke["experiments"]["inference"]["sizes"],
-                         smoke["experiments"]["inference"]["steps"], strict=True))
-        assert cfg["train"] == {**smoke["train"], "temperature": temperature,
+        temperature = 0.0 if cfg["arm"] == "ensemble+learned" else smoke.train.temperature
+        steps = dict(zip(smoke.experiments.inference.sizes,
+                         smoke.experiments.inference.steps, strict=True))
+        assert cfg["train"] == {**as_dict(smoke.train), "temperature": temperature,
                                 "steps": steps[cfg["n_train"]]}
         seen.add(cfg["arm"])
         if cfg["prior"]["kind"] in ("learned", "isotropic"):
-            assert cfg["prior"]["rank"] == smoke["experiments"]["inference"]["rank"]
-            assert cfg["prior"]["scale"] == smoke["experiments"]["inference"]["scale"]
+            assert cfg["prior"]["rank"] == smoke.experiments.inference.rank
+            assert cfg["prior"]["scale"] == smoke.experiments.inference.scale
         if cfg["prior"]["kind"] == "zero":
-            assert cfg["prior"]["variance"] == smoke["experiments"]["inference"][
-                "nonlearned_variance"]
-    assert seen == set(smoke["experiments"]["inference"]["arms"])
+            assert cfg["prior"]["variance"] == smoke.experiments.inference.nonlearned_variance
+    assert seen == set(smoke.experiments.inference.arms)
     ranks = {r["config"]["prior"]["rank"] for r in study.plan(smoke, ["rank"])}
-    assert ranks == set(smoke["experiments"]["rank"]["ranks"])
+    assert ranks == set(smoke.experiments.rank.ranks)
 
 
 def test_same_seed_and_size_share_the_training_subset(smoke, downstream_train) -> None:
     labels = downstream_train.labels
-    protocol = smoke["data"]["subset_protocol"]
+    protocol = smoke.data.subset_protocol
     by_key: dict[tuple[int, int], set[tuple[int, ...]]] = {}
     for run in study.plan(smoke):
         cfg = run["config"]
@@ -273,7 +271,7 @@ def test_build_run_prior_zero_and_none() -> None:
 
 
 def test_every_planned_prior_spec_can_be_built(smoke) -> None:
-    learned = random_prior(k=smoke["priors"]["learning"]["max_rank"])
+    learned = random_prior(k=smoke.priors.learning.max_rank)
     kinds = Counter()
     for run in study.plan(smoke):
         spec = run["config"]["prior"]
@@ -290,15 +288,16 @@ def test_every_planned_prior_spec_can_be_built(smoke) -> None:
 
 def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    flowers = copy.deepcopy(flowers)  # its published prefixes moved into this test's folder
-    flowers["priors"]["files"] = {k: str(tmp_path / "priors" / Path(v).name)
-                                  for k, v in flowers["priors"]["files"].items()}
+    # its published prefixes moved into this test's folder
+    flowers = flowers.replace("priors.files", {
+        k: str(tmp_path / "priors" / Path(v).name)
+        for k, v in as_dict(flowers.priors.files).items()})
     with pytest.raises(study.StudyError) as info:
         study.check_prior_files(flowers)
     message = str(info.value)
-    ssl = flowers["priors"]["files"]["ssl"]
+    ssl = flowers.priors.files.ssl
     assert f"{ssl}_mean.pt" in message and f"{ssl}_model.pt" in message
-    assert f"{flowers['priors']['files']['supervised']}_covmat.pt" in message
+    assert f"{flowers.priors.files.supervised}_covmat.pt" in message
     # only the rank experiment: only the ssl prior is needed
     with pytest.raises(study.StudyError) as info:
         study.check_prior_files(flowers, ["rank"])
@@ -306,7 +305,7 @@ def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatc
     assert "priors.files.supervised" not in str(info.value)
     # once the files are there, nothing is raised
     for name in ("ssl", "supervised"):
-        prefix = Path(flowers["priors"]["files"][name])
+        prefix = Path(flowers.priors.files.prefix(name))
         prefix.parent.mkdir(parents=True, exist_ok=True)
         for suffix in ("mean", "variance", "covmat", "model"):
             Path(f"{prefix}_{suffix}.pt").touch()
@@ -315,7 +314,7 @@ def test_check_prior_files_names_the_missing_files(flowers, tmp_path, monkeypatc
 
 def test_check_prior_files_unset_prefix_and_learn_profiles(flowers, smoke) -> None:
     profile = copy.deepcopy(flowers)
-    profile["priors"]["files"]["ssl"] = None
+    profile = profile.replace("priors.files.ssl", None)
     with pytest.raises(study.StudyError, match="priors.files.ssl is not set"):
         study.check_prior_files(profile, ["rank"])
     study.check_prior_files(smoke)  # learned priors: nothing to check
@@ -331,7 +330,7 @@ def fake_prior_loader(monkeypatch, smoke):
     backbone = build_model("small_resnet", 5).backbone
     w = flat_parameters(backbone).detach()
     g = torch.Generator().manual_seed(0)
-    k = smoke["priors"]["learning"]["max_rank"]
+    k = smoke.priors.learning.max_rank
     learned = GaussianPrior(w, torch.full_like(w, 1e-4), 1e-3 * torch.randn(k, w.numel(),
                                                                             generator=g))
     state = {key: v.clone() for key, v in backbone.state_dict().items()}
@@ -362,19 +361,19 @@ def test_execute_run_gives_every_arm_the_same_training_subset(
         cfg = run["config"]
         groups.setdefault((cfg["n_train"], cfg["seed"]), []).append(i)
         assert seen[i]["method"] == cfg["method"] and seen[i]["seed"] == cfg["seed"]
-        assert seen[i]["n_test"] == smoke["data"]["test_size"]
+        assert seen[i]["n_test"] == smoke.data.test_size
         assert (seen[i]["prior"] is None) == (cfg["prior"]["kind"] == "none")
         assert len(seen[i]["labels"]) == cfg["n_train"]
         # the validation set is class-balanced and never part of a training subset
         val = seen[i]["val"]
-        assert len(val) == smoke["data"]["val_size"]
-        assert torch.bincount(val.labels).tolist() == [smoke["data"]["val_size"] // 5] * 5
+        assert len(val) == smoke.data.val_size
+        assert torch.bincount(val.labels).tolist() == [smoke.data.val_size // 5] * 5
         train_rows = seen[i]["images"].flatten(1)
         assert not (train_rows.unsqueeze(1) == val.images.flatten(1).unsqueeze(0)).all(-1).any()
         assert records[i]["id"] == run["id"] and records[i]["config"] == cfg
     for members in groups.values():
         first = seen[members[0]]
-        assert len(members) == len(smoke["experiments"]["inference"]["arms"])
+        assert len(members) == len(smoke.experiments.inference.arms)
         for i in members[1:]:
             assert torch.equal(seen[i]["images"], first["images"])
             assert torch.equal(seen[i]["labels"], first["labels"])
@@ -393,15 +392,15 @@ def test_execute_run_end_to_end_record(smoke, fake_prior_loader) -> None:
     run = {"id": study.planning.digest(config), "config": config}
     record = study.execute_run(run, smoke)
     predictions = record.pop("_predictions")  # written beside the record by the driver
-    assert predictions["test"]["log_probs"].shape == (smoke["data"]["test_size"], 5)
+    assert predictions["test"]["log_probs"].shape == (smoke.data.test_size, 5)
     assert record["val_metrics"] == tuned["val_metrics"]  # the same training, scored on test
     assert record["status"] == "ok"
     assert record["config"] == run["config"] and record["id"] == run["id"]
     assert record["config"]["method"] in SAMPLER_METHODS
-    train_cfg = smoke["train"]
-    assert record["n_samples"] == ((train_cfg["cycles"] - train_cfg["burn_in_cycles"])
-                                   * train_cfg["samples_per_cycle"])
-    assert record["steps_done"] == train_cfg["steps"]
+    train_cfg = smoke.train
+    assert record["n_samples"] == ((train_cfg.cycles - train_cfg.burn_in_cycles)
+                                   * train_cfg.samples_per_cycle)
+    assert record["steps_done"] == train_cfg.steps
     for part in ("final", "bma"):
         assert 0.0 <= record["metrics"][part]["accuracy"] <= 1.0
     json.dumps(record)  # storable
@@ -412,8 +411,8 @@ def test_a_prior_of_the_wrong_size_is_refused_when_read(smoke, tmp_path) -> None
     small = GaussianPrior(torch.zeros(10), torch.ones(10), torch.zeros(3, 10))
     save_authors_prior(small, tmp_path / "small", model.backbone.state_dict())
     profile = copy.deepcopy(smoke)
-    profile["priors"].update(source="files", files={"ssl": str(tmp_path / "small"),
-                                                    "supervised": None}, draws=1)
+    profile = profile.replace("priors", dict(source="files", files={"ssl": str(tmp_path / "small"),
+                                                    "supervised": None}, draws=1))
     d = num_prior_parameters(model.backbone)
     with pytest.raises(PriorFileError) as info:
         study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
@@ -562,10 +561,12 @@ def test_crash_during_json_dump_leaves_no_partial_file(tmp_path, monkeypatch) ->
 def test_learned_prior_mini_study(smoke, tmp_path) -> None:
     """Learn the ssl prior with the smoke settings, run a 2-run rank sweep, resume it."""
     profile = copy.deepcopy(smoke)
-    profile["seeds"] = 1
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2, bn_refresh_batches=1)
-    profile["experiments"]["rank"].update(ranks=[0, 3], fixed_trace=False, scales=None)
+    profile = profile.replace("seeds", 1)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=6, collect_every=2,
+                                                      bn_refresh_batches=1))
+    profile = profile.replace("experiments.rank", dict(ranks=[0, 3], fixed_trace=False,
+                                                       scales=None))
     paths = study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     prior_file, backbone_file = study.prior_paths(profile, "ssl", tmp_path)
     assert paths == {("ssl", 0): prior_file} and backbone_file.exists()
@@ -654,17 +655,18 @@ def test_authors_files_with_zero_variance_need_the_profile_floor(smoke, tmp_path
     save_authors_prior(published, prefix, model.backbone.state_dict())
     torch.save(variance, f"{prefix}_variance.pt")
     profile = copy.deepcopy(smoke)
-    profile["priors"].update(source="files", files={"ssl": str(prefix), "supervised": None})
+    profile = profile.replace("priors", dict(source="files",
+                                             files={"ssl": str(prefix), "supervised": None}))
     with pytest.raises(ValueError, match="zero"):
         study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
-    profile["priors"]["variance_floor"] = 1e-12
+    profile = profile.replace("priors.variance_floor", 1e-12)
     prior, state = study.load_prior_and_backbone(study.prior_location(profile, "ssl"))
     assert torch.equal(prior.variance[:3], torch.full((3,), 1e-12)) and prior.rank == 2
     assert set(state) == set(model.backbone.state_dict())
 
 
 def test_each_seed_uses_its_own_prior_draw(smoke) -> None:
-    draws = smoke["priors"]["draws"]
+    draws = smoke.priors.draws
     assert draws >= 2
     for run in study.plan(smoke):
         prior = run["config"]["prior"]
@@ -675,8 +677,8 @@ def test_each_seed_uses_its_own_prior_draw(smoke) -> None:
 
 def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
     profile = copy.deepcopy(smoke)
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=6, collect_every=2))
     paths = study.learn_priors(profile, [("ssl", 0), ("ssl", 1)], root=tmp_path, progress=False)
     assert paths[("ssl", 0)] != paths[("ssl", 1)]
     first, second = (load_prior(paths["ssl", d]) for d in (0, 1))
@@ -690,9 +692,9 @@ def test_workers_learn_task_priors_after_their_simclr_draw_as_one_by_one(smoke, 
     draw is stored) learn the priors that one call per prior learns (in this process, with a
     worker's threads); a task prior starts from its own SimCLR draw's weights."""
     profile = copy.deepcopy(smoke)
-    profile["workers"] = 2
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2, max_rank=2)
+    profile = profile.replace("workers", 2)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=6, collect_every=2, max_rank=2))
     wanted = [(TASK_PRIOR, 0), (TASK_PRIOR, 1), ("oracle", 0)]
     together = study.learn_priors(profile, wanted, root=tmp_path / "pool", progress=False)
     for key in [("ssl", 0), ("ssl", 1), *wanted]:
@@ -713,20 +715,20 @@ def test_draws_learned_in_packs_are_the_packed_learners_draws(smoke, tmp_path) -
     `test_learn.py`, float32 rounding differs between CPUs), with the same identities (the pack
     is not part of them); each prior records its share of the pack's time."""
     profile = copy.deepcopy(smoke)
-    profile.update(workers=1)
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=6,
-                                         collect_every=2, max_rank=2)
+    profile = profile.replace("workers", 1)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=6, collect_every=2, max_rank=2))
     wanted = [("oracle", d) for d in range(3)]
     learned = {}
     for pack in (1, 2):
-        profile["priors"]["pack"] = pack
+        profile = profile.replace("priors.pack", pack)
         paths = study.learn_priors(profile, wanted, root=tmp_path / str(pack), progress=False)
         learned[pack] = [load_prior(paths[key]) for key in wanted]
     source = study.sources.source_task(profile, "oracle")
     models = []
     for draw in (0, 1):
         torch.manual_seed(draw)
-        models.append(build_model(profile["model"], source.num_classes, profile["model_weights"]))
+        models.append(build_model(profile.model, source.num_classes, profile.model_weights))
     with torch_threads(threads_per_worker(1)):
         direct = learn.learn_priors_packed(models, source, "supervised",
                                            learning_settings(profile), (0, 1), progress=False)
@@ -752,15 +754,15 @@ def _tuned_record(run: dict) -> dict:
 def test_long_sgd_is_the_chosen_sgd_run_on_the_samplers_budget(smoke, long_sgd) -> None:
     """`sgd_long+learned`: the chosen `sgd+learned` point, `chains` x the steps, one run."""
     profile = copy.deepcopy(smoke)
-    profile["experiments"]["inference"]["long_sgd"] = long_sgd
+    profile = profile.replace("experiments.inference.long_sgd", long_sgd)
     finals = study.final_runs(profile, _tuned_record, ["inference"])
-    chains = profile["experiments"]["inference"]["chains"]
+    chains = profile.experiments.inference.chains
     sgd = {(f["config"]["n_train"], f["config"]["seed"]): f["config"] for f in finals
            if f["config"]["arm"] == "sgd+learned"}
     long = [f["config"] for f in finals if f["config"]["arm"] == "sgd_long+learned"]
     # on the seeds the samplers are evaluated on: the control of a sampler comparison
     sampler_seeds = sum(len(evaluation_seeds(profile, n, True))
-                        for n in profile["experiments"]["inference"]["sizes"])
+                        for n in profile.experiments.inference.sizes)
     assert len(long) == (sampler_seeds if long_sgd else 0)
     for cfg in long:
         chosen = sgd[(cfg["n_train"], cfg["seed"])]

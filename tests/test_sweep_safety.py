@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import fake_record, set_sizes
+from conftest import edited, fake_record, set_sizes
 
 from bprior_core import study
 from bprior_core.study.lock import lock_path, profile_lock
@@ -89,7 +89,7 @@ def test_a_held_lock_stops_a_second_sweep(smoke, tmp_path) -> None:
 
 
 def test_a_held_lock_stops_prior_learning_but_not_reading(smoke, tmp_path, monkeypatch) -> None:
-    smoke = dict(smoke, workers=1)  # learned in this process, where learn_draws is replaced
+    smoke = smoke.replace("workers", 1)  # learned in this process, where learn_draws is replaced
     learned = []
     monkeypatch.setattr(study.priors, "learn_draws",
                         lambda *a, **k: learned.extend((a[1], d) for d in a[2]))
@@ -149,14 +149,15 @@ def without_timing(path: Path) -> dict:
 
 def test_two_worker_sweep_with_one_run_left_resumes_byte_identical(smoke, tmp_path) -> None:
     profile = copy.deepcopy(smoke)
-    profile.update(seeds=2, workers=2, pack=1)
-    profile["priors"]["draws"] = 1
-    profile["experiments"]["inference"]["tuning"]["enabled"] = False
-    profile["priors"]["learning"].update(source_train_size=128, pretrain_steps=2, swag_steps=4,
-                                         collect_every=2, bn_refresh_batches=1, max_rank=2)
-    set_sizes(profile["experiments"]["inference"], [5])
-    profile["experiments"]["inference"].update(arms=["sgd", "sgd+learned"], rank=2)
-    profile["train"].update(steps=4)
+    profile = profile.replace("", dict(seeds=2, workers=2, pack=1))
+    profile = profile.replace("priors.draws", 1)
+    profile = profile.replace("experiments.inference.tuning.enabled", False)
+    profile = profile.replace("priors.learning", dict(source_train_size=128, pretrain_steps=2,
+                                                      swag_steps=4, collect_every=2,
+                                                      bn_refresh_batches=1, max_rank=2))
+    profile = edited(profile, lambda values: set_sizes(values["experiments"]["inference"], [5]))
+    profile = profile.replace("experiments.inference", dict(arms=["sgd", "sgd+learned"], rank=2))
+    profile = profile.replace("train", dict(steps=4))
     study.learn_priors(profile, ["ssl"], root=tmp_path, progress=False)
     runs = study.plan(profile, ["inference"])
     assert len(runs) == 4

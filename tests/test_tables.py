@@ -16,6 +16,7 @@ from scipy import stats  # noqa: E402
 from bprior_core import claims, report, tables  # noqa: E402
 from bprior_core.analysis.selection import choose_point, chosen_values  # noqa: E402
 from bprior_core.claims import gains_by_size  # noqa: E402
+from bprior_core.config import Profile  # noqa: E402
 from bprior_core.formatting import size_label
 from bprior_core.report import plots
 from bprior_core.vocabulary import VIEWED_EXPERIMENTS
@@ -324,7 +325,7 @@ def test_page_lines_format_counts_and_say_where_results_were_looked_for(tmp_path
                     "none trained now.</p>")
     assert "2 trained now (1 diverged) in 3.5 s" in report.sweep_html(
         {"planned": 2, "skipped": 0, "ran": 2, "diverged": 1, "wall_time_s": 3.5})
-    profile = {"name": "cpu", "description": "a <b> profile"}
+    profile = Profile(name="cpu", description="a <b> profile")
     empty = report.results_status_html(profile, tmp_path / "cpu", [], 10, "cpu", tmp_path)
     assert str(tmp_path / "cpu" / "runs") in empty
     assert f"bprior run --profile cpu --outputs {tmp_path}" in empty

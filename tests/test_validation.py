@@ -143,12 +143,12 @@ def test_more_workers_than_cores_is_refused_unless_forced(monkeypatch) -> None:
     """workers: 64 on 2 cores was accepted (about 1 GB of memory per worker process)."""
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.delenv("BPRIOR_FORCE_WORKERS", raising=False)
-    assert validate_profile(with_value(raw(), "workers", 2))["workers"] == 2
+    assert validate_profile(with_value(raw(), "workers", 2)).workers == 2
     message = error_of(with_value(raw(), "workers", 3))
     assert message.startswith("workers: 3") and "2 CPU cores" in message
     assert "workers: 2" in message and "BPRIOR_FORCE_WORKERS=1" in message
     monkeypatch.setenv("BPRIOR_FORCE_WORKERS", "1")
-    assert validate_profile(with_value(raw(), "workers", 3))["workers"] == 3
+    assert validate_profile(with_value(raw(), "workers", 3)).workers == 3
     assert "<= 64" in error_of(with_value(raw(), "workers", 65))
 
 
@@ -188,7 +188,7 @@ def test_ordinary_aliases_and_merge_keys_are_still_read(tmp_path) -> None:
     path = tmp_path / "aliases.yaml"
     path.write_text(text)
     profile = load_profile(path)
-    assert profile["experiments"]["inference"]["tuning"]["variances"] == [1e1, 1e3, 1e5, 1e7, 1e9]
+    assert profile.experiments.inference.tuning.variances == [1e1, 1e3, 1e5, 1e7, 1e9]
     merged = "a: &d {x: 1, y: [1, 2]}\nb:\n  <<: *d\n  x: 5\nc: [*d, *d]\n"
     loaded = yaml.load(merged, Loader=config.UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     assert loaded["b"] == {"x": 5, "y": [1, 2]} and loaded["c"] == [loaded["a"]] * 2
@@ -262,7 +262,7 @@ def test_a_long_profile_name_is_refused_with_the_limit() -> None:
     message = error_of(with_value(raw(), "name", "a" * 300))
     assert message.startswith("name: ") and "300 characters" in message and "64" in message
     assert len(message) < 400
-    assert validate_profile(with_value(raw(), "name", "a" * 64))["name"] == "a" * 64
+    assert validate_profile(with_value(raw(), "name", "a" * 64)).name == "a" * 64
 
 
 def test_a_folder_named_like_a_profile_does_not_shadow_it(tmp_path, monkeypatch, capsys) -> None:
@@ -271,7 +271,7 @@ def test_a_folder_named_like_a_profile_does_not_shadow_it(tmp_path, monkeypatch,
     (tmp_path / "smoke").mkdir()
     (tmp_path / "smoke.yaml").write_text("name: not-this-one\n")
     assert config.profile_path("smoke") == config.PARAMS_DIR / "smoke.yaml"
-    assert load_profile("smoke")["name"] == "smoke"
+    assert load_profile("smoke").name == "smoke"
     assert config.profile_path("smoke.yaml").resolve() == (tmp_path / "smoke.yaml").resolve()
     rc, err = run_cli(capsys, "plan", "--profile", "smoke", "--outputs", str(tmp_path / "o"))
     assert rc == 0, err

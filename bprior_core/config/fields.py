@@ -95,12 +95,9 @@ def _list_like(cls: type, name: str, default: Any, nullable: bool = False) -> Fi
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str, "float | None": float}
 
 
-def _section_from(settings_cls) -> dict[str, Field]:
-    """A profile section derived from a settings dataclass: one key per field, with the
-    field's default and its declared range (`settings.setting`)."""
-    section = {}
-    for f in dataclasses.fields(settings_cls):
-        meta = f.metadata
-        section[f.name] = Field(_TYPES[f.type], f.default, meta["lo"], meta["hi"],
-                                meta["choices"], meta["nullable"])
-    return section
+def settings_field(f: dataclasses.Field) -> Field:
+    """The spec of a profile key that is a settings dataclass's field: its type, default and
+    declared range (`settings.setting`)."""
+    meta = f.metadata
+    return Field(_TYPES[f.type], f.default, meta["lo"], meta["hi"], meta["choices"],
+                 meta["nullable"])

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from .fields import ProfileError, clip, shown
+from .profile import Profile
 from .schema import PATH_KEYS
 from .validation import WORKERS_ENV, _suggest, validate_profile
 
@@ -147,7 +148,7 @@ def _read_yaml(path: Path, text: str) -> Any:
         raise ProfileError(f"{path} holds a value that cannot be read: {clip(str(exc))}") from None
 
 
-def load_profile(name_or_path: str | Path) -> dict:
+def load_profile(name_or_path: str | Path) -> Profile:
     """Read and validate a profile by name (in params/) or by path."""
     path = profile_path(name_or_path)
     if not stat.S_ISREG(path.stat().st_mode):  # a device or a pipe may never end

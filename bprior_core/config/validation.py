@@ -12,7 +12,8 @@ from typing import Any
 from ..settings import float32_problem
 from .checks import _check_consistency, _check_protocol
 from .fields import Field, ProfileError, clip, shown
-from .schema import _LIST_CHOICES, PER_SIZE_KEYS, SCHEMA
+from .profile import SCHEMA, Profile, from_mapping
+from .schema import _LIST_CHOICES, PER_SIZE_KEYS
 
 # difflib's similarity below which a spelling is not offered (its default): no suggestion is
 # better than a wrong one ('learning_rate' is not 'eval_batch_size')
@@ -115,7 +116,7 @@ def _validate(section: dict, schema: dict, path: str) -> dict:
     return out
 
 
-def _check_list_choices(profile: dict) -> None:
+def _check_list_choices(profile: Profile) -> None:
     for keys, allowed in _LIST_CHOICES.items():
         values = profile
         for k in keys:
@@ -160,7 +161,7 @@ def _list_fields(schema: dict, path: str = ""):
             yield sub, spec
 
 
-def _check_no_duplicates(profile: dict) -> None:
+def _check_no_duplicates(profile: Profile) -> None:
     """Every list in a profile (arms, sizes, ranks, scales, priors) names each value once: a
     repeated value would plan the same runs twice under one result file (the per-size lists
     of `PER_SIZE_KEYS` excepted)."""
@@ -206,15 +207,18 @@ def _check_workers(workers: int) -> None:
         f"{workers} anyway")
 
 
-def validate_profile(raw: dict) -> dict:
-    """Validate a raw profile mapping; return it complete with defaults, or raise ProfileError."""
-    profile = _validate(raw, SCHEMA, "")
-    if not profile["name"]:
+def validate_profile(raw: dict) -> Profile:
+    """Validate a raw profile mapping; return it typed and complete with defaults, or raise
+    ProfileError. The keys are checked one by one on the mapping, then across keys on the
+    typed profile."""
+    values = _validate(raw, SCHEMA, "")
+    if not values["name"]:
         raise ProfileError("name: every profile needs a name (used for outputs/<name>/)")
-    _check_name(profile["name"])
-    _check_workers(profile["workers"])
-    _check_no_duplicates(profile)
-    _check_list_choices(profile)
+    _check_name(values["name"])
+    _check_workers(values["workers"])
+    _check_no_duplicates(values)
+    _check_list_choices(values)
+    profile = from_mapping(Profile, values)
     _check_consistency(profile)
     _check_protocol(profile)
     return profile

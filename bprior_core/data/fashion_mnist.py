@@ -11,12 +11,11 @@ import gzip
 import math
 import os
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from .tasks import DataFileError, DataUnavailableError, TensorTask, cache_dir, select_classes
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .tasks import DataUnavailableError
 from .device import DeviceTask
+from .tasks import DataUnavailableError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TRAIN_RESIZE, CROP, MAX_ROTATION = 230, 224, 30.0

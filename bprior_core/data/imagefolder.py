@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .tasks import DataFileError, DataUnavailableError, TensorTask, cache_dir
 from .device import DeviceTask
+from .tasks import DataFileError, DataUnavailableError, TensorTask, cache_dir
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import math
-import os
-import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
-import numpy as np
 import torch
+
 from .tasks import TensorTask
+
 SUBSET_PROTOCOLS = ("balanced", "reproduction")
 
 

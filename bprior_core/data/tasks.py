@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
-import math
 import os
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 

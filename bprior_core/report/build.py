@@ -140,7 +140,7 @@ def build_report(
     missing = missing_work(profile, root)
     if missing:
         raise StudyError(
-            f"the study of profile {profile['name']} is not complete ({'; '.join(missing)} "
+            f"the study of profile {profile.name} is not complete ({'; '.join(missing)} "
             f"missing): `bprior run --profile {profile_arg}` trains what is missing, or `bprior "
             "report` runs the study and then builds the report")
     out = output_dir(profile, root)
@@ -161,8 +161,8 @@ def build_report(
     for name in NOTEBOOKS:
         is_report = name == "06_report"
         page = render_html(nb_dir / f"{name}.ipynb",
-                           _nav(profile["name"], name, "html/" if is_report else ""),
-                           page_title(name, profile["name"]))
+                           _nav(profile.name, name, "html/" if is_report else ""),
+                           page_title(name, profile.name))
         atomic_write_text(out / "report.html" if is_report else html_dir / f"{name}.html", page)
     atomic_write_text(out / TIMINGS, json.dumps(timings, indent=1))
     log(f"report: {out / 'report.html'}")

@@ -18,8 +18,8 @@ RELIABILITY_MISSING = (
 
 def profile_html(profile: Mapping) -> str:
     """The profile a page was run with, as one line."""
-    return (f"<p>Profile <code>{_esc(profile['name'])}</code>: "
-            f"{_esc(profile.get('description', ''))}</p>")
+    return (f"<p>Profile <code>{_esc(profile.name)}</code>: "
+            f"{_esc(profile.description)}</p>")
 
 
 def sweep_html(counts: Mapping, experiment: str = "") -> str:
@@ -36,12 +36,12 @@ def results_status_html(profile: Mapping, folder: Path, records: Sequence, plann
                         profile_arg: str | None = None, root: Path | None = None) -> str:
     """Where the stored results were read from and how many there are; with none, where it
     looked and the command that fills the folder."""
-    name = profile_arg or profile["name"]
+    name = profile_arg or profile.name
     if records:
         return (f"<p>Read {len(records)} stored runs (of {planned} planned) for profile "
-                f"<code>{_esc(profile['name'])}</code> from <code>{_esc(folder)}</code>.</p>")
+                f"<code>{_esc(profile.name)}</code> from <code>{_esc(folder)}</code>.</p>")
     outputs = f" --outputs {root}" if root else ""
-    return (f"<p><b>No stored results</b> for profile <code>{_esc(profile['name'])}</code>: "
+    return (f"<p><b>No stored results</b> for profile <code>{_esc(profile.name)}</code>: "
             f"looked in <code>{_esc(Path(folder) / 'runs')}</code>. Fill it with "
             f"<code>bprior run --profile {_esc(name)}{_esc(outputs)}</code> (or "
             f"<code>bprior report --profile {_esc(name)}{_esc(outputs)}</code> for the HTML "

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Protocol
 
+from ..config.profile import Profile
 from .errors import StudyError
 from .resources import set_worker_threads, torch_threads, worker_initargs
 
@@ -42,14 +43,14 @@ def connect(backend: str, address: str | None = None) -> bool:
 class PackRunner(Protocol):
     """Train `packs` with `execute` and `store(records, pack)` each pack's records."""
 
-    def __call__(self, packs: Sequence[list[dict]], profile: dict, root: Path | None,
+    def __call__(self, packs: Sequence[list[dict]], profile: Profile, root: Path | None,
                  execute: Execute, threads: int, store: Store) -> None: ...
 
 
 def local_runner(workers: int) -> PackRunner:
     """The local back end: the packs in this process (one worker, or a single pack), else in a
     pool of `workers` spawned processes, each with `threads` torch threads."""
-    def run(packs: Sequence[list[dict]], profile: dict, root: Path | None, execute: Execute,
+    def run(packs: Sequence[list[dict]], profile: Profile, root: Path | None, execute: Execute,
             threads: int, store: Store) -> None:
         if workers <= 1 or len(packs) <= 1:
             with torch_threads(threads):
@@ -71,7 +72,7 @@ def local_runner(workers: int) -> PackRunner:
 
 def ray_runner(address: str | None) -> PackRunner:
     """The Ray back end: one task per pack on the cluster at `address` (None: a local Ray)."""
-    def run(packs: Sequence[list[dict]], profile: dict, root: Path | None, execute: Execute,
+    def run(packs: Sequence[list[dict]], profile: Profile, root: Path | None, execute: Execute,
             threads: int, store: Store) -> None:
         from .ray_backend import run_packs
 

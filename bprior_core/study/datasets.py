@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ..config.profile import Profile
 from ..data.device import DeviceTask
 from ..data.fashion_mnist import FMNIST_FILES, fashion_mnist_task, locate_fashion_mnist
 from ..data.pool import labelled_pool_indices
@@ -55,16 +56,16 @@ class DataKey:
     source_root: str | None = None  # an image folder's prior-learning source
 
     @classmethod
-    def of(cls, profile: dict) -> DataKey:
+    def of(cls, profile: Profile) -> DataKey:
         from ..training.models import input_channels
 
-        d = profile["data"]
-        return cls(d["dataset"], d["root"], d["download"], d["test_size"], d["val_size"],
-                   os.environ.get("BPRIOR_DATA"), d["labelled_pool"], d["image_size"],
-                   input_channels(profile["model"]), tuple(d["augment"] or ()),
-                   None if d["mean"] is None else tuple(d["mean"]),
-                   None if d["std"] is None else tuple(d["std"]),
-                   profile["priors"]["learning"]["source_root"])
+        d = profile.data
+        return cls(d.dataset, d.root, d.download, d.test_size, d.val_size,
+                   os.environ.get("BPRIOR_DATA"), d.labelled_pool, d.image_size,
+                   input_channels(profile.model), tuple(d.augment or ()),
+                   None if d.mean is None else tuple(d.mean),
+                   None if d.std is None else tuple(d.std),
+                   profile.priors.learning.source_root)
 
 
 def _test_subset(n_total: int, n_test: int) -> torch.Tensor | None:

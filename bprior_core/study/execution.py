@@ -23,6 +23,7 @@ from ..analysis.chains import combine_chains
 from ..analysis.records import record_problem
 from ..analysis.selection import select_tuned
 from ..atomic import atomic_write, remove_stale_temporaries
+from ..config.profile import Profile
 from ..data.subsets import few_shot_indices
 from ..jsonsafe import to_plain
 from ..training.loop import train_pack
@@ -49,20 +50,20 @@ from .priors import build_run_prior, load_prior_and_backbone, prior_location
 from .resources import auto_pack_size, resolve_device, threads_per_worker
 
 
-def resolve_pack_size(profile: dict, override: int | None = None) -> int:
+def resolve_pack_size(profile: Profile, override: int | None = None) -> int:
     """Runs per pack: `override` (the CLI's --pack), else the profile's `pack` (`auto` resolved
     for the profile's device and model)."""
-    value = override if override is not None else profile["pack"]
+    value = override if override is not None else profile.pack
     if value != "auto":
         return int(value)
-    device = resolve_device(profile["device"])
-    backbone = build_backbone(profile["model"])
+    device = resolve_device(profile.device)
+    backbone = build_backbone(profile.model)
     ranks = [r["config"]["prior"].get("rank", 0) for r in plan(profile)] or [0]
-    return auto_pack_size(device, profile["model"], num_prior_parameters(backbone),
-                          max(ranks), profile["train"]["batch_size"], profile["precision"])
+    return auto_pack_size(device, profile.model, num_prior_parameters(backbone),
+                          max(ranks), profile.train.batch_size, profile.precision)
 
 
-def _run_spec(run: dict, profile: dict, root: Path | None, labels: torch.Tensor,
+def _run_spec(run: dict, profile: Profile, root: Path | None, labels: torch.Tensor,
               priors: dict) -> tuple[RunSpec, torch.Tensor]:
     """A run's spec; runs with the same prior spec get the same prior object (`priors` memo),
     which lets the packed prior read a shared factor once."""
@@ -142,13 +143,13 @@ def _record(run: dict, outcome: RunOutcome, indices: torch.Tensor, device: str, 
     }
 
 
-def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> list[dict]:
+def execute_pack(runs: list[dict], profile: Profile, root: Path | None = None) -> list[dict]:
     """Train one pack of runs (same `pack_key`) and return their result records (not written)."""
     if runs[0]["config"]["experiment"] == "reference":
         from .reference_runs import execute_reference
 
         return execute_reference(runs, profile, root)
-    device = resolve_device(profile["device"])
+    device = resolve_device(profile.device)
     pool, val, test = downstream_data(DataKey.of(profile), device)
     cfg = runs[0]["config"]
     model = build_model(cfg["model"], pool.num_classes)
@@ -160,7 +161,7 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
         test = None  # tuning runs are scored on validation data only
     try:
         outcomes = train_pack(model, pool, test, cfg["method"], TrainSettings(**cfg["train"]),
-                              specs, device, profile["precision"], val=val)
+                              specs, device, profile.precision, val=val)
     except torch.OutOfMemoryError as exc:
         raise StudyError(
             f"a pack of {len(runs)} runs does not fit in {device} memory; set a smaller "
@@ -171,7 +172,7 @@ def execute_pack(runs: list[dict], profile: dict, root: Path | None = None) -> l
             for r, o, s in zip(runs, outcomes, subsets, strict=True)]
 
 
-def execute_run(run: dict, profile: dict, root: Path | None = None) -> dict:
+def execute_run(run: dict, profile: Profile, root: Path | None = None) -> dict:
     """Execute one planned run alone (a pack of one) and return its result record."""
     return execute_pack([run], profile, root)[0]
 
@@ -192,7 +193,7 @@ def read_record(path: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | None:
+def stored_record(profile: Profile, run: dict, root: Path | None = None) -> dict | None:
     """The run's stored record if its result file holds a complete record
     (`records.record_problem`) of the same configuration; else None (the run is done again)."""
     path = result_path(profile, run, root)
@@ -206,7 +207,7 @@ def stored_record(profile: dict, run: dict, root: Path | None = None) -> dict | 
     return record
 
 
-def is_done(profile: dict, run: dict, root: Path | None = None) -> bool:
+def is_done(profile: Profile, run: dict, root: Path | None = None) -> bool:
     """A run is done when its result file holds a complete record of the same configuration."""
     return stored_record(profile, run, root) is not None
 
@@ -235,7 +236,7 @@ def checked_records(records: object, runs: Sequence[dict]) -> list[dict]:
 
 @holds_profile_lock  # a second process on the same profile and outputs stops at once
 def run_sweep(
-    profile: dict,
+    profile: Profile,
     runs: list[dict],
     root: Path | None = None,
     workers: int | None = None,
@@ -260,14 +261,14 @@ def run_sweep(
     done = {r["id"] for r in runs if is_done(profile, r, root)}
     todo = [p for p in packs if any(r["id"] not in done for r in p)]
     counts = {"planned": len(runs), "skipped": len(done), "ran": 0, "diverged": 0}
-    workers = workers or profile["workers"]
-    if resolve_device(profile["device"]) != "cpu":
+    workers = workers or profile.workers
+    if resolve_device(profile.device) != "cpu":
         workers = 1
     # the thread count is part of each run's identity (`planning.run_context`): it follows the
     # profile's `workers`, whatever number of processes runs the packs here
-    threads = threads_per_worker(profile["workers"])
+    threads = threads_per_worker(profile.workers)
     missing = sum(r["id"] not in done for p in todo for r in p)
-    bar = tqdm(total=missing, desc=f"{profile['name']} runs", unit="run", disable=not progress)
+    bar = tqdm(total=missing, desc=f"{profile.name} runs", unit="run", disable=not progress)
 
     def store(records: Sequence[dict], members: Sequence[dict]) -> None:
         """Write the records a back end returned for the pack `members` (checked first)."""
@@ -291,7 +292,7 @@ def run_sweep(
             counts["diverged"] += record["status"] == "diverged"
             bar.update(1)
 
-    run_packs = pack_runner(backend or profile.get("backend", "local"), workers, address)
+    run_packs = pack_runner(backend or profile.backend, workers, address)
     start = time.perf_counter()
     try:
         run_packs(todo, profile, root, execute, threads, store)
@@ -312,7 +313,7 @@ def counts_text(counts: dict) -> str:
     return text
 
 
-def study_runs_and_records(profile: dict, root: Path | None = None,
+def study_runs_and_records(profile: Profile, root: Path | None = None,
                            planned: PlannedStudy | None = None
                            ) -> tuple[list[dict], dict[str, dict | None]]:
     """The study's runs as far as they can be known (the plan, then the final runs of the tuned
@@ -325,14 +326,14 @@ def study_runs_and_records(profile: dict, root: Path | None = None,
     return runs + finals, stored
 
 
-def study_runs(profile: dict, root: Path | None = None) -> list[dict]:
+def study_runs(profile: Profile, root: Path | None = None) -> list[dict]:
     """Every run of the study known so far: the plan and the final runs of the tuned groups
     whose tuning is done (the rest of the final runs follow when it is)."""
     return study_runs_and_records(profile, root)[0]
 
 
 def load_results(
-    profile: dict, root: Path | None = None, experiment: str | None = None
+    profile: Profile, root: Path | None = None, experiment: str | None = None
 ) -> list[dict]:
     """Stored result records of the profile's current study (stale files are ignored): the
     plan's runs and the final runs of the tuned groups (`finals.final_runs`)."""
@@ -341,7 +342,7 @@ def load_results(
             and (not experiment or r["config"]["experiment"] == experiment)]
 
 
-def analysis_records(profile: dict, root: Path | None = None,
+def analysis_records(profile: Profile, root: Path | None = None,
                      experiment: str | None = None) -> list[dict]:
     """The records every table, figure and claim reads: the stored results
     (`load_results`) without the tuning runs (`selection.select_tuned`), each group of chains
@@ -350,7 +351,7 @@ def analysis_records(profile: dict, root: Path | None = None,
     return combine_chains(records, predictions_loader(output_dir(profile, root) / "runs"))
 
 
-def sweep_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+def sweep_study(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
                 root: Path | None = None, planned: PlannedStudy | None = None,
                 **sweep: Any) -> dict[str, float]:
     """Execute what the experiments still need, in two sweeps: the planned runs (tuning runs

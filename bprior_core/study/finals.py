@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from ..analysis.selection import choose_point, choose_pooled
 from ..config import evaluation_seeds, fixed_protocol
+from ..config.profile import Profile
 from ..vocabulary import (
     DEEP_ENSEMBLE,
     EXPERIMENTS,
@@ -25,13 +26,13 @@ from ..vocabulary import (
 from .planning import digest, is_sampler_arm, plan, prior_draw, prior_source_id
 
 
-def _pooled(profile: dict, experiment: str) -> bool:
+def _pooled(profile: Profile, experiment: str) -> bool:
     """Whether an experiment's tuned arms are fixed once over the tuning seeds (protocol
     `fixed`) rather than per seed."""
     return experiment in TUNED_EXPERIMENTS and fixed_protocol(profile)
 
 
-def final_runs(profile: dict, stored: Callable[[dict], dict | None],
+def final_runs(profile: Profile, stored: Callable[[dict], dict | None],
                experiments: Iterable[str] = EXPERIMENTS, runs: Sequence[dict] | None = None
                ) -> list[dict]:
     """The final runs of every tuned group whose tuning runs are all stored (`stored(run)`
@@ -84,19 +85,19 @@ def final_runs(profile: dict, stored: Callable[[dict], dict | None],
     return finals
 
 
-def final_run_count(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> Counter:
+def final_run_count(profile: Profile, experiments: Iterable[str] = EXPERIMENTS) -> Counter:
     """How many final runs each experiment will have once its tuning is done, per experiment
     (it does not depend on which points are chosen)."""
     return Counter(r["config"]["experiment"] for r in _any_finals(profile, experiments))
 
 
-def _reseeded(profile: dict, prior: dict, seed: int) -> dict:
+def _reseeded(profile: Profile, prior: dict, seed: int) -> dict:
     """A run's prior spec moved to the prior draw of another seed (seed mod draws)."""
     draw = prior_draw(profile, seed)
     return {**prior, "draw": draw, "source_id": prior_source_id(profile, prior["source"], draw)}
 
 
-def _final_configs(profile: dict, config: dict, with_controls: bool) -> list[dict]:
+def _final_configs(profile: Profile, config: dict, with_controls: bool) -> list[dict]:
     """The final run(s) of one chosen configuration: a sampler's `chains` chains (own batches,
     head initialisation and noise); for `sgd+learned` the run itself and, on the seeds of the
     sampler arms (`with_controls`), with `experiments.inference.deep_ensemble`, the deep
@@ -104,26 +105,26 @@ def _final_configs(profile: dict, config: dict, with_controls: bool) -> list[dic
     `experiments.inference.long_sgd`, the same run trained `chains` times as long
     (`sgd_long+learned`): both spend the sampler's total gradient budget, so a sampler's gain
     over SGD that is only the budget shows."""
-    inference = profile["experiments"]["inference"]
-    chains = range(inference["chains"])
+    inference = profile.experiments.inference
+    chains = range(inference.chains)
     if config["method"] in SAMPLER_METHODS:
         return [{**config, "chain": c} for c in chains]
     out = [config]
     if config["arm"] == SGD_LEARNED and config["experiment"] == INFERENCE and with_controls:
-        if inference["deep_ensemble"]:
+        if inference.deep_ensemble:
             out += [{**config, "arm": DEEP_ENSEMBLE, "chain": c} for c in chains]
-        if inference["long_sgd"] and len(chains) > 1:  # one chain: the run itself
+        if inference.long_sgd and len(chains) > 1:  # one chain: the run itself
             train = {**config["train"], "steps": config["train"]["steps"] * len(chains)}
             out.append({**config, "arm": LONG_SGD, "train": train})
     return out
 
 
-def needed_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> list[str]:
+def needed_priors(profile: Profile, experiments: Iterable[str] = EXPERIMENTS) -> list[str]:
     """Names of the priors (`ssl`, `supervised`) the enabled experiments use."""
     return sorted({name for name, _ in needed_draws(profile, experiments)})
 
 
-def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+def needed_draws(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
                  runs: Sequence[dict] | None = None) -> list[tuple[str, int]]:
     """(prior name, draw) pairs the enabled experiments use: their planned runs' (`runs`, else
     planned here) and the final runs' to come (evaluation seeds use draws the tuning seeds may
@@ -134,7 +135,7 @@ def needed_draws(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
                    for run in runs + _any_finals(profile, experiments, runs)})
 
 
-def _any_finals(profile: dict, experiments: Iterable[str],
+def _any_finals(profile: Profile, experiments: Iterable[str],
                 runs: Sequence[dict] | None = None) -> list[dict]:
     """The final runs the experiments will have, whichever points their tuning chooses."""
     score = {"nll": 1.0}

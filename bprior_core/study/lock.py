@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..config.profile import Profile
 from .errors import StudyError
 from .paths import output_dir
 
@@ -30,13 +31,13 @@ except ImportError:  # pragma: no cover - not on Linux/macOS
 LOCK_NAME = ".bprior.lock"
 
 
-def lock_path(profile: dict, root: Path | None = None) -> Path:
+def lock_path(profile: Profile, root: Path | None = None) -> Path:
     """The profile's lock file."""
     return output_dir(profile, root) / LOCK_NAME
 
 
 @contextmanager
-def profile_lock(profile: dict, root: Path | None = None) -> Iterator[Path]:
+def profile_lock(profile: Profile, root: Path | None = None) -> Iterator[Path]:
     """Hold the profile's lock for the `with` block, or raise StudyError at once if another
     process holds it."""
     path = lock_path(profile, root)
@@ -51,7 +52,7 @@ def profile_lock(profile: dict, root: Path | None = None) -> Iterator[Path]:
             f.seek(0)
             holder = f.read().strip() or "unknown"
             raise StudyError(
-                f"another bprior process is running profile {profile['name']!r} (lock file "
+                f"another bprior process is running profile {profile.name!r} (lock file "
                 f"{path}, held by process {holder}); wait for it to finish, or stop it, then run "
                 "again"
             ) from None

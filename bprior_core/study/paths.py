@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..config.profile import Profile
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,12 +20,12 @@ def default_outputs() -> Path:
     return Path.cwd() / "outputs"
 
 
-def output_dir(profile: dict, root: Path | None = None) -> Path:
+def output_dir(profile: Profile, root: Path | None = None) -> Path:
     """`<root>/<profile name>/`, root defaulting to `default_outputs()`."""
-    return Path(root or default_outputs()) / profile["name"]
+    return Path(root or default_outputs()) / profile.name
 
 
-def prior_paths(profile: dict, name: str, root: Path | None = None, draw: int = 0
+def prior_paths(profile: Profile, name: str, root: Path | None = None, draw: int = 0
                 ) -> tuple[Path, Path]:
     """Where a learned prior (draw `draw`) and its backbone weights are stored."""
     folder = output_dir(profile, root) / "priors"
@@ -31,6 +33,6 @@ def prior_paths(profile: dict, name: str, root: Path | None = None, draw: int = 
     return folder / f"{stem}.pt", folder / f"{stem}_backbone.pt"
 
 
-def result_path(profile: dict, run: dict, root: Path | None = None) -> Path:
+def result_path(profile: Profile, run: dict, root: Path | None = None) -> Path:
     """A run's result file, named by the hash of its configuration."""
     return output_dir(profile, root) / "runs" / f"{run['id']}.json"

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
+from ..config.profile import Profile
 from ..vocabulary import EXPERIMENTS
 from .finals import needed_draws
 from .planning import plan
@@ -19,7 +20,7 @@ class PlannedStudy:
     on what tuning chooses, so the sweep derives them from these runs and the stored results
     (`finals.final_runs`)."""
 
-    profile: dict
+    profile: Profile
     experiments: tuple[str, ...]
     runs: tuple[dict, ...]
 
@@ -34,7 +35,7 @@ class PlannedStudy:
         return sorted({name for name, _ in self.draws})
 
 
-def plan_study(profile: dict, experiments: Iterable[str] = EXPERIMENTS) -> PlannedStudy:
+def plan_study(profile: Profile, experiments: Iterable[str] = EXPERIMENTS) -> PlannedStudy:
     """Plan the profile's enabled `experiments` once."""
     experiments = tuple(experiments)
     return PlannedStudy(profile, experiments, tuple(plan(profile, experiments)))

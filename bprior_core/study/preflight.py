@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..config import ProfileError
+from ..config.profile import Profile
 from ..data.tasks import DataFileError, DataUnavailableError
 from ..priors.files import PriorFileError
 from ..vocabulary import CONTROL_EXPERIMENTS, EXPERIMENTS
@@ -41,7 +42,7 @@ SIZE_KEYS = {"rank": ("n_train",), "scale": ("n_train",), "inference": ("sizes",
 
 
 def preflight(
-    profile: dict, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
+    profile: Profile, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
     profile_file: str | Path | None = None, planned: PlannedStudy | None = None,
 ) -> str:
     """Check everything a study needs before it learns or trains anything; return the device.
@@ -55,7 +56,7 @@ def preflight(
     check_prior_files(profile, experiments, planned)
     check_published_priors(profile, experiments, planned)
     warn_random_start(profile)
-    device = resolve_device(profile["device"])
+    device = resolve_device(profile.device)
     pool, _, _ = downstream_data(DataKey.of(profile), device)
     check_training_sizes(profile, pool.labels.cpu(), experiments)
     # the checks above write nothing; these two create outputs/<name>/
@@ -65,26 +66,26 @@ def preflight(
     return device
 
 
-def random_start(profile: dict) -> bool:
+def random_start(profile: Profile) -> bool:
     """Whether learned priors start from randomly initialised weights although the backbone is
     a torchvision model, which usually comes pretrained (nothing is downloaded here)."""
-    return (profile["model"].startswith("torchvision:") and not profile["model_weights"]
-            and profile["priors"]["source"] == "learn")
+    return (profile.model.startswith("torchvision:") and not profile.model_weights
+            and profile.priors.source == "learn")
 
 
-def warn_random_start(profile: dict) -> None:
+def warn_random_start(profile: Profile) -> None:
     """One line when `random_start`: a torchvision backbone without `model_weights`."""
     if random_start(profile):
-        warnings.warn(f"model {profile['model']} has no model_weights: its priors are learned "
+        warnings.warn(f"model {profile.model} has no model_weights: its priors are learned "
                       "from randomly initialised weights (nothing is downloaded); give "
                       "model_weights to start from a pretrained checkpoint", stacklevel=2)
 
 
-def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+def check_published_priors(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
                            planned: PlannedStudy | None = None) -> None:
     """For `priors.source: files`: read each needed prior and its weights (checked against the
     model, `priors.load_prior_and_backbone`) and refuse a rank the files do not hold."""
-    if profile["priors"]["source"] != "files":
+    if profile.priors.source != "files":
         return
     wanted: dict[str, tuple[int, str]] = {}
     for run in planned.runs if planned else plan(profile, experiments):
@@ -97,11 +98,11 @@ def check_published_priors(profile: dict, experiments: Iterable[str] = EXPERIMEN
         if rank > prior.rank:
             raise ProfileError(
                 f"{key}: rank {rank} is more than the {prior.rank} low-rank rows stored in "
-                f"{profile['priors']['files'][name]}_covmat.pt (priors.files.{name}); use a rank "
+                f"{profile.priors.files.prefix(name)}_covmat.pt (priors.files.{name}); use a rank "
                 f"<= {prior.rank}")
 
 
-def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+def dry_checks(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
                root: Path | None = None, profile_file: str | Path | None = None,
                ) -> list[tuple[str, str | None]]:
     """The checks of `preflight`, writing nothing (`bprior plan` runs them): (what was checked,
@@ -123,7 +124,7 @@ def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
         if profile_file is not None:
             claim_outputs(profile, profile_file, root, write=False)
 
-    checks = [("prior files", priors), ("device", lambda: resolve_device(profile["device"])),
+    checks = [("prior files", priors), ("device", lambda: resolve_device(profile.device)),
               ("data", data), ("outputs", outputs)]
     out = []
     for name, check in checks:
@@ -136,7 +137,7 @@ def dry_checks(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
     return out
 
 
-def check_outputs_writable(profile: dict, root: Path | None = None, create: bool = True
+def check_outputs_writable(profile: Profile, root: Path | None = None, create: bool = True
                            ) -> Path:
     """Create `outputs/<name>/` and a temporary file in it, or raise StudyError naming it;
     `create=False` (`bprior plan`) checks the folder, or the nearest folder above it that
@@ -159,12 +160,12 @@ def check_outputs_writable(profile: dict, root: Path | None = None, create: bool
     return folder
 
 
-def profile_digest(profile: dict) -> str:
+def profile_digest(profile: Profile) -> str:
     """A digest of the validated profile's content (comments and layout do not count)."""
-    return hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(profile.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = None,
+def claim_outputs(profile: Profile, profile_file: str | Path, root: Path | None = None,
                   write: bool = True) -> None:
     """Refuse two different profile files with the same `name`, which would share (and mix)
     `outputs/<name>/`.
@@ -190,7 +191,7 @@ def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = N
             return  # a copy of the owner's profile: same results
         if Path(owner).exists():
             raise StudyError(
-                f"profile {profile['name']!r} from {path} is not the profile whose results are "
+                f"profile {profile.name!r} from {path} is not the profile whose results are "
                 f"in {folder} ({owner}, recorded in {record_path}): two different profile files "
                 "have the same name and would mix their results. Give this profile another "
                 f"`name:`, or delete {folder} to start over with this file"
@@ -198,25 +199,25 @@ def claim_outputs(profile: dict, profile_file: str | Path, root: Path | None = N
     if not write:
         return
     atomic_write_text(record_path, json.dumps(
-        {"name": profile["name"], "profile_file": path, "digest": digest}, indent=1) + "\n")
+        {"name": profile.name, "profile_file": path, "digest": digest}, indent=1) + "\n")
 
 
-def _sizes(profile: dict, experiments: Iterable[str]):
+def _sizes(profile: Profile, experiments: Iterable[str]):
     """(dotted key, list of training sizes) of the enabled experiments."""
     for experiment in experiments:
-        cfg = profile["experiments"][experiment]
-        if not cfg["enabled"]:
+        cfg = profile.experiments.experiment(experiment)
+        if not cfg.enabled:
             continue
         for key in SIZE_KEYS[experiment]:
             if experiment in CONTROL_EXPERIMENTS:  # both at the control's size
                 yield "experiments.control.n_train", [control_size(profile)]
                 continue
-            value = cfg[key]
+            value = getattr(cfg, key)
             yield f"experiments.{experiment}.{key}", value if isinstance(value, list) else [value]
 
 
 def check_training_sizes(
-    profile: dict, labels: torch.Tensor, experiments: Iterable[str] = EXPERIMENTS
+    profile: Profile, labels: torch.Tensor, experiments: Iterable[str] = EXPERIMENTS
 ) -> None:
     """Every training size must be drawable from the pool `labels` (0 = the full pool): at most
     the pool's size, and with `subset_protocol: balanced` a multiple of the number of classes
@@ -225,7 +226,7 @@ def check_training_sizes(
     counts = torch.bincount(labels)
     counts = counts[counts > 0]
     n_classes, smallest = len(counts), int(counts.min())
-    balanced = profile["data"]["subset_protocol"] == "balanced"
+    balanced = profile.data.subset_protocol == "balanced"
     for key, sizes in _sizes(profile, experiments):
         for n in sizes:
             if n > n_pool:

@@ -15,6 +15,7 @@ import torch
 
 from ..atomic import atomic_torch_save, remove_stale_temporaries
 from ..config import learning_settings
+from ..config.profile import Profile
 from ..digests import authors_files_digest, file_digest
 from ..priors.files import (
     AUTHORS_SUFFIXES,
@@ -46,15 +47,15 @@ from .resources import (
 from .sources import OBJECTIVES, source_kind, source_task
 
 
-def check_prior_files(profile: dict, experiments: Iterable[str] = EXPERIMENTS,
+def check_prior_files(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
                       planned: PlannedStudy | None = None) -> None:
     """For `priors.source: files`, fail before anything runs if a needed file is missing."""
-    if profile["priors"]["source"] != "files":
+    if profile.priors.source != "files":
         return
     problems = []
     names = planned.priors if planned else needed_priors(profile, experiments)
     for name in names:
-        prefix = profile["priors"]["files"][name]
+        prefix = profile.priors.files.prefix(name)
         if not prefix:
             problems.append(f"priors.files.{name} is not set")
             continue
@@ -105,7 +106,7 @@ def _read_learned(prior_file: Path, backbone_file: Path, model: str
 
 
 def learn_priors(
-    profile: dict, draws: Iterable[tuple[str, int] | str], root: Path | None = None,
+    profile: Profile, draws: Iterable[tuple[str, int] | str], root: Path | None = None,
     device="cpu", progress=True,
 ) -> dict[tuple[str, int], Path]:
     """Learn (or reuse, if already stored with the same settings) the priors `(name, draw)` (a
@@ -146,7 +147,7 @@ def _jobs(first: list[tuple[str, int]], pack: int) -> list[Job]:
     return sorted(jobs, key=lambda job: -_COST.get(job[0], 1.0))
 
 
-def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, int]],
+def _learn(profile: Profile, first: list[tuple[str, int]], then: list[tuple[str, int]],
            root: Path | None, device: str, progress: bool) -> None:
     """Learn the priors `first` (draws of one source together, `priors.pack` at a time), then
     `then` (task priors, each after its SimCLR draw).
@@ -154,9 +155,9 @@ def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, in
     In worker processes on the CPU when there are several: the costliest first, and each task
     prior submitted as soon as its SimCLR draw is stored, so the workers never wait for a whole
     phase to end."""
-    workers = profile["workers"]
+    workers = profile.workers
     threads = threads_per_worker(workers)
-    packs, tasks = _jobs(first, profile["priors"]["pack"]), [(n, (d,)) for n, d in then]
+    packs, tasks = _jobs(first, profile.priors.pack), [(n, (d,)) for n, d in then]
     if not (device == "cpu" and workers > 1 and len(packs) + len(tasks) > 1):
         with torch_threads(threads):
             for name, draws in packs + tasks:
@@ -186,24 +187,25 @@ def _learn(profile: dict, first: list[tuple[str, int]], then: list[tuple[str, in
                     running[pool.submit(learn_draws, profile, *job, root, device, False)] = job
 
 
-def is_stored(profile: dict, name: str, draw: int, root: Path | None) -> bool:
+def is_stored(profile: Profile, name: str, draw: int, root: Path | None) -> bool:
     """Whether prior (name, draw) is stored, readable, with the current learning settings."""
-    stored = _stored_source_id(*prior_paths(profile, name, root, draw), profile["model"])
+    stored = _stored_source_id(*prior_paths(profile, name, root, draw), profile.model)
     return stored == prior_source_id(profile, name, draw)
 
 
-def learn_draws(profile: dict, name: str, draws: tuple[int, ...], root: Path | None = None,
+def learn_draws(profile: Profile, name: str, draws: tuple[int, ...], root: Path | None = None,
                 device="cpu", progress: bool = True) -> list[Path]:
     """Learn the draws `draws` of prior `name` (draw d with seed d) and store each with its
     backbone (a task prior: the directions from the stored SimCLR draw's weights, which it
-    keeps as its backbone); several draws of a SWAG prior are trained together as one packed network
-    (`priors.learning.learn_priors_packed`: each draw's prior up to rounding), the time split evenly."""
+    keeps as its backbone); several draws of a SWAG prior are trained together as one packed
+    network (`priors.learning.learn_priors_packed`: each draw's prior up to rounding), the time
+    split evenly."""
     start = time.perf_counter()
     source = source_task(profile, name)
     models = []
     for draw in draws:
         torch.manual_seed(draw)  # the backbone's initial weights (unless model_weights gives them)
-        models.append(build_model(profile["model"], source.num_classes, profile["model_weights"]))
+        models.append(build_model(profile.model, source.num_classes, profile.model_weights))
     settings = learning_settings(profile)
     if name == TASK_PRIOR:
         learned = []
@@ -224,7 +226,7 @@ def learn_draws(profile: dict, name: str, draws: tuple[int, ...], root: Path | N
             for draw, (prior, state) in zip(draws, learned, strict=True)]
 
 
-def _store(profile: dict, name: str, draw: int, prior: GaussianPrior, state: dict,
+def _store(profile: Profile, name: str, draw: int, prior: GaussianPrior, state: dict,
            source_meta: dict, wall: float, root: Path | None) -> Path:
     """Write a learned prior and its backbone (the backbone first: the prior records its
     digest)."""
@@ -254,13 +256,13 @@ class PriorLocation:
     digest: str | None = None  # the files' content: a file replaced is read again
 
 
-def prior_location(profile: dict, name: str, root: Path | None = None, draw: int = 0
+def prior_location(profile: Profile, name: str, root: Path | None = None, draw: int = 0
                    ) -> PriorLocation:
     """Where the profile's prior `name` (draw `draw`) lives."""
-    model = profile["model"]
-    if profile["priors"]["source"] == "files":
-        prefix = profile["priors"]["files"][name]
-        return PriorLocation(name, 0, prefix, profile["priors"]["variance_floor"], model=model,
+    model = profile.model
+    if profile.priors.source == "files":
+        prefix = profile.priors.files.prefix(name)
+        return PriorLocation(name, 0, prefix, profile.priors.variance_floor, model=model,
                              digest=authors_files_digest(prefix))
     prior_file, backbone_file = prior_paths(profile, name, root, draw)
     digest = file_digest(prior_file) if prior_file.is_file() else None
@@ -307,7 +309,7 @@ def preload_priors(
 
 
 def prepare_priors(
-    profile: dict, root: Path | None = None, progress: bool = True,
+    profile: Profile, root: Path | None = None, progress: bool = True,
     experiments: Iterable[str] = EXPERIMENTS, planned: PlannedStudy | None = None,
 ) -> dict[str, GaussianPrior]:
     """Learn (profile `priors.source: learn`) or read (`files`) the priors the experiments use
@@ -315,8 +317,8 @@ def prepare_priors(
     each."""
     planned = planned or plan_study(profile, experiments)
     check_prior_files(profile, experiments, planned)
-    if profile["priors"]["source"] == "learn":
-        learn_priors(profile, planned.draws, root, resolve_device(profile["device"]), progress)
+    if profile.priors.source == "learn":
+        learn_priors(profile, planned.draws, root, resolve_device(profile.device), progress)
     return {n: load_prior_and_backbone(prior_location(profile, n, root))[0]
             for n in planned.priors}
 

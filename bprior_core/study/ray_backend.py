@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..config import usable_cores
+from ..config.profile import Profile
 from .errors import StudyError
 from .paths import default_outputs
 
@@ -133,12 +134,12 @@ def connect_ray(address: str | None = None) -> bool:
     return True
 
 
-def _resources(ray, profile: dict, threads: int) -> dict:
+def _resources(ray, profile: Profile, threads: int) -> dict:
     """What one pack's task asks Ray for; refused here if no node of the cluster has it."""
     from .resources import resolve_device
 
-    if resolve_device(profile["device"]) == "cuda":
-        options = {"num_cpus": 1, "num_gpus": 1 / profile["workers"]}
+    if resolve_device(profile.device) == "cuda":
+        options = {"num_cpus": 1, "num_gpus": 1 / profile.workers}
     else:
         options = {"num_cpus": threads, "num_gpus": 0}
     need = {"CPU": options["num_cpus"], "GPU": options["num_gpus"]}
@@ -154,7 +155,7 @@ def _resources(ray, profile: dict, threads: int) -> dict:
     return options
 
 
-def _driver_priors(packs: Sequence[list[dict]], profile: dict, root: Path) -> dict:
+def _driver_priors(packs: Sequence[list[dict]], profile: Profile, root: Path) -> dict:
     """The (prior, backbone weights) pairs the packs read, by location."""
     from .priors import load_prior_and_backbone, prior_location
 
@@ -178,7 +179,7 @@ def _worker_priors(ref) -> dict:
     return _worker_cache[key]
 
 
-def _pack_task(members: list[dict], profile: dict, root: Path, priors: list, threads: int,
+def _pack_task(members: list[dict], profile: Profile, root: Path, priors: list, threads: int,
                execute: Callable) -> list[dict]:
     """Runs on a Ray worker: one pack with the driver's priors and thread count."""
     import torch
@@ -194,7 +195,7 @@ def _pack_task(members: list[dict], profile: dict, root: Path, priors: list, thr
 
 
 def run_packs(
-    packs: Sequence[list[dict]], profile: dict, root: Path | None, execute: Callable,
+    packs: Sequence[list[dict]], profile: Profile, root: Path | None, execute: Callable,
     threads: int, store: Callable[[Sequence[dict], Sequence[dict]], None],
     address: str | None = None,
 ) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from .. import __version__
 from ..analysis.metrics import classification_metrics, reliability_bins
+from ..config.profile import Profile
 from ..data.subsets import few_shot_indices
 from ..posterior.reference import head_task, run_arm
 from ..settings import TrainSettings
@@ -21,10 +22,10 @@ from .priors import load_prior_and_backbone, prior_location
 from .resources import resolve_device
 
 
-def execute_reference(runs: list[dict], profile: dict, root: Path | None = None) -> list[dict]:
+def execute_reference(runs: list[dict], profile: Profile, root: Path | None = None) -> list[dict]:
     """Every run of a pack of the reference experiment, one after another (each is small);
     the backbone of a prior draw is built once."""
-    device = resolve_device(profile["device"])
+    device = resolve_device(profile.device)
     pool, val, test = downstream_data(DataKey.of(profile), device)
     labels = pool.labels.cpu()
     backbones: dict[int, torch.nn.Module] = {}

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import load_profile, profile_path
+from ..config.profile import Profile
 from ..vocabulary import EXPERIMENTS
 from .backends import connect
 from .execution import study_runs_and_records, sweep_study
@@ -18,14 +19,14 @@ from .priors import is_stored, prepare_priors
 
 
 def run_study(
-    profile: dict, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
+    profile: Profile, root: Path | None = None, experiments: Iterable[str] = EXPERIMENTS,
     profile_file: str | Path | None = None, pack: int | None = None,
     backend: str | None = None, address: str | None = None, progress: bool = True,
 ) -> dict[str, float]:
     """Everything a study still needs, in order; nothing is written before the checks pass.
     Returns the sweep's counts with `priors_s`, the seconds spent on the priors."""
     experiments = list(experiments)
-    backend = backend or profile["backend"]
+    backend = backend or profile.backend
     connect(backend, address)  # a back end that is not ready fails before anything is written
     # outputs writable and owned by this profile file, device, prior files, data, sizes
     planned = plan_study(profile, experiments)  # once: every step below reads it
@@ -39,7 +40,7 @@ def run_study(
 
 
 def run_experiment(
-    profile_or_name: dict | str, experiment: str, root: Path | None = None, progress: bool = True
+    profile_or_name: Profile | str, experiment: str, root: Path | None = None, progress: bool = True
 ) -> dict[str, float]:
     """`run_study` for one experiment of a profile (what notebooks 02-05 call). Given a profile
     name or path, the outputs folder is also checked to belong to that profile file."""
@@ -51,13 +52,13 @@ def run_experiment(
     return run_study(profile, root, [experiment], profile_file=profile_file, progress=progress)
 
 
-def missing_work(profile: dict, root: Path | None = None) -> list[str]:
+def missing_work(profile: Profile, root: Path | None = None) -> list[str]:
     """What the profile's study still lacks, in words (empty when it is complete): learned prior
     draws not stored, and runs without a stored result (the final runs of a tuned group count
     once its tuning runs are stored)."""
     missing = []
     planned = plan_study(profile)
-    if profile["priors"]["source"] == "learn":
+    if profile.priors.source == "learn":
         draws = [f"{name} draw {draw}" for name, draw in planned.draws
                  if not is_stored(profile, name, draw, root)]
         if draws:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config.profile import Profile
 from ..data.pool import outside_pool_indices
 from ..data.tasks import TensorTask
 from ..vocabulary import DOWNSTREAM_PRIORS
@@ -36,17 +37,17 @@ OBJECTIVES = {"ssl": "simclr", "supervised": "supervised", "oracle": "supervised
               "task": "supervised"}
 
 
-def source_kind(profile: dict, name: str) -> str:
+def source_kind(profile: Profile, name: str) -> str:
     """Which images prior `name` is learned from: `source_classes`, `outside_pool` or
     `downstream_rest`."""
     if name in DOWNSTREAM_PRIORS:
         return "downstream_rest"
     if name == "ssl":
-        return profile["priors"]["ssl_source"]
+        return profile.priors.ssl_source
     return "source_classes"
 
 
-def _prior_images(profile: dict, part: str) -> TensorTask:
+def _prior_images(profile: Profile, part: str) -> TensorTask:
     """The data set's images prior learning may draw on (`part`: `source_classes` or
     `downstream_train`; see `datasets.DataSource`)."""
     key = DataKey.of(profile)
@@ -56,10 +57,10 @@ def _prior_images(profile: dict, part: str) -> TensorTask:
     return read(key)
 
 
-def source_task(profile: dict, name: str) -> TensorTask:
+def source_task(profile: Profile, name: str) -> TensorTask:
     """The images (and labels) prior `name` is learned from, optionally cut to
     `priors.learning.source_train_size` random images (fixed seed)."""
-    data = profile["data"]
+    data = profile.data
     kind = source_kind(profile, name)
     parts = []
     if kind in ("source_classes", "outside_pool"):
@@ -67,7 +68,7 @@ def source_task(profile: dict, name: str) -> TensorTask:
     if kind in ("outside_pool", "downstream_rest"):
         downstream = _prior_images(profile, "downstream_train")
         parts.append(downstream.subset(outside_pool_indices(downstream.labels,
-                                                            data["labelled_pool"])))
+                                                            data.labelled_pool)))
     if kind == "downstream_rest" and not len(parts[0]):
         raise ValueError("the oracle prior is learned from the downstream training images "
                          "outside the labelled pool, and there are none: lower "
@@ -75,17 +76,17 @@ def source_task(profile: dict, name: str) -> TensorTask:
     task = parts[0] if len(parts) == 1 else TensorTask(
         torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
         parts[0].num_classes)  # SimCLR ignores the labels of the mixed set
-    n = profile["priors"]["learning"]["source_train_size"]
+    n = profile.priors.learning.source_train_size
     if 0 < n < len(task):
         gen = torch.Generator().manual_seed(0)
         task = task.subset(torch.randperm(len(task), generator=gen)[:n])
     return task
 
 
-def source_text(profile: dict, kind: str) -> str:
+def source_text(profile: Profile, kind: str) -> str:
     """What `kind` of source images is, in words, for the report."""
-    folder = profile["priors"]["learning"]["source_root"]
-    if profile["data"]["dataset"] == "imagefolder":
+    folder = profile.priors.learning.source_root
+    if profile.data.dataset == "imagefolder":
         source = f"the source folder {folder}'s images"
         rest = "train/"
     else:

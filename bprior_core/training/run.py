@@ -26,7 +26,8 @@ Gradient clipping (`grad_clip`, off unless set; kept as an option) caps the norm
 BACKBONE's gradient only: clipping the head too would let the prior's huge gradient starve the
 head of updates.
 
-Runs execute in packs (`training.loop.train_pack`); `train_and_evaluate` is one run alone, a pack of one.
+Runs execute in packs (`training.loop.train_pack`); `train_and_evaluate` is one run alone, a pack
+of one.
 """
 
 from __future__ import annotations
