@@ -89,8 +89,8 @@ SMOKE_PACK = 4  # the shared study's runs per pack
 
 
 @pytest.fixture(scope="session")
-def smoke() -> dict:
-    """The validated smoke profile (do not mutate: copy it)."""
+def smoke():
+    """The validated smoke profile (a frozen `Profile`: `replace` makes an edited copy)."""
     from bprior_core.config import load_profile
 
     return load_profile("smoke")

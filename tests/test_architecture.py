@@ -112,8 +112,8 @@ def test_no_source_file_is_git_ignored() -> None:
     root = PACKAGE.parent
     if shutil.which("git") is None or not (root / ".git").exists():
         return  # an unpacked sdist: nothing is ignored there
-    files = [str(p.relative_to(root)) for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts]
-    files += [str(p.relative_to(root)) for p in (root / "notebooks").glob("*.ipynb")]
+    sources = [*PACKAGE.rglob("*.py"), *(root / "notebooks").glob("*.ipynb")]
+    files = [str(p.relative_to(root)) for p in sources if "__pycache__" not in p.parts]
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=root,
                              capture_output=True, text=True).stdout.split()
     assert not ignored, f".gitignore hides these source files from every clone: {ignored}"
