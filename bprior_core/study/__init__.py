@@ -10,6 +10,7 @@ atomically, so an interrupted study resumes where it stopped and ends with the s
 from ..vocabulary import EXPERIMENTS
 from .errors import StudyError
 from .execution import (
+    StudyResults,
     analysis_records,
     execute_pack,
     execute_run,
@@ -18,6 +19,7 @@ from .execution import (
     read_record,
     resolve_pack_size,
     run_sweep,
+    study_results,
     study_runs,
     sweep_study,
     write_json_atomic,
@@ -39,11 +41,12 @@ from .runner import run_experiment, run_study
 from .sources import source_task
 
 __all__ = [
-    "EXPERIMENTS", "PlannedStudy", "StudyError", "analysis_records", "build_run_prior",
+    "EXPERIMENTS", "PlannedStudy", "StudyError", "StudyResults", "analysis_records",
+    "build_run_prior",
     "check_prior_files", "default_outputs", "execute_pack", "execute_run", "final_runs", "is_done",
     "learn_priors", "load_prior_and_backbone", "load_results", "make_packs", "needed_draws",
     "needed_priors", "output_dir", "pack_key", "plan", "plan_study", "prepare_priors",
     "prior_location", "prior_paths", "prior_source_id", "read_record", "resolve_device",
     "resolve_pack_size", "result_path", "run_experiment", "run_study", "run_sweep", "source_task",
-    "study_runs", "sweep_study", "write_json_atomic"
+    "study_results", "study_runs", "sweep_study", "write_json_atomic"
 ]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -332,23 +333,49 @@ def study_runs(profile: Profile, root: Path | None = None) -> list[dict]:
     return study_runs_and_records(profile, root)[0]
 
 
+@dataclass(frozen=True)
+class StudyResults:
+    """A study's runs known so far and their stored records, planned and read once: what a
+    notebook asks for its tables, figures and claims instead of planning and reading every
+    result file again for each of them."""
+
+    runs: tuple[dict, ...]
+    stored: Mapping[str, dict | None]
+    runs_dir: Path
+
+    def results(self, experiment: str | None = None) -> list[dict]:
+        """Stored result records (stale files ignored), in plan order, of one experiment or
+        all."""
+        return [self.stored[r["id"]] for r in self.runs if self.stored[r["id"]] is not None
+                and (not experiment or r["config"]["experiment"] == experiment)]
+
+    def records(self, experiment: str | None = None) -> list[dict]:
+        """The records every table, figure and claim reads: the results without the tuning
+        runs (`selection.select_tuned`), each group of chains pooled into one record with its
+        convergence diagnostics (`chains.combine_chains`)."""
+        return combine_chains(select_tuned(self.results(experiment)),
+                              predictions_loader(self.runs_dir))
+
+
+def study_results(profile: Profile, root: Path | None = None,
+                  planned: PlannedStudy | None = None) -> StudyResults:
+    """The study's runs and stored records (`study_runs_and_records`), read once."""
+    runs, stored = study_runs_and_records(profile, root, planned)
+    return StudyResults(tuple(runs), stored, output_dir(profile, root) / "runs")
+
+
 def load_results(
     profile: Profile, root: Path | None = None, experiment: str | None = None
 ) -> list[dict]:
-    """Stored result records of the profile's current study (stale files are ignored): the
+    """Stored result records of the profile's current study (`StudyResults.results`): the
     plan's runs and the final runs of the tuned groups (`finals.final_runs`)."""
-    runs, stored = study_runs_and_records(profile, root)
-    return [stored[r["id"]] for r in runs if stored[r["id"]] is not None
-            and (not experiment or r["config"]["experiment"] == experiment)]
+    return study_results(profile, root).results(experiment)
 
 
 def analysis_records(profile: Profile, root: Path | None = None,
                      experiment: str | None = None) -> list[dict]:
-    """The records every table, figure and claim reads: the stored results
-    (`load_results`) without the tuning runs (`selection.select_tuned`), each group of chains
-    pooled into one record with its convergence diagnostics (`chains.combine_chains`)."""
-    records = select_tuned(load_results(profile, root, experiment))
-    return combine_chains(records, predictions_loader(output_dir(profile, root) / "runs"))
+    """The records every table, figure and claim reads (`StudyResults.records`)."""
+    return study_results(profile, root).records(experiment)
 
 
 def sweep_study(profile: Profile, experiments: Iterable[str] = EXPERIMENTS,
