@@ -19,12 +19,12 @@ from ..vocabulary import (
     arm_parts,
 )
 from .fields import ProfileError, shown
-from .profile import TrainSection, as_dict
+from .profile import Profile, TrainSection, as_dict
 from .protocol import _check_fixed_protocol
 from .schema import CLASS_COUNTS, MIN_CHAINS, MIN_GRID
 
 
-def downstream_classes(p: dict) -> int:
+def downstream_classes(p: Profile) -> int:
     """How many classes the downstream task has (an image folder: its train/ class folders)."""
     data = p.data
     if data.dataset != "imagefolder":
@@ -34,7 +34,7 @@ def downstream_classes(p: dict) -> int:
     return len(scan_root(data.root)["train"].classes)
 
 
-def _check_consistency(p: dict) -> None:
+def _check_consistency(p: Profile) -> None:
     learning, exps = p.priors.learning, p.experiments
     _check_train_settings(p.train)
     if p.priors.source == "learn":
@@ -69,7 +69,7 @@ def _check_consistency(p: dict) -> None:
     _check_imagefolder(p)
 
 
-def validation_from_pool(p: dict) -> bool:
+def validation_from_pool(p: Profile) -> bool:
     """Whether the validation set is drawn from the labelled pool (not an image folder's own
     val/ folder, nor Flowers-102's official split)."""
     data = p.data
@@ -84,14 +84,14 @@ def validation_from_pool(p: dict) -> bool:
 SOURCE_KEYS = ("source_train_size", "source_root")
 
 
-def learning_settings(p: dict) -> PriorLearningSettings:
+def learning_settings(p: Profile) -> PriorLearningSettings:
     """The profile's prior-learning settings (`priors.learning` less its source keys)."""
     learning = p.priors.learning
     return PriorLearningSettings(**{k: v for k, v in as_dict(learning).items()
                                     if k not in SOURCE_KEYS})
 
 
-def _check_model(p: dict) -> None:
+def _check_model(p: Profile) -> None:
     from ..training.models import ModelError, check_model_name
 
     try:
@@ -114,7 +114,7 @@ def _check_model(p: dict) -> None:
             raise ProfileError(str(exc)) from None
 
 
-def _check_imagefolder(p: dict) -> None:
+def _check_imagefolder(p: Profile) -> None:
     """An image folder's keys: a root that holds usable splits, a source folder for learned
     priors, normalisation of one value per channel."""
     data, learning = p.data, p.priors.learning
@@ -148,7 +148,7 @@ def _check_imagefolder(p: dict) -> None:
             raise ProfileError(str(exc)) from None
 
 
-def _check_protocol(p: dict) -> None:
+def _check_protocol(p: Profile) -> None:
     """The credible-protocol keys: margins > 0 (schema), grids of >= 2 distinct values and the
     same length for every arm, a validation set for tuning, >= 3 chains for R-hat, a headline
     convention among those swept, and one draw where the priors come from files."""
@@ -219,7 +219,7 @@ def _check_protocol(p: dict) -> None:
                            "priors.draws: 1 (several draws need priors.source: learn)")
 
 
-def _priors_used(p: dict) -> set[str]:
+def _priors_used(p: Profile) -> set[str]:
     """The prior names the enabled experiments use (the control: the oracle prior)."""
     exps = p.experiments
     used = {exps.experiment(e).prior for e in ONE_PRIOR_EXPERIMENTS if exps.experiment(e).enabled}
@@ -234,7 +234,7 @@ def _priors_used(p: dict) -> set[str]:
     return used
 
 
-def training_sizes(p: dict) -> dict[str, list[int]]:
+def training_sizes(p: Profile) -> dict[str, list[int]]:
     """Dotted key -> the training sizes an enabled experiment draws from the labelled pool."""
     exps = p.experiments
     out = {f"experiments.{e}.n_train": [exps.experiment(e).n_train]
@@ -249,7 +249,7 @@ def training_sizes(p: dict) -> dict[str, list[int]]:
     return out
 
 
-def _check_sources(p: dict) -> None:
+def _check_sources(p: Profile) -> None:
     """The labelled pool and the learned priors' sources: a pool that holds the validation set
     and every training size, class-balanced; the SimCLR prior outside the pool and the control's
     oracle prior need a pool that leaves images outside it; the control needs a size."""
@@ -300,7 +300,7 @@ def _check_sources(p: dict) -> None:
                            "control's size; with the inference experiment off, give it")
 
 
-def _check_split_sizes(p: dict) -> None:
+def _check_split_sizes(p: Profile) -> None:
     """`tuning.selection: split` holds out images of every class of each training subset: each
     tuned size needs at least 2 images per class (balanced subsets)."""
     classes = downstream_classes(p)

@@ -7,10 +7,11 @@ import math
 
 from ..vocabulary import TUNED_EXPERIMENTS
 from .fields import ProfileError, shown
+from .profile import Profile
 from .schema import MAX_EVAL_SEEDS, MIN_TUNING_SEEDS
 
 
-def fixed_protocol(p: dict) -> bool:
+def fixed_protocol(p: Profile) -> bool:
     """Whether the inference, control and covariance experiments use the headline protocol
     (each arm's setting fixed once on tuning seeds, then evaluated on fresh seeds); untuned
     arms have nothing to fix and run on the profile's seeds."""
@@ -18,12 +19,12 @@ def fixed_protocol(p: dict) -> bool:
     return inference.protocol == "fixed" and inference.tuning.enabled
 
 
-def tuning_seeds(p: dict) -> list[int]:
+def tuning_seeds(p: Profile) -> list[int]:
     """The tuning seeds of the fixed protocol: 0 .. tuning.seeds - 1."""
     return list(range(p.experiments.inference.tuning.seeds))
 
 
-def _per_size(p: dict, key: str) -> list | None:
+def _per_size(p: Profile, key: str) -> list | None:
     """A per-size list of `experiments.inference.evaluation` (or `steps`), checked to have
     one value per inference size; None when null."""
     inference = p.experiments.inference
@@ -37,7 +38,7 @@ def _per_size(p: dict, key: str) -> list | None:
     return values
 
 
-def size_index(p: dict, n: int) -> int:
+def size_index(p: Profile, n: int) -> int:
     """Where training size n sits in `experiments.inference.sizes` (a size outside them, such
     as a control's own, takes the smallest size's place)."""
     sizes = p.experiments.inference.sizes
@@ -46,13 +47,13 @@ def size_index(p: dict, n: int) -> int:
     return min(range(len(sizes)), key=lambda i: sizes[i] or math.inf)
 
 
-def steps_at(p: dict, n: int) -> int:
+def steps_at(p: Profile, n: int) -> int:
     """The training steps of the inference protocol's runs at size n (`inference.steps`)."""
     steps = _per_size(p, "steps")
     return p.train.steps if steps is None else steps[size_index(p, n)]
 
 
-def evaluation_seeds(p: dict, n: int, sampler: bool = False) -> list[int]:
+def evaluation_seeds(p: Profile, n: int, sampler: bool = False) -> list[int]:
     """The evaluation seeds of the fixed protocol at size n: first_seed, first_seed + 1, ...,
     as many as `evaluation.sampler_seeds` (sampler arms and their controls) or
     `evaluation.seeds` give there; `seeds` null: the power target's count, else the
@@ -66,7 +67,7 @@ def evaluation_seeds(p: dict, n: int, sampler: bool = False) -> list[int]:
     return list(range(ev.first_seed, ev.first_seed + count))
 
 
-def _power_counts(p: dict) -> list[int] | None:
+def _power_counts(p: Profile) -> list[int] | None:
     """Seeds per size from the power target (`evaluation.target_mde`, `pilot_sd`), or None."""
     from ..analysis.power import DESIGN_LEVEL, seeds_for
 
@@ -89,7 +90,7 @@ def _power_counts(p: dict) -> list[int] | None:
     return counts
 
 
-def _check_fixed_protocol(p: dict) -> None:
+def _check_fixed_protocol(p: Profile) -> None:
     """The headline protocol's keys: at least MIN_TUNING_SEEDS tuning seeds, evaluation seeds
     that never overlap them (nor the per-seed protocol's), per-size lists of one value per size,
     and explicit seed counts that meet the power target where one is given."""
