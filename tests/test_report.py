@@ -398,6 +398,35 @@ def test_a_hung_notebook_runs_again_once(monkeypatch, tmp_path, error, failures)
     assert all(c["execution_timeout"] == report.CELL_TIMEOUT_S for c in calls)
 
 
+def _tiny_notebooks(folder, cells: dict[str, str]) -> None:
+    for name, code in cells.items():
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nb.cells = [nbformat.v4.new_code_cell("x = 0", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell(code)]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def test_notebooks_run_side_by_side_and_a_failure_propagates(tmp_path) -> None:
+    """Two kernels at once (each with socket files of its own: with jupyter_client's default
+    names neither answered) run with their parameters; a failing notebook's error reaches the
+    caller, and the one that ran beside it completes."""
+    import papermill
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir(), out.mkdir()
+    _tiny_notebooks(src, {"bad": "raise ValueError(f'cell 2 is wrong: x = {x}')",
+                          "good": "assert x == 3"})
+    with pytest.raises(papermill.PapermillExecutionError, match="cell 2 is wrong: x = 3"):
+        report.run_notebooks(["bad", "good"], out, {"x": 3}, log=lambda *_: None, workers=2,
+                             source_dir=src)
+    good = nbformat.read(out / "good.ipynb", as_version=4)
+    assert good.metadata.papermill.parameters == {"x": 3}
+    outputs = [o for cell in good.cells for o in cell.get("outputs", [])]
+    assert not any(o.get("output_type") == "error" for o in outputs)
+
+
 def test_a_failing_cell_is_not_retried(monkeypatch, tmp_path) -> None:
     import papermill
 

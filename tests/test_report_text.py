@@ -55,6 +55,13 @@ def test_the_timings_table_reads_timings_json(tmp_path):
     (tmp_path / "timings.json").write_text(json.dumps({"priors": 60.0, "runs": 120.0}))
     text = report.timings_markdown(tmp_path)
     assert "| priors | 60 s |" in text and "**3.0 min**" in text
+    assert "side by side" not in text
+    (tmp_path / "timings.json").write_text(json.dumps(
+        {"priors": 60.0, "notebooks": 30.0,
+         "notebook_seconds": {"02_rank": 20.0, "03_scale": 19.0}}))
+    text = report.timings_markdown(tmp_path)
+    assert "| notebooks | 30 s |" in text and "**1.5 min**" in text  # own times are not added
+    assert r"side by side): 02\_rank 20 s, 03\_scale 19 s." in text
 
 
 def test_every_notebook_cell_has_an_id():

@@ -17,6 +17,7 @@ from .build import (
     page_title,
     render_html,
     run_notebook,
+    run_notebooks,
 )
 from .evidence import (
     claim_evidence_html,
@@ -45,7 +46,7 @@ __all__ = [
     "RELIABILITY_MISSING", "Explorer", "build_report", "choice_agreement_markdown",
     "claim_evidence_html", "control_banner_html", "control_html", "evidence_html",
     "experiment_intro", "grid_edges_markdown", "methods_markdown", "page_title", "profile_html",
-    "render_html", "results_status_html", "run_notebook", "run_seconds_table", "study_timings",
-    "sweep_html", "temperature_text", "timings_markdown", "uninformative_badge",
+    "render_html", "results_status_html", "run_notebook", "run_notebooks", "run_seconds_table",
+    "study_timings", "sweep_html", "temperature_text", "timings_markdown", "uninformative_badge",
     "verdict_table_html",
 ]
