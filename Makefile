@@ -29,12 +29,15 @@ data:
 report: setup
 	$(VENV)/bin/bprior report --profile $(PROFILE)
 
-# every test but those marked slow (about 3.5 minutes of them); test-all runs every test (CI)
-test: setup
-	$(PY) -m pytest -q -m "not slow"
+# every test but those marked slow, on every core (pytest-xdist, at most 4 workers); test-all
+# then runs the slow ones in one process, so the smoke study they share is built once (CI)
+XDIST := -n auto --maxprocesses=4
 
-test-all: setup
-	$(PY) -m pytest -q
+test: setup
+	$(PY) -m pytest -q -m "not slow" $(XDIST)
+
+test-all: test
+	$(PY) -m pytest -q -m slow
 
 # JupyterLab with the explorer (notebooks/explore.ipynb) over the stored results of PROFILE
 $(VENV)/.lab: $(VENV)/.installed

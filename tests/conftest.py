@@ -9,6 +9,19 @@ from bprior_core.data import fashion_mnist, tasks
 from bprior_core.training.models import Classifier, build_model
 
 
+# Tests that need the shared smoke study are end-to-end and slow: building the study takes about
+# a minute on 2 cores before the first of them runs, and the report on it another 40 s.
+SMOKE_STUDY_FIXTURES = {"smoke_study", "smoke_report"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that needs the shared smoke study `slow`: `make test` leaves them out,
+    CI (`make test-all`) runs them."""
+    for item in items:
+        if SMOKE_STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _single_thread_session():
     """One intra-op thread, already for session- and module-scoped fixtures (they are set up
