@@ -8,7 +8,6 @@ import torch
 from bprior_core.data import fashion_mnist, tasks
 from bprior_core.training.models import Classifier, build_model
 
-
 # Tests that need the shared smoke study are end-to-end and slow: building the study takes about
 # a minute on 2 cores before the first of them runs, and the report on it another 40 s.
 SMOKE_STUDY_FIXTURES = {"smoke_study", "smoke_report"}
