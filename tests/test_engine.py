@@ -315,3 +315,25 @@ def test_the_first_cycles_of_a_longer_run_are_the_shorter_run(pool, test_set, le
     assert len(nll_a) == 2 and len(nll_b) == 4
     assert nll_b[:2] == pytest.approx(nll_a, rel=1e-12)
     assert nll_b[2:] != pytest.approx(nll_a, rel=1e-3)
+
+
+def test_a_runs_seconds_include_its_final_predictions(pool, test_set, learned_prior,
+                                                      monkeypatch) -> None:
+    """A run's `wall_time_s` is its share of the pack's time up to the end of its final
+    predictions (the report's run-seconds once left out the final test-set pass of every
+    SGD-type run): on a clock that moves only while the final predictions are made, each of
+    the 2 runs gets half of that time."""
+    import time
+
+    clock = [0.0]
+    predict = Pack.predict_refreshed
+
+    def timed(self):
+        clock[0] += 100.0
+        return predict(self)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(Pack, "predict_refreshed", timed)
+    specs = _specs(pool, learned_prior, "sgd_prior")[:2]
+    outcomes = train_pack(fresh_model(0), pool, test_set, "sgd_prior", SETTINGS, specs)
+    assert [o.wall_time_s for o in outcomes] == [50.0, 50.0]

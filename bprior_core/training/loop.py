@@ -84,7 +84,7 @@ def _train_pack(model, pool, test, method, settings, specs, device, precision, c
                 pack.collect_sample(k + 1)
             if pack.collect[k] or (k + 1) % CHECK_EVERY == 0:
                 pack.freeze_diverged()
-        outcomes = pack.outcomes(time.perf_counter() - start)
+        outcomes = pack.outcomes(start)
         pack.sync_net()
         for r, target in enumerate(trained or []):
             extract_run(pack.net, r, target.to(device))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -339,7 +340,9 @@ class Pack:
 
     # ----------------------------------------------------------------------------- outcomes
 
-    def outcomes(self, wall: float) -> list[RunOutcome]:
+    def outcomes(self, start: float) -> list[RunOutcome]:
+        """Each run's outcome; its seconds are its share of the pack's wall clock from `start`
+        (a `time.perf_counter()`) to the end of the final predictions, which they include."""
         steps = self.settings.steps
         self._mark_diverged(torch.isfinite(self.weights).all(1), steps)
         # a sampler's last step is a sample: its prediction is the final iterate's (one BatchNorm
@@ -347,6 +350,7 @@ class Pack:
         last = self._last_sample
         probs, labels = (last[1:] if last is not None and last[0] == steps
                          else self.predict_refreshed())
+        wall = time.perf_counter() - start
         self._mark_diverged(torch.isfinite(probs).flatten(1).all(1), steps)
         alive = self.alive.tolist()
         diverged_at = self.diverged_at.tolist()
