@@ -29,12 +29,14 @@ data:
 report: setup
 	$(VENV)/bin/bprior report --profile $(PROFILE)
 
-# every test but those marked slow, on every core (pytest-xdist, at most 4 workers); test-all
-# then runs the slow ones in one process, so the smoke study they share is built once (CI)
-XDIST := -n auto --maxprocesses=4
+# every test but those marked slow, on every core (pytest-xdist, at most 4 workers; the tests
+# that share the smoke priors in one worker); test-all then runs the slow ones in one process,
+# so the smoke study they share is built once (CI). OpenMP's threads sleep while they wait:
+# a test that computes with 2 threads beside another worker otherwise spun for minutes.
+XDIST := -n auto --maxprocesses=4 --dist loadgroup
 
 test: setup
-	$(PY) -m pytest -q -m "not slow" $(XDIST)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow" $(XDIST)
 
 test-all: test
 	$(PY) -m pytest -q -m slow

@@ -11,14 +11,22 @@ from bprior_core.training.models import Classifier, build_model
 # Tests that need the shared smoke study are end-to-end and slow: building the study takes about
 # a minute on 2 cores before the first of them runs, and the report on it another 40 s.
 SMOKE_STUDY_FIXTURES = {"smoke_study", "smoke_report"}
+# With pytest-xdist (`--dist loadgroup`), the tests that share the smoke priors (10 s to learn)
+# run in one worker, so they are learned once.
+SHARED_FIXTURE_GROUPS = {"smoke_priors": "smoke-priors"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Mark every test that needs the shared smoke study `slow`: `make test` leaves them out,
-    CI (`make test-all`) runs them."""
+    """Mark every test that needs the shared smoke study `slow` (`make test` leaves them out,
+    CI's `make test-all` runs them), and group the tests that share an expensive fixture for
+    pytest-xdist."""
     for item in items:
-        if SMOKE_STUDY_FIXTURES & set(getattr(item, "fixturenames", ())):
+        names = set(getattr(item, "fixturenames", ()))
+        if SMOKE_STUDY_FIXTURES & names:
             item.add_marker(pytest.mark.slow)
+        groups = [g for f, g in SHARED_FIXTURE_GROUPS.items() if f in names]
+        if groups:
+            item.add_marker(pytest.mark.xdist_group(groups[0]))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,6 +38,23 @@ def _single_thread_session():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _short_notebook_cell_limit():
+    """A notebook cell here takes seconds: a kernel message lost under load (nbclient then
+    waits for it until the cell limit, and the notebook runs again) costs 2 minutes, not 15."""
+    import os
+
+    from bprior_core.report.build import CELL_TIMEOUT_ENV
+
+    before = os.environ.get(CELL_TIMEOUT_ENV)
+    os.environ[CELL_TIMEOUT_ENV] = "120"
+    yield
+    if before is None:
+        os.environ.pop(CELL_TIMEOUT_ENV, None)
+    else:
+        os.environ[CELL_TIMEOUT_ENV] = before
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,12 @@
 and one-line errors for a missing `ray` package or an unreachable cluster.
 
 `ray` is imported plainly: CI installs the extra (`make test` installs `.[test,ray]`), so a
-missing package is a failure here, not a skip."""
+missing package is a failure here, not a skip.
+
+Every test here is marked slow: the module starts a local Ray cluster (about 30 s of tests on 2
+cores alone), whose processes, beside another pytest worker, made a test take 76 s and would
+put the seconds-bound checks of an unreachable cluster at risk; `make test-all` runs them in one
+process."""
 
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from conftest import fake_record
 from bprior_core import study
 from bprior_core.cli import main
 from bprior_core.config import ProfileError, load_profile, validate_profile
+
+pytestmark = pytest.mark.slow
 
 TIMING = ("wall_time_s",)
 

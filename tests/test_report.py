@@ -395,7 +395,18 @@ def test_a_hung_notebook_runs_again_once(monkeypatch, tmp_path, error, failures)
         with pytest.raises(type(exc)):
             run()
         assert len(calls) == report.NOTEBOOK_ATTEMPTS
-    assert all(c["execution_timeout"] == report.CELL_TIMEOUT_S for c in calls)
+    assert all(c["execution_timeout"] == report.cell_timeout_s() for c in calls)
+
+
+def test_the_cell_limit_comes_from_the_environment_or_the_default(monkeypatch) -> None:
+    monkeypatch.delenv("BPRIOR_CELL_TIMEOUT_S", raising=False)
+    assert report.cell_timeout_s() == report.CELL_TIMEOUT_S == 900
+    monkeypatch.setenv("BPRIOR_CELL_TIMEOUT_S", " 42.5 ")
+    assert report.cell_timeout_s() == 42.5
+    for bad in ("0", "-3", "soon", "inf", "nan"):
+        monkeypatch.setenv("BPRIOR_CELL_TIMEOUT_S", bad)
+        with pytest.raises(ValueError, match="must be a positive number of seconds"):
+            report.cell_timeout_s()
 
 
 def _tiny_notebooks(folder, cells: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ from .build import (
     NOTEBOOKS,
     PAGE_TITLES,
     build_report,
+    cell_timeout_s,
     page_title,
     render_html,
     run_notebook,
@@ -43,10 +44,10 @@ from .status import (
 
 __all__ = [
     "CELL_TIMEOUT_S", "NOTEBOOKS", "NOTEBOOK_ATTEMPTS", "NOTEBOOK_DIR", "PAGE_TITLES",
-    "RELIABILITY_MISSING", "Explorer", "build_report", "choice_agreement_markdown",
-    "claim_evidence_html", "control_banner_html", "control_html", "evidence_html",
-    "experiment_intro", "grid_edges_markdown", "methods_markdown", "page_title", "profile_html",
-    "render_html", "results_status_html", "run_notebook", "run_notebooks", "run_seconds_table",
-    "study_timings", "sweep_html", "temperature_text", "timings_markdown", "uninformative_badge",
-    "verdict_table_html",
+    "RELIABILITY_MISSING", "Explorer", "build_report", "cell_timeout_s",
+    "choice_agreement_markdown", "claim_evidence_html", "control_banner_html", "control_html",
+    "evidence_html", "experiment_intro", "grid_edges_markdown", "methods_markdown", "page_title",
+    "profile_html", "render_html", "results_status_html", "run_notebook", "run_notebooks",
+    "run_seconds_table", "study_timings", "sweep_html", "temperature_text", "timings_markdown",
+    "uninformative_badge", "verdict_table_html",
 ]

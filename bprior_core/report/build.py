@@ -98,7 +98,23 @@ def _insert_after_body(page: str, block: str) -> str:
 # cell, the claims' bootstrap, takes seconds): nbclient's wait for a lost kernel message, seen
 # about once in many hundred notebook runs, would otherwise block a report forever
 CELL_TIMEOUT_S = 900
+CELL_TIMEOUT_ENV = "BPRIOR_CELL_TIMEOUT_S"  # another limit in seconds (the tests use a shorter one)
 NOTEBOOK_ATTEMPTS = 2
+
+
+def cell_timeout_s() -> float:
+    """The limit of one notebook cell: `$BPRIOR_CELL_TIMEOUT_S` where set, else CELL_TIMEOUT_S."""
+    value = os.environ.get(CELL_TIMEOUT_ENV, "").strip()
+    if not value:
+        return CELL_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"${CELL_TIMEOUT_ENV} must be a positive number of seconds, got "
+                         f"{value!r}; unset it for the default {CELL_TIMEOUT_S} s")
+    return seconds
 
 
 def _local_kernels() -> type:
@@ -126,18 +142,19 @@ def _local_kernels() -> type:
 
 def run_notebook(source: Path, target: Path, parameters: dict, kernel_name: str | None = None,
                  cwd: Path | None = None, log=print) -> None:
-    """Execute a notebook with papermill, each cell limited to CELL_TIMEOUT_S; a timed-out cell
-    or a dead kernel runs the whole notebook again once (the notebooks only read stored
+    """Execute a notebook with papermill, each cell limited to `cell_timeout_s()`; a timed-out
+    cell or a dead kernel runs the whole notebook again once (the notebooks only read stored
     results, so a rerun repeats nothing), then the error propagates."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    timeout = cell_timeout_s()
     for attempt in range(1, NOTEBOOK_ATTEMPTS + 1):
         try:
             papermill.execute_notebook(
                 str(source), str(target), parameters=parameters, progress_bar=False,
                 kernel_name=kernel_name, cwd=None if cwd is None else str(cwd),
-                execution_timeout=CELL_TIMEOUT_S, kernel_manager_class=_local_kernels())
+                execution_timeout=timeout, kernel_manager_class=_local_kernels())
             return
         except (CellTimeoutError, DeadKernelError) as exc:
             if attempt == NOTEBOOK_ATTEMPTS:
