@@ -409,6 +409,14 @@ def test_the_cell_limit_comes_from_the_environment_or_the_default(monkeypatch) -
             report.cell_timeout_s()
 
 
+def test_a_bad_cell_limit_stops_the_report_before_anything_is_written(monkeypatch,
+                                                                      tmp_path) -> None:
+    monkeypatch.setenv("BPRIOR_CELL_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="BPRIOR_CELL_TIMEOUT_S must be a positive number"):
+        build_report("smoke", root=tmp_path, log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _tiny_notebooks(folder, cells: dict[str, str]) -> None:
     for name, code in cells.items():
         nb = nbformat.v4.new_notebook()

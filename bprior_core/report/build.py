@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import load_profile, profile_path
+from ..config import load_profile, profile_path, usable_cores
 from ..study import StudyError, output_dir
 from ..study.runner import missing_work
 from .markup import _esc
@@ -167,12 +167,13 @@ def notebook_workers() -> int:
     """Kernels to run side by side: one per core, at most MAX_NOTEBOOK_WORKERS. A kernel spends
     most of its time importing and plotting on one core, so two on two cores take about half
     the wall clock of one after the other."""
-    return max(1, min(MAX_NOTEBOOK_WORKERS, os.cpu_count() or 1))
+    return max(1, min(MAX_NOTEBOOK_WORKERS, usable_cores()))
 
 
 def _run_in_worker(source: Path, target: Path, params: dict, kernel_name: str | None,
                    cwd: Path) -> float:
-    """One notebook in a worker process (its retry message goes to stderr); its seconds."""
+    """One notebook, here or in a worker process (its retry message goes to stderr); its
+    seconds."""
     import sys
 
     start = time.perf_counter()
@@ -226,6 +227,7 @@ def build_report(
     for `timings.json`; without them the stored file's are kept."""
     path = profile_path(profile_arg)
     profile = load_profile(path)  # raises ProfileError before anything is written
+    cell_timeout_s()  # a bad $BPRIOR_CELL_TIMEOUT_S too
     missing = missing_work(profile, root)
     if missing:
         raise StudyError(
