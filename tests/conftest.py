@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -40,35 +43,35 @@ def _single_thread_session():
     torch.set_num_threads(before)
 
 
+@contextmanager
+def _environment(name: str, value: str):
+    """`$name` set to `value` inside the block, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _short_notebook_cell_limit():
     """A notebook cell here takes seconds: a kernel message lost under load (nbclient then
     waits for it until the cell limit, and the notebook runs again) costs 2 minutes, not 15."""
-    import os
-
     from bprior_core.report.build import CELL_TIMEOUT_ENV
 
-    before = os.environ.get(CELL_TIMEOUT_ENV)
-    os.environ[CELL_TIMEOUT_ENV] = "120"
-    yield
-    if before is None:
-        os.environ.pop(CELL_TIMEOUT_ENV, None)
-    else:
-        os.environ[CELL_TIMEOUT_ENV] = before
+    with _environment(CELL_TIMEOUT_ENV, "120"):
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache_in_a_temporary_folder(tmp_path_factory):
     """Decoded image folders go to a folder of this session, not the user's ~/.cache."""
-    import os
-
-    before = os.environ.get(tasks.CACHE_ENV)
-    os.environ[tasks.CACHE_ENV] = str(tmp_path_factory.mktemp("bprior-cache"))
-    yield
-    if before is None:
-        os.environ.pop(tasks.CACHE_ENV, None)
-    else:
-        os.environ[tasks.CACHE_ENV] = before
+    with _environment(tasks.CACHE_ENV, str(tmp_path_factory.mktemp("bprior-cache"))):
+        yield
 
 
 @pytest.fixture(autouse=True)
