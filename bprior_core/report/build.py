@@ -137,6 +137,15 @@ def _local_kernels() -> type:
             folder.mkdir(parents=True, exist_ok=True)
             return str(folder / f"bprior-{uuid.uuid4().hex[:12]}-ipc")
 
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts a kernel (SIGINT) before it asks it to shut down; with
+            # kernels side by side one of them, idle by then, sometimes printed "ERROR |
+            # KeyboardInterrupt caught in kernel". A notebook that ended needs no interrupt
+            # (a hung one is killed: nbclient shuts it down with `now`).
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
     return LocalKernelManager
 
 
