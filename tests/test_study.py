@@ -686,7 +686,9 @@ def test_prior_draws_are_learned_independently(smoke, tmp_path) -> None:
     assert not torch.equal(first.mean, second.mean)
 
 
-
+# slow: six prior-learning calls, two of them in a pool of two worker processes (14 s alone on
+# 2 cores, 19-25 s beside another pytest worker)
+@pytest.mark.slow
 def test_workers_learn_task_priors_after_their_simclr_draw_as_one_by_one(smoke, tmp_path):
     """Two worker processes (the costliest priors first, each task prior as soon as its SimCLR
     draw is stored) learn the priors that one call per prior learns (in this process, with a
