@@ -29,11 +29,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from throughput import _timed  # the benchmark beside this one
 
 from bprior_core.training.models import build_model
 from bprior_core.training.pack import fused_for_inference
@@ -60,27 +60,19 @@ def measured_rates(model_name: str, image: tuple[int, ...], classes: int, flops:
     x = torch.randn(runs, batch, *image)
     y = torch.randint(0, classes, (runs, batch))
 
-    def step() -> None:
+    def step(_: int) -> None:
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(net(x).flatten(0, 1), y.flatten()).backward()
         opt.step()
 
-    train_s = _seconds(step)
+    cpu = torch.device("cpu")
+    train_ms = _timed(step, cpu, warmup=5, steps=30)
     net.eval()
     fused = fused_for_inference(net.backbone)
     folded = net.fold(torch.randn(runs, chunk, *image))
     with torch.no_grad():
-        eval_s = _seconds(lambda: net.head_logits(fused(folded)))
-    return (3 * runs * batch * flops / train_s / 1e9, runs * chunk * flops / eval_s / 1e9)
-
-
-def _seconds(fn, warmup: int = 5, repeats: int = 30) -> float:
-    for _ in range(warmup):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+        eval_ms = _timed(lambda _: net.head_logits(fused(folded)), cpu, warmup=5, steps=30)
+    return (3 * runs * batch * flops / train_ms / 1e6, runs * chunk * flops / eval_ms / 1e6)
 
 
 def run_images(record: dict, folder: Path) -> tuple[float, float]:

@@ -14,8 +14,9 @@ import pytest
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "arithmetic.py"
 
 
-@pytest.fixture(scope="module")
-def arithmetic():
+@pytest.fixture
+def arithmetic(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as `python benchmarks/arithmetic.py` runs
     spec = importlib.util.spec_from_file_location("arithmetic_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

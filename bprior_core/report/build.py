@@ -179,15 +179,15 @@ def notebook_workers() -> int:
     return max(1, min(MAX_NOTEBOOK_WORKERS, usable_cores()))
 
 
-def _run_in_worker(source: Path, target: Path, params: dict, kernel_name: str | None,
-                   cwd: Path) -> float:
-    """One notebook, here or in a worker process (its retry message goes to stderr); its
-    seconds."""
+def _run_timed(source: Path, target: Path, params: dict, kernel_name: str | None, cwd: Path,
+               log=None) -> float:
+    """One notebook, its seconds; its retry message goes to `log` (in a worker process, where
+    no callable of the parent's can go: stderr)."""
     import sys
 
     start = time.perf_counter()
     run_notebook(source, target, params, kernel_name, cwd,
-                 lambda msg: print(msg, file=sys.stderr))
+                 log or (lambda msg: print(msg, file=sys.stderr)))
     return round(time.perf_counter() - start, 1)
 
 
@@ -205,12 +205,12 @@ def run_notebooks(names, target_dir: Path, params: dict, kernel_name: str | None
     if workers <= 1:
         for name in order:
             log(f"[{name}] running ...")
-            seconds[name] = _run_in_worker(*paths[name], params, kernel_name, Path.cwd())
+            seconds[name] = _run_timed(*paths[name], params, kernel_name, Path.cwd(), log)
             log(f"[{name}] done in {seconds[name]} s")
         return {name: seconds[name] for name in names}
     context = multiprocessing.get_context("spawn")  # no forked copy of torch's thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_run_in_worker, *paths[name], params, kernel_name,
+        futures = {pool.submit(_run_timed, *paths[name], params, kernel_name,
                                Path.cwd()): name for name in order}
         log(f"[notebooks] running {', '.join(order)}, {workers} at a time ...")
         try:
