@@ -10,14 +10,17 @@ For each model, method, pack size R and precision, prints one JSON object per li
   prior_ms, prior_fraction   the prior term (log p, its gradient and the preconditioner, fused,
                        for all R runs) alone, and its share of the packed step,
   alone_ms_per_step    the same R runs as R packs of one, each stepped in turn (one engine
-                       step of every run), and packed_speedup = alone_ms_per_step / ms_per_step,
-  stacked              whether the backbone was stacked (vmap) rather than packed by channel.
+                       step of every run), and packed_speedup = alone_ms_per_step / ms_per_step
+                       (null for packs over `--alone-up-to`),
+  stacked              whether the backbone was stacked (vmap) rather than packed by channel
+                       (`--packing stacked` stacks one that could be packed, to compare the two).
 Ratios measured in one run are what to compare on a noisy machine. Data and prior are synthetic
 (a rank-K prior around the initial weights with SWAG-sized variances): speed does not depend on
 their values. Usage:
     python benchmarks/throughput.py                          # CPU: small_resnet, R = 1, 2, 4, 8
     python benchmarks/throughput.py --device cuda --model resnet50 --packs 1,8,16 --precision bf16
     python benchmarks/throughput.py --model torchvision:densenet121 --image-size 32 --packs 4
+    python benchmarks/throughput.py --device cuda --model resnet50 --packing stacked --packs 16
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bprior_core.data.device import DeviceTask
 from bprior_core.priors.gaussian import GaussianPrior
@@ -84,12 +88,26 @@ def raw_step_ms(model_name, batch, device, precision, channels_last, warmup, ste
     return _timed(step, device, warmup, steps)
 
 
+class _Opaque(nn.Module):
+    """A backbone behind a module the packer does not know, so that it is stacked (vmap)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
 def _pack(model_name, method, runs, batch, device, precision, channels_last, rank,
-          alone: bool = False):
-    """A pack of `runs` runs, or (alone) a list of `runs` packs of one run each."""
+          alone: bool = False, stacked: bool = False):
+    """A pack of `runs` runs, or (alone) a list of `runs` packs of one run each; `stacked`
+    stacks the backbone even where it could be packed by channels."""
     shape, classes = shape_of(model_name)
     torch.manual_seed(0)
     model = build_model(model_name, classes)
+    if stacked:
+        model.backbone = _Opaque(model.backbone)
     mean = flat_parameters(model.backbone).detach()
     gen = torch.Generator().manual_seed(0)
     prior = GaussianPrior(mean, torch.rand(mean.shape, generator=gen) * 1e-6 + 1e-7,
@@ -110,8 +128,9 @@ def _pack(model_name, method, runs, batch, device, precision, channels_last, ran
 def measure(args, model_name, method, runs, precision, device) -> dict:
     channels_last = args.channels_last == "on" or (args.channels_last == "auto"
                                                   and device.type in ("cuda", "cpu"))
+    stacked = args.packing == "stacked"
     pack = _pack(model_name, method, runs, args.batch, device, precision, channels_last,
-                 args.rank)
+                 args.rank, stacked=stacked)
     ms = _timed(pack.step, device, args.warmup, args.steps)
     prior_ms = 0.0
     if pack.prior is not None:
@@ -122,22 +141,25 @@ def measure(args, model_name, method, runs, precision, device) -> dict:
         prior_ms = _timed(lambda _k: term(theta, grad, weight), device, 2, args.steps)
     raw = raw_step_ms(model_name, args.batch, device, precision, channels_last, args.warmup,
                       args.steps)
-    singles = _pack(model_name, method, runs, args.batch, device, precision, channels_last,
-                    args.rank, alone=True)
+    alone_ms = None  # not measured
+    if args.alone_up_to is None or runs <= args.alone_up_to:
+        singles = _pack(model_name, method, runs, args.batch, device, precision, channels_last,
+                        args.rank, alone=True, stacked=stacked)
 
-    def one_by_one(k: int) -> None:
-        for single in singles:
-            single.step(k)
+        def one_by_one(k: int) -> None:
+            for single in singles:
+                single.step(k)
 
-    alone_ms = _timed(one_by_one, device, args.warmup, args.steps)
+        alone_ms = _timed(one_by_one, device, args.warmup, args.steps)
     return {
         "device": str(device), "model": model_name, "method": method, "pack": runs,
-        "precision": precision, "channels_last": channels_last,
+        "precision": precision, "channels_last": pack.net.channels_last,
         "threads": torch.get_num_threads(), "batch": args.batch,
         "ms_per_step": round(ms, 3), "ms_per_run_step": round(ms / runs, 3),
         "raw_ms_per_step": round(raw, 3), "ratio": round(ms / runs / raw, 3),
         "prior_ms": round(prior_ms, 3), "prior_fraction": round(prior_ms / ms, 4),
-        "alone_ms_per_step": round(alone_ms, 3), "packed_speedup": round(alone_ms / ms, 3),
+        "alone_ms_per_step": alone_ms and round(alone_ms, 3),
+        "packed_speedup": alone_ms and round(alone_ms / ms, 3),
         "stacked": pack.net.stacked,
     }
 
@@ -155,11 +177,16 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="fp32, bf16 or both: fp32,bf16")
     parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                         help="auto: as the engine (on for CUDA and CPU)")
+    parser.add_argument("--packing", default="auto", choices=("auto", "stacked"),
+                        help="auto: as the engine (channels where it can); stacked: vmap always")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rank", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--alone-up-to", type=int, default=None,
+                        help="time the runs one by one only for packs of at most this many "
+                             "(default: every pack; a pack of 64 is 64 packs of one)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
