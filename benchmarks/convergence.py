@@ -142,7 +142,8 @@ def reference_row(chain: dict, stored: dict[str, dict | None], runs: list[dict])
     return None
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also checked by tests/test_gpu_session.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--outputs", type=Path, default=None, help="outputs root of the study")
@@ -163,7 +164,11 @@ def main() -> None:
                         help="the head's weight decay (default: the run's)")
     parser.add_argument("--burn-in", type=int, default=1, help="cycles left out of every prefix")
     parser.add_argument("--every", type=int, default=10, help="report every this many cycles")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if not 0 <= args.burn_in < args.cycles:
         sys.exit(f"convergence: --burn-in {args.burn_in} must be in [0, --cycles {args.cycles})")
 

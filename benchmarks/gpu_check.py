@@ -32,12 +32,17 @@ def synthetic_prior(model, rank: int, gen: torch.Generator) -> GaussianPrior:
     return GaussianPrior(mean, variance, factor)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also checked by tests/test_gpu_session.py)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--image-size", type=int, default=224)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
         print("device:", torch.cuda.get_device_name(device), "torch", torch.__version__)

@@ -49,6 +49,7 @@ OUT_FILES = ("session.log", "stages.json", "environment.json", "throughput.jsonl
 SESSION_BUDGET_S = 540
 TINY_BUDGET_S = 900
 CHAIN_STEPS_MAX = 30_000  # the posterior work's estimate of what full-network chains need
+CHAINS_STARTUP_S = 25.0  # a convergence.py process before its first step (the cpu study)
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,11 @@ class Plan:
 
 def session_profile(plan: Plan) -> Path:
     """The study profile of this session, written to the work folder: `cpu` on the device with
-    pack auto and one worker (one process drives the GPU), `smoke` for the tiny check."""
+    pack auto, one worker (one process drives the GPU) and each source's prior draws learned
+    as one packed network; `smoke` so for the tiny check."""
     source = "smoke" if plan.tiny else "cpu"
     values = yaml.safe_load((ROOT / "params" / f"{source}.yaml").read_text())
+    values["priors"]["pack"] = values["priors"]["draws"]
     values.update(name=plan.profile_name, device=plan.device, workers=1,
                   pack=4 if plan.tiny else "auto",
                   description=f"The `{source}` profile on {plan.device} (gpu_session.py)")
@@ -129,10 +132,11 @@ def bprior(plan: Plan, verb: str) -> list[str]:
 
 def chain_steps(throughput_rows: list[dict], seconds: float, chains: int, device: str,
                 lo: int = 600, hi: int = CHAIN_STEPS_MAX) -> int:
-    """Steps per chain that fit in `seconds` for a pack of `chains` SGHMC chains, from the
-    measured fp32 SGHMC step of the smallest measured pack at least that large (else the
-    largest), with a fifth of the time left for the evaluations at every sample; a multiple of
-    150 (the cycle length) in [lo, hi]."""
+    """Steps per chain that surely fit in `seconds` for a pack of `chains` SGHMC chains, from
+    the measured fp32 SGHMC step of the smallest measured pack at least that large (else the
+    largest, scaled): half of what is left after CHAINS_STARTUP_S (reading the study, loading
+    the data), since two packs share the device and every sample scores the test set, and a
+    killed pack prints nothing. A multiple of 150 (the cycle length) in [lo, hi]."""
     rows = [r for r in throughput_rows if r.get("model") == "small_resnet"
             and r.get("method") == "sghmc" and r.get("precision") == "fp32"
             and r.get("device", "").startswith(device) and "ms_per_step" in r]
@@ -142,7 +146,7 @@ def chain_steps(throughput_rows: list[dict], seconds: float, chains: int, device
     row = (min(bigger, key=lambda r: r["pack"]) if bigger
            else max(rows, key=lambda r: r["pack"]))
     per_step_s = row["ms_per_step"] / 1e3 * max(1.0, chains / row["pack"])
-    steps = int(0.8 * seconds / per_step_s) // 150 * 150
+    steps = int(0.5 * (seconds - CHAINS_STARTUP_S) / per_step_s) // 150 * 150
     return max(lo, min(hi, steps))
 
 
@@ -171,6 +175,9 @@ def chains_commands(plan: Plan, seconds: float) -> list[list[str]]:
     return [base + inference, base + temperature]
 
 
+STAGE_NAMES = ("environment", "throughput", "gpu_check", "study", "chains")
+
+
 def stages(plan: Plan) -> list[Stage]:
     """The session's stages in order, with their time shares (seconds on the device; scaled
     to the session's budget). The chains' commands are made when their stage starts (their
@@ -178,9 +185,9 @@ def stages(plan: Plan) -> list[Stage]:
     env = [plan.python, "-c", ENVIRONMENT_SNIPPET]
     return [
         Stage("environment", 20, [env], "environment.json"),
-        Stage("throughput", 160, throughput_commands(plan), "throughput.jsonl"),
+        Stage("throughput", 120, throughput_commands(plan), "throughput.jsonl"),
         Stage("gpu_check", 35, [gpu_check_command(plan)], "gpu_check.txt"),
-        Stage("study", 225, [bprior(plan, "report")]),
+        Stage("study", 265, [bprior(plan, "report")]),
         Stage("chains", 100, [], "convergence.jsonl", side_by_side=True),
     ]
 
@@ -189,7 +196,7 @@ def stages(plan: Plan) -> list[Stage]:
 QUIET_PROGRESS = {**os.environ, "TQDM_MININTERVAL": "20", "PYTHONUNBUFFERED": "1"}
 
 ENVIRONMENT_SNIPPET = """
-import json, os, platform, torch
+import importlib.util, json, os, platform, torch
 cuda = torch.cuda.is_available()
 cpu = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
        if line.startswith("model name")][:1] if os.path.exists("/proc/cpuinfo") else []
@@ -197,7 +204,9 @@ print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda,
                   "device": torch.cuda.get_device_name(0) if cuda else (cpu or ["cpu"])[0],
                   "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory
                                           / 2**30, 1) if cuda else None,
-                  "cpus": os.cpu_count(), "python": platform.python_version()}))
+                  "cpus": os.cpu_count(), "python": platform.python_version(),
+                  "papermill": importlib.util.find_spec("papermill") is not None,
+                  "bprior_data": os.environ.get("BPRIOR_DATA")}))
 """
 
 
@@ -222,7 +231,8 @@ def run_stage(stage: Stage, commands: list[list[str]], limit_s: float, plan: Pla
     the device), all killed at `limit_s` from the stage's start; its outcome."""
     start = time.perf_counter()
     stdout_path = plan.out / stage.stdout if stage.stdout else None
-
+    if stdout_path:
+        stdout_path.write_text("")  # a rerun's rows replace the last ones
     def started(cmd: list[str]):
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
@@ -275,6 +285,8 @@ def summarise(plan: Plan) -> dict:
     out["throughput"] = [{k: r[k] for k in keys if k in r}
                          for r in _jsonl(plan.out / "throughput.jsonl")]
     study = plan.outputs / plan.profile_name
+    runs = study / "runs"
+    out["study_results_stored"] = (sum(1 for p in runs.glob("*.json")) if runs.is_dir() else 0)
     for name in ("timings.json", "claims.json"):
         path = study / name
         if path.exists():
@@ -302,11 +314,12 @@ def pack_report(plan: Plan) -> None:
                 tar.add(study / name, arcname=name)
 
 
-def run_session(plan: Plan) -> dict:
-    """Every stage in order within the session's budget; stages.json after each."""
+def run_session(plan: Plan, only: list[str] | None = None) -> dict:
+    """Every stage (or those named in `only`) in order within the session's budget;
+    stages.json after each."""
     plan.out.mkdir(parents=True, exist_ok=True)
     session_profile(plan)
-    stage_list = stages(plan)
+    stage_list = [s for s in stages(plan) if only is None or s.name in only]
     scale = plan.budget_s / sum(s.budget_s for s in stage_list)
     stage_list = [replace(s, budget_s=s.budget_s * scale) for s in stage_list]
     start = time.perf_counter()
@@ -343,6 +356,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "bprior-gpu-session",
                         help="where the study and its profile are written")
+    parser.add_argument("--stages", default=None,
+                        help=f"only these stages, comma-separated (of {', '.join(STAGE_NAMES)}): "
+                             "a rerun of what failed; the study's outputs stay in --work")
     parser.add_argument("--budget-s", type=float, default=None,
                         help=f"seconds for every stage together (default {SESSION_BUDGET_S}, "
                              f"--tiny {TINY_BUDGET_S})")
@@ -350,6 +366,11 @@ def main() -> None:
     args.budget_s = args.budget_s or (TINY_BUDGET_S if args.tiny else SESSION_BUDGET_S)
     if args.budget_s <= 0:
         sys.exit(f"gpu_session: --budget-s must be > 0, got {args.budget_s}")
+    only = args.stages.split(",") if args.stages else None
+    unknown = sorted(set(only or ()) - set(STAGE_NAMES))
+    if unknown:
+        sys.exit(f"gpu_session: unknown stage(s) {', '.join(unknown)}; the stages are "
+                 f"{', '.join(STAGE_NAMES)}")
     if args.device.startswith("cuda"):
         import torch
 
@@ -358,7 +379,7 @@ def main() -> None:
                      "--device cpu --tiny to check this script on a CPU")
     plan = Plan(args.device, args.tiny, args.work.resolve(), args.out.resolve(),
                 budget_s=args.budget_s)
-    summary = run_session(plan)
+    summary = run_session(plan, only)
     failed = [n for n, r in summary["stages"].items() if r["status"] != "ok"]
     print(f"[gpu_session] done in {summary['seconds']:.0f} s; "
           f"{'all stages ok' if not failed else 'not ok: ' + ', '.join(failed)}", flush=True)

@@ -15,7 +15,8 @@ if compgen -G "$CARRY/wheels/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/bprior-site
 fi
 if [ -d "$CARRY/fashion-mnist" ]; then
-  export BPRIOR_DATA="$PWD/$CARRY/fashion-mnist"
+  BPRIOR_DATA="$(cd "$CARRY/fashion-mnist" && pwd)"
+  export BPRIOR_DATA
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 exec "$PYTHON" benchmarks/gpu_session.py "$@"

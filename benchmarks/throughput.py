@@ -164,7 +164,8 @@ def measure(args, model_name, method, runs, precision, device) -> dict:
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also checked by tests/test_gpu_session.py)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None,
                         help="cpu, cuda, or both (default: cpu, and cuda when present)")
@@ -187,7 +188,11 @@ def main() -> None:
     parser.add_argument("--alone-up-to", type=int, default=None,
                         help="time the runs one by one only for packs of at most this many "
                              "(default: every pack; a pack of 64 is 64 packs of one)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     SHAPE_OVERRIDE["image_size"] = args.image_size

@@ -20,14 +20,18 @@ ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
 
 
-@pytest.fixture
-def session(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("gpu_session_benchmark", SCRIPT)
+def _load(monkeypatch, path: Path):
+    monkeypatch.syspath_prepend(str(path.parent))  # as `python benchmarks/<name>.py` runs
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look it up
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def session(monkeypatch):
+    return _load(monkeypatch, SCRIPT)
 
 
 def _row(pack: int, ms_per_step: float, **extra) -> dict:
@@ -38,11 +42,12 @@ def _row(pack: int, ms_per_step: float, **extra) -> dict:
 def test_chain_steps_follow_the_measured_step_of_the_nearest_pack(session) -> None:
     rows = [_row(4, 2.0), _row(16, 5.0), _row(64, 12.0),
             _row(16, 1.0, precision="bf16"), _row(16, 1.0, method="sgd")]
-    # 24 chains: the pack of 64's step (the smallest measured pack that holds them), 0.8 of
-    # 100 s / 12 ms = 6,666 steps, cut to a multiple of the 150-step cycle
-    assert session.chain_steps(rows, 100.0, 24, "cuda") == 6600
+    assert session.CHAINS_STARTUP_S == 25.0
+    # 24 chains: the pack of 64's step (the smallest measured pack that holds them), half of
+    # (125 - 25) s / 12 ms = 4,166 steps, cut to a multiple of the 150-step cycle
+    assert session.chain_steps(rows, 125.0, 24, "cuda") == 4050
     # more chains than any measured pack: the largest pack's step, scaled by chains / pack
-    assert session.chain_steps(rows[:2], 100.0, 24, "cuda") == 10650  # 0.8 * 100 / 7.5 ms
+    assert session.chain_steps(rows[:2], 125.0, 24, "cuda") == 6600  # 0.5 * 100 / 7.5 ms
     assert session.chain_steps(rows, 1e6, 24, "cuda") == session.CHAIN_STEPS_MAX
     assert session.chain_steps(rows, 0.1, 24, "cuda") == 600
     assert session.chain_steps([], 100.0, 24, "cuda") == 600  # nothing measured: the least
@@ -79,7 +84,46 @@ def test_a_stage_past_its_limit_is_killed_and_says_so(session, tmp_path) -> None
         out = session.run_stage(session.Stage("t", 1, [], "rows.jsonl"), [failing, printer],
                                 30.0, plan, log)
     assert out["status"] == "failed" and out["returncodes"] == [3, 0]
-    assert session._jsonl(plan.out / "rows.jsonl") == [{"x": 1}, {"x": 1}]
+    assert session._jsonl(plan.out / "rows.jsonl") == [{"x": 1}]  # this stage's rows only
+
+
+def test_stages_are_named_as_the_command_line_offers_them(session, tmp_path) -> None:
+    plan = _plan(session, tmp_path)
+    assert tuple(s.name for s in session.stages(plan)) == session.STAGE_NAMES
+    result = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny",
+                             "--stages", "study,report", "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0 and "unknown stage(s) report" in result.stderr
+
+
+def test_the_device_commands_parse_and_name_what_the_study_has(session, monkeypatch,
+                                                               tmp_path) -> None:
+    """The commands the device call runs (never run here at that size) are checked against
+    each script's own command line and the study profile: a typo would cost a device session."""
+    from bprior_core.config import load_profile
+
+    plan = session.Plan("cuda", False, tmp_path / "work", tmp_path / "out")
+    plan.out.mkdir(parents=True)
+    (plan.out / "throughput.jsonl").write_text(json.dumps(_row(64, 10.0)) + "\n")
+    profile = load_profile(session.session_profile(plan))
+    commands = [*session.throughput_commands(plan), session.gpu_check_command(plan),
+                *session.chains_commands(plan, 100.0)]
+    parsed = {}
+    for cmd in commands:
+        script = Path(cmd[1])
+        args = _load(monkeypatch, script).build_parser().parse_args(cmd[2:])
+        parsed.setdefault(script.stem, []).append(args)
+        assert getattr(args, "device", "cuda") == "cuda"
+    models = {(a.model, a.packing) for a in parsed["throughput"]}
+    assert models == {("small_resnet", "auto"), ("resnet50", "auto"), ("resnet50", "stacked")}
+    assert {p for a in parsed["throughput"] for p in a.packs.split(",")} == {"1", "4", "16", "64"}
+    inference, temperature = parsed["convergence"]
+    assert set(inference.arm.split(",")) <= set(profile.experiments.inference.arms)
+    assert inference.n_train in profile.experiments.inference.sizes
+    assert {float(t) for t in temperature.temperature.split(",")} <= set(
+        profile.experiments.temperature.temperatures)
+    # half of (100 - 25) s at 10 ms a step for up to 64 chains: 3,750 steps, 25 cycles of 150
+    assert inference.cycles * inference.cycle_length == 3750
 
 
 def test_the_session_profile_is_the_cpu_study_on_the_device(session, tmp_path) -> None:
@@ -89,7 +133,7 @@ def test_the_session_profile_is_the_cpu_study_on_the_device(session, tmp_path) -
     profile = load_profile(session.session_profile(plan))
     cpu = load_profile("cpu")
     assert (profile.name, profile.device, profile.workers) == ("cpu-session", "cuda", 1)
-    assert profile.pack == "auto"
+    assert profile.pack == "auto" and profile.priors.pack == profile.priors.draws == 6
     assert profile.experiments == cpu.experiments and profile.train == cpu.train
 
 
