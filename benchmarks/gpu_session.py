@@ -8,14 +8,16 @@ the later ones; a stage never eats the time reserved for the stages after it):
                     stacked (vmap), fp32 and bf16: ms per run-step and the ratio to a raw step
   gpu_check         `gpu_check.py`: every method on ResNet-50 with a rank-5 prior in the
                     authors' four-file format
-  study             `bprior report` on the study profile (`cpu` with device cuda and pack
-                    auto: the cut of the `gpu` profile this session can afford): the priors, the
-                    runs, then its notebooks under papermill and the offline report
+  chain_study       `bprior run` of the inference, temperature and reference experiments of the
+                    study profile (`cpu` with device cuda and pack auto: the cut of the `gpu`
+                    profile this session can afford): what the chains read
   chains            `convergence.py` on that study: full-network SGHMC chains of the inference
                     experiment's sampler arms at n = 10 (at the profile's temperature and at
                     T = 1, beside the exact head posterior of the reference experiment) and of
                     the temperature experiment at T = 0.1 and 1, as long as the time left allows
                     (from the measured step time), with R-hat and ESS against chain length
+  study             `bprior report`: the rest of the study, then its notebooks under papermill
+                    and the offline report (timings.json: the stages of what it ran)
 Everything lands in `--out` (the device tool's $OUT: at most 8 files come back): session.log,
 stages.json (every stage's status, seconds and summary), throughput.jsonl, gpu_check.txt,
 convergence.jsonl and report.tar.gz (the report, its claims and timings).
@@ -45,9 +47,9 @@ BENCH = ROOT / "benchmarks"
 OUT_FILES = ("session.log", "stages.json", "environment.json", "throughput.jsonl",
              "gpu_check.txt", "convergence.jsonl", "report.tar.gz")
 # one `run` call: the device's 10-minute command limit less a minute for one rerun's start;
-# the tiny check on a 2-core CPU takes about 4 minutes of it
+# the tiny check takes about 4 minutes on 2 cores (more where it shares them)
 SESSION_BUDGET_S = 540
-TINY_BUDGET_S = 900
+TINY_BUDGET_S = 1200
 CHAIN_STEPS_MAX = 30_000  # the posterior work's estimate of what full-network chains need
 CHAINS_STARTUP_S = 25.0  # a convergence.py process before its first step (the cpu study)
 
@@ -66,7 +68,8 @@ class Stage:
 
 @dataclass
 class Plan:
-    """Sizes of every stage for a device (`gpu`) or a quick CPU check (`tiny`)."""
+    """Where the session runs (a device, or `tiny`: a quick check of this script on a CPU),
+    where it writes, and its stages' outcomes so far."""
 
     device: str
     tiny: bool
@@ -125,9 +128,15 @@ def gpu_check_command(plan: Plan) -> list[str]:
     return [plan.python, str(BENCH / "gpu_check.py"), "--device", plan.device, *size]
 
 
-def bprior(plan: Plan, verb: str) -> list[str]:
+# what the chains stage reads: the inference arms' chains, the temperature experiment's, and
+# the reference posterior they stand beside
+CHAIN_EXPERIMENTS = ("inference", "temperature", "reference")
+
+
+def bprior(plan: Plan, verb: str, experiments: tuple[str, ...] = ()) -> list[str]:
+    only = [arg for name in experiments for arg in ("--experiment", name)]
     return [plan.python, "-m", "bprior_core", verb, "--profile", str(plan.profile_path),
-            "--outputs", str(plan.outputs)]
+            "--outputs", str(plan.outputs), *only]
 
 
 def chain_steps(throughput_rows: list[dict], seconds: float, chains: int, device: str,
@@ -175,20 +184,23 @@ def chains_commands(plan: Plan, seconds: float) -> list[list[str]]:
     return [base + inference, base + temperature]
 
 
-STAGE_NAMES = ("environment", "throughput", "gpu_check", "study", "chains")
+STAGE_NAMES = ("environment", "throughput", "gpu_check", "chain_study", "chains", "study")
 
 
 def stages(plan: Plan) -> list[Stage]:
     """The session's stages in order, with their time shares (seconds on the device; scaled
-    to the session's budget). The chains' commands are made when their stage starts (their
+    to the session's budget). The experiments the chains read are run first, so that the
+    chains are measured even where the rest of the study does not fit; `study` then runs what
+    is left and the notebooks. The chains' commands are made when their stage starts (their
     length follows the measured step time)."""
     env = [plan.python, "-c", ENVIRONMENT_SNIPPET]
     return [
         Stage("environment", 20, [env], "environment.json"),
-        Stage("throughput", 120, throughput_commands(plan), "throughput.jsonl"),
-        Stage("gpu_check", 35, [gpu_check_command(plan)], "gpu_check.txt"),
-        Stage("study", 265, [bprior(plan, "report")]),
+        Stage("throughput", 110, throughput_commands(plan), "throughput.jsonl"),
+        Stage("gpu_check", 30, [gpu_check_command(plan)], "gpu_check.txt"),
+        Stage("chain_study", 160, [bprior(plan, "run", CHAIN_EXPERIMENTS)]),
         Stage("chains", 100, [], "convergence.jsonl", side_by_side=True),
+        Stage("study", 120, [bprior(plan, "report")]),
     ]
 
 
@@ -352,10 +364,14 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true",
                         help="every stage at toy size (the smoke study): a check of this script")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-session")))
+    parser.add_argument("--out", type=Path,
+                        default=Path(os.environ.get("OUT", "outputs/gpu-session")),
+                        help="where the files to bring back go (default: $OUT, the device "
+                             "tool's folder, else outputs/gpu-session)")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "bprior-gpu-session",
-                        help="where the study and its profile are written")
+                        help="where the study and its profile are written (kept between calls "
+                             "on one machine: a rerun resumes the study)")
     parser.add_argument("--stages", default=None,
                         help=f"only these stages, comma-separated (of {', '.join(STAGE_NAMES)}): "
                              "a rerun of what failed; the study's outputs stay in --work")

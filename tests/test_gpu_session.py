@@ -164,7 +164,7 @@ def test_the_whole_session_at_toy_size_on_the_cpu(session, tmp_path) -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) and (out / n).is_file() for n in names)
     summary = json.loads((out / "stages.json").read_text())
     assert {n: s["status"] for n, s in summary["stages"].items()} == {
-        n: "ok" for n in ("environment", "throughput", "gpu_check", "study", "chains")}
+        n: "ok" for n in session.STAGE_NAMES}
     throughput = summary["throughput"]
     assert {(r["precision"], r["stacked"]) for r in throughput} >= {
         ("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)}
