@@ -8,8 +8,9 @@ again, all in one pack, with `--cycles` cycles of `--cycle-length` steps (defaul
 steps / cycles) and `--samples-per-cycle`, and prints, for every group and every prefix of
 `--every` cycles, the diagnostics that `chains.convergence` gates claims on (rank-normalised
 split R-hat and bulk ESS of the per-sample test log-likelihood and of the per-point true-class
-probabilities), after `--burn-in` cycles. The first k cycles of a cyclical schedule are the
-k-cycle schedule, so each prefix is the shorter run exactly (tested in `tests/test_engine.py`).
+probabilities) and the same per validation point, after `--burn-in` cycles. The first k cycles
+of a cyclical schedule are the k-cycle schedule, so each prefix is the shorter run exactly
+(tested in `tests/test_engine.py`).
 `--at-temperature` runs inference chains at other temperatures too (each arm at each). After
 the prefixes, one `pooled` row per group gives the chains' pooled model average on the test
 set, and one `reference` row per group the study's exact head posterior (the reference
@@ -104,8 +105,9 @@ def prefix_convergence(records: list[dict], kept: slice) -> dict:
     """`chains.convergence` (what gates a claim) of the chains' draws `kept`."""
     chains = [{"diagnostics": {"sample_test_nll": r["diagnostics"]["sample_test_nll"][kept]}}
               for r in records]
-    loaded = [{"test": {"sample_true_probs":
-                        r["_predictions"]["test"]["sample_true_probs"][kept]}} for r in records]
+    loaded = [{split: {"sample_true_probs": part["sample_true_probs"][kept]}
+               for split, part in r["_predictions"].items() if "sample_true_probs" in part}
+              for r in records]
     out = {k: v for k, v in convergence(chains, loaded).items() if k != "traces"}
     out["converged"] = converged({"diagnostics": {"convergence": out}})
     return out

@@ -23,9 +23,11 @@ def chain_record(chain: int, draws: np.ndarray, seed: int = 0, arm: str = "sghmc
             "diagnostics": {"sample_test_nll": list(map(float, draws))}}
 
 
-def predictions_for(records, n: int = 60, points: int = 20, shift: float = 0.0):
+def predictions_for(records, n: int = 60, points: int = 20, shift: float = 0.0,
+                    val_shift: float | None = None):
     """Per-record test and val predictions (random, seeded by the chain) and per-sample
-    probabilities of the true class on `points` points, shifted by chain x `shift`."""
+    probabilities of the true class on `points` points, shifted by chain x `shift`; with
+    `val_shift`, on validation points too (shifted by chain x `val_shift`)."""
     out = {}
     for r in records:
         c = r["config"]["chain"]
@@ -36,6 +38,11 @@ def predictions_for(records, n: int = 60, points: int = 20, shift: float = 0.0):
         out[r["id"]] = {"test": {"probs": probs, "labels": np.arange(n) % 5,
                                  "sample_true_probs": draws, "sample_points": np.arange(points)},
                         "val": {"probs": probs[:10], "labels": np.arange(10) % 5}}
+        if val_shift is not None:
+            val_draws = np.clip(rng.uniform(0.2, 0.8, size=(draws.shape[0], 10))
+                                + val_shift * c, 0, 1)
+            out[r["id"]]["val"].update(sample_true_probs=val_draws,
+                                       sample_points=np.arange(10))
     return lambda record: out.get(record["id"])
 
 
@@ -66,6 +73,24 @@ def test_agreeing_chains_converge_and_shifted_ones_do_not() -> None:
     points_apart = predictions_for(same, shift=0.3)
     by_points = pool_chains(same, points_apart)["diagnostics"]["convergence"]
     assert by_points["rhat_loglik"] < 1.05 and by_points["rhat"] > 1.5  # the points catch it
+
+
+def test_validation_points_are_diagnosed_beside_the_gate() -> None:
+    """Per-point R-hat and ESS on the validation points are computed as on the test points
+    (rank-normalised split R-hat per point, the 95th percentile) and do not enter the gate."""
+    from bprior_core.analysis.convergence import rank_rhat
+
+    rng = np.random.default_rng(3)
+    same = [chain_record(c, rng.normal(1.0, 0.1, 60)) for c in range(4)]
+    loader = predictions_for(same, val_shift=0.3)
+    conv = pool_chains(same, loader)["diagnostics"]["convergence"]
+    draws = np.stack([loader(r)["val"]["sample_true_probs"] for r in same])
+    assert conv["rhat_val_points_q95"] == pytest.approx(
+        float(np.quantile(rank_rhat(draws), 0.95)))
+    assert conv["rhat_val_points_q95"] > 1.5 and conv["n_val_points"] == 10
+    assert conv["rhat"] < 1.1  # the gate reads the test points and the log-likelihood
+    plain = pool_chains(same, predictions_for(same))["diagnostics"]["convergence"]
+    assert "rhat_val_points_q95" not in plain
 
 
 def test_without_predictions_the_chains_mean_metrics_and_loglik_diagnostics() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -296,6 +297,25 @@ def test_validation_metrics_per_sample_nll_and_chains(pool, test_set, learned_pr
     other = dataclasses.replace(spec, chain=1)
     chained = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [other])[0]
     assert chained.diagnostics["sample_test_nll"] != plain.diagnostics["sample_test_nll"]
+
+
+def test_each_samples_true_class_probabilities_average_to_the_model_average(
+        pool, test_set, learned_prior, downstream_test) -> None:
+    """The per-sample probabilities of the true class kept for convergence diagnostics, on the
+    test and the validation points, average over the samples to the stored model average's
+    probability of the true class (up to their float16 storage)."""
+    spec = _specs(pool, learned_prior, "sghmc")[0]
+    val = DeviceTask.from_task(downstream_test.subset(torch.arange(64, 96)), "cpu")
+    out = train_pack(fresh_model(0), pool, test_set, "sghmc", SETTINGS, [spec], val=val)[0]
+    assert out.n_samples == 2
+    for split, n in (("test", len(test_set)), ("val", 32)):
+        part = out.predictions[split]
+        points = part["sample_points"]
+        assert part["sample_true_probs"].shape == (2, len(points)) and len(points) == min(n, 500)
+        bma = np.exp(part["log_probs"].astype(np.float64))
+        expected = bma[points, part["labels"][points].astype(np.int64)]
+        assert np.allclose(part["sample_true_probs"].astype(np.float64).mean(0), expected,
+                           atol=2e-3, rtol=2e-3)
 
 
 @pytest.mark.parametrize("method", ["sghmc", "sgld"])

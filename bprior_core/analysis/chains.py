@@ -13,7 +13,10 @@ their per-sample draws say whether they converged:
   of the true class on a fixed subset of the test points (`engine.diagnostic_points`): the 95th
   percentile of the R-hats and the median of the ESSs over the points;
 - `rhat` = the larger of the two R-hats, `ess` = the smaller of the two ESSs: what gates a claim
-  (`RHAT_MAX`, `ESS_MIN`).
+  (`RHAT_MAX`, `ESS_MIN`);
+- `rhat_val_points_q95`, `ess_val_points_median`: the same per validation point (the engine keeps
+  them for runs scored on a test set and a validation set), beside the gate: diagnostics that
+  need no test labels.
 
 Nothing here reads a file: per-test-point arrays come from a `predictions(record)` loader
 (`study.predictions`), and without them only the log-likelihood diagnostics are computed and
@@ -140,19 +143,33 @@ def convergence(chains: Sequence[Mapping[str, Any]], loaded: Sequence[dict | Non
                ess_loglik=float(bulk_ess(loglik)),
                traces=[list(map(float, x)) for x in nll])  # each chain's sample test NLLs
     rhats, esses = [out["rhat_loglik"]], [out["ess_loglik"]]
-    points = [p["test"].get("sample_true_probs") if p and "test" in p else None for p in loaded]
-    if all(x is not None for x in points) and len({x.shape for x in points}) == 1:
-        draws = np.stack(points).astype(float)  # (chains, samples, points)
-        varying = draws.std(axis=(0, 1)) > 0  # a constant point has no R-hat
-        if varying.any():
-            per_rhat, per_ess = rank_rhat(draws[..., varying]), bulk_ess(draws[..., varying])
-            out.update(rhat_points_q95=float(np.quantile(per_rhat, 0.95)),
-                       ess_points_median=float(np.median(per_ess)),
-                       n_points=int(varying.sum()))
-            rhats.append(out["rhat_points_q95"])
-            esses.append(out["ess_points_median"])
+    test = _per_point(loaded, "test")
+    if test is not None:
+        out.update(rhat_points_q95=test[0], ess_points_median=test[1], n_points=test[2])
+        rhats.append(out["rhat_points_q95"])
+        esses.append(out["ess_points_median"])
+    val = _per_point(loaded, "val")
+    if val is not None:  # beside the gate: what a verdict could read without the test set
+        out.update(rhat_val_points_q95=val[0], ess_val_points_median=val[1],
+                   n_val_points=val[2])
     out["rhat"], out["ess"] = max(rhats), min(esses)
     return out
+
+
+def _per_point(loaded: Sequence[dict | None], split: str) -> tuple[float, float, int] | None:
+    """95th percentile of the per-point R-hats, median of the per-point ESSs and the number of
+    points, of every chain's per-sample true-class probabilities on `split`'s diagnostic
+    points; None where a chain has none, or their shapes differ, or no point varies."""
+    points = [p[split].get("sample_true_probs") if p and split in p else None for p in loaded]
+    if any(x is None for x in points) or len({x.shape for x in points}) != 1:
+        return None
+    draws = np.stack(points).astype(float)  # (chains, samples, points)
+    varying = draws.std(axis=(0, 1)) > 0  # a constant point has no R-hat
+    if not varying.any():
+        return None
+    per_rhat, per_ess = rank_rhat(draws[..., varying]), bulk_ess(draws[..., varying])
+    return (float(np.quantile(per_rhat, 0.95)), float(np.median(per_ess)),
+            int(varying.sum()))
 
 
 def converged(record: Mapping[str, Any]) -> bool | None:

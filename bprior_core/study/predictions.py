@@ -38,9 +38,9 @@ def write_predictions(path: Path, predictions: dict[str, dict[str, np.ndarray]])
 
 def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]] | None:
     """{split: {"probs": (n, classes) float32 (also "log_probs", as stored), "labels": (n,)
-    int64, and for samplers' test
-    predictions "sample_true_probs": (samples, points) float32 with "sample_points": (points,)
-    int64}} or None if the file is missing or unreadable."""
+    int64, and for samplers' test and validation predictions "sample_true_probs": (samples,
+    points) float32 with "sample_points": (points,) int64}} or None if the file is missing or
+    unreadable."""
     try:
         with np.load(path, allow_pickle=False) as data:
             out: dict[str, Any] = {}

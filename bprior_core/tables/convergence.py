@@ -115,10 +115,14 @@ def _chains(records: Sequence[Mapping]) -> dict[float, dict[int, list]]:
     return out
 
 
+VAL_RHAT = "R-hat, validation points (max)"
+
+
 def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
     """Per experiment, arm and size (and temperature), over the seeds of the pooled chain
     records (`chains.combine_chains`): chains, samples per chain, the largest R-hat and the
-    smallest bulk ESS, and how many seeds converged (R-hat <= RHAT_MAX, ESS >= ESS_MIN)."""
+    smallest bulk ESS, how many seeds converged (R-hat <= RHAT_MAX, ESS >= ESS_MIN), and the
+    largest per-point R-hat on the validation points (beside the gate; empty where not kept)."""
     from ..analysis.chains import converged
 
     rows: dict[tuple, dict] = {}
@@ -132,11 +136,13 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
                                     "chains": conv.get("n_chains"),
                                     "samples per chain": int(conv["draws_per_chain"]),
                                     "R-hat (max)": None, "bulk ESS (min)": None,
-                                    "seeds converged": 0, "seeds": 0})
+                                    "seeds converged": 0, "seeds": 0,
+                                    VAL_RHAT: None})
         row["seeds"] += 1
         row["seeds converged"] += bool(converged(r))
         for name, value, pick in (("R-hat (max)", conv.get("rhat"), max),
-                                  ("bulk ESS (min)", conv.get("ess"), min)):
+                                  ("bulk ESS (min)", conv.get("ess"), min),
+                                  (VAL_RHAT, conv.get("rhat_val_points_q95"), max)):
             if value is not None:
                 row[name] = value if row[name] is None else pick(row[name], value)
     if not rows:
@@ -145,6 +151,7 @@ def convergence_table(records: Sequence[Mapping]) -> pd.DataFrame:
         for name, digits in (("R-hat (max)", 3), ("bulk ESS (min)", 0)):
             row[name] = (round(row[name], digits) if row[name] is not None
                          else too_short_text(row["chains"], row["samples per chain"]))
+        row[VAL_RHAT] = "" if row[VAL_RHAT] is None else round(row[VAL_RHAT], 3)
     frame = pd.DataFrame(sorted(rows.values(), key=lambda r: (r["experiment"], r["arm"],
                                                               r["n_train"] or math.inf)))
     frame["n_train"] = [str(int(n)) if n else "full" for n in frame["n_train"]]

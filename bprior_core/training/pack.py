@@ -116,6 +116,9 @@ class Pack:
         # (every `stride`-th, at most DIAGNOSTIC_POINTS): the draws of per-point R-hat and ESS
         self.diagnostic_points = diagnostic_points(self.n_test)
         self.sample_true_probs: list[torch.Tensor] = []  # (R, points) per sample
+        # the same on the validation points (kept where a test set is scored too)
+        self.val_diagnostic_points = diagnostic_points(self.n_val)
+        self.sample_val_true_probs: list[torch.Tensor] = []
         self._last_sample: tuple | None = None  # (steps done, probs, labels) of the last sample
 
     @staticmethod
@@ -337,6 +340,11 @@ class Pack:
         picked = test.gather(2, test_labels.view(1, -1, 1).expand(self.runs, -1, 1))
         self.sample_nll.append(-picked.clamp_min(1e-12).log().mean((1, 2)))
         self.sample_true_probs.append(picked[:, self.diagnostic_points, 0].to(torch.float16))
+        if self.n_val:
+            val = slice(self.n_test, self.n_test + self.n_val)
+            picked = probs[:, val].gather(2, labels[val].view(1, -1, 1).expand(self.runs, -1, 1))
+            self.sample_val_true_probs.append(
+                picked[:, self.val_diagnostic_points, 0].to(torch.float16))
 
     # ----------------------------------------------------------------------------- outcomes
 
@@ -383,10 +391,13 @@ class Pack:
                                    "labels": labels[part].to(torch.int16).numpy()}
                            for split, part in (("test", test), ("val", val))
                            if part.stop != part.start and len(labels[part])}
-            if self.sample_true_probs and "test" in predictions:
-                predictions["test"]["sample_true_probs"] = torch.stack(
-                    [p[r] for p in self.sample_true_probs]).cpu().numpy()
-                predictions["test"]["sample_points"] = self.diagnostic_points.cpu().numpy()
+            for split, draws, points in (
+                    ("test", self.sample_true_probs, self.diagnostic_points),
+                    ("val", self.sample_val_true_probs, self.val_diagnostic_points)):
+                if draws and split in predictions:
+                    predictions[split]["sample_true_probs"] = torch.stack(
+                        [p[r] for p in draws]).cpu().numpy()
+                    predictions[split]["sample_points"] = points.cpu().numpy()
             out.append(RunOutcome(
                 "ok", scores(final, test), scores(avg, test), self.average.count, steps,
                 losses[r], wall / self.runs, diagnostics[r],
