@@ -3,7 +3,7 @@ four-file format, every method for a few steps on synthetic 224x224 data held on
 and the time per step with and without the prior term.
 
 Usage: python benchmarks/gpu_check.py [--device cuda] [--steps 40] [--image-size 224]. Prints one
-line per check (`--image-size 64 --steps 2`: a quick run of the same code on a CPU).
+line per check (`--image-size 32 --steps 4`: a quick run of the same code on a CPU).
 """
 
 from __future__ import annotations
