@@ -200,8 +200,8 @@ def _check_protocol(p: Profile) -> None:
     samplers = [a for a in inference.arms if arm_parts(a)[0] in CHAINED_ARM_METHODS]
     if inference.enabled and samplers and inference.chains < MIN_CHAINS:
         raise ProfileError(
-            f"experiments.inference.chains: C4 and C4b are judged only where the samplers "
-            f"converged (R-hat and bulk ESS over at least {MIN_CHAINS} chains), got "
+            f"experiments.inference.chains: whether the samplers converged, stated beside C4 "
+            f"and C4b, takes R-hat and bulk ESS over at least {MIN_CHAINS} chains, got "
             f"{inference.chains} for the arms {shown(samplers)}; use chains: {MIN_CHAINS}")
     scale = exps.scale
     rules = scale.rules or [p.priors.rescaling_rule]

@@ -290,8 +290,8 @@ class InferenceExperiment:
     tuning: Tuning = section(Tuning)
     seeds: int | None = key(_int(1, MAX_SEEDS, None, nullable=True))
     # chains of each sampler arm's final run (and of the T = 0 ensemble): their model
-    # averages are pooled, and C4 / C4b are judged only where they converged (R-hat
-    # and bulk ESS over the chains)
+    # averages are pooled, and whether they converged (R-hat and bulk ESS over the
+    # chains) is stated beside C4 / C4b
     chains: int = key(_int(1, MAX_SEEDS, 4))
     # `deep_ensemble+learned`: the chosen `sgd+learned` run trained `chains` times (own
     # batches, head init), the members' predictions averaged like a sampler's chains:
