@@ -167,10 +167,9 @@ def chains_commands(plan: Plan, seconds: float) -> list[list[str]]:
     base = [plan.python, str(BENCH / "convergence.py"), "--profile", str(plan.profile_path),
             "--outputs", str(plan.outputs)]
     if plan.tiny:
-        inference = ["--arm", "sghmc+learned,sghmc+zero", "--at-temperature", "0.001,1",
-                     "--cycles", "4", "--cycle-length", "8", "--every", "2"]
-        temperature = ["--experiment", "temperature", "--temperature", "0,0.001",
-                       "--cycles", "4", "--cycle-length", "8", "--every", "2"]
+        short = ["--cycles", "6", "--cycle-length", "8", "--every", "3"]  # 5 draws: R-hat
+        inference = ["--arm", "sghmc+learned,sghmc+zero", "--at-temperature", "0.001,1", *short]
+        temperature = ["--experiment", "temperature", "--temperature", "0,0.001", *short]
         return [base + inference, base + temperature]
     rows = _jsonl(plan.out / "throughput.jsonl")
     steps = chain_steps(rows, seconds, 24, plan.device)

@@ -175,6 +175,9 @@ def test_the_whole_session_at_toy_size_on_the_cpu(session, tmp_path) -> None:
         assert {"report.html", "claims.json", "timings.json"} <= set(tar.getnames())
     kinds = {(r["kind"], r["group"]) for r in summary["chains"]}
     assert ("pooled", "T=0.001") in kinds and ("prefix", "sghmc+zero T=1") in kinds
+    last = [r for r in summary["chains"] if r["kind"] == "prefix"]
+    assert all(r["draws_per_chain"] == 5 and r["rhat"] >= 1.0 and r["rhat_val_points_q95"]
+               for r in last)
     # at T = 1 the inference chains stand beside the exact head posterior of the same subset
     reference = [r for r in summary["chains"] if r["kind"] == "reference"]
     assert reference and all(r["same_subset"] and r["temperature"] == 1.0 for r in reference)
