@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -171,7 +172,8 @@ def chains_commands(plan: Plan, seconds: float) -> list[list[str]]:
         inference = ["--arm", "sghmc+learned,sghmc+zero", "--at-temperature", "0.001,1", *short]
         temperature = ["--experiment", "temperature", "--temperature", "0,0.001", *short]
         return [base + inference, base + temperature]
-    rows = _jsonl(plan.out / "throughput.jsonl")
+    # this call's measurements, else those a previous call left in the work folder (a rerun)
+    rows = _jsonl(plan.out / "throughput.jsonl") or _jsonl(plan.work / "throughput.jsonl")
     steps = chain_steps(rows, seconds, 24, plan.device)
     cycles = steps // 150
     every = ["--every", str(max(1, cycles // 10)), "--cycle-length", "150",
@@ -244,6 +246,7 @@ def run_stage(stage: Stage, commands: list[list[str]], limit_s: float, plan: Pla
     stdout_path = plan.out / stage.stdout if stage.stdout else None
     if stdout_path:
         stdout_path.write_text("")  # a rerun's rows replace the last ones
+
     def started(cmd: list[str]):
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
@@ -308,7 +311,7 @@ def summarise(plan: Plan) -> dict:
     last = {}
     for row in rows:
         if row.get("kind") == "prefix":
-            last[row["group"], row["temperature"]] = row
+            last[row["group"]] = row
     out["chains"] = list(last.values()) + [r for r in rows if r.get("kind") != "prefix"]
     return out
 
@@ -344,6 +347,8 @@ def run_session(plan: Plan, only: list[str] | None = None) -> dict:
             commands = (chains_commands(plan, limit) if stage.name == "chains"
                         else stage.commands)
             plan.results[stage.name] = run_stage(stage, commands, limit, plan, log)
+            if stage.stdout:  # kept for a rerun on this machine ($OUT is emptied per call)
+                shutil.copy(plan.out / stage.stdout, plan.work / stage.stdout)
             print(f"[gpu_session] {stage.name}: {plan.results[stage.name]}", flush=True)
             write_summary(plan, time.perf_counter() - start)
     pack_report(plan)
@@ -360,7 +365,8 @@ def write_summary(plan: Plan, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="cuda",
+                        help="cuda (the device machine), or cpu with --tiny")
     parser.add_argument("--tiny", action="store_true",
                         help="every stage at toy size (the smoke study): a check of this script")
     parser.add_argument("--out", type=Path,
@@ -378,7 +384,8 @@ def main() -> None:
                         help=f"seconds for every stage together (default {SESSION_BUDGET_S}, "
                              f"--tiny {TINY_BUDGET_S})")
     args = parser.parse_args()
-    args.budget_s = args.budget_s or (TINY_BUDGET_S if args.tiny else SESSION_BUDGET_S)
+    if args.budget_s is None:
+        args.budget_s = TINY_BUDGET_S if args.tiny else SESSION_BUDGET_S
     if args.budget_s <= 0:
         sys.exit(f"gpu_session: --budget-s must be > 0, got {args.budget_s}")
     only = args.stages.split(",") if args.stages else None

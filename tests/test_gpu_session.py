@@ -104,8 +104,12 @@ def test_the_device_commands_parse_and_name_what_the_study_has(session, monkeypa
 
     plan = session.Plan("cuda", False, tmp_path / "work", tmp_path / "out")
     plan.out.mkdir(parents=True)
-    (plan.out / "throughput.jsonl").write_text(json.dumps(_row(64, 10.0)) + "\n")
     profile = load_profile(session.session_profile(plan))
+    # a rerun's chains read the step times an earlier call left in the work folder
+    (plan.work / "throughput.jsonl").write_text(json.dumps(_row(64, 5.0)) + "\n")
+    rerun = session.chains_commands(plan, 100.0)[0]
+    assert rerun[rerun.index("--cycles") + 1] == "50"  # 0.5 * 75 s / 5 ms = 7,500 steps
+    (plan.out / "throughput.jsonl").write_text(json.dumps(_row(64, 10.0)) + "\n")
     commands = [*session.throughput_commands(plan), session.gpu_check_command(plan),
                 *session.chains_commands(plan, 100.0)]
     parsed = {}
