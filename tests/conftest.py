@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,6 +178,25 @@ def fake_record(run: dict, **extra) -> dict:
             "final_loss": 1.0, "diagnostics": {},
             **({"heldout_metrics": {"final": metrics, "bma": None}}
                if run["config"].get("fit") == "split" else {}), **extra}
+
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def load_benchmark(monkeypatch, name: str):
+    """The script `benchmarks/<name>.py` as a module, importing its neighbours as it does when
+    run (`python benchmarks/<name>.py`), registered in sys.modules for this test (dataclasses
+    look their module up there)."""
+    import importlib.util
+    import sys
+
+    path = BENCHMARKS / f"{name}.py"
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def edited(profile, edit):

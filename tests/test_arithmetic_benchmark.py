@@ -3,24 +3,18 @@ and its forward-pass equivalents and least time for hand-made run records."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "arithmetic.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture
 def arithmetic(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as `python benchmarks/arithmetic.py` runs
-    spec = importlib.util.spec_from_file_location("arithmetic_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(monkeypatch, "arithmetic")
 
 
 def _conv_macs(side: int, c_in: int, c_out: int, k: int, stride: int) -> int:

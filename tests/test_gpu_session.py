@@ -4,7 +4,6 @@ time sharing, its chain length from measured step times, and the whole session a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -15,23 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
 
 
-def _load(monkeypatch, path: Path):
-    monkeypatch.syspath_prepend(str(path.parent))  # as `python benchmarks/<name>.py` runs
-    spec = importlib.util.spec_from_file_location(f"{path.stem}_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look it up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def session(monkeypatch):
-    return _load(monkeypatch, SCRIPT)
+    return load_benchmark(monkeypatch, "gpu_session")
 
 
 def _row(pack: int, ms_per_step: float, **extra) -> dict:
@@ -115,7 +106,7 @@ def test_the_device_commands_parse_and_name_what_the_study_has(session, monkeypa
     parsed = {}
     for cmd in commands:
         script = Path(cmd[1])
-        args = _load(monkeypatch, script).build_parser().parse_args(cmd[2:])
+        args = load_benchmark(monkeypatch, script.stem).build_parser().parse_args(cmd[2:])
         parsed.setdefault(script.stem, []).append(args)
         assert getattr(args, "device", "cuda") == "cuda"
     models = {(a.model, a.packing) for a in parsed["throughput"]}

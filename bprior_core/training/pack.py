@@ -335,16 +335,15 @@ class Pack:
         self.average.update(probs)
         if not self.n_test:
             return
-        test, test_labels = probs[:, : self.n_test], labels[: self.n_test]
-        self.sample_classes.append(test.argmax(-1))
-        picked = test.gather(2, test_labels.view(1, -1, 1).expand(self.runs, -1, 1))
-        self.sample_nll.append(-picked.clamp_min(1e-12).log().mean((1, 2)))
-        self.sample_true_probs.append(picked[:, self.diagnostic_points, 0].to(torch.float16))
+        self.sample_classes.append(probs[:, : self.n_test].argmax(-1))
+        # each point's probability of its true class, (R, n, 1): test points, then validation
+        true = probs.gather(2, labels.view(1, -1, 1).expand(self.runs, -1, 1))
+        test, val = true[:, : self.n_test], true[:, self.n_test:]
+        self.sample_nll.append(-test.clamp_min(1e-12).log().mean((1, 2)))
+        self.sample_true_probs.append(test[:, self.diagnostic_points, 0].to(torch.float16))
         if self.n_val:
-            val = slice(self.n_test, self.n_test + self.n_val)
-            picked = probs[:, val].gather(2, labels[val].view(1, -1, 1).expand(self.runs, -1, 1))
             self.sample_val_true_probs.append(
-                picked[:, self.val_diagnostic_points, 0].to(torch.float16))
+                val[:, self.val_diagnostic_points, 0].to(torch.float16))
 
     # ----------------------------------------------------------------------------- outcomes
 
